@@ -1,0 +1,72 @@
+//! `Backend`: one address a service can be reached at, as reported by a discovery source.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+
+/// Where a backend was learned from; shown in the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Listed in the config.
+    Static,
+    /// Read from a backends file.
+    File,
+    /// A ZooKeeper znode, by name.
+    Zookeeper(String),
+    /// A default server used while discovery has none.
+    Default,
+    /// Kept from the previous set because discovery reported none.
+    Previous,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Static => f.write_str("static"),
+            Origin::File => f.write_str("file"),
+            Origin::Zookeeper(node) => write!(f, "zookeeper:{node}"),
+            Origin::Default => f.write_str("default"),
+            Origin::Previous => f.write_str("previous"),
+        }
+    }
+}
+
+/// One backend of a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Relative weight; 0 takes no new connections.
+    pub weight: u32,
+    /// Where this backend came from.
+    pub origin: Origin,
+}
+
+impl Backend {
+    /// The `host:port` key that identifies the backend across swaps (IPv6 hosts bracketed).
+    pub fn key(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    /// The address to connect to: resolved now when the host is an IP, by name at connect time otherwise.
+    pub fn target(&self) -> Target {
+        match self.host.parse::<IpAddr>() {
+            Ok(ip) => Target::Addr(SocketAddr::new(ip, self.port)),
+            Err(_) => Target::Name(self.key()),
+        }
+    }
+}
+
+/// A connectable address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A literal socket address.
+    Addr(SocketAddr),
+    /// `host:port`, resolved when connecting.
+    Name(String),
+}

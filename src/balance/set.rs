@@ -1,0 +1,79 @@
+//! `BackendSet`: an immutable snapshot of a service's backends plus the selection state built for it.
+
+use super::backend::{Backend, Target};
+use super::least_conn::LeastConn;
+use super::random::Random;
+use super::round_robin::RoundRobin;
+use crate::config::Algorithm;
+use crate::metrics::BackendMetrics;
+use std::sync::Arc;
+
+/// A backend in a set, with the counters that outlive the set.
+pub struct Entry {
+    /// The backend as discovered.
+    pub backend: Backend,
+    /// `host:port`, the backend's identity and metric label.
+    pub key: String,
+    /// Where to connect.
+    pub target: Target,
+    /// Counters shared with every other set that holds this backend.
+    pub stats: Arc<BackendMetrics>,
+}
+
+enum Picker {
+    RoundRobin(RoundRobin),
+    LeastConn(LeastConn),
+    Random(Random),
+}
+
+/// An immutable set of backends; replaced whole, never edited.
+pub struct BackendSet {
+    entries: Vec<Arc<Entry>>,
+    picker: Picker,
+}
+
+/// A picked backend; holds one active-connection count until dropped.
+pub struct Pick {
+    /// The picked backend.
+    pub entry: Arc<Entry>,
+    /// Its index in the set, for excluding it from retries.
+    pub index: usize,
+}
+
+impl Drop for Pick {
+    fn drop(&mut self) {
+        self.entry.stats.active.dec();
+    }
+}
+
+impl BackendSet {
+    /// Builds a set and its selection state.
+    pub fn new(algorithm: Algorithm, entries: Vec<Arc<Entry>>) -> Self {
+        let weights: Vec<u32> = entries.iter().map(|e| e.backend.weight).collect();
+        let picker = match algorithm {
+            Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(&weights)),
+            Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(&weights)),
+            Algorithm::Random => Picker::Random(Random::new(&weights)),
+        };
+        Self { entries, picker }
+    }
+
+    /// The backends in this set.
+    pub fn entries(&self) -> &[Arc<Entry>] {
+        &self.entries
+    }
+
+    /// Picks a backend not in `skip` and counts it active; `None` when none is eligible.
+    pub fn pick(&self, skip: &[usize]) -> Option<Pick> {
+        let index = match &self.picker {
+            Picker::RoundRobin(rr) => rr.pick(skip),
+            Picker::LeastConn(lc) => {
+                lc.pick(skip, |i| self.entries[i].stats.active.get().max(0) as u64)
+            }
+            Picker::Random(r) => r.pick(skip),
+        }?;
+        let entry = Arc::clone(&self.entries[index]);
+        entry.stats.active.inc();
+        Some(Pick { entry, index })
+    }
+}

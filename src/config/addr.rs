@@ -1,0 +1,141 @@
+//! Addresses in the config: listener socket addresses and backend `host:port` endpoints.
+
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+
+/// Deserializes a socket address with an error that quotes what was written.
+pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_socket_addr(&text).map_err(de::Error::custom)
+}
+
+/// Parses `ip:port`, naming the bad input in the error.
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("invalid socket address {text:?} (expected ip:port, e.g. 127.0.0.1:4001)")
+    })
+}
+
+/// One static backend as written in the config: `"host:port"` or `{ host, port, weight }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendAddr {
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port, 1-65535.
+    pub port: u16,
+    /// Relative weight, 1-256 (HAProxy's range); 0 means "never picked".
+    pub weight: u32,
+}
+
+/// Default backend weight, as in HAProxy.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Highest accepted weight, as in HAProxy.
+pub const MAX_WEIGHT: u32 = 256;
+
+impl BackendAddr {
+    /// Parses `host:port` or `[v6]:port`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("invalid backend address {text:?} (expected host:port, e.g. 127.0.0.1:8081)")
+        };
+        let text = text.trim();
+        if let Ok(sa) = text.parse::<SocketAddr>() {
+            return Self::new(sa.ip().to_string(), u32::from(sa.port()), DEFAULT_WEIGHT);
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || host.contains(':') {
+            return Err(bad());
+        }
+        let port: u32 = port.parse().map_err(|_| bad())?;
+        Self::new(host.to_string(), port, DEFAULT_WEIGHT)
+    }
+
+    /// Builds an address, checking the port and weight ranges.
+    pub fn new(host: String, port: u32, weight: u32) -> Result<Self, String> {
+        if host.trim().is_empty() {
+            return Err("backend host is empty".into());
+        }
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| {
+                format!("invalid port {port} for backend {host:?} (expected 1-65535)")
+            })?;
+        if weight > MAX_WEIGHT {
+            return Err(format!(
+                "weight {weight} for backend {host}:{port} is above {MAX_WEIGHT}"
+            ));
+        }
+        Ok(Self { host, port, weight })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendMap {
+    host: String,
+    port: u32,
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    DEFAULT_WEIGHT
+}
+
+impl<'de> Deserialize<'de> for BackendAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = BackendAddr;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"host:port\" or { host, port, weight }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendAddr, E> {
+                BackendAddr::parse(v).map_err(E::custom)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BackendAddr, A::Error> {
+                let m = BackendMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_backend_forms() {
+        let b = BackendAddr::parse("127.0.0.1:8081").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.weight), ("127.0.0.1", 8081, 1));
+        let b = BackendAddr::parse("[::1]:80").unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("::1", 80));
+        let b = BackendAddr::parse("db.internal:5432").unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("db.internal", 5432));
+    }
+
+    #[test]
+    fn rejects_bad_backends() {
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            ":80",
+            "a:b:c",
+        ] {
+            assert!(BackendAddr::parse(bad).is_err(), "{bad}");
+        }
+        assert!(BackendAddr::new("h".into(), 80, 257).is_err());
+    }
+
+    #[test]
+    fn socket_addr_error_quotes_input() {
+        let e = parse_socket_addr("127.0.0.1:99999").unwrap_err();
+        assert!(e.contains("\"127.0.0.1:99999\""), "{e}");
+    }
+}

@@ -1,0 +1,59 @@
+//! Durations written the way operators write them: `250ms`, `2s`, `5m`, `1h 30m`.
+
+use serde::de::{self, Deserializer, Visitor};
+use std::fmt;
+use std::time::Duration;
+
+/// Deserializes a human-readable duration such as `250ms` or `2s`.
+pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    struct V;
+    impl Visitor<'_> for V {
+        type Value = Duration;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration such as 250ms or 2s")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse(v).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "invalid duration {v}: a unit is required, e.g. {v}ms or {v}s"
+            )))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "invalid duration {v}: a unit is required, e.g. {v}ms or {v}s"
+            )))
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            Err(E::custom(format!(
+                "invalid duration {v}: a unit is required, e.g. {v}s"
+            )))
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// Parses a human-readable duration; a bare number is rejected so units are never guessed.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like 250ms, 2s or 5m"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn rejects_bare_numbers_and_garbage() {
+        assert!(parse("250").is_err());
+        assert!(parse("soon").is_err());
+    }
+}

@@ -1,0 +1,509 @@
+//! Typed configuration: parsed once from YAML or JSON, validated at load, then read-only.
+//!
+//! Every struct denies unknown keys so a typo is an error at load rather than a silently ignored setting.
+//! Errors name the file, the field path (`services.web.listen`) and, where the parser knows it, the line.
+
+mod addr;
+pub mod duration;
+
+pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What can go wrong loading a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The config file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not valid YAML/JSON or a field has the wrong type or value.
+    #[error("{file}: {field}: {message}{}", line.map(|(l, c)| format!(" (line {l}, column {c})")).unwrap_or_default())]
+    Parse {
+        /// The config file.
+        file: PathBuf,
+        /// Dotted path of the offending field.
+        field: String,
+        /// What is wrong.
+        message: String,
+        /// Line and column, when the parser knows them.
+        line: Option<(usize, usize)>,
+    },
+    /// The config parsed but does not make sense as a whole.
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        /// The config file.
+        file: PathBuf,
+        /// Dotted path of the offending field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole agent configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Admin HTTP server (metrics, API).
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// How long open connections may keep running after SIGTERM/SIGINT.
+    #[serde(default = "default_grace", with = "duration_serde")]
+    pub shutdown_grace: Duration,
+    /// The services this host depends on, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// Admin server settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin server; loopback by default.
+    #[serde(
+        default = "default_admin_listen",
+        deserialize_with = "addr::socket_addr"
+    )]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+/// One dependency served on a local listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// The local address applications connect to.
+    #[serde(deserialize_with = "addr::socket_addr")]
+    pub listen: SocketAddr,
+    /// Proxy mode.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Balancing algorithm.
+    #[serde(default)]
+    pub balance: Algorithm,
+    /// Static backends.
+    #[serde(default)]
+    pub backends: Vec<BackendAddr>,
+    /// A dynamic source of backends; replaces `backends` when set.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
+    /// Timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Retries of failed connection attempts.
+    #[serde(default)]
+    pub retries: Retries,
+}
+
+/// How traffic is proxied.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Layer-4: bytes are copied both ways.
+    #[default]
+    Tcp,
+    /// Layer-7 HTTP proxying.
+    Http,
+}
+
+/// How a backend is picked.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    /// Smooth weighted round-robin.
+    #[default]
+    RoundRobin,
+    /// Fewest active connections relative to weight.
+    LeastConn,
+    /// Weighted random.
+    Random,
+}
+
+impl Algorithm {
+    /// The name used in config and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+/// Where backends come from, when not static.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum DiscoveryConfig {
+    /// A JSON file listing backends, re-read when it changes.
+    File(PathBuf),
+    /// Children of a ZooKeeper path (Nerve or ServerSet znodes).
+    Zookeeper(ZookeeperDiscovery),
+}
+
+/// ZooKeeper discovery settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ZookeeperDiscovery {
+    /// Ensemble members, `host:port`, optionally with a chroot suffix on the last one.
+    pub hosts: Vec<String>,
+    /// The path whose children are the backends.
+    pub path: String,
+    /// ZooKeeper session timeout.
+    #[serde(default = "default_session_timeout", with = "duration_serde")]
+    pub session_timeout: Duration,
+    /// How znode data is decoded.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// How znode data is decoded into a backend.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Decode {
+    /// The znode format.
+    #[serde(default)]
+    pub method: DecodeMethod,
+    /// For ServerSet data: which `additionalEndpoints` entry to use instead of `serviceEndpoint`.
+    #[serde(default)]
+    pub endpoint_name: Option<String>,
+}
+
+/// Znode formats.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeMethod {
+    /// Nerve's JSON: `{host, port, name, weight?}`.
+    #[default]
+    Nerve,
+    /// Finagle ServerSet JSON: `{serviceEndpoint, additionalEndpoints, shard}`.
+    Serverset,
+}
+
+/// Per-service timeouts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    /// Time allowed to establish a connection to one backend.
+    #[serde(default = "default_connect", with = "duration_serde")]
+    pub connect: Duration,
+    /// A connection with no bytes in either direction for this long is closed.
+    #[serde(default = "default_idle", with = "duration_serde")]
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: default_connect(),
+            idle: default_idle(),
+        }
+    }
+}
+
+/// Retry policy for connection attempts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Extra attempts on other backends after a connect failure (HAProxy's `retries` + `option redispatch`).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Self {
+            attempts: default_attempts(),
+        }
+    }
+}
+
+/// Upper bound on `retries.attempts`, to keep a sick fleet from being stormed.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+mod duration_serde {
+    pub use super::duration::deserialize;
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3210))
+}
+fn default_grace() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connect() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_attempts() -> u32 {
+    2
+}
+
+/// The file format, chosen by extension (`.json` is JSON, everything else YAML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// YAML (which also reads most JSON).
+    Yaml,
+    /// Strict JSON.
+    Json,
+}
+
+impl Format {
+    /// Picks the format from a file name.
+    pub fn of(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some(e) if e.eq_ignore_ascii_case("json") => Format::Json,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, Format::of(path), path)
+    }
+
+    /// Parses and validates config text; `file` is used in error messages.
+    pub fn parse(text: &str, format: Format, file: &Path) -> Result<Self, ConfigError> {
+        let parse_err = |field: String, message: String, line| ConfigError::Parse {
+            file: file.to_path_buf(),
+            field: if field.is_empty() || field == "." {
+                "(top level)".into()
+            } else {
+                field
+            },
+            message,
+            line,
+        };
+        let config: Config = match format {
+            Format::Yaml => {
+                let de = serde_yaml::Deserializer::from_str(text);
+                serde_path_to_error::deserialize(de).map_err(|e| {
+                    let field = e.path().to_string();
+                    let inner = e.into_inner();
+                    let line = inner.location().map(|l| (l.line(), l.column()));
+                    let message = strip_path(&field, &strip_location(&inner.to_string()));
+                    parse_err(field, message, line)
+                })?
+            }
+            Format::Json => {
+                let mut de = serde_json::Deserializer::from_str(text);
+                serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let field = e.path().to_string();
+                    let inner = e.into_inner();
+                    let line = Some((inner.line(), inner.column()));
+                    parse_err(field, strip_location(&inner.to_string()), line)
+                })?
+            }
+        };
+        config.validate(file)?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: cross-field rules and ranges.
+    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+        let invalid = |field: String, message: String| ConfigError::Invalid {
+            file: file.to_path_buf(),
+            field,
+            message,
+        };
+        let mut listeners: BTreeMap<SocketAddr, &str> = BTreeMap::new();
+        listeners.insert(self.admin.listen, "admin");
+        for (name, svc) in &self.services {
+            let at = |f: &str| format!("services.{name}.{f}");
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+            {
+                return Err(invalid(
+                    format!("services.{name}"),
+                    "service names may use only letters, digits, '_', '-' and '.'".into(),
+                ));
+            }
+            if svc.listen.port() != 0 {
+                if let Some(other) = listeners.insert(svc.listen, name) {
+                    return Err(invalid(
+                        at("listen"),
+                        format!("{} is already used by {other}", svc.listen),
+                    ));
+                }
+            }
+            if svc.mode == Mode::Http {
+                return Err(invalid(
+                    at("mode"),
+                    "http mode is not available in this version; use tcp".into(),
+                ));
+            }
+            match &svc.discovery {
+                None if svc.backends.is_empty() => {
+                    return Err(invalid(
+                        format!("services.{name}"),
+                        "no backends: give a `backends` list or a `discovery` source".into(),
+                    ))
+                }
+                Some(_) if !svc.backends.is_empty() => {
+                    return Err(invalid(
+                        at("backends"),
+                        "static backends and a discovery source are exclusive; keep one".into(),
+                    ))
+                }
+                Some(DiscoveryConfig::Zookeeper(zk)) => {
+                    if zk.hosts.is_empty() {
+                        return Err(invalid(
+                            at("discovery.zookeeper.hosts"),
+                            "at least one host is required".into(),
+                        ));
+                    }
+                    if !zk.path.starts_with('/') || (zk.path.len() > 1 && zk.path.ends_with('/')) {
+                        return Err(invalid(
+                            at("discovery.zookeeper.path"),
+                            format!("{:?} must start with '/' and not end with one", zk.path),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+            if svc.timeouts.connect.is_zero() {
+                return Err(invalid(
+                    at("timeouts.connect"),
+                    "must be greater than zero".into(),
+                ));
+            }
+            if svc.timeouts.idle.is_zero() {
+                return Err(invalid(
+                    at("timeouts.idle"),
+                    "must be greater than zero".into(),
+                ));
+            }
+            if svc.retries.attempts > MAX_RETRY_ATTEMPTS {
+                return Err(invalid(
+                    at("retries.attempts"),
+                    format!("must be at most {MAX_RETRY_ATTEMPTS}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// serde_yaml prefixes messages with the path of the enclosing mapping; the error already names the field.
+fn strip_path(field: &str, message: &str) -> String {
+    match message.split_once(": ") {
+        Some((head, rest)) if !head.contains(' ') && field.starts_with(head) => rest.to_string(),
+        _ => message.to_string(),
+    }
+}
+
+/// serde_yaml appends " at line L column C" to messages; the error type carries it separately.
+fn strip_location(message: &str) -> String {
+    match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Format::Yaml, Path::new("test.yaml"))
+    }
+
+    #[test]
+    fn issue_example_parses() {
+        let c = parse(
+            "admin:\n  listen: 127.0.0.1:3210\nservices:\n  web:\n    listen: 127.0.0.1:4001\n    mode: tcp\n    balance: round_robin\n    backends:\n      - 127.0.0.1:8081\n      - { host: 127.0.0.1, port: 8082, weight: 2 }\n    timeouts: { connect: 1s, idle: 5m }\n    retries: { attempts: 2 }\n",
+        )
+        .unwrap();
+        let web = &c.services["web"];
+        assert_eq!(web.backends.len(), 2);
+        assert_eq!(web.backends[1].weight, 2);
+        assert_eq!(web.timeouts.idle, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn bad_listen_names_field_and_value() {
+        let e =
+            parse("services:\n  web:\n    listen: 127.0.0.1:99999\n    backends: [127.0.0.1:1]\n")
+                .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(
+                "test.yaml: services.web.listen: invalid socket address \"127.0.0.1:99999\""
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = parse("services:\n  web:\n    listen: 127.0.0.1:1\n    backend: []\n").unwrap_err();
+        assert!(e.to_string().contains("unknown field `backend`"), "{e}");
+    }
+
+    #[test]
+    fn duplicate_listen_rejected() {
+        let e = parse(
+            "services:\n  a: { listen: 127.0.0.1:5000, backends: [127.0.0.1:1] }\n  b: { listen: 127.0.0.1:5000, backends: [127.0.0.1:1] }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("services.b.listen: 127.0.0.1:5000 is already used by a"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn json_is_accepted() {
+        let c = Config::parse(
+            r#"{"services": {"web": {"listen": "127.0.0.1:4001", "discovery": {"file": "/tmp/b.json"}}}}"#,
+            Format::Json,
+            Path::new("c.json"),
+        )
+        .unwrap();
+        assert_eq!(
+            c.services["web"].discovery,
+            Some(DiscoveryConfig::File("/tmp/b.json".into()))
+        );
+    }
+
+    #[test]
+    fn bad_duration_is_explained() {
+        let e = parse("services:\n  web:\n    listen: 127.0.0.1:1\n    backends: [127.0.0.1:1]\n    timeouts: { connect: 5 }\n")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("services.web.timeouts.connect: invalid duration"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,75 @@
+//! Discovery: the sources that tell a service's [`Balancer`](crate::balance::Balancer) which backends exist.
+//!
+//! Every source ends in the same call, `Balancer::update`, with a complete list of backends. A source
+//! that cannot read (a malformed file, an unreachable ZooKeeper) keeps quiet rather than reporting an
+//! empty list, so the last known good set keeps serving.
+
+mod file;
+
+use crate::balance::{Backend, Balancer, Origin};
+use crate::config::{BackendAddr, DiscoveryConfig, ServiceConfig};
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Errors starting a discovery source.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The configured source is not available in this build.
+    #[error("service {service}: {source_kind} discovery is not available in this version")]
+    Unsupported {
+        /// The service.
+        service: String,
+        /// The source kind.
+        source_kind: &'static str,
+    },
+}
+
+/// Everything a source needs to run.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// The service's balancer.
+    pub balancer: Arc<Balancer>,
+    /// Agent metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the agent stops.
+    pub shutdown: CancellationToken,
+}
+
+/// Starts the discovery source of one service: static backends are installed at once, dynamic sources
+/// run as tasks on `tasks` until `ctx.shutdown` fires.
+pub fn start(
+    config: &ServiceConfig,
+    ctx: SourceContext,
+    tasks: &TaskTracker,
+) -> Result<(), DiscoveryError> {
+    match &config.discovery {
+        None => {
+            ctx.balancer
+                .update(to_backends(&config.backends, &Origin::Static));
+            Ok(())
+        }
+        Some(DiscoveryConfig::File(path)) => {
+            tasks.spawn(file::run(path.clone(), ctx));
+            Ok(())
+        }
+        Some(DiscoveryConfig::Zookeeper(_)) => Err(DiscoveryError::Unsupported {
+            service: ctx.balancer.service().to_string(),
+            source_kind: "zookeeper",
+        }),
+    }
+}
+
+/// Turns configured addresses into backends of the given origin.
+pub fn to_backends(addrs: &[BackendAddr], origin: &Origin) -> Vec<Backend> {
+    addrs
+        .iter()
+        .map(|a| Backend {
+            host: a.host.clone(),
+            port: a.port,
+            weight: a.weight,
+            origin: origin.clone(),
+        })
+        .collect()
+}

@@ -1,0 +1,13 @@
+//! sinew: a service-discovery agent. It registers this host's healthy services in ZooKeeper (as Nerve
+//! did) and serves each dependency on a localhost listener that balances over the dependency's
+//! backends (as Synapse + HAProxy did).
+
+pub mod admin;
+pub mod agent;
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod discovery;
+pub mod metrics;
+pub mod proxy;
+pub mod register;

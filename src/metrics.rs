@@ -1,0 +1,229 @@
+//! Prometheus metrics: one registry per agent, metric families defined here, children handed out per
+//! service and per backend so hot paths touch only pre-resolved atomics.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+/// All metric families of one agent.
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    backend_connections: IntCounterVec,
+    backend_active: IntGaugeVec,
+    backend_sent: IntCounterVec,
+    backend_received: IntCounterVec,
+    backend_connect_failures: IntCounterVec,
+    service_connections: IntCounterVec,
+    service_active: IntGaugeVec,
+    service_no_backend: IntCounterVec,
+    service_retries: IntCounterVec,
+    service_idle_timeouts: IntCounterVec,
+    service_backends: IntGaugeVec,
+    service_swaps: IntCounterVec,
+    discovery_errors: IntCounterVec,
+}
+
+/// Per-service metric children.
+#[derive(Clone)]
+pub struct ServiceMetrics {
+    /// Client connections accepted.
+    pub connections: IntCounter,
+    /// Client connections open now.
+    pub active: IntGauge,
+    /// Client connections closed because no backend was available.
+    pub no_backend: IntCounter,
+    /// Connection attempts retried on another backend.
+    pub retries: IntCounter,
+    /// Connections closed by the idle timeout.
+    pub idle_timeouts: IntCounter,
+    /// Backends in the current set.
+    pub backends: IntGauge,
+    /// Backend-set swaps.
+    pub swaps: IntCounter,
+}
+
+/// Per-backend metric children; the `active` gauge doubles as the least-conn load counter.
+pub struct BackendMetrics {
+    /// Connections opened to the backend.
+    pub connections: IntCounter,
+    /// Connections open (or being opened) to the backend now.
+    pub active: IntGauge,
+    /// Bytes sent to the backend.
+    pub sent: IntCounter,
+    /// Bytes received from the backend.
+    pub received: IntCounter,
+    /// Failed connection attempts.
+    pub connect_failures: IntCounter,
+}
+
+fn counter(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> Result<IntGaugeVec, prometheus::Error> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+impl Metrics {
+    /// Creates and registers every metric family.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let r = Registry::new();
+        let sb = &["service", "backend"];
+        let s = &["service"];
+        let build = gauge(
+            &r,
+            "sinew_build_info",
+            "Build information; always 1.",
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Ok(Self {
+            backend_connections: counter(
+                &r,
+                "sinew_backend_connections_total",
+                "Connections opened to a backend.",
+                sb,
+            )?,
+            backend_active: gauge(
+                &r,
+                "sinew_backend_connections_active",
+                "Connections open to a backend now.",
+                sb,
+            )?,
+            backend_sent: counter(
+                &r,
+                "sinew_backend_sent_bytes_total",
+                "Bytes sent to a backend.",
+                sb,
+            )?,
+            backend_received: counter(
+                &r,
+                "sinew_backend_received_bytes_total",
+                "Bytes received from a backend.",
+                sb,
+            )?,
+            backend_connect_failures: counter(
+                &r,
+                "sinew_backend_connect_failures_total",
+                "Failed connection attempts to a backend (refused, unreachable or timed out).",
+                sb,
+            )?,
+            service_connections: counter(
+                &r,
+                "sinew_service_connections_total",
+                "Client connections accepted.",
+                s,
+            )?,
+            service_active: gauge(
+                &r,
+                "sinew_service_connections_active",
+                "Client connections open now.",
+                s,
+            )?,
+            service_no_backend: counter(
+                &r,
+                "sinew_service_no_backend_total",
+                "Client connections closed because no backend could be reached.",
+                s,
+            )?,
+            service_retries: counter(
+                &r,
+                "sinew_service_retries_total",
+                "Connection attempts retried on another backend.",
+                s,
+            )?,
+            service_idle_timeouts: counter(
+                &r,
+                "sinew_service_idle_timeouts_total",
+                "Connections closed after the idle timeout.",
+                s,
+            )?,
+            service_backends: gauge(
+                &r,
+                "sinew_service_backends",
+                "Backends in the service's current set.",
+                s,
+            )?,
+            service_swaps: counter(
+                &r,
+                "sinew_service_backend_swaps_total",
+                "Backend sets swapped in.",
+                s,
+            )?,
+            discovery_errors: counter(
+                &r,
+                "sinew_discovery_errors_total",
+                "Discovery reads that failed or were rejected (the previous set stays).",
+                &["service", "source"],
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The children of one service.
+    pub fn service(&self, service: &str) -> ServiceMetrics {
+        let l = &[service];
+        ServiceMetrics {
+            connections: self.service_connections.with_label_values(l),
+            active: self.service_active.with_label_values(l),
+            no_backend: self.service_no_backend.with_label_values(l),
+            retries: self.service_retries.with_label_values(l),
+            idle_timeouts: self.service_idle_timeouts.with_label_values(l),
+            backends: self.service_backends.with_label_values(l),
+            swaps: self.service_swaps.with_label_values(l),
+        }
+    }
+
+    /// The children of one backend of a service.
+    pub fn backend(&self, service: &str, backend: &str) -> BackendMetrics {
+        let l = &[service, backend];
+        BackendMetrics {
+            connections: self.backend_connections.with_label_values(l),
+            active: self.backend_active.with_label_values(l),
+            sent: self.backend_sent.with_label_values(l),
+            received: self.backend_received.with_label_values(l),
+            connect_failures: self.backend_connect_failures.with_label_values(l),
+        }
+    }
+
+    /// Drops a backend's series once it has left the set and drained, so label cardinality stays bounded.
+    pub fn forget_backend(&self, service: &str, backend: &str) {
+        let l = &[service, backend];
+        // Removing a series that was never created is not an error worth reporting.
+        let _ = self.backend_connections.remove_label_values(l);
+        let _ = self.backend_active.remove_label_values(l);
+        let _ = self.backend_sent.remove_label_values(l);
+        let _ = self.backend_received.remove_label_values(l);
+        let _ = self.backend_connect_failures.remove_label_values(l);
+    }
+
+    /// Counts a failed or rejected discovery read.
+    pub fn discovery_error(&self, service: &str, source: &str) {
+        self.discovery_errors
+            .with_label_values(&[service, source])
+            .inc();
+    }
+
+    /// Renders the registry in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let families = self.registry.gather();
+        if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}

@@ -1,0 +1,95 @@
+//! TCP forwarding: pick a backend, connect (retrying others on failure), then copy both ways until
+//! both sides are done or the connection has been idle too long.
+
+use super::io::{Activity, Metered};
+use super::ServiceProxy;
+use crate::balance::{BackendSet, Pick, Target};
+use std::io;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// Copy buffer size per direction; larger than tokio's 8 KiB default to cut syscalls on bulk transfers.
+const BUFFER: usize = 32 * 1024;
+
+/// Serves one client connection to the end.
+pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
+    let metrics = proxy.balancer.metrics();
+    metrics.connections.inc();
+    metrics.active.inc();
+    let _active = scopeguard(|| metrics.active.dec());
+    let set = proxy.balancer.current();
+    let Some((backend, pick)) = connect(&set, &proxy).await else {
+        metrics.no_backend.inc();
+        if let Some(suppressed) = proxy.warnings.allow() {
+            tracing::warn!(
+                service = %proxy.balancer.service(),
+                backends = set.entries().len(),
+                suppressed,
+                "no backend reachable; client connection closed"
+            );
+        }
+        return;
+    };
+    let stats = &pick.entry.stats;
+    stats.connections.inc();
+    let _ = client.set_nodelay(true);
+    let _ = backend.set_nodelay(true);
+    let activity = Activity::new();
+    let mut client = Metered::new(client, stats.sent.clone(), Arc::clone(&activity));
+    let mut backend = Metered::new(backend, stats.received.clone(), Arc::clone(&activity));
+    tokio::select! {
+        r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, BUFFER, BUFFER) => {
+            if let Err(e) = r {
+                tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
+            }
+        }
+        _ = activity.idle(proxy.timeouts.idle) => {
+            metrics.idle_timeouts.inc();
+            tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, "idle timeout");
+        }
+        _ = proxy.abort.cancelled() => {}
+    }
+}
+
+/// Connects to a backend of `set`, trying up to `1 + retries.attempts` distinct backends.
+async fn connect(set: &BackendSet, proxy: &ServiceProxy) -> Option<(TcpStream, Pick)> {
+    let mut tried: Vec<usize> = Vec::new();
+    for attempt in 0..=proxy.retries.attempts {
+        let pick = set.pick(&tried)?;
+        if attempt > 0 {
+            proxy.balancer.metrics().retries.inc();
+        }
+        match tokio::time::timeout(proxy.timeouts.connect, dial(&pick.entry.target)).await {
+            Ok(Ok(stream)) => return Some((stream, pick)),
+            Ok(Err(e)) => fail(proxy, &pick, &e.to_string()),
+            Err(_) => fail(proxy, &pick, "connect timeout"),
+        }
+        tried.push(pick.index);
+    }
+    None
+}
+
+fn fail(proxy: &ServiceProxy, pick: &Pick, error: &str) {
+    pick.entry.stats.connect_failures.inc();
+    tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
+}
+
+async fn dial(target: &Target) -> io::Result<TcpStream> {
+    match target {
+        Target::Addr(addr) => TcpStream::connect(addr).await,
+        Target::Name(name) => TcpStream::connect(name.as_str()).await,
+    }
+}
+
+/// Runs `f` when dropped.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
