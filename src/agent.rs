@@ -4,7 +4,7 @@
 //! stops), then give open connections up to a grace period before cutting them.
 
 use crate::admin::{self, AdminState, ServiceInfo};
-use crate::balance::Balancer;
+use crate::balance::{Balancer, Fallback, Origin};
 use crate::config::Config;
 use crate::discovery::{self, DiscoveryError, SourceContext};
 use crate::metrics::Metrics;
@@ -80,7 +80,14 @@ impl Agent {
                 addr: svc.listen,
                 source,
             })?;
-            let balancer = Arc::new(Balancer::new(name, svc.balance, Arc::clone(&metrics)));
+            let fallback = Fallback {
+                defaults: discovery::to_backends(&svc.default_servers, &Origin::Default),
+                keep_defaults: svc.keep_default_servers,
+                use_previous: svc.use_previous_backends,
+            };
+            let balancer = Arc::new(
+                Balancer::new(name, svc.balance, Arc::clone(&metrics)).with_fallback(fallback),
+            );
             let ctx = SourceContext {
                 balancer: Arc::clone(&balancer),
                 metrics: Arc::clone(&metrics),

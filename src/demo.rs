@@ -71,6 +71,9 @@ pub fn config(
             idle: Duration::from_secs(60),
         },
         retries: Retries { attempts: 2 },
+        default_servers: Vec::new(),
+        keep_default_servers: false,
+        use_previous_backends: true,
     };
     Config {
         admin: AdminConfig { listen: admin },

@@ -31,6 +31,18 @@ pub struct Balancer {
     registry: Mutex<Registry>,
     metrics: Arc<Metrics>,
     service_metrics: ServiceMetrics,
+    fallback: Fallback,
+}
+
+/// What to serve when discovery reports no backends (Synapse's semantics).
+#[derive(Debug, Clone, Default)]
+pub struct Fallback {
+    /// Served when discovery has none (origin `Default`).
+    pub defaults: Vec<Backend>,
+    /// Serve `defaults` always, beside what discovery reports.
+    pub keep_defaults: bool,
+    /// With no defaults, keep the previous set when discovery reports none.
+    pub use_previous: bool,
 }
 
 /// Backend counters by key, plus bookkeeping only swaps touch.
@@ -52,7 +64,14 @@ impl Balancer {
             registry: Mutex::new(Registry::default()),
             metrics,
             service_metrics,
+            fallback: Fallback::default(),
         }
+    }
+
+    /// Sets what is served when discovery reports no backends.
+    pub fn with_fallback(mut self, fallback: Fallback) -> Self {
+        self.fallback = fallback;
+        self
     }
 
     /// The service this balancer serves.
@@ -86,6 +105,13 @@ impl Balancer {
     /// no-op. Counters of backends that stay are kept; backends that leave keep serving their open
     /// connections and are forgotten once those have drained.
     pub fn update(&self, backends: Vec<Backend>) {
+        let backends = match self.apply_fallback(backends) {
+            Some(b) => b,
+            None => {
+                self.lock().last_update = Some(SystemTime::now());
+                return;
+            }
+        };
         let mut reg = self.lock();
         let mut seen = HashSet::with_capacity(backends.len());
         let mut entries = Vec::with_capacity(backends.len());
@@ -125,6 +151,48 @@ impl Balancer {
         self.service_metrics.backends.set(count as i64);
         self.prune(&mut reg, &seen);
         tracing::info!(service = %self.service, backends = count, "backend set swapped");
+    }
+
+    /// Applies the fallback policy; `None` means "keep the current set as it is".
+    fn apply_fallback(&self, mut backends: Vec<Backend>) -> Option<Vec<Backend>> {
+        let f = &self.fallback;
+        if f.keep_defaults {
+            backends.extend(f.defaults.iter().cloned());
+            return Some(backends);
+        }
+        if !backends.is_empty() {
+            return Some(backends);
+        }
+        if !f.defaults.is_empty() {
+            tracing::warn!(service = %self.service, "discovery reports no backends; serving the default servers");
+            return Some(f.defaults.clone());
+        }
+        let current = self.current.load();
+        if !f.use_previous || current.entries().is_empty() {
+            return Some(backends);
+        }
+        if current
+            .entries()
+            .iter()
+            .all(|e| e.backend.origin == Origin::Previous)
+        {
+            return None;
+        }
+        tracing::warn!(
+            service = %self.service,
+            backends = current.entries().len(),
+            "discovery reports no backends; keeping the previous ones"
+        );
+        Some(
+            current
+                .entries()
+                .iter()
+                .map(|e| Backend {
+                    origin: Origin::Previous,
+                    ..e.backend.clone()
+                })
+                .collect(),
+        )
     }
 
     /// Forgets counters of backends that left the set and have no open connection.
@@ -274,6 +342,39 @@ mod tests {
         b.update(vec![backend(2, 1), backend(3, 1)]);
         assert!(b.view().backends.iter().all(|x| x.state == "up"));
         assert_eq!(b.view().backends.len(), 2);
+    }
+
+    #[test]
+    fn empty_discovery_falls_back() {
+        let previous = balancer(Algorithm::RoundRobin).with_fallback(Fallback {
+            use_previous: true,
+            ..Default::default()
+        });
+        previous.update(vec![backend(1, 1)]);
+        previous.update(vec![]);
+        let v = previous.view();
+        assert_eq!(
+            (v.backends.len(), v.backends[0].origin.as_deref()),
+            (1, Some("previous"))
+        );
+
+        let defaults = balancer(Algorithm::RoundRobin).with_fallback(Fallback {
+            defaults: vec![Backend {
+                origin: Origin::Default,
+                ..backend(9, 1)
+            }],
+            keep_defaults: false,
+            use_previous: true,
+        });
+        defaults.update(vec![backend(1, 1)]);
+        assert_eq!(defaults.current().entries().len(), 1);
+        defaults.update(vec![]);
+        assert_eq!(defaults.current().entries()[0].backend.port, 9);
+
+        let none = balancer(Algorithm::RoundRobin);
+        none.update(vec![backend(1, 1)]);
+        none.update(vec![]);
+        assert!(none.current().entries().is_empty());
     }
 
     #[test]

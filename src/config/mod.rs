@@ -109,6 +109,15 @@ pub struct ServiceConfig {
     /// Retries of failed connection attempts.
     #[serde(default)]
     pub retries: Retries,
+    /// Backends used while discovery reports none (Synapse's `default_servers`).
+    #[serde(default)]
+    pub default_servers: Vec<BackendAddr>,
+    /// Serve `default_servers` alongside discovered backends, not only as a fallback.
+    #[serde(default)]
+    pub keep_default_servers: bool,
+    /// When discovery reports no backends and there are no default servers, keep the previous set.
+    #[serde(default = "default_true")]
+    pub use_previous_backends: bool,
 }
 
 /// How traffic is proxied.
@@ -254,6 +263,9 @@ fn default_connect() -> Duration {
 }
 fn default_idle() -> Duration {
     Duration::from_secs(300)
+}
+fn default_true() -> bool {
+    true
 }
 fn default_attempts() -> u32 {
     2
