@@ -51,19 +51,23 @@ impl RoundRobin {
     }
 
     /// Picks the next index not in `skip`, or `None` when every scheduled index is skipped.
+    ///
+    /// A first attempt takes the next slot of the shared rotation. A retry (non-empty `skip`) scans from
+    /// a random slot instead, so it does not consume the rotation: otherwise a dead backend followed by a
+    /// live one would be every connection's first attempt.
     pub fn pick(&self, skip: &[usize]) -> Option<usize> {
         let len = self.slots.len();
         if len == 0 {
             return None;
         }
-        for _ in 0..len {
+        if skip.is_empty() {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            let i = self.slots[n % len] as usize;
-            if !skip.contains(&i) {
-                return Some(i);
-            }
+            return Some(self.slots[n % len] as usize);
         }
-        None
+        let start = fastrand::usize(..len);
+        (0..len)
+            .map(|k| self.slots[(start + k) % len] as usize)
+            .find(|i| !skip.contains(i))
     }
 }
 

@@ -157,12 +157,31 @@ impl Algorithm {
 
 /// Where backends come from, when not static.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+#[serde(try_from = "DiscoverySection")]
 pub enum DiscoveryConfig {
     /// A JSON file listing backends, re-read when it changes.
     File(PathBuf),
     /// Children of a ZooKeeper path (Nerve or ServerSet znodes).
     Zookeeper(ZookeeperDiscovery),
+}
+
+/// The `discovery:` mapping as written: exactly one source key.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscoverySection {
+    file: Option<PathBuf>,
+    zookeeper: Option<ZookeeperDiscovery>,
+}
+
+impl TryFrom<DiscoverySection> for DiscoveryConfig {
+    type Error = String;
+    fn try_from(d: DiscoverySection) -> Result<Self, String> {
+        match (d.file, d.zookeeper) {
+            (Some(f), None) => Ok(DiscoveryConfig::File(f)),
+            (None, Some(z)) => Ok(DiscoveryConfig::Zookeeper(z)),
+            _ => Err("give exactly one discovery source: `file` or `zookeeper`".into()),
+        }
+    }
 }
 
 /// ZooKeeper discovery settings.
@@ -505,6 +524,29 @@ mod tests {
         assert_eq!(
             c.services["web"].discovery,
             Some(DiscoveryConfig::File("/tmp/b.json".into()))
+        );
+    }
+
+    #[test]
+    fn zookeeper_discovery_parses_and_two_sources_are_rejected() {
+        let c = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery:\n      zookeeper: { hosts: [127.0.0.1:2181], path: /nerve/services/web }\n",
+        )
+        .unwrap();
+        let Some(DiscoveryConfig::Zookeeper(zk)) = &c.services["web"].discovery else {
+            panic!("zookeeper expected")
+        };
+        assert_eq!(
+            (zk.path.as_str(), zk.session_timeout),
+            ("/nerve/services/web", Duration::from_secs(10))
+        );
+        let e = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery: { file: /x, zookeeper: { hosts: [h:1], path: /p } }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("exactly one discovery source"),
+            "{e}"
         );
     }
 

@@ -1,0 +1,195 @@
+//! Shared helpers for integration tests: loopback backends, an in-process agent, a raw HTTP GET.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use sinew::agent::Agent;
+use sinew::config::{Config, Format};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+/// A TCP backend on loopback that greets each connection with `<name>\n` and then echoes until EOF.
+pub struct EchoBackend {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its name, sent as the first line.
+    pub name: String,
+    accepted: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl EchoBackend {
+    /// Starts a backend on an ephemeral loopback port.
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        Self::serve(listener, name)
+    }
+
+    /// Starts a backend on a given address (e.g. to bring a stopped one back).
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
+        Self::serve(listener, name)
+    }
+
+    fn serve(listener: TcpListener, name: &str) -> Self {
+        let addr = listener.local_addr().expect("local addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let greeting = format!("{name}\n");
+        let count = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                count.fetch_add(1, Ordering::Relaxed);
+                let greeting = greeting.clone();
+                tokio::spawn(async move {
+                    if s.write_all(greeting.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                    let _ = w.shutdown().await;
+                });
+            }
+        });
+        Self {
+            addr,
+            name: name.to_string(),
+            accepted,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// `host:port` for configs.
+    pub fn hostport(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Stops accepting (open connections keep running).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for EchoBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A loopback address that nothing listens on (bound, read, and released).
+pub async fn dead_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Parses a YAML config and starts an agent with it.
+pub async fn agent(yaml: &str) -> Agent {
+    let config = Config::parse(yaml, Format::Yaml, Path::new("test.yaml")).expect("valid config");
+    Agent::start(config).await.expect("agent starts")
+}
+
+/// Connects to `addr` and returns the greeting line (the backend's name), or an error string.
+pub async fn greet(addr: SocketAddr) -> Result<String, String> {
+    let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timeout".to_string())?
+        .map_err(|e| format!("connect: {e}"))?;
+    read_line(&mut s).await
+}
+
+/// Reads one `\n`-terminated line (without the newline).
+pub async fn read_line(s: &mut TcpStream) -> Result<String, String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut byte))
+            .await
+            .map_err(|_| "read timeout".to_string())?
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err(format!("eof after {:?}", String::from_utf8_lossy(&line)));
+        }
+        if byte[0] == b'\n' {
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+        line.push(byte[0]);
+    }
+}
+
+/// A minimal HTTP/1.1 GET; returns (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect admin");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, decode_chunked_if_needed(&text, body))
+}
+
+fn decode_chunked_if_needed(raw: &str, body: String) -> String {
+    if !raw
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return body;
+    }
+    let mut out = String::new();
+    let mut rest = body.as_str();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes.
+pub async fn eventually(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    check()
+}
+
+/// Reads one sample of a metric (exact label set, as rendered) from a `/metrics` body.
+pub fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
