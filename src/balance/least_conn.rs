@@ -2,6 +2,7 @@
 //!
 //! Loads are read from the per-backend counters that survive swaps, so a backend that stays in the set
 //! keeps its count. Ties rotate, so an idle service still spreads new connections round-robin.
+//! The scan is O(n) but stops at the first idle backend, which is the common case.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -35,6 +36,10 @@ impl LeastConn {
                 continue;
             }
             let l = load(i);
+            if l == 0 {
+                // Nothing beats an idle backend, and the rotating start spreads ties: stop scanning.
+                return Some(i);
+            }
             // l/w < bl/bw  <=>  l*bw < bl*w, exact in integers.
             match best {
                 Some((_, bl, bw))

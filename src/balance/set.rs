@@ -6,6 +6,7 @@ use super::random::Random;
 use super::round_robin::RoundRobin;
 use crate::config::Algorithm;
 use crate::metrics::BackendMetrics;
+use prometheus::IntGauge;
 use std::sync::Arc;
 
 /// A backend in a set, with the counters that outlive the set.
@@ -29,6 +30,8 @@ enum Picker {
 /// An immutable set of backends; replaced whole, never edited.
 pub struct BackendSet {
     entries: Vec<Arc<Entry>>,
+    /// The entries' active-connection gauges side by side: least-conn scans them without chasing entries.
+    loads: Vec<IntGauge>,
     picker: Picker,
 }
 
@@ -55,7 +58,12 @@ impl BackendSet {
             Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(&weights)),
             Algorithm::Random => Picker::Random(Random::new(&weights)),
         };
-        Self { entries, picker }
+        let loads = entries.iter().map(|e| e.stats.active.clone()).collect();
+        Self {
+            entries,
+            loads,
+            picker,
+        }
     }
 
     /// The backends in this set.
@@ -67,9 +75,7 @@ impl BackendSet {
     pub fn pick(&self, skip: &[usize]) -> Option<Pick> {
         let index = match &self.picker {
             Picker::RoundRobin(rr) => rr.pick(skip),
-            Picker::LeastConn(lc) => {
-                lc.pick(skip, |i| self.entries[i].stats.active.get().max(0) as u64)
-            }
+            Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].get().max(0) as u64),
             Picker::Random(r) => r.pick(skip),
         }?;
         let entry = Arc::clone(&self.entries[index]);
