@@ -101,7 +101,7 @@ impl Agent {
                 abort.clone(),
             ));
             listeners.push((listener, proxy));
-            tracing::info!(service = %name, listen = %listen, mode = ?svc.mode, balance = svc.balance.name(), "service configured");
+            tracing::info!(service = %name, listen = %listen, mode = svc.mode.name(), balance = svc.balance.name(), "service configured");
             services.insert(
                 name.clone(),
                 ServiceInfo {

@@ -37,10 +37,7 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
         .values()
         .map(|s| ServiceJson {
             listen: s.listen,
-            mode: match s.mode {
-                Mode::Tcp => "tcp",
-                Mode::Http => "http",
-            },
+            mode: s.mode.name(),
             view: s.balancer.view(),
         })
         .collect();

@@ -131,6 +131,16 @@ pub enum Mode {
     Http,
 }
 
+impl Mode {
+    /// The name used in config and the admin API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Tcp => "tcp",
+            Mode::Http => "http",
+        }
+    }
+}
+
 /// How a backend is picked.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
