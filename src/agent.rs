@@ -8,7 +8,7 @@ use crate::balance::{Balancer, Fallback, Origin};
 use crate::config::Config;
 use crate::discovery::{self, DiscoveryError, SourceContext};
 use crate::metrics::Metrics;
-use crate::proxy::{self, ServiceProxy};
+use crate::proxy::{self, Lifecycle, ServiceProxy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,11 +94,16 @@ impl Agent {
                 shutdown: stop.clone(),
             };
             discovery::start(svc, ctx, &tasks)?;
+            let life = Lifecycle {
+                stop: stop.clone(),
+                abort: abort.clone(),
+                conns: conns.clone(),
+            };
             let proxy = Arc::new(ServiceProxy::new(
                 Arc::clone(&balancer),
-                svc.timeouts,
-                svc.retries,
-                abort.clone(),
+                svc,
+                &metrics,
+                life,
             ));
             listeners.push((listener, proxy));
             tracing::info!(service = %name, listen = %listen, mode = svc.mode.name(), balance = svc.balance.name(), "service configured");
@@ -126,7 +131,7 @@ impl Agent {
                 source,
             })?;
         for (listener, proxy) in listeners {
-            tasks.spawn(proxy::serve(listener, proxy, stop.clone(), conns.clone()));
+            tasks.spawn(proxy::serve(listener, proxy));
         }
         let state = Arc::new(AdminState {
             services: services.clone(),

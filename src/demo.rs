@@ -69,8 +69,14 @@ pub fn config(
         timeouts: Timeouts {
             connect: Duration::from_secs(1),
             idle: Duration::from_secs(60),
+            ..Timeouts::default()
         },
-        retries: Retries { attempts: 2 },
+        retries: Retries {
+            attempts: 2,
+            ..Retries::default()
+        },
+        upstream_protocol: Default::default(),
+        http: Default::default(),
         default_servers: Vec::new(),
         keep_default_servers: false,
         use_previous_backends: true,

@@ -1,7 +1,18 @@
 //! Prometheus metrics: one registry per agent, metric families defined here, children handed out per
 //! service and per backend so hot paths touch only pre-resolved atomics.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+/// HTTP status classes, as `code` label values.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Buckets of the response-time histogram, in seconds (1 ms to 10 s).
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// All metric families of one agent.
 pub struct Metrics {
@@ -20,6 +31,26 @@ pub struct Metrics {
     service_backends: IntGaugeVec,
     service_swaps: IntCounterVec,
     discovery_errors: IntCounterVec,
+    backend_responses: IntCounterVec,
+    backend_response_seconds: HistogramVec,
+    http_errors: IntCounterVec,
+    http_budget_exhausted: IntCounterVec,
+}
+
+/// Per-service HTTP metric children.
+pub struct HttpMetrics {
+    service: String,
+    errors: IntCounterVec,
+    /// Retries refused because the retry budget was spent.
+    pub budget_exhausted: IntCounter,
+}
+
+impl HttpMetrics {
+    /// The counter of answers sinew gave itself for `cause` (no_backend, connect_failure, ...).
+    pub fn error(&self, cause: &str) -> IntCounter {
+        self.errors
+            .with_label_values(&[self.service.as_str(), cause])
+    }
 }
 
 /// Per-service metric children.
@@ -53,6 +84,18 @@ pub struct BackendMetrics {
     pub received: IntCounter,
     /// Failed connection attempts.
     pub connect_failures: IntCounter,
+    /// HTTP responses by status class (1xx..5xx).
+    pub responses: [IntCounter; 5],
+    /// HTTP time from sending a request to receiving the response head.
+    pub response_seconds: Histogram,
+}
+
+impl BackendMetrics {
+    /// The response counter of a status code's class (codes outside 100-599 count as 5xx).
+    pub fn response_class(&self, code: u16) -> &IntCounter {
+        let class = usize::from(code / 100).clamp(1, 5) - 1;
+        &self.responses[class]
+    }
 }
 
 fn counter(
@@ -169,6 +212,36 @@ impl Metrics {
                 "Discovery reads that failed or were rejected (the previous set stays).",
                 &["service", "source"],
             )?,
+            backend_responses: counter(
+                &r,
+                "sinew_backend_http_responses_total",
+                "HTTP responses received from a backend, by status class.",
+                &["service", "backend", "code"],
+            )?,
+            backend_response_seconds: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "sinew_backend_http_response_duration_seconds",
+                        "Time from sending a request to a backend to receiving its response head.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    sb,
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            http_errors: counter(
+                &r,
+                "sinew_http_errors_total",
+                "HTTP requests sinew answered itself, by cause (no_backend 503, connect_failure 502, reset 502, timeout 504).",
+                &["service", "cause"],
+            )?,
+            http_budget_exhausted: counter(
+                &r,
+                "sinew_http_retry_budget_exhausted_total",
+                "HTTP retries not attempted because the retry budget was spent.",
+                s,
+            )?,
             registry: r,
         })
     }
@@ -196,6 +269,20 @@ impl Metrics {
             sent: self.backend_sent.with_label_values(l),
             received: self.backend_received.with_label_values(l),
             connect_failures: self.backend_connect_failures.with_label_values(l),
+            responses: CLASSES.map(|c| {
+                self.backend_responses
+                    .with_label_values(&[service, backend, c])
+            }),
+            response_seconds: self.backend_response_seconds.with_label_values(l),
+        }
+    }
+
+    /// The HTTP children of one service.
+    pub fn http(&self, service: &str) -> HttpMetrics {
+        HttpMetrics {
+            service: service.to_string(),
+            errors: self.http_errors.clone(),
+            budget_exhausted: self.http_budget_exhausted.with_label_values(&[service]),
         }
     }
 
@@ -208,6 +295,12 @@ impl Metrics {
         let _ = self.backend_sent.remove_label_values(l);
         let _ = self.backend_received.remove_label_values(l);
         let _ = self.backend_connect_failures.remove_label_values(l);
+        let _ = self.backend_response_seconds.remove_label_values(l);
+        for c in CLASSES {
+            let _ = self
+                .backend_responses
+                .remove_label_values(&[service, backend, c]);
+        }
     }
 
     /// Counts a failed or rejected discovery read.

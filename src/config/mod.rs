@@ -5,8 +5,10 @@
 
 mod addr;
 pub mod duration;
+mod http;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -106,9 +108,15 @@ pub struct ServiceConfig {
     /// Timeouts.
     #[serde(default)]
     pub timeouts: Timeouts,
-    /// Retries of failed connection attempts.
+    /// Retries of failed connection attempts (and, in HTTP mode, of failed requests).
     #[serde(default)]
     pub retries: Retries,
+    /// HTTP mode: the protocol spoken to backends.
+    #[serde(default)]
+    pub upstream_protocol: UpstreamProtocol,
+    /// HTTP mode: header handling and limits.
+    #[serde(default)]
+    pub http: HttpOptions,
     /// Backends used while discovery reports none (Synapse's `default_servers`).
     #[serde(default)]
     pub default_servers: Vec<BackendAddr>,
@@ -243,6 +251,15 @@ pub struct Timeouts {
     /// A connection with no bytes in either direction for this long is closed.
     #[serde(default = "default_idle", with = "duration_serde")]
     pub idle: Duration,
+    /// HTTP mode: time from sending a request to receiving the response head (504 beyond it).
+    #[serde(default = "default_request", with = "duration_serde")]
+    pub request: Duration,
+    /// HTTP mode: a client must send a complete request head within this time (slowloris guard).
+    #[serde(default = "default_header_read", with = "duration_serde")]
+    pub header_read: Duration,
+    /// HTTP mode: idle pooled backend connections are closed after this, before backends close them.
+    #[serde(default = "default_pool_idle", with = "duration_serde")]
+    pub pool_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -250,26 +267,52 @@ impl Default for Timeouts {
         Self {
             connect: default_connect(),
             idle: default_idle(),
+            request: default_request(),
+            header_read: default_header_read(),
+            pool_idle: default_pool_idle(),
         }
     }
 }
 
-/// Retry policy for connection attempts.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+/// Retry policy.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Extra attempts on other backends after a connect failure (HAProxy's `retries` + `option redispatch`).
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// HTTP mode: conditions that trigger a retry; connect failures always do.
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOn>,
+    /// HTTP mode: status codes retried when `on` lists `retriable_status_codes`.
+    #[serde(default)]
+    pub retriable_status_codes: Vec<u16>,
+    /// HTTP mode: retries in flight may not exceed this share of active requests...
+    #[serde(default = "default_budget_percent")]
+    pub budget_percent: f64,
+    /// ...except that this many concurrent retries are always allowed.
+    #[serde(default = "default_min_concurrent")]
+    pub min_concurrent: u32,
+    /// HTTP mode: delay between retries.
+    #[serde(default)]
+    pub backoff: Backoff,
 }
 
 impl Default for Retries {
     fn default() -> Self {
         Self {
             attempts: default_attempts(),
+            on: default_retry_on(),
+            retriable_status_codes: Vec::new(),
+            budget_percent: default_budget_percent(),
+            min_concurrent: default_min_concurrent(),
+            backoff: Backoff::default(),
         }
     }
 }
+
+/// Smallest accepted `http.max_header_bytes` (the HTTP/1 parser's minimum buffer).
+pub const MIN_HEADER_BYTES: usize = 8192;
 
 /// Upper bound on `retries.attempts`, to keep a sick fleet from being stormed.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
@@ -292,6 +335,24 @@ fn default_connect() -> Duration {
 }
 fn default_idle() -> Duration {
     Duration::from_secs(300)
+}
+fn default_request() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_header_read() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_pool_idle() -> Duration {
+    Duration::from_secs(4)
+}
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectFailure]
+}
+fn default_budget_percent() -> f64 {
+    20.0
+}
+fn default_min_concurrent() -> u32 {
+    3
 }
 fn default_true() -> bool {
     true
@@ -395,12 +456,6 @@ impl Config {
                     ));
                 }
             }
-            if svc.mode == Mode::Http {
-                return Err(invalid(
-                    at("mode"),
-                    "http mode is not available in this version; use tcp".into(),
-                ));
-            }
             match &svc.discovery {
                 None if svc.backends.is_empty() => {
                     return Err(invalid(
@@ -448,9 +503,37 @@ impl Config {
                     format!("must be at most {MAX_RETRY_ATTEMPTS}"),
                 ));
             }
+            validate_http(svc).map_err(|(field, message)| invalid(at(field), message))?;
         }
         Ok(())
     }
+}
+
+/// HTTP-mode ranges: the field (relative to the service) and what is wrong.
+fn validate_http(svc: &ServiceConfig) -> Result<(), (&'static str, String)> {
+    if !(0.0..=100.0).contains(&svc.retries.budget_percent) {
+        return Err(("retries.budget_percent", "must be between 0 and 100".into()));
+    }
+    if svc.retries.backoff.base > svc.retries.backoff.max {
+        return Err(("retries.backoff", "base must not exceed max".into()));
+    }
+    if svc.http.max_header_bytes < MIN_HEADER_BYTES {
+        return Err((
+            "http.max_header_bytes",
+            format!("must be at least {MIN_HEADER_BYTES}"),
+        ));
+    }
+    let t = &svc.timeouts;
+    for (field, d) in [
+        ("timeouts.request", t.request),
+        ("timeouts.header_read", t.header_read),
+        ("timeouts.pool_idle", t.pool_idle),
+    ] {
+        if d.is_zero() {
+            return Err((field, "must be greater than zero".into()));
+        }
+    }
+    Ok(())
 }
 
 /// serde_yaml prefixes messages with the path of the enclosing mapping; the error already names the field.

@@ -43,16 +43,16 @@ impl Activity {
     }
 }
 
-/// A stream whose reads are counted into a metric and mark the connection active.
+/// A stream whose reads are counted into a metric, and whose reads and writes mark the connection active.
 pub struct Metered<S> {
     inner: S,
-    read_bytes: IntCounter,
+    read_bytes: Option<IntCounter>,
     activity: Arc<Activity>,
 }
 
 impl<S> Metered<S> {
-    /// Wraps `inner`, counting bytes read from it into `read_bytes`.
-    pub fn new(inner: S, read_bytes: IntCounter, activity: Arc<Activity>) -> Self {
+    /// Wraps `inner`, counting bytes read from it into `read_bytes` when given.
+    pub fn new(inner: S, read_bytes: Option<IntCounter>, activity: Arc<Activity>) -> Self {
         Self {
             inner,
             read_bytes,
@@ -72,7 +72,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            this.read_bytes.inc_by(n as u64);
+            if let Some(c) = &this.read_bytes {
+                c.inc_by(n as u64);
+            }
             this.activity.touch();
         }
         res

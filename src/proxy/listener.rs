@@ -1,28 +1,26 @@
 //! The accept loop of one service's local listener.
 
-use super::{tcp, ServiceProxy};
+use super::{http, tcp, ServiceProxy};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-/// Accepts connections until `stop` fires, spawning one forwarding task per connection on `conns`.
-pub async fn serve(
-    listener: TcpListener,
-    proxy: Arc<ServiceProxy>,
-    stop: CancellationToken,
-    conns: TaskTracker,
-) {
+/// Accepts connections until the agent stops, spawning one forwarding task per connection.
+pub async fn serve(listener: TcpListener, proxy: Arc<ServiceProxy>) {
     let service = proxy.balancer.service().to_string();
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = proxy.stop.cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
-            Ok((stream, _peer)) => {
-                conns.spawn(tcp::handle(stream, Arc::clone(&proxy)));
+            Ok((stream, peer)) => {
+                let p = Arc::clone(&proxy);
+                if proxy.http.is_some() {
+                    proxy.conns.spawn(http::serve(stream, peer, p));
+                } else {
+                    proxy.conns.spawn(tcp::handle(stream, p));
+                }
             }
             Err(e) => {
                 // Out of file descriptors or a transient kernel error: back off briefly instead of spinning.

@@ -1,5 +1,7 @@
-//! Proxying: local listeners and the forwarding of client connections to picked backends.
+//! Proxying: local listeners and the forwarding of client connections (TCP) or requests (HTTP) to
+//! picked backends.
 
+mod http;
 mod io;
 mod listener;
 mod ratelog;
@@ -8,36 +10,59 @@ mod tcp;
 pub use listener::serve;
 
 use crate::balance::Balancer;
-use crate::config::{Retries, Timeouts};
+use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
+use crate::metrics::Metrics;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// What the forwarding path of one service needs.
 pub struct ServiceProxy {
     /// Picks backends.
     pub balancer: Arc<Balancer>,
-    /// Connect and idle timeouts.
+    /// Timeouts.
     pub timeouts: Timeouts,
-    /// Connect retry policy.
+    /// Retry policy.
     pub retries: Retries,
+    /// Cancelled when the agent stops accepting: HTTP connections finish their request and close.
+    pub stop: CancellationToken,
     /// Cancelled when open connections must be cut (shutdown grace period over).
     pub abort: CancellationToken,
+    /// Every connection task of the agent, waited for on shutdown.
+    pub conns: TaskTracker,
+    http: Option<Arc<http::HttpProxy>>,
     warnings: ratelog::RateLimited,
+}
+
+/// The agent's shutdown handles, shared by every service.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Cancelled when the agent stops accepting.
+    pub stop: CancellationToken,
+    /// Cancelled when open connections must be cut.
+    pub abort: CancellationToken,
+    /// Tracks connection tasks.
+    pub conns: TaskTracker,
 }
 
 impl ServiceProxy {
     /// Builds the forwarding path of a service.
     pub fn new(
         balancer: Arc<Balancer>,
-        timeouts: Timeouts,
-        retries: Retries,
-        abort: CancellationToken,
+        config: &ServiceConfig,
+        metrics: &Metrics,
+        life: Lifecycle,
     ) -> Self {
+        let http = (config.mode == Mode::Http)
+            .then(|| Arc::new(http::HttpProxy::new(balancer.service(), config, metrics)));
         Self {
             balancer,
-            timeouts,
-            retries,
-            abort,
+            timeouts: config.timeouts,
+            retries: config.retries.clone(),
+            stop: life.stop,
+            abort: life.abort,
+            conns: life.conns,
+            http,
             warnings: ratelog::RateLimited::default(),
         }
     }

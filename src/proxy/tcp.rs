@@ -35,8 +35,8 @@ pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
     let _ = client.set_nodelay(true);
     let _ = backend.set_nodelay(true);
     let activity = Activity::new();
-    let mut client = Metered::new(client, stats.sent.clone(), Arc::clone(&activity));
-    let mut backend = Metered::new(backend, stats.received.clone(), Arc::clone(&activity));
+    let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
+    let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
     tokio::select! {
         r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, BUFFER, BUFFER) => {
             if let Err(e) = r {

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: loopback backends, an in-process agent, a raw HTTP GET.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http;
+
 use sinew::agent::Agent;
 use sinew::config::{Config, Format};
 use std::net::SocketAddr;

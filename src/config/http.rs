@@ -1,0 +1,124 @@
+//! HTTP-mode settings: upstream protocol, header handling and limits, retry conditions and backoff.
+
+use super::duration;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// The protocol spoken to backends in HTTP mode.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c), e.g. for gRPC backends.
+    Http2,
+}
+
+/// Header handling and limits in HTTP mode.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpOptions {
+    /// Append the client address to `X-Forwarded-For` and set `X-Forwarded-Proto`.
+    #[serde(default = "yes")]
+    pub forwarded_headers: bool,
+    /// Add `Via: 1.1 sinew` to requests and responses.
+    #[serde(default)]
+    pub via: bool,
+    /// Largest request head accepted from a client, in bytes (beyond it: 431).
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
+    /// Most header fields accepted in a request head (beyond it: 431).
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Request bodies up to this size are kept in memory so the request can be retried; larger bodies stream
+    /// through and are never retried once sent.
+    #[serde(default = "default_max_retry_body")]
+    pub max_retry_body: usize,
+    /// Log one line per request (target `sinew::access`).
+    #[serde(default)]
+    pub access_log: bool,
+    /// Idle pooled connections kept per backend.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_backend: usize,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            forwarded_headers: true,
+            via: false,
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_retry_body: default_max_retry_body(),
+            access_log: false,
+            max_idle_per_backend: default_max_idle(),
+        }
+    }
+}
+
+/// A condition under which an HTTP request is retried (Envoy's `retry_on`, HAProxy's `retry-on`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// The connection to the backend could not be established (always retried, listed for clarity).
+    ConnectFailure,
+    /// The backend reset or closed the connection before a response head arrived.
+    Reset,
+    /// The backend answered 502, 503 or 504.
+    GatewayError,
+    /// The backend answered any 5xx.
+    #[serde(rename = "5xx")]
+    ServerError,
+    /// The backend answered one of `retriable_status_codes`.
+    RetriableStatusCodes,
+}
+
+/// Exponential backoff between retries, fully jittered.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Upper bound of the first retry's delay.
+    #[serde(
+        default = "default_backoff_base",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub base: Duration,
+    /// Cap of the delay.
+    #[serde(
+        default = "default_backoff_max",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            base: default_backoff_base(),
+            max: default_backoff_max(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_max_header_bytes() -> usize {
+    64 * 1024
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_retry_body() -> usize {
+    64 * 1024
+}
+fn default_max_idle() -> usize {
+    64
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_millis(25)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_millis(250)
+}

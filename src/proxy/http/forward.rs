@@ -1,0 +1,317 @@
+//! One HTTP request through sinew: clean the head, pick a backend, send, retry what may be retried,
+//! answer precisely when nothing works.
+
+use super::body::{boxed, full, Guarded, ProxyBody};
+use super::errors::LocalReply;
+use super::{headers, tunnel, HttpProxy};
+use crate::balance::Pick;
+use crate::config::{RetryOn, UpstreamProtocol};
+use crate::proxy::ServiceProxy;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{HeaderValue, HOST};
+use hyper::http::request::Parts;
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The request body as far as retries are concerned.
+enum ReqBody {
+    /// Small enough to keep: every attempt gets a copy.
+    Replayable(Bytes),
+    /// Streamed through: only the first attempt can send it.
+    Streaming(Option<Incoming>),
+}
+
+/// What one attempt came to.
+enum Attempt {
+    Response(Response<Incoming>, Pick),
+    Failed(LocalReply),
+}
+
+/// Serves one request.
+pub async fn handle(
+    mut req: Request<Incoming>,
+    proxy: Arc<ServiceProxy>,
+    http: &HttpProxy,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let _active = http.budget.request();
+    let upgrade = headers::is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(HOST) {
+        if let Some(value) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(HOST, value);
+        }
+    }
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    if http.options.forwarded_headers {
+        headers::add_forwarded(&mut parts.headers, peer);
+    }
+    if http.options.via {
+        headers::add_via(&mut parts.headers);
+    }
+    let idempotent = headers::is_idempotent(&parts.method, &parts.headers);
+    let mut body = match prepare(body, http.options.max_retry_body).await {
+        Ok(b) => b,
+        Err(failure) => return fail(&proxy, http, failure, &parts, started, 0),
+    };
+
+    let set = proxy.balancer.current();
+    let retries = &proxy.retries;
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last = LocalReply::NoBackend;
+    let mut fallback: Option<(Response<Incoming>, Pick)> = None;
+    let mut _retry_slot = None;
+    let mut attempts = 0;
+    for attempt in 0..=retries.attempts {
+        if attempt > 0 {
+            match http.budget.try_retry() {
+                Some(slot) => _retry_slot = Some(slot),
+                None => {
+                    http.metrics.budget_exhausted.inc();
+                    break;
+                }
+            }
+            tokio::time::sleep(backoff(attempt, retries.backoff.base, retries.backoff.max)).await;
+            proxy.balancer.metrics().retries.inc();
+        }
+        // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
+        let Some(pick) = set.pick(&tried).or_else(|| {
+            if tried.is_empty() {
+                None
+            } else {
+                set.pick(&[])
+            }
+        }) else {
+            break;
+        };
+        let attempt_body = match &mut body {
+            ReqBody::Replayable(bytes) => full(bytes.clone()),
+            ReqBody::Streaming(stream) => match stream.take() {
+                Some(s) => boxed(s),
+                None => break,
+            },
+        };
+        attempts += 1;
+        tried.push(pick.index);
+        let replayable = matches!(body, ReqBody::Replayable(_));
+        let more = attempt < retries.attempts && replayable;
+        match send(http, &parts, attempt_body, pick, proxy.timeouts.request).await {
+            Attempt::Failed(LocalReply::ConnectFailure) => last = LocalReply::ConnectFailure,
+            Attempt::Failed(f @ LocalReply::Reset)
+                if idempotent && retries.on.contains(&RetryOn::Reset) =>
+            {
+                last = f
+            }
+            Attempt::Failed(f) => {
+                last = f;
+                break;
+            }
+            Attempt::Response(resp, pick)
+                if more && idempotent && retry_status(resp.status(), retries) =>
+            {
+                fallback = Some((resp, pick));
+            }
+            Attempt::Response(resp, pick) => {
+                return respond(
+                    &proxy,
+                    http,
+                    resp,
+                    pick,
+                    client_upgrade,
+                    &parts,
+                    started,
+                    attempts,
+                );
+            }
+        }
+    }
+    match fallback {
+        Some((resp, pick)) => respond(
+            &proxy,
+            http,
+            resp,
+            pick,
+            client_upgrade,
+            &parts,
+            started,
+            attempts,
+        ),
+        None => fail(&proxy, http, last, &parts, started, attempts),
+    }
+}
+
+/// Reads a small body into memory so it can be replayed; larger or unsized bodies stream.
+async fn prepare(body: Incoming, max: usize) -> Result<ReqBody, LocalReply> {
+    if body.is_end_stream() {
+        return Ok(ReqBody::Replayable(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= max as u64 => Limited::new(body, max)
+            .collect()
+            .await
+            .map(|c| ReqBody::Replayable(c.to_bytes()))
+            .map_err(|_| LocalReply::BadRequestBody),
+        _ => Ok(ReqBody::Streaming(Some(body))),
+    }
+}
+
+/// Sends one attempt to `pick`'s backend.
+async fn send(
+    http: &HttpProxy,
+    parts: &Parts,
+    body: ProxyBody,
+    pick: Pick,
+    timeout: Duration,
+) -> Attempt {
+    let mut req = Request::new(body);
+    *req.method_mut() = parts.method.clone();
+    *req.headers_mut() = parts.headers.clone();
+    *req.version_mut() = match http.protocol {
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    match Uri::builder()
+        .scheme("http")
+        .authority(pick.entry.key.as_str())
+        .path_and_query(path)
+        .build()
+    {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
+    }
+    let sent = Instant::now();
+    match tokio::time::timeout(timeout, http.client.request(req)).await {
+        Err(_) => Attempt::Failed(LocalReply::Timeout),
+        Ok(Err(e)) if e.is_connect() => {
+            pick.entry.stats.connect_failures.inc();
+            tracing::debug!(backend = %pick.entry.key, error = %e, "connect failed");
+            Attempt::Failed(LocalReply::ConnectFailure)
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(backend = %pick.entry.key, error = %e, "request failed");
+            Attempt::Failed(LocalReply::Reset)
+        }
+        Ok(Ok(resp)) => {
+            let stats = &pick.entry.stats;
+            stats.response_seconds.observe(sent.elapsed().as_secs_f64());
+            stats.response_class(resp.status().as_u16()).inc();
+            Attempt::Response(resp, pick)
+        }
+    }
+}
+
+fn retry_status(status: StatusCode, retries: &crate::config::Retries) -> bool {
+    let code = status.as_u16();
+    retries.on.iter().any(|on| match on {
+        RetryOn::GatewayError => matches!(code, 502..=504),
+        RetryOn::ServerError => (500..600).contains(&code),
+        RetryOn::RetriableStatusCodes => retries.retriable_status_codes.contains(&code),
+        RetryOn::ConnectFailure | RetryOn::Reset => false,
+    })
+}
+
+/// Fully jittered exponential backoff: uniform in `[0, min(max, base * 2^(n-1))]`.
+fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
+    let cap = base
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(max);
+    cap.mul_f64(fastrand::f64())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn respond(
+    proxy: &ServiceProxy,
+    http: &HttpProxy,
+    mut resp: Response<Incoming>,
+    pick: Pick,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    parts: &Parts,
+    started: Instant,
+    attempts: u32,
+) -> Response<ProxyBody> {
+    let upstream_upgrade =
+        (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
+    let (mut head, body) = resp.into_parts();
+    if http.options.access_log {
+        tracing::info!(
+            target: "sinew::access",
+            service = %proxy.balancer.service(),
+            method = %parts.method,
+            path = parts.uri.path(),
+            status = head.status.as_u16(),
+            backend = %pick.entry.key,
+            attempts,
+            ms = started.elapsed().as_millis() as u64,
+        );
+    }
+    match (upstream_upgrade, client_upgrade) {
+        (Some(upstream), Some(client)) => {
+            tunnel::spawn(proxy, client, upstream, pick);
+            Response::from_parts(head, full(Bytes::new()))
+        }
+        _ => {
+            headers::strip_hop_by_hop(&mut head.headers, false);
+            if http.options.via {
+                headers::add_via(&mut head.headers);
+            }
+            Response::from_parts(head, boxed(Guarded::new(boxed(body), pick)))
+        }
+    }
+}
+
+fn fail(
+    proxy: &ServiceProxy,
+    http: &HttpProxy,
+    failure: LocalReply,
+    parts: &Parts,
+    started: Instant,
+    attempts: u32,
+) -> Response<ProxyBody> {
+    http.metrics.error(failure.cause()).inc();
+    if http.options.access_log {
+        tracing::info!(
+            target: "sinew::access",
+            service = %proxy.balancer.service(),
+            method = %parts.method,
+            path = parts.uri.path(),
+            status = failure.status().as_u16(),
+            error = failure.cause(),
+            attempts,
+            ms = started.elapsed().as_millis() as u64,
+        );
+    }
+    failure.response(proxy.balancer.service())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let (base, max) = (Duration::from_millis(25), Duration::from_millis(250));
+        for attempt in 1..20 {
+            let d = backoff(attempt, base, max);
+            assert!(
+                d <= max && d <= base * (1 << (attempt - 1).min(16)),
+                "{attempt}: {d:?}"
+            );
+        }
+    }
+}

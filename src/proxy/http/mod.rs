@@ -1,0 +1,107 @@
+//! HTTP mode: a hyper server on the listener (HTTP/1.1 and h2c, detected per connection) and a pooled
+//! hyper client per service towards the backends; balancing, retries and errors are per request.
+
+mod body;
+mod budget;
+mod errors;
+mod forward;
+mod headers;
+mod tunnel;
+
+use super::io::{Activity, Metered};
+use super::ServiceProxy;
+use crate::config::{HttpOptions, ServiceConfig, UpstreamProtocol};
+use crate::metrics::{HttpMetrics, Metrics};
+use body::ProxyBody;
+use budget::Budget;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// The HTTP side of a service: upstream client pool, options and retry budget.
+pub struct HttpProxy {
+    client: Client<HttpConnector, ProxyBody>,
+    protocol: UpstreamProtocol,
+    options: HttpOptions,
+    budget: Budget,
+    metrics: HttpMetrics,
+}
+
+impl HttpProxy {
+    /// Builds the client pool and budget of one service.
+    pub fn new(service: &str, config: &ServiceConfig, metrics: &Metrics) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(config.timeouts.connect));
+        connector.enforce_http(true);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .pool_idle_timeout(config.timeouts.pool_idle)
+            .pool_max_idle_per_host(config.http.max_idle_per_backend)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new());
+        if config.upstream_protocol == UpstreamProtocol::Http2 {
+            builder.http2_only(true);
+        }
+        Self {
+            client: builder.build(connector),
+            protocol: config.upstream_protocol,
+            options: config.http.clone(),
+            budget: Budget::new(config.retries.budget_percent, config.retries.min_concurrent),
+            metrics: metrics.http(service),
+        }
+    }
+}
+
+/// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+    let Some(http) = proxy.http.as_ref() else {
+        return;
+    };
+    let metrics = proxy.balancer.metrics();
+    metrics.connections.inc();
+    metrics.active.inc();
+    let _ = stream.set_nodelay(true);
+    let activity = Activity::new();
+    let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));
+    let svc = {
+        let (proxy, http) = (Arc::clone(&proxy), Arc::clone(http));
+        service_fn(move |req| {
+            let (proxy, http) = (Arc::clone(&proxy), Arc::clone(&http));
+            async move { Ok::<_, Infallible>(forward::handle(req, proxy, &http, peer).await) }
+        })
+    };
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.timeouts.header_read)
+        .max_headers(http.options.max_headers)
+        .max_buf_size(http.options.max_header_bytes)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let conn = builder.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(service = %proxy.balancer.service(), error = %e, "client connection error");
+            }
+        }
+        _ = activity.idle(proxy.timeouts.idle) => metrics.idle_timeouts.inc(),
+        _ = proxy.stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = proxy.abort.cancelled() => {}
+            }
+        }
+    }
+    metrics.active.dec();
+}
