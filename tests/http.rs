@@ -488,3 +488,38 @@ async fn curl_works_as_an_outside_client() {
         "h2c prior knowledge"
     );
 }
+
+#[tokio::test]
+async fn expect_100_continue_is_honoured() {
+    let backend = HttpBackend::start("a").await;
+    let agent = agent(&config(&[backend.hostport()], "")).await;
+    let mut s = TcpStream::connect(agent.service_addr("web").unwrap())
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).ends_with("hello") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
