@@ -4,7 +4,7 @@
 //! stops), then give open connections up to a grace period before cutting them.
 
 use crate::admin::{self, AdminState, ServiceInfo};
-use crate::balance::{Balancer, Fallback, Origin};
+use crate::balance::{checker, Balancer, Fallback, Origin, Policy};
 use crate::config::Config;
 use crate::discovery::{self, DiscoveryError, SourceContext};
 use crate::metrics::Metrics;
@@ -85,9 +85,23 @@ impl Agent {
                 keep_defaults: svc.keep_default_servers,
                 use_previous: svc.use_previous_backends,
             };
+            let policy = Policy {
+                panic_threshold: svc.panic_threshold,
+                slow_start: svc.slow_start,
+            };
             let balancer = Arc::new(
-                Balancer::new(name, svc.balance, Arc::clone(&metrics)).with_fallback(fallback),
+                Balancer::new(name, svc.balance, Arc::clone(&metrics))
+                    .with_fallback(fallback)
+                    .with_policy(policy)
+                    .with_outlier(svc.outlier),
             );
+            if svc.health_check.is_some() || svc.outlier.is_some() || !svc.slow_start.is_zero() {
+                tasks.spawn(checker::run(
+                    Arc::clone(&balancer),
+                    svc.health_check.clone(),
+                    stop.clone(),
+                ));
+            }
             let ctx = SourceContext {
                 balancer: Arc::clone(&balancer),
                 metrics: Arc::clone(&metrics),

@@ -80,6 +80,10 @@ pub fn config(
         default_servers: Vec::new(),
         keep_default_servers: false,
         use_previous_backends: true,
+        health_check: None,
+        outlier: None,
+        panic_threshold: 50,
+        slow_start: Duration::ZERO,
     };
     Config {
         admin: AdminConfig { listen: admin },

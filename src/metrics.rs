@@ -35,6 +35,11 @@ pub struct Metrics {
     backend_response_seconds: HistogramVec,
     http_errors: IntCounterVec,
     http_budget_exhausted: IntCounterVec,
+    backend_up: IntGaugeVec,
+    backend_ejections: IntCounterVec,
+    backend_check_failures: IntCounterVec,
+    service_panic: IntGaugeVec,
+    service_panics: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -70,6 +75,10 @@ pub struct ServiceMetrics {
     pub backends: IntGauge,
     /// Backend-set swaps.
     pub swaps: IntCounter,
+    /// 1 while the panic threshold overrides health.
+    pub panic: IntGauge,
+    /// Times the service entered panic mode.
+    pub panics: IntCounter,
 }
 
 /// Per-backend metric children; the `active` gauge doubles as the least-conn load counter.
@@ -88,6 +97,12 @@ pub struct BackendMetrics {
     pub responses: [IntCounter; 5],
     /// HTTP time from sending a request to receiving the response head.
     pub response_seconds: Histogram,
+    /// 1 when the backend gets new traffic (weight > 0, healthy, not ejected, or panic mode).
+    pub usable: IntGauge,
+    /// Outlier ejections.
+    pub ejections: IntCounter,
+    /// Failed active health checks.
+    pub check_failures: IntCounter,
 }
 
 impl BackendMetrics {
@@ -242,6 +257,26 @@ impl Metrics {
                 "HTTP retries not attempted because the retry budget was spent.",
                 s,
             )?,
+            backend_up: gauge(
+                &r,
+                "sinew_backend_up",
+                "1 when the backend gets new traffic: weight above 0, passing health checks and not ejected (or panic mode).",
+                sb,
+            )?,
+            backend_ejections: counter(&r, "sinew_backend_ejections_total", "Outlier ejections of a backend.", sb)?,
+            backend_check_failures: counter(
+                &r,
+                "sinew_backend_health_check_failures_total",
+                "Failed active health checks of a backend.",
+                sb,
+            )?,
+            service_panic: gauge(
+                &r,
+                "sinew_service_panic_mode",
+                "1 while too few backends are usable and the service balances over all of them.",
+                s,
+            )?,
+            service_panics: counter(&r, "sinew_service_panic_total", "Times the service entered panic mode.", s)?,
             registry: r,
         })
     }
@@ -257,6 +292,8 @@ impl Metrics {
             idle_timeouts: self.service_idle_timeouts.with_label_values(l),
             backends: self.service_backends.with_label_values(l),
             swaps: self.service_swaps.with_label_values(l),
+            panic: self.service_panic.with_label_values(l),
+            panics: self.service_panics.with_label_values(l),
         }
     }
 
@@ -274,6 +311,9 @@ impl Metrics {
                     .with_label_values(&[service, backend, c])
             }),
             response_seconds: self.backend_response_seconds.with_label_values(l),
+            usable: self.backend_up.with_label_values(l),
+            ejections: self.backend_ejections.with_label_values(l),
+            check_failures: self.backend_check_failures.with_label_values(l),
         }
     }
 
@@ -296,6 +336,9 @@ impl Metrics {
         let _ = self.backend_received.remove_label_values(l);
         let _ = self.backend_connect_failures.remove_label_values(l);
         let _ = self.backend_response_seconds.remove_label_values(l);
+        let _ = self.backend_up.remove_label_values(l);
+        let _ = self.backend_ejections.remove_label_values(l);
+        let _ = self.backend_check_failures.remove_label_values(l);
         for c in CLASSES {
             let _ = self
                 .backend_responses

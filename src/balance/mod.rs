@@ -1,27 +1,40 @@
-//! Balancing: backend sets, the one swap entry point, and the selection algorithms.
+//! Balancing: backend sets, the one swap entry point, health and ejection, and the selection algorithms.
 //!
 //! A [`Balancer`] holds its service's current [`BackendSet`] behind an `ArcSwap`: picking is a lock-free
 //! load plus the algorithm's own atomics, and a swap replaces the whole set at once. Connections hold an
 //! `Arc` of their backend entry, so a removed backend's connections finish undisturbed. Per-backend
-//! counters live in a registry keyed by `host:port`, beside the set, so a backend that stays across a swap
-//! keeps its counts (least-conn depends on that).
+//! counters and health live in a registry keyed by `host:port`, beside the set, so a backend that stays
+//! across a swap keeps its counts and its health (least-conn depends on that).
+//!
+//! Health never enters the pick path: when a backend's health changes, the set's selection state is
+//! rebuilt with new effective weights (see `eligible`), so algorithms only pick among usable backends.
 
 mod backend;
+pub mod checker;
+mod eligible;
+mod fallback;
+pub mod health;
 mod least_conn;
+mod probe;
 mod random;
 mod round_robin;
 mod set;
+mod view;
 
 pub use backend::{Backend, Origin, Target};
+pub use eligible::Policy;
+pub use fallback::Fallback;
 pub use set::{BackendSet, Entry, Pick};
+pub use view::{BackendView, ServiceView};
 
-use crate::config::Algorithm;
-use crate::metrics::{BackendMetrics, Metrics, ServiceMetrics};
+use crate::config::{Algorithm, Outlier};
+use crate::metrics::{Metrics, ServiceMetrics};
 use arc_swap::ArcSwap;
-use serde::Serialize;
+use health::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
+use tokio::sync::watch;
 
 /// The backends of one service and how to pick among them.
 pub struct Balancer {
@@ -32,23 +45,15 @@ pub struct Balancer {
     metrics: Arc<Metrics>,
     service_metrics: ServiceMetrics,
     fallback: Fallback,
+    policy: Policy,
+    outlier: Option<Outlier>,
+    swapped: watch::Sender<u64>,
 }
 
-/// What to serve when discovery reports no backends (Synapse's semantics).
-#[derive(Debug, Clone, Default)]
-pub struct Fallback {
-    /// Served when discovery has none (origin `Default`).
-    pub defaults: Vec<Backend>,
-    /// Serve `defaults` always, beside what discovery reports.
-    pub keep_defaults: bool,
-    /// With no defaults, keep the previous set when discovery reports none.
-    pub use_previous: bool,
-}
-
-/// Backend counters by key, plus bookkeeping only swaps touch.
+/// The latest entry of every backend still known (in the set or draining), plus swap bookkeeping.
 #[derive(Default)]
 struct Registry {
-    stats: HashMap<String, Arc<BackendMetrics>>,
+    entries: HashMap<String, Arc<Entry>>,
     last_update: Option<SystemTime>,
     updates: u64,
 }
@@ -57,20 +62,36 @@ impl Balancer {
     /// Creates a balancer with an empty set.
     pub fn new(service: &str, algorithm: Algorithm, metrics: Arc<Metrics>) -> Self {
         let service_metrics = metrics.service(service);
+        let empty = eligible::weights(&[], &Policy::default(), 0);
         Self {
             service: service.to_string(),
             algorithm,
-            current: ArcSwap::from_pointee(BackendSet::new(algorithm, Vec::new())),
+            current: ArcSwap::from_pointee(BackendSet::new(algorithm, Vec::new(), empty)),
             registry: Mutex::new(Registry::default()),
             metrics,
             service_metrics,
             fallback: Fallback::default(),
+            policy: Policy::default(),
+            outlier: None,
+            swapped: watch::channel(0).0,
         }
     }
 
     /// Sets what is served when discovery reports no backends.
     pub fn with_fallback(mut self, fallback: Fallback) -> Self {
         self.fallback = fallback;
+        self
+    }
+
+    /// Sets the panic threshold and slow start.
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Enables passive outlier ejection.
+    pub fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
+        self.outlier = outlier;
         self
     }
 
@@ -99,20 +120,23 @@ impl Balancer {
         self.current.load().pick(skip)
     }
 
+    /// Notified (with the swap count) whenever discovery changes the set.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.swapped.subscribe()
+    }
+
     /// Replaces the backend set: the one entry point every discovery source calls.
     ///
     /// Duplicate `host:port` pairs collapse to the first. An update identical to the current set is a
-    /// no-op. Counters of backends that stay are kept; backends that leave keep serving their open
-    /// connections and are forgotten once those have drained.
+    /// no-op. Counters and health of backends that stay are kept; backends that leave keep serving their
+    /// open connections and are forgotten once those have drained.
     pub fn update(&self, backends: Vec<Backend>) {
-        let backends = match self.apply_fallback(backends) {
-            Some(b) => b,
-            None => {
-                self.lock().last_update = Some(SystemTime::now());
-                return;
-            }
-        };
         let mut reg = self.lock();
+        reg.last_update = Some(SystemTime::now());
+        let current = self.current.load_full();
+        let Some(backends) = self.fallback.apply(&self.service, backends, &current) else {
+            return;
+        };
         let mut seen = HashSet::with_capacity(backends.len());
         let mut entries = Vec::with_capacity(backends.len());
         for backend in backends {
@@ -120,20 +144,23 @@ impl Balancer {
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let stats = Arc::clone(
-                reg.stats
-                    .entry(key.clone())
-                    .or_insert_with(|| Arc::new(self.metrics.backend(&self.service, &key))),
-            );
-            entries.push(Arc::new(Entry {
+            let (stats, health) = match reg.entries.get(&key) {
+                Some(e) => (Arc::clone(&e.stats), Arc::clone(&e.health)),
+                None => (
+                    Arc::new(self.metrics.backend(&self.service, &key)),
+                    Arc::default(),
+                ),
+            };
+            let entry = Arc::new(Entry {
                 target: backend.target(),
                 backend,
-                key,
+                key: key.clone(),
                 stats,
-            }));
+                health,
+            });
+            reg.entries.insert(key, Arc::clone(&entry));
+            entries.push(entry);
         }
-        reg.last_update = Some(SystemTime::now());
-        let current = self.current.load();
         let unchanged = current.entries().len() == entries.len()
             && current
                 .entries()
@@ -144,61 +171,86 @@ impl Balancer {
             return;
         }
         let count = entries.len();
-        self.current
-            .store(Arc::new(BackendSet::new(self.algorithm, entries)));
+        self.install(entries);
         reg.updates += 1;
         self.service_metrics.swaps.inc();
         self.service_metrics.backends.set(count as i64);
         self.prune(&mut reg, &seen);
+        self.swapped.send_replace(reg.updates);
         tracing::info!(service = %self.service, backends = count, "backend set swapped");
     }
 
-    /// Applies the fallback policy; `None` means "keep the current set as it is".
-    fn apply_fallback(&self, mut backends: Vec<Backend>) -> Option<Vec<Backend>> {
-        let f = &self.fallback;
-        if f.keep_defaults {
-            backends.extend(f.defaults.iter().cloned());
-            return Some(backends);
+    /// Rebuilds the selection state if health, ejections or slow start changed the effective weights.
+    pub fn refresh(&self) {
+        let _reg = self.lock();
+        let current = self.current.load_full();
+        let weights = eligible::weights(current.entries(), &self.policy, now_ms());
+        if &weights != current.weights() {
+            self.install(current.entries().to_vec());
         }
-        if !backends.is_empty() {
-            return Some(backends);
-        }
-        if !f.defaults.is_empty() {
-            tracing::warn!(service = %self.service, "discovery reports no backends; serving the default servers");
-            return Some(f.defaults.clone());
-        }
-        let current = self.current.load();
-        if !f.use_previous || current.entries().is_empty() {
-            return Some(backends);
-        }
-        if current
-            .entries()
-            .iter()
-            .all(|e| e.backend.origin == Origin::Previous)
-        {
-            return None;
-        }
-        tracing::warn!(
-            service = %self.service,
-            backends = current.entries().len(),
-            "discovery reports no backends; keeping the previous ones"
-        );
-        Some(
-            current
-                .entries()
-                .iter()
-                .map(|e| Backend {
-                    origin: Origin::Previous,
-                    ..e.backend.clone()
-                })
-                .collect(),
-        )
     }
 
-    /// Forgets counters of backends that left the set and have no open connection.
+    /// True while time alone can change effective weights (an ejection running out, a slow start ramp).
+    pub fn time_dependent(&self) -> bool {
+        let set = self.current.load();
+        let now = now_ms();
+        set.weights().ramping || set.entries().iter().any(|e| e.health.ejected(now))
+    }
+
+    /// Builds and stores a set over `entries` with their current effective weights.
+    fn install(&self, entries: Vec<Arc<Entry>>) {
+        let now = now_ms();
+        let weights = eligible::weights(&entries, &self.policy, now);
+        let was_panic = self.current.load().weights().panic;
+        if weights.panic && !was_panic {
+            self.service_metrics.panics.inc();
+            tracing::warn!(service = %self.service, threshold = self.policy.panic_threshold, "panic mode: too few usable backends, balancing over all of them");
+        } else if !weights.panic && was_panic {
+            tracing::info!(service = %self.service, "panic mode over");
+        }
+        self.service_metrics.panic.set(i64::from(weights.panic));
+        for (e, w) in entries.iter().zip(&weights.weights) {
+            e.stats.usable.set(i64::from(*w > 0));
+        }
+        self.current
+            .store(Arc::new(BackendSet::new(self.algorithm, entries, weights)));
+    }
+
+    /// Reports the outcome of real traffic to a backend; enough consecutive failures eject it.
+    pub fn observe(&self, entry: &Entry, ok: bool) {
+        if ok {
+            entry.health.success();
+            return;
+        }
+        let Some(outlier) = self.outlier else { return };
+        if entry.health.failure() < outlier.consecutive_failures {
+            return;
+        }
+        let now = now_ms();
+        let set = self.current.load();
+        let total = set.entries().len() as u64;
+        let ejected = set
+            .entries()
+            .iter()
+            .filter(|e| e.health.ejected(now))
+            .count() as u64;
+        if entry.health.ejected(now)
+            || (ejected + 1) * 100 > u64::from(outlier.max_ejection_percent) * total
+        {
+            return;
+        }
+        let length = entry
+            .health
+            .eject(now, outlier.base_ejection, outlier.max_ejection);
+        entry.stats.ejections.inc();
+        tracing::warn!(service = %self.service, backend = %entry.key, seconds = length.as_secs_f64(), "backend ejected after consecutive failures");
+        self.refresh();
+    }
+
+    /// Forgets entries that left the set and have no open connection.
     fn prune(&self, reg: &mut Registry, keep: &HashSet<String>) {
-        reg.stats.retain(|key, stats| {
-            let stay = keep.contains(key) || stats.active.get() > 0;
+        reg.entries.retain(|key, entry| {
+            let stay = keep.contains(key) || entry.stats.active.get() > 0;
             if !stay {
                 self.metrics.forget_backend(&self.service, key);
             }
@@ -218,14 +270,15 @@ impl Balancer {
         let mut backends: Vec<BackendView> = set
             .entries()
             .iter()
-            .map(|e| BackendView::new(&e.key, &e.stats, Some(&e.backend)))
+            .zip(&set.weights().weights)
+            .map(|(e, w)| BackendView::new(e, Some(*w)))
             .collect();
         let in_set: HashSet<&str> = set.entries().iter().map(|e| e.key.as_str()).collect();
         let mut draining: Vec<BackendView> = reg
-            .stats
-            .iter()
-            .filter(|(k, s)| !in_set.contains(k.as_str()) && s.active.get() > 0)
-            .map(|(k, s)| BackendView::new(k, s, None))
+            .entries
+            .values()
+            .filter(|e| !in_set.contains(e.key.as_str()) && e.stats.active.get() > 0)
+            .map(|e| BackendView::new(e, None))
             .collect();
         draining.sort_by(|a, b| a.address.cmp(&b.address));
         backends.extend(draining);
@@ -238,62 +291,8 @@ impl Balancer {
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
             active_connections: self.service_metrics.active.get(),
+            panic: set.weights().panic,
             backends,
-        }
-    }
-}
-
-/// What the admin API shows of a service's balancer.
-#[derive(Debug, Serialize)]
-pub struct ServiceView {
-    /// Service name.
-    pub name: String,
-    /// Algorithm name.
-    pub balance: &'static str,
-    /// Backend-set swaps so far.
-    pub swaps: u64,
-    /// When discovery last reported (seconds since the Unix epoch).
-    pub last_update_unix: Option<f64>,
-    /// Client connections open now.
-    pub active_connections: i64,
-    /// Backends in the set, then draining ones.
-    pub backends: Vec<BackendView>,
-}
-
-/// What the admin API shows of a backend.
-#[derive(Debug, Serialize)]
-pub struct BackendView {
-    /// `host:port`.
-    pub address: String,
-    /// Weight (absent for draining backends).
-    pub weight: Option<u32>,
-    /// `up`, `disabled` (weight 0) or `draining` (removed, connections still open).
-    pub state: &'static str,
-    /// Where it came from.
-    pub origin: Option<String>,
-    /// Connections open now.
-    pub active_connections: i64,
-    /// Connections opened so far.
-    pub connections_total: u64,
-    /// Failed connection attempts so far.
-    pub connect_failures_total: u64,
-}
-
-impl BackendView {
-    fn new(key: &str, stats: &BackendMetrics, backend: Option<&Backend>) -> Self {
-        let state = match backend {
-            None => "draining",
-            Some(b) if b.weight == 0 => "disabled",
-            Some(_) => "up",
-        };
-        Self {
-            address: key.to_string(),
-            weight: backend.map(|b| b.weight),
-            state,
-            origin: backend.map(|b| b.origin.to_string()),
-            active_connections: stats.active.get(),
-            connections_total: stats.connections.get(),
-            connect_failures_total: stats.connect_failures.get(),
         }
     }
 }
@@ -301,6 +300,7 @@ impl BackendView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn backend(port: u16, weight: u32) -> Backend {
         Backend {
@@ -385,5 +385,131 @@ mod tests {
         b.update(vec![backend(1, 1)]);
         assert_eq!(b.view().swaps, 1);
         assert_eq!(b.metrics().swaps.get(), 1);
+    }
+
+    fn ports_with_weight(b: &Balancer) -> Vec<(u16, u32)> {
+        let set = b.current();
+        set.entries()
+            .iter()
+            .zip(&set.weights().weights)
+            .map(|(e, w)| (e.backend.port, *w))
+            .collect()
+    }
+
+    fn mark(b: &Balancer, port: u16, up: bool) {
+        let set = b.current();
+        let e = set
+            .entries()
+            .iter()
+            .find(|e| e.backend.port == port)
+            .unwrap();
+        let check = health::LastCheck {
+            passed: up,
+            detail: String::new(),
+            at_ms: now_ms(),
+        };
+        e.health.record_check(up, check);
+        b.refresh();
+    }
+
+    #[test]
+    fn down_backends_get_no_traffic_until_the_panic_threshold() {
+        let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
+            panic_threshold: 50,
+            slow_start: Duration::ZERO,
+        });
+        b.update((1..=4).map(|p| backend(p, 1)).collect());
+        mark(&b, 1, false);
+        assert_eq!(ports_with_weight(&b)[0], (1, 0));
+        assert!((0..20).all(|_| b.pick(&[]).unwrap().entry.backend.port != 1));
+        mark(&b, 2, false);
+        assert!(
+            !b.current().weights().panic,
+            "2 of 4 usable is exactly the threshold"
+        );
+        mark(&b, 3, false);
+        assert!(b.current().weights().panic, "1 of 4 usable is below 50 %");
+        assert!(
+            ports_with_weight(&b).iter().all(|(_, w)| *w > 0),
+            "panic balances over all"
+        );
+        assert_eq!(b.metrics().panics.get(), 1);
+        mark(&b, 3, true);
+        assert!(!b.current().weights().panic);
+        assert_eq!(
+            ports_with_weight(&b)[..3]
+                .iter()
+                .map(|(_, w)| *w)
+                .collect::<Vec<_>>(),
+            vec![0, 0, 100]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_start_ramps_a_new_backend() {
+        let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
+            panic_threshold: 0,
+            slow_start: Duration::from_secs(10),
+        });
+        b.update(vec![backend(1, 1)]);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        b.refresh();
+        b.update(vec![backend(1, 1), backend(2, 1)]);
+        assert_eq!(
+            ports_with_weight(&b),
+            vec![(1, 100), (2, 10)],
+            "starts at the 10 % floor"
+        );
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert!(b.time_dependent());
+        b.refresh();
+        assert_eq!(ports_with_weight(&b), vec![(1, 100), (2, 50)]);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        b.refresh();
+        assert_eq!(ports_with_weight(&b), vec![(1, 100), (2, 100)]);
+        assert!(!b.time_dependent());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_eject_within_the_cap_and_ejections_expire() {
+        let outlier = Outlier {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(60),
+            max_ejection_percent: 50,
+        };
+        let b = balancer(Algorithm::RoundRobin).with_outlier(Some(outlier));
+        b.update((1..=4).map(|p| backend(p, 1)).collect());
+        let entries: Vec<Arc<Entry>> = b.current().entries().to_vec();
+        b.observe(&entries[0], false);
+        b.observe(&entries[0], false);
+        b.observe(&entries[0], true);
+        b.observe(&entries[0], false);
+        b.observe(&entries[0], false);
+        assert_eq!(
+            ports_with_weight(&b)[0].1,
+            100,
+            "a success resets the count"
+        );
+        b.observe(&entries[0], false);
+        assert_eq!(ports_with_weight(&b)[0].1, 0, "three in a row eject");
+        for _ in 0..3 {
+            b.observe(&entries[1], false);
+        }
+        for _ in 0..3 {
+            b.observe(&entries[2], false);
+        }
+        let ejected = ports_with_weight(&b)
+            .iter()
+            .filter(|(_, w)| *w == 0)
+            .count();
+        assert_eq!(ejected, 2, "at most 50 % ejected");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        b.refresh();
+        assert!(
+            ports_with_weight(&b).iter().all(|(_, w)| *w > 0),
+            "ejections run out"
+        );
+        assert_eq!(entries[0].stats.ejections.get(), 1);
     }
 }

@@ -1,6 +1,8 @@
 //! `BackendSet`: an immutable snapshot of a service's backends plus the selection state built for it.
 
 use super::backend::{Backend, Target};
+use super::eligible::Weights;
+use super::health::BackendHealth;
 use super::least_conn::LeastConn;
 use super::random::Random;
 use super::round_robin::RoundRobin;
@@ -19,6 +21,8 @@ pub struct Entry {
     pub target: Target,
     /// Counters shared with every other set that holds this backend.
     pub stats: Arc<BackendMetrics>,
+    /// Health shared with every other set that holds this backend.
+    pub health: Arc<BackendHealth>,
 }
 
 enum Picker {
@@ -32,6 +36,7 @@ pub struct BackendSet {
     entries: Vec<Arc<Entry>>,
     /// The entries' active-connection gauges side by side: least-conn scans them without chasing entries.
     loads: Vec<IntGauge>,
+    weights: Weights,
     picker: Picker,
 }
 
@@ -50,20 +55,26 @@ impl Drop for Pick {
 }
 
 impl BackendSet {
-    /// Builds a set and its selection state.
-    pub fn new(algorithm: Algorithm, entries: Vec<Arc<Entry>>) -> Self {
-        let weights: Vec<u32> = entries.iter().map(|e| e.backend.weight).collect();
+    /// Builds a set and its selection state over the effective `weights` (one per entry).
+    pub fn new(algorithm: Algorithm, entries: Vec<Arc<Entry>>, weights: Weights) -> Self {
+        let w = &weights.weights;
         let picker = match algorithm {
-            Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(&weights)),
-            Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(&weights)),
-            Algorithm::Random => Picker::Random(Random::new(&weights)),
+            Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(w)),
+            Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(w)),
+            Algorithm::Random => Picker::Random(Random::new(w)),
         };
         let loads = entries.iter().map(|e| e.stats.active.clone()).collect();
         Self {
             entries,
             loads,
+            weights,
             picker,
         }
+    }
+
+    /// The effective weights the set was built with.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
     }
 
     /// The backends in this set.

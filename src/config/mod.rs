@@ -5,9 +5,11 @@
 
 mod addr;
 pub mod duration;
+mod health;
 mod http;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 
 use serde::Deserialize;
@@ -126,6 +128,18 @@ pub struct ServiceConfig {
     /// When discovery reports no backends and there are no default servers, keep the previous set.
     #[serde(default = "default_true")]
     pub use_previous_backends: bool,
+    /// Active health checks of each backend from this host.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+    /// Passive outlier ejection on real traffic failures; off unless set.
+    #[serde(default)]
+    pub outlier: Option<Outlier>,
+    /// Below this percentage of usable backends, balance over all of them (Envoy's panic threshold); 0 disables.
+    #[serde(default = "default_panic_threshold")]
+    pub panic_threshold: u32,
+    /// A backend that becomes usable ramps its weight up over this period (0s: at once).
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub slow_start: Duration,
 }
 
 /// How traffic is proxied.
@@ -354,6 +368,9 @@ fn default_budget_percent() -> f64 {
 fn default_min_concurrent() -> u32 {
     3
 }
+fn default_panic_threshold() -> u32 {
+    50
+}
 fn default_true() -> bool {
     true
 }
@@ -504,6 +521,27 @@ impl Config {
                 ));
             }
             validate_http(svc).map_err(|(field, message)| invalid(at(field), message))?;
+            if let Some(hc) = &svc.health_check {
+                hc.validate()
+                    .map_err(|(f, m)| invalid(at(&format!("health_check.{f}")), m))?;
+            }
+            if svc.panic_threshold > 100 {
+                return Err(invalid(
+                    at("panic_threshold"),
+                    "must be between 0 and 100 (percent)".into(),
+                ));
+            }
+            if let Some(o) = &svc.outlier {
+                if o.consecutive_failures == 0
+                    || o.max_ejection_percent > 100
+                    || o.base_ejection > o.max_ejection
+                {
+                    return Err(invalid(
+                        at("outlier"),
+                        "consecutive_failures must be at least 1, max_ejection_percent at most 100, base_ejection at most max_ejection".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }

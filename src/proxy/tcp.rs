@@ -60,7 +60,10 @@ async fn connect(set: &BackendSet, proxy: &ServiceProxy) -> Option<(TcpStream, P
             proxy.balancer.metrics().retries.inc();
         }
         match tokio::time::timeout(proxy.timeouts.connect, dial(&pick.entry.target)).await {
-            Ok(Ok(stream)) => return Some((stream, pick)),
+            Ok(Ok(stream)) => {
+                proxy.balancer.observe(&pick.entry, true);
+                return Some((stream, pick));
+            }
             Ok(Err(e)) => fail(proxy, &pick, &e.to_string()),
             Err(_) => fail(proxy, &pick, "connect timeout"),
         }
@@ -71,6 +74,7 @@ async fn connect(set: &BackendSet, proxy: &ServiceProxy) -> Option<(TcpStream, P
 
 fn fail(proxy: &ServiceProxy, pick: &Pick, error: &str) {
     pick.entry.stats.connect_failures.inc();
+    proxy.balancer.observe(&pick.entry, false);
     tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
 }
 

@@ -4,7 +4,7 @@
 use super::body::{boxed, full, Guarded, ProxyBody};
 use super::errors::LocalReply;
 use super::{headers, tunnel, HttpProxy};
-use crate::balance::Pick;
+use crate::balance::{Balancer, Pick};
 use crate::config::{RetryOn, UpstreamProtocol};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
@@ -106,7 +106,16 @@ pub async fn handle(
         tried.push(pick.index);
         let replayable = matches!(body, ReqBody::Replayable(_));
         let more = attempt < retries.attempts && replayable;
-        match send(http, &parts, attempt_body, pick, proxy.timeouts.request).await {
+        match send(
+            http,
+            &proxy.balancer,
+            &parts,
+            attempt_body,
+            pick,
+            proxy.timeouts.request,
+        )
+        .await
+        {
             Attempt::Failed(LocalReply::ConnectFailure) => last = LocalReply::ConnectFailure,
             Attempt::Failed(f @ LocalReply::Reset)
                 if idempotent && retries.on.contains(&RetryOn::Reset) =>
@@ -169,6 +178,7 @@ async fn prepare(body: Incoming, max: usize) -> Result<ReqBody, LocalReply> {
 /// Sends one attempt to `pick`'s backend.
 async fn send(
     http: &HttpProxy,
+    balancer: &Balancer,
     parts: &Parts,
     body: ProxyBody,
     pick: Pick,
@@ -197,20 +207,26 @@ async fn send(
     }
     let sent = Instant::now();
     match tokio::time::timeout(timeout, http.client.request(req)).await {
-        Err(_) => Attempt::Failed(LocalReply::Timeout),
+        Err(_) => {
+            balancer.observe(&pick.entry, false);
+            Attempt::Failed(LocalReply::Timeout)
+        }
         Ok(Err(e)) if e.is_connect() => {
             pick.entry.stats.connect_failures.inc();
+            balancer.observe(&pick.entry, false);
             tracing::debug!(backend = %pick.entry.key, error = %e, "connect failed");
             Attempt::Failed(LocalReply::ConnectFailure)
         }
         Ok(Err(e)) => {
             tracing::debug!(backend = %pick.entry.key, error = %e, "request failed");
+            balancer.observe(&pick.entry, false);
             Attempt::Failed(LocalReply::Reset)
         }
         Ok(Ok(resp)) => {
             let stats = &pick.entry.stats;
             stats.response_seconds.observe(sent.elapsed().as_secs_f64());
             stats.response_class(resp.status().as_u16()).inc();
+            balancer.observe(&pick.entry, !resp.status().is_server_error());
             Attempt::Response(resp, pick)
         }
     }

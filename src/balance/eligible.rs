@@ -1,0 +1,67 @@
+//! The one place that decides which backends get new traffic and how much: weight > 0, checked up,
+//! not ejected; all of them when too few are usable (panic threshold); ramped during slow start.
+//! Algorithms only ever see the weights computed here.
+
+use super::set::Entry;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Base weights are scaled by this so slow start can ramp even a weight-1 backend in steps.
+pub const SCALE: u32 = 100;
+/// Slow start begins at this percentage of the weight.
+const SLOW_START_FLOOR: u64 = 10;
+
+/// Balancing policy beyond the algorithm.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Percentage of usable backends below which health is ignored; 0 disables.
+    pub panic_threshold: u32,
+    /// Ramp-up period of a backend that becomes usable.
+    pub slow_start: Duration,
+}
+
+/// Effective weights of a set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Weights {
+    /// One per entry; 0 means no new traffic.
+    pub weights: Vec<u32>,
+    /// True when the panic threshold overrode health.
+    pub panic: bool,
+    /// True when some backend is still ramping up.
+    pub ramping: bool,
+}
+
+/// Computes effective weights at `now` (milliseconds on the health clock).
+pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
+    let candidates = entries.iter().filter(|e| e.backend.weight > 0).count();
+    let usable = entries
+        .iter()
+        .filter(|e| e.backend.weight > 0 && e.health.usable(now))
+        .count();
+    let panic = policy.panic_threshold > 0
+        && candidates > 0
+        && (usable as u64) * 100 < u64::from(policy.panic_threshold) * candidates as u64;
+    let mut ramping = false;
+    let weights = entries
+        .iter()
+        .map(|e| {
+            let base = e.backend.weight * SCALE;
+            if base == 0 || (!panic && !e.health.usable(now)) {
+                return 0;
+            }
+            let slow = policy.slow_start.as_millis() as u64;
+            let elapsed = now.saturating_sub(e.health.usable_since());
+            if slow == 0 || elapsed >= slow {
+                return base;
+            }
+            ramping = true;
+            let percent = (elapsed * 100 / slow).max(SLOW_START_FLOOR);
+            ((u64::from(base) * percent / 100) as u32).max(1)
+        })
+        .collect();
+    Weights {
+        weights,
+        panic,
+        ramping,
+    }
+}

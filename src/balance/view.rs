@@ -1,0 +1,94 @@
+//! Read-only views of a balancer for the admin API.
+
+use super::health::now_ms;
+use super::set::Entry;
+use serde::Serialize;
+
+/// What the admin API shows of a service's balancer.
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    /// Service name.
+    pub name: String,
+    /// Algorithm name.
+    pub balance: &'static str,
+    /// Backend-set swaps so far.
+    pub swaps: u64,
+    /// When discovery last reported (seconds since the Unix epoch).
+    pub last_update_unix: Option<f64>,
+    /// Client connections open now.
+    pub active_connections: i64,
+    /// True while the panic threshold overrides health.
+    pub panic: bool,
+    /// Backends in the set, then draining ones.
+    pub backends: Vec<BackendView>,
+}
+
+/// The result of a backend's last active check.
+#[derive(Debug, Serialize)]
+pub struct CheckView {
+    /// Whether it passed.
+    pub passed: bool,
+    /// What happened.
+    pub detail: String,
+    /// Seconds ago.
+    pub age_seconds: f64,
+}
+
+/// What the admin API shows of a backend.
+#[derive(Debug, Serialize)]
+pub struct BackendView {
+    /// `host:port`.
+    pub address: String,
+    /// Configured weight (absent for draining backends).
+    pub weight: Option<u32>,
+    /// Share of new traffic relative to the others, in percent of the configured weight (slow start, health).
+    pub effective_weight_percent: Option<u32>,
+    /// `up`, `slow_start`, `down` (active checks), `ejected` (outlier), `disabled` (weight 0) or `draining`.
+    pub state: &'static str,
+    /// Where it came from.
+    pub origin: Option<String>,
+    /// Connections (TCP) or in-flight requests (HTTP) now.
+    pub active: i64,
+    /// Connections opened so far.
+    pub connections_total: u64,
+    /// Failed connection attempts so far.
+    pub connect_failures_total: u64,
+    /// Seconds of ejection left.
+    pub ejected_seconds: Option<f64>,
+    /// The last active check.
+    pub last_check: Option<CheckView>,
+}
+
+impl BackendView {
+    /// Describes an entry; `effective` is its weight in the current set, `None` when it left the set.
+    pub fn new(entry: &Entry, effective: Option<u32>) -> Self {
+        let now = now_ms();
+        let h = &entry.health;
+        let base = entry.backend.weight * super::eligible::SCALE;
+        let state = match effective {
+            None => "draining",
+            Some(_) if entry.backend.weight == 0 => "disabled",
+            Some(_) if !h.checked_up() => "down",
+            Some(_) if h.ejected(now) => "ejected",
+            Some(w) if w < base => "slow_start",
+            Some(_) => "up",
+        };
+        let in_set = effective.is_some();
+        Self {
+            address: entry.key.clone(),
+            weight: in_set.then_some(entry.backend.weight),
+            effective_weight_percent: effective.map(|w| (w * 100).checked_div(base).unwrap_or(0)),
+            state,
+            origin: in_set.then(|| entry.backend.origin.to_string()),
+            active: entry.stats.active.get(),
+            connections_total: entry.stats.connections.get(),
+            connect_failures_total: entry.stats.connect_failures.get(),
+            ejected_seconds: h.ejected(now).then(|| h.ejected_for(now) as f64 / 1000.0),
+            last_check: h.last_check().map(|c| CheckView {
+                passed: c.passed,
+                detail: c.detail,
+                age_seconds: now.saturating_sub(c.at_ms) as f64 / 1000.0,
+            }),
+        }
+    }
+}
