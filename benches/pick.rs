@@ -32,11 +32,18 @@ fn pick(c: &mut Criterion) {
         Algorithm::RoundRobin,
         Algorithm::LeastConn,
         Algorithm::Random,
+        Algorithm::P2cEwma,
+        Algorithm::Hash,
     ] {
         for n in [10, 1_000, 10_000] {
             let b = balancer(algorithm, n);
+            let set = b.current();
+            let mut key = 0u64;
             group.bench_with_input(BenchmarkId::new(algorithm.name(), n), &n, |bench, _| {
-                bench.iter(|| black_box(b.pick(&[])))
+                bench.iter(|| {
+                    key = key.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                    black_box(set.pick_keyed(&[], Some(key)))
+                })
             });
         }
     }
@@ -56,7 +63,11 @@ fn pick(c: &mut Criterion) {
 
 fn pick_during_swaps(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick_during_swaps");
-    for algorithm in [Algorithm::RoundRobin, Algorithm::LeastConn] {
+    for algorithm in [
+        Algorithm::RoundRobin,
+        Algorithm::LeastConn,
+        Algorithm::P2cEwma,
+    ] {
         let b = Arc::new(balancer(algorithm, 100));
         let stop = Arc::new(AtomicBool::new(false));
         // A second picker thread and a swapper thread run while the measured thread picks.

@@ -80,6 +80,7 @@ pub fn config(
         default_servers: Vec::new(),
         keep_default_servers: false,
         use_previous_backends: true,
+        hash_header: None,
         health_check: None,
         outlier: None,
         panic_threshold: 50,

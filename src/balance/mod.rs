@@ -12,9 +12,12 @@
 mod backend;
 pub mod checker;
 mod eligible;
+mod ewma;
 mod fallback;
+pub mod hash;
 pub mod health;
 mod least_conn;
+mod p2c;
 mod probe;
 mod random;
 mod round_robin;
@@ -144,10 +147,15 @@ impl Balancer {
             if !seen.insert(key.clone()) {
                 continue;
             }
-            let (stats, health) = match reg.entries.get(&key) {
-                Some(e) => (Arc::clone(&e.stats), Arc::clone(&e.health)),
+            let (stats, health, rtt) = match reg.entries.get(&key) {
+                Some(e) => (
+                    Arc::clone(&e.stats),
+                    Arc::clone(&e.health),
+                    Arc::clone(&e.rtt),
+                ),
                 None => (
                     Arc::new(self.metrics.backend(&self.service, &key)),
+                    Arc::default(),
                     Arc::default(),
                 ),
             };
@@ -157,6 +165,7 @@ impl Balancer {
                 key: key.clone(),
                 stats,
                 health,
+                rtt,
             });
             reg.entries.insert(key, Arc::clone(&entry));
             entries.push(entry);

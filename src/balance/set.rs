@@ -2,8 +2,11 @@
 
 use super::backend::{Backend, Target};
 use super::eligible::Weights;
+use super::ewma::PeakEwma;
+use super::hash::Ring;
 use super::health::BackendHealth;
 use super::least_conn::LeastConn;
+use super::p2c::P2c;
 use super::random::Random;
 use super::round_robin::RoundRobin;
 use crate::config::Algorithm;
@@ -23,12 +26,16 @@ pub struct Entry {
     pub stats: Arc<BackendMetrics>,
     /// Health shared with every other set that holds this backend.
     pub health: Arc<BackendHealth>,
+    /// Latency estimate shared with every other set that holds this backend.
+    pub rtt: Arc<PeakEwma>,
 }
 
 enum Picker {
     RoundRobin(RoundRobin),
     LeastConn(LeastConn),
     Random(Random),
+    P2c(P2c),
+    Hash(Ring),
 }
 
 /// An immutable set of backends; replaced whole, never edited.
@@ -62,6 +69,11 @@ impl BackendSet {
             Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(w)),
             Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(w)),
             Algorithm::Random => Picker::Random(Random::new(w)),
+            Algorithm::P2cEwma => Picker::P2c(P2c::new(w)),
+            Algorithm::Hash => {
+                let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+                Picker::Hash(Ring::new(w, &keys))
+            }
         };
         let loads = entries.iter().map(|e| e.stats.active.clone()).collect();
         Self {
@@ -84,10 +96,20 @@ impl BackendSet {
 
     /// Picks a backend not in `skip` and counts it active; `None` when none is eligible.
     pub fn pick(&self, skip: &[usize]) -> Option<Pick> {
+        self.pick_keyed(skip, None)
+    }
+
+    /// Like [`pick`](Self::pick), with the request's hash key for `balance: hash` (random without one).
+    pub fn pick_keyed(&self, skip: &[usize], key: Option<u64>) -> Option<Pick> {
         let index = match &self.picker {
             Picker::RoundRobin(rr) => rr.pick(skip),
             Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].get().max(0) as u64),
             Picker::Random(r) => r.pick(skip),
+            Picker::P2c(p) => p.pick(skip, |i| {
+                let pending = self.loads[i].get().max(0) as f64;
+                self.entries[i].rtt.estimate() * (pending + 1.0)
+            }),
+            Picker::Hash(ring) => ring.pick(key.unwrap_or_else(|| fastrand::u64(..)), skip),
         }?;
         let entry = Arc::clone(&self.entries[index]);
         entry.stats.active.inc();

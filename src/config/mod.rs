@@ -128,6 +128,9 @@ pub struct ServiceConfig {
     /// When discovery reports no backends and there are no default servers, keep the previous set.
     #[serde(default = "default_true")]
     pub use_previous_backends: bool,
+    /// `balance: hash` in HTTP mode: hash this request header instead of the client address.
+    #[serde(default)]
+    pub hash_header: Option<String>,
     /// Active health checks of each backend from this host.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -174,6 +177,10 @@ pub enum Algorithm {
     LeastConn,
     /// Weighted random.
     Random,
+    /// Power of two choices on peak-EWMA latency × in-flight requests.
+    P2cEwma,
+    /// Consistent hashing of the client address, or of `hash_header` in HTTP mode.
+    Hash,
 }
 
 impl Algorithm {
@@ -183,6 +190,8 @@ impl Algorithm {
             Algorithm::RoundRobin => "round_robin",
             Algorithm::LeastConn => "least_conn",
             Algorithm::Random => "random",
+            Algorithm::P2cEwma => "p2c_ewma",
+            Algorithm::Hash => "hash",
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct ServiceProxy {
     pub timeouts: Timeouts,
     /// Retry policy.
     pub retries: Retries,
+    /// `balance: hash` in HTTP mode: the header hashed instead of the client address.
+    pub hash_header: Option<hyper::header::HeaderName>,
     /// Cancelled when the agent stops accepting: HTTP connections finish their request and close.
     pub stop: CancellationToken,
     /// Cancelled when open connections must be cut (shutdown grace period over).
@@ -46,6 +48,11 @@ pub struct Lifecycle {
 }
 
 impl ServiceProxy {
+    /// True when picks need a hash key (`balance: hash`).
+    pub fn hashes_client(&self) -> bool {
+        self.balancer.algorithm() == crate::config::Algorithm::Hash
+    }
+
     /// Builds the forwarding path of a service.
     pub fn new(
         balancer: Arc<Balancer>,
@@ -59,6 +66,10 @@ impl ServiceProxy {
             balancer,
             timeouts: config.timeouts,
             retries: config.retries.clone(),
+            hash_header: config
+                .hash_header
+                .as_deref()
+                .and_then(|h| hyper::header::HeaderName::from_bytes(h.as_bytes()).ok()),
             stop: life.stop,
             abort: life.abort,
             conns: life.conns,

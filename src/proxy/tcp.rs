@@ -18,7 +18,8 @@ pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
     metrics.active.inc();
     let _active = scopeguard(|| metrics.active.dec());
     let set = proxy.balancer.current();
-    let Some((backend, pick)) = connect(&set, &proxy).await else {
+    let key = proxy.hashes_client().then(|| client_key(&client));
+    let Some((backend, pick)) = connect(&set, &proxy, key).await else {
         metrics.no_backend.inc();
         if let Some(suppressed) = proxy.warnings.allow() {
             tracing::warn!(
@@ -52,16 +53,22 @@ pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
 }
 
 /// Connects to a backend of `set`, trying up to `1 + retries.attempts` distinct backends.
-async fn connect(set: &BackendSet, proxy: &ServiceProxy) -> Option<(TcpStream, Pick)> {
+async fn connect(
+    set: &BackendSet,
+    proxy: &ServiceProxy,
+    key: Option<u64>,
+) -> Option<(TcpStream, Pick)> {
     let mut tried: Vec<usize> = Vec::new();
     for attempt in 0..=proxy.retries.attempts {
-        let pick = set.pick(&tried)?;
+        let pick = set.pick_keyed(&tried, key)?;
+        let started = tokio::time::Instant::now();
         if attempt > 0 {
             proxy.balancer.metrics().retries.inc();
         }
         match tokio::time::timeout(proxy.timeouts.connect, dial(&pick.entry.target)).await {
             Ok(Ok(stream)) => {
                 proxy.balancer.observe(&pick.entry, true);
+                pick.entry.rtt.observe(started.elapsed());
                 return Some((stream, pick));
             }
             Ok(Err(e)) => fail(proxy, &pick, &e.to_string()),
@@ -82,6 +89,14 @@ async fn dial(target: &Target) -> io::Result<TcpStream> {
     match target {
         Target::Addr(addr) => TcpStream::connect(addr).await,
         Target::Name(name) => TcpStream::connect(name.as_str()).await,
+    }
+}
+
+/// The hash key of a client connection: its IP address.
+fn client_key(client: &TcpStream) -> u64 {
+    match client.peer_addr() {
+        Ok(addr) => crate::balance::hash::hash(addr.ip().to_string().as_bytes()),
+        Err(_) => fastrand::u64(..),
     }
 }
 

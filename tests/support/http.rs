@@ -41,7 +41,16 @@ impl HttpBackend {
         Self::start_with(name, true).await
     }
 
+    /// Starts a backend that waits `delay` before every answer.
+    pub async fn slow(name: &str, delay: Duration) -> Self {
+        Self::serve(name, false, delay).await
+    }
+
     async fn start_with(name: &str, sick: bool) -> Self {
+        Self::serve(name, sick, Duration::ZERO).await
+    }
+
+    async fn serve(name: &str, sick: bool, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (connections, requests) =
@@ -58,7 +67,11 @@ impl HttpBackend {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         r.fetch_add(1, Ordering::Relaxed);
-                        route(Arc::clone(&name), sick, req)
+                        let name = Arc::clone(&name);
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            route(name, sick, req).await
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)

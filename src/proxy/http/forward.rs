@@ -66,6 +66,9 @@ pub async fn handle(
         Err(failure) => return fail(&proxy, http, failure, &parts, started, 0),
     };
 
+    let key = proxy
+        .hashes_client()
+        .then(|| hash_key(&proxy, &parts, peer));
     let set = proxy.balancer.current();
     let retries = &proxy.retries;
     let mut tried: Vec<usize> = Vec::new();
@@ -86,7 +89,7 @@ pub async fn handle(
             proxy.balancer.metrics().retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
-        let Some(pick) = set.pick(&tried).or_else(|| {
+        let Some(pick) = set.pick_keyed(&tried, key).or_else(|| {
             if tried.is_empty() {
                 None
             } else {
@@ -209,6 +212,7 @@ async fn send(
     match tokio::time::timeout(timeout, http.client.request(req)).await {
         Err(_) => {
             balancer.observe(&pick.entry, false);
+            pick.entry.rtt.observe(timeout);
             Attempt::Failed(LocalReply::Timeout)
         }
         Ok(Err(e)) if e.is_connect() => {
@@ -225,10 +229,23 @@ async fn send(
         Ok(Ok(resp)) => {
             let stats = &pick.entry.stats;
             stats.response_seconds.observe(sent.elapsed().as_secs_f64());
+            pick.entry.rtt.observe(sent.elapsed());
             stats.response_class(resp.status().as_u16()).inc();
             balancer.observe(&pick.entry, !resp.status().is_server_error());
             Attempt::Response(resp, pick)
         }
+    }
+}
+
+/// The hash key of a request: `hash_header`'s value when configured and present, else the client address.
+fn hash_key(proxy: &ServiceProxy, parts: &Parts, peer: SocketAddr) -> u64 {
+    let header = proxy
+        .hash_header
+        .as_ref()
+        .and_then(|h| parts.headers.get(h));
+    match header {
+        Some(value) => crate::balance::hash::hash(value.as_bytes()),
+        None => crate::balance::hash::hash(peer.ip().to_string().as_bytes()),
     }
 }
 
