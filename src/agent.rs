@@ -88,12 +88,14 @@ impl Agent {
             let policy = Policy {
                 panic_threshold: svc.panic_threshold,
                 slow_start: svc.slow_start,
+                max_connections: svc.max_connections,
             };
             let balancer = Arc::new(
                 Balancer::new(name, svc.balance, Arc::clone(&metrics))
                     .with_fallback(fallback)
                     .with_policy(policy)
-                    .with_outlier(svc.outlier),
+                    .with_outlier(svc.outlier)
+                    .with_queue(svc.max_queue, svc.timeouts.queue),
             );
             if svc.health_check.is_some() || svc.outlier.is_some() || !svc.slow_start.is_zero() {
                 tasks.spawn(checker::run(

@@ -81,6 +81,8 @@ pub fn config(
         keep_default_servers: false,
         use_previous_backends: true,
         hash_header: None,
+        max_connections: None,
+        max_queue: 1000,
         health_check: None,
         outlier: None,
         panic_threshold: 50,

@@ -40,6 +40,9 @@ pub struct Metrics {
     backend_check_failures: IntCounterVec,
     service_panic: IntGaugeVec,
     service_panics: IntCounterVec,
+    queue_depth: IntGaugeVec,
+    queue_wait: HistogramVec,
+    queue_rejected: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -277,6 +280,25 @@ impl Metrics {
                 s,
             )?,
             service_panics: counter(&r, "sinew_service_panic_total", "Times the service entered panic mode.", s)?,
+            queue_depth: gauge(&r, "sinew_service_queue_depth", "Connections or requests waiting for a backend slot.", s)?,
+            queue_wait: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "sinew_service_queue_wait_seconds",
+                        "Time waited in the queue by connections or requests that got a backend.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    s,
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            queue_rejected: counter(
+                &r,
+                "sinew_service_queue_rejected_total",
+                "Connections or requests turned away by the queue (reason: full or timeout).",
+                &["service", "reason"],
+            )?,
             registry: r,
         })
     }
@@ -314,6 +336,16 @@ impl Metrics {
             usable: self.backend_up.with_label_values(l),
             ejections: self.backend_ejections.with_label_values(l),
             check_failures: self.backend_check_failures.with_label_values(l),
+        }
+    }
+
+    /// The queue children of one service.
+    pub fn queue(&self, service: &str) -> crate::balance::QueueMetrics {
+        crate::balance::QueueMetrics {
+            depth: self.queue_depth.with_label_values(&[service]),
+            wait_seconds: self.queue_wait.with_label_values(&[service]),
+            full: self.queue_rejected.with_label_values(&[service, "full"]),
+            timeouts: self.queue_rejected.with_label_values(&[service, "timeout"]),
         }
     }
 

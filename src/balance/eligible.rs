@@ -18,6 +18,8 @@ pub struct Policy {
     pub panic_threshold: u32,
     /// Ramp-up period of a backend that becomes usable.
     pub slow_start: Duration,
+    /// Most connections (TCP) or in-flight requests (HTTP) per backend; excess waits in the queue.
+    pub max_connections: Option<u32>,
 }
 
 /// Effective weights of a set.

@@ -19,6 +19,7 @@ pub mod health;
 mod least_conn;
 mod p2c;
 mod probe;
+mod queue;
 mod random;
 mod round_robin;
 mod set;
@@ -27,6 +28,7 @@ mod view;
 pub use backend::{Backend, Origin, Target};
 pub use eligible::Policy;
 pub use fallback::Fallback;
+pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use view::{BackendView, ServiceView};
 
@@ -36,7 +38,7 @@ use arc_swap::ArcSwap;
 use health::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 /// The backends of one service and how to pick among them.
@@ -50,6 +52,7 @@ pub struct Balancer {
     fallback: Fallback,
     policy: Policy,
     outlier: Option<Outlier>,
+    queue: Arc<queue::Queue>,
     swapped: watch::Sender<u64>,
 }
 
@@ -65,17 +68,19 @@ impl Balancer {
     /// Creates a balancer with an empty set.
     pub fn new(service: &str, algorithm: Algorithm, metrics: Arc<Metrics>) -> Self {
         let service_metrics = metrics.service(service);
+        let queue = Arc::new(queue::Queue::new(0, Duration::ZERO, metrics.queue(service)));
         let empty = eligible::weights(&[], &Policy::default(), 0);
         Self {
             service: service.to_string(),
             algorithm,
-            current: ArcSwap::from_pointee(BackendSet::new(algorithm, Vec::new(), empty)),
+            current: ArcSwap::from_pointee(BackendSet::new(algorithm, Vec::new(), empty, None)),
             registry: Mutex::new(Registry::default()),
             metrics,
             service_metrics,
             fallback: Fallback::default(),
             policy: Policy::default(),
             outlier: None,
+            queue,
             swapped: watch::channel(0).0,
         }
     }
@@ -90,6 +95,26 @@ impl Balancer {
     pub fn with_policy(mut self, policy: Policy) -> Self {
         self.policy = policy;
         self
+    }
+
+    /// Sets the wait queue used when `max_connections` is set: at most `max` waiters, each for `timeout`.
+    pub fn with_queue(mut self, max: usize, timeout: Duration) -> Self {
+        self.queue = Arc::new(queue::Queue::new(
+            max,
+            timeout,
+            self.metrics.queue(&self.service),
+        ));
+        self
+    }
+
+    /// Picks from `set`, waiting in the service's queue while every usable backend is at `max_connections`.
+    pub async fn pick_queued(
+        &self,
+        set: &BackendSet,
+        skip: &[usize],
+        key: Option<u64>,
+    ) -> Result<Pick, Unavailable> {
+        self.queue.pick(set, skip, key).await
     }
 
     /// Enables passive outlier ejection.
@@ -166,6 +191,7 @@ impl Balancer {
                 stats,
                 health,
                 rtt,
+                queue: Arc::clone(&self.queue),
             });
             reg.entries.insert(key, Arc::clone(&entry));
             entries.push(entry);
@@ -221,8 +247,12 @@ impl Balancer {
         for (e, w) in entries.iter().zip(&weights.weights) {
             e.stats.usable.set(i64::from(*w > 0));
         }
-        self.current
-            .store(Arc::new(BackendSet::new(self.algorithm, entries, weights)));
+        self.current.store(Arc::new(BackendSet::new(
+            self.algorithm,
+            entries,
+            weights,
+            self.policy.max_connections,
+        )));
     }
 
     /// Reports the outcome of real traffic to a backend; enough consecutive failures eject it.
@@ -301,6 +331,7 @@ impl Balancer {
                 .map(|d| d.as_secs_f64()),
             active_connections: self.service_metrics.active.get(),
             panic: set.weights().panic,
+            queued: self.queue.depth(),
             backends,
         }
     }
@@ -426,6 +457,7 @@ mod tests {
         let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
             panic_threshold: 50,
             slow_start: Duration::ZERO,
+            max_connections: None,
         });
         b.update((1..=4).map(|p| backend(p, 1)).collect());
         mark(&b, 1, false);
@@ -459,6 +491,7 @@ mod tests {
         let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
             panic_threshold: 0,
             slow_start: Duration::from_secs(10),
+            max_connections: None,
         });
         b.update(vec![backend(1, 1)]);
         tokio::time::advance(Duration::from_secs(20)).await;

@@ -7,6 +7,7 @@ use super::hash::Ring;
 use super::health::BackendHealth;
 use super::least_conn::LeastConn;
 use super::p2c::P2c;
+use super::queue::Queue;
 use super::random::Random;
 use super::round_robin::RoundRobin;
 use crate::config::Algorithm;
@@ -28,6 +29,8 @@ pub struct Entry {
     pub health: Arc<BackendHealth>,
     /// Latency estimate shared with every other set that holds this backend.
     pub rtt: Arc<PeakEwma>,
+    /// The service's wait queue, told when this backend frees a slot.
+    pub queue: Arc<Queue>,
 }
 
 enum Picker {
@@ -44,6 +47,7 @@ pub struct BackendSet {
     /// The entries' active-connection gauges side by side: least-conn scans them without chasing entries.
     loads: Vec<IntGauge>,
     weights: Weights,
+    max: Option<i64>,
     picker: Picker,
 }
 
@@ -58,12 +62,18 @@ pub struct Pick {
 impl Drop for Pick {
     fn drop(&mut self) {
         self.entry.stats.active.dec();
+        self.entry.queue.release();
     }
 }
 
 impl BackendSet {
     /// Builds a set and its selection state over the effective `weights` (one per entry).
-    pub fn new(algorithm: Algorithm, entries: Vec<Arc<Entry>>, weights: Weights) -> Self {
+    pub fn new(
+        algorithm: Algorithm,
+        entries: Vec<Arc<Entry>>,
+        weights: Weights,
+        max: Option<u32>,
+    ) -> Self {
         let w = &weights.weights;
         let picker = match algorithm {
             Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(w)),
@@ -80,6 +90,7 @@ impl BackendSet {
             entries,
             loads,
             weights,
+            max: max.map(i64::from),
             picker,
         }
     }
@@ -99,9 +110,52 @@ impl BackendSet {
         self.pick_keyed(skip, None)
     }
 
+    /// True when backends have a connection limit.
+    pub fn limited(&self) -> bool {
+        self.max.is_some()
+    }
+
+    /// True when some backend not in `skip` gets new traffic.
+    pub fn any_usable(&self, skip: &[usize]) -> bool {
+        self.weights
+            .weights
+            .iter()
+            .enumerate()
+            .any(|(i, w)| *w > 0 && !skip.contains(&i))
+    }
+
     /// Like [`pick`](Self::pick), with the request's hash key for `balance: hash` (random without one).
+    /// With a connection limit, full backends are passed over; `None` when all usable ones are full.
     pub fn pick_keyed(&self, skip: &[usize], key: Option<u64>) -> Option<Pick> {
-        let index = match &self.picker {
+        // Full backends found on the way are added to a copy of `skip`.
+        let mut skipped: Vec<usize> = Vec::new();
+        loop {
+            let skip_now = if skipped.is_empty() { skip } else { &skipped };
+            let index = self.select(skip_now, key)?;
+            let entry = &self.entries[index];
+            entry.stats.active.inc();
+            match self.max {
+                // Counted first, checked second: two racing picks can never both take the last slot.
+                Some(max) if entry.stats.active.get() > max => {
+                    entry.stats.active.dec();
+                    if skipped.is_empty() {
+                        skipped = skip.to_vec();
+                    }
+                    skipped.push(index);
+                }
+                _ => {
+                    return Some(Pick {
+                        entry: Arc::clone(entry),
+                        index,
+                    })
+                }
+            }
+        }
+    }
+
+    /// The algorithm's choice among usable backends not in `skip`.
+    fn select(&self, skip: &[usize], key: Option<u64>) -> Option<usize> {
+        match &self.picker {
             Picker::RoundRobin(rr) => rr.pick(skip),
             Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].get().max(0) as u64),
             Picker::Random(r) => r.pick(skip),
@@ -110,9 +164,6 @@ impl BackendSet {
                 self.entries[i].rtt.estimate() * (pending + 1.0)
             }),
             Picker::Hash(ring) => ring.pick(key.unwrap_or_else(|| fastrand::u64(..)), skip),
-        }?;
-        let entry = Arc::clone(&self.entries[index]);
-        entry.stats.active.inc();
-        Some(Pick { entry, index })
+        }
     }
 }

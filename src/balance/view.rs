@@ -19,6 +19,8 @@ pub struct ServiceView {
     pub active_connections: i64,
     /// True while the panic threshold overrides health.
     pub panic: bool,
+    /// Connections or requests waiting for a backend slot now.
+    pub queued: i64,
     /// Backends in the set, then draining ones.
     pub backends: Vec<BackendView>,
 }

@@ -131,6 +131,12 @@ pub struct ServiceConfig {
     /// `balance: hash` in HTTP mode: hash this request header instead of the client address.
     #[serde(default)]
     pub hash_header: Option<String>,
+    /// Most connections (TCP) or in-flight requests (HTTP) per backend; excess waits in the queue.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Most connections or requests waiting for a backend slot; beyond it they are turned away at once.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
     /// Active health checks of each backend from this host.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -283,6 +289,9 @@ pub struct Timeouts {
     /// HTTP mode: idle pooled backend connections are closed after this, before backends close them.
     #[serde(default = "default_pool_idle", with = "duration_serde")]
     pub pool_idle: Duration,
+    /// Longest wait in the queue for a backend slot (with `max_connections`).
+    #[serde(default = "default_queue", with = "duration_serde")]
+    pub queue: Duration,
 }
 
 impl Default for Timeouts {
@@ -293,6 +302,7 @@ impl Default for Timeouts {
             request: default_request(),
             header_read: default_header_read(),
             pool_idle: default_pool_idle(),
+            queue: default_queue(),
         }
     }
 }
@@ -376,6 +386,12 @@ fn default_budget_percent() -> f64 {
 }
 fn default_min_concurrent() -> u32 {
     3
+}
+fn default_queue() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_queue() -> usize {
+    1000
 }
 fn default_panic_threshold() -> u32 {
     50
@@ -563,6 +579,9 @@ fn validate_http(svc: &ServiceConfig) -> Result<(), (&'static str, String)> {
     }
     if svc.retries.backoff.base > svc.retries.backoff.max {
         return Err(("retries.backoff", "base must not exceed max".into()));
+    }
+    if svc.max_connections == Some(0) {
+        return Err(("max_connections", "must be at least 1".into()));
     }
     if svc.http.max_header_bytes < MIN_HEADER_BYTES {
         return Err((

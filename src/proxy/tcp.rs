@@ -60,7 +60,11 @@ async fn connect(
 ) -> Option<(TcpStream, Pick)> {
     let mut tried: Vec<usize> = Vec::new();
     for attempt in 0..=proxy.retries.attempts {
-        let pick = set.pick_keyed(&tried, key)?;
+        let pick = match proxy.balancer.pick_queued(set, &tried, key).await {
+            Ok(p) => p,
+            // With nothing tried yet this is "no backend" or a queue rejection; later, all were tried.
+            Err(_) => return None,
+        };
         let started = tokio::time::Instant::now();
         if attempt > 0 {
             proxy.balancer.metrics().retries.inc();

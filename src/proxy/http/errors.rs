@@ -19,6 +19,10 @@ pub enum LocalReply {
     Timeout,
     /// The request body could not be read from the client.
     BadRequestBody,
+    /// Every backend was at `max_connections` and the queue was full.
+    QueueFull,
+    /// Every backend stayed at `max_connections` for the whole `timeouts.queue`.
+    QueueTimeout,
 }
 
 impl LocalReply {
@@ -30,13 +34,17 @@ impl LocalReply {
             LocalReply::Reset => "reset",
             LocalReply::Timeout => "timeout",
             LocalReply::BadRequestBody => "bad_request_body",
+            LocalReply::QueueFull => "queue_full",
+            LocalReply::QueueTimeout => "queue_timeout",
         }
     }
 
     /// The status sent to the client.
     pub fn status(self) -> StatusCode {
         match self {
-            LocalReply::NoBackend => StatusCode::SERVICE_UNAVAILABLE,
+            LocalReply::NoBackend | LocalReply::QueueFull | LocalReply::QueueTimeout => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             LocalReply::ConnectFailure | LocalReply::Reset => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
             LocalReply::BadRequestBody => StatusCode::BAD_REQUEST,
@@ -50,6 +58,8 @@ impl LocalReply {
             LocalReply::Reset => "the backend closed the connection before responding",
             LocalReply::Timeout => "the backend did not respond in time",
             LocalReply::BadRequestBody => "the request body could not be read",
+            LocalReply::QueueFull => "every backend is busy and the queue is full",
+            LocalReply::QueueTimeout => "every backend stayed busy for the whole queue timeout",
         }
     }
 

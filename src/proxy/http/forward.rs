@@ -4,7 +4,7 @@
 use super::body::{boxed, full, Guarded, ProxyBody};
 use super::errors::LocalReply;
 use super::{headers, tunnel, HttpProxy};
-use crate::balance::{Balancer, Pick};
+use crate::balance::{Balancer, Pick, Unavailable};
 use crate::config::{RetryOn, UpstreamProtocol};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
@@ -89,14 +89,21 @@ pub async fn handle(
             proxy.balancer.metrics().retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
-        let Some(pick) = set.pick_keyed(&tried, key).or_else(|| {
-            if tried.is_empty() {
-                None
-            } else {
-                set.pick(&[])
+        let pick = match proxy.balancer.pick_queued(&set, &tried, key).await {
+            Ok(p) => p,
+            Err(Unavailable::QueueFull) => {
+                last = LocalReply::QueueFull;
+                break;
             }
-        }) else {
-            break;
+            Err(Unavailable::QueueTimeout) => {
+                last = LocalReply::QueueTimeout;
+                break;
+            }
+            // No backend left untried: HAProxy-style, try again where it failed.
+            Err(Unavailable::NoBackend) => match (tried.is_empty(), set.pick(&[])) {
+                (false, Some(p)) => p,
+                _ => break,
+            },
         };
         let attempt_body = match &mut body {
             ReqBody::Replayable(bytes) => full(bytes.clone()),
