@@ -43,6 +43,8 @@ pub struct Metrics {
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
+    pool_opened: IntCounterVec,
+    pool_open: IntGaugeVec,
 }
 
 /// Per-service HTTP metric children.
@@ -299,6 +301,13 @@ impl Metrics {
                 "Connections or requests turned away by the queue (reason: full or timeout).",
                 &["service", "reason"],
             )?,
+            pool_opened: counter(
+                &r,
+                "sinew_backend_http_connections_opened_total",
+                "HTTP connections opened to a backend by the pool (requests minus these were served on reused connections).",
+                sb,
+            )?,
+            pool_open: gauge(&r, "sinew_backend_http_connections_open", "HTTP pool connections open to a backend now.", sb)?,
             registry: r,
         })
     }
@@ -339,6 +348,15 @@ impl Metrics {
         }
     }
 
+    /// The HTTP pool counters of one service.
+    pub fn pool(&self, service: &str) -> crate::proxy::PoolMetrics {
+        crate::proxy::PoolMetrics {
+            service: service.to_string(),
+            opened: self.pool_opened.clone(),
+            open: self.pool_open.clone(),
+        }
+    }
+
     /// The queue children of one service.
     pub fn queue(&self, service: &str) -> crate::balance::QueueMetrics {
         crate::balance::QueueMetrics {
@@ -369,6 +387,8 @@ impl Metrics {
         let _ = self.backend_connect_failures.remove_label_values(l);
         let _ = self.backend_response_seconds.remove_label_values(l);
         let _ = self.backend_up.remove_label_values(l);
+        let _ = self.pool_opened.remove_label_values(l);
+        let _ = self.pool_open.remove_label_values(l);
         let _ = self.backend_ejections.remove_label_values(l);
         let _ = self.backend_check_failures.remove_label_values(l);
         for c in CLASSES {

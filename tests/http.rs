@@ -108,6 +108,23 @@ async fn requests_balance_per_request_over_pooled_connections() {
         a.hostport()
     );
     assert_eq!(metric(&body, &a_2xx), Some(10.0));
+    let opened = format!(
+        "sinew_backend_http_connections_opened_total{{backend=\"{}\",service=\"web\"}}",
+        a.hostport()
+    );
+    let open = format!(
+        "sinew_backend_http_connections_open{{backend=\"{}\",service=\"web\"}}",
+        a.hostport()
+    );
+    assert_eq!(
+        metric(&body, &opened),
+        Some(a.connections() as f64),
+        "every backend connection is counted"
+    );
+    assert!(
+        metric(&body, &open).unwrap_or(0.0) >= 1.0,
+        "the pooled connection stays open"
+    );
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod listener;
 mod ratelog;
 mod tcp;
 
+pub use http::PoolMetrics;
 pub use listener::serve;
 
 use crate::balance::Balancer;

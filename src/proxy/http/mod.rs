@@ -6,6 +6,9 @@ mod budget;
 mod errors;
 mod forward;
 mod headers;
+mod pool;
+
+pub use pool::PoolMetrics;
 mod tunnel;
 
 use super::io::{Activity, Metered};
@@ -26,7 +29,7 @@ use tokio::net::TcpStream;
 
 /// The HTTP side of a service: upstream client pool, options and retry budget.
 pub struct HttpProxy {
-    client: Client<HttpConnector, ProxyBody>,
+    client: Client<pool::CountingConnector, ProxyBody>,
     protocol: UpstreamProtocol,
     options: HttpOptions,
     budget: Budget,
@@ -50,7 +53,10 @@ impl HttpProxy {
             builder.http2_only(true);
         }
         Self {
-            client: builder.build(connector),
+            client: builder.build(pool::CountingConnector::new(
+                connector,
+                metrics.pool(service),
+            )),
             protocol: config.upstream_protocol,
             options: config.http.clone(),
             budget: Budget::new(config.retries.budget_percent, config.retries.min_concurrent),

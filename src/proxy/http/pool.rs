@@ -1,0 +1,122 @@
+//! The upstream connector: hyper-util's `HttpConnector`, with every new backend connection counted
+//! (opened, open now), so pool reuse is visible: requests minus connections opened.
+
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Connection counters of one service's pool, labelled by backend.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    /// The service label.
+    pub service: String,
+    /// Connections opened, by backend.
+    pub opened: IntCounterVec,
+    /// Connections open now, by backend.
+    pub open: IntGaugeVec,
+}
+
+/// An `HttpConnector` that counts the connections it makes.
+#[derive(Clone)]
+pub struct CountingConnector {
+    inner: HttpConnector,
+    metrics: PoolMetrics,
+}
+
+impl CountingConnector {
+    /// Wraps `inner`.
+    pub fn new(inner: HttpConnector, metrics: PoolMetrics) -> Self {
+        Self { inner, metrics }
+    }
+}
+
+/// A backend connection that leaves the open-connections gauge when it closes.
+pub struct Counted {
+    stream: TcpStream,
+    open: IntGauge,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+impl Connection for Counted {
+    fn connected(&self) -> Connected {
+        self.stream.connected()
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Uri> for CountingConnector {
+    type Response = TokioIo<Counted>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TokioIo<Counted>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let backend = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let metrics = self.metrics.clone();
+        let connecting = self.inner.call(uri);
+        Box::pin(async move {
+            let stream = connecting.await?.into_inner();
+            let labels = [metrics.service.as_str(), backend.as_str()];
+            metrics.opened.with_label_values(&labels).inc();
+            let open = metrics.open.with_label_values(&labels);
+            open.inc();
+            Ok(TokioIo::new(Counted { stream, open }))
+        })
+    }
+}
