@@ -540,3 +540,74 @@ async fn expect_100_continue_is_honoured() {
     }
     assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_streams_through_the_binary_in_bounded_memory() {
+    use support::process::*;
+    let backend = HttpBackend::start("a").await;
+    let (port, admin) = (free_port(), free_port());
+    let config = temp_file(
+        "stream.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    mode: http\n    backends: [{}]\n",
+            backend.hostport()
+        ),
+    );
+    let sinew = Proc::run(&config);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(addr).await;
+    let baseline = sinew.rss_kib();
+    assert!(baseline > 0, "RSS is readable from /proc");
+    // 256 MiB up and back down, produced and consumed in 1 MiB chunks.
+    const CHUNKS: usize = 256;
+    let chunk = Bytes::from(vec![1u8; 1 << 20]);
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, std::io::Error>>(2);
+    tokio::spawn(async move {
+        for _ in 0..CHUNKS {
+            if tx
+                .send(Ok(hyper::body::Frame::data(chunk.clone())))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let body = http_body_util::StreamBody::new(ReceiverStream(rx));
+    let client: Client<_, http_body_util::StreamBody<ReceiverStream>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(format!("http://{addr}/echo"))
+        .body(body)
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let mut body = resp.into_body();
+    let (mut received, mut peak) = (0usize, 0u64);
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len();
+        }
+        peak = peak.max(sinew.rss_kib());
+    }
+    assert_eq!(received, CHUNKS << 20);
+    eprintln!("sinew RSS: {baseline} KiB at rest, {peak} KiB peak while streaming");
+    assert!(
+        peak < baseline + 48 * 1024,
+        "RSS grew from {baseline} KiB to {peak} KiB while streaming 256 MiB"
+    );
+}
+
+/// An mpsc receiver as a `Stream`, so a test can produce a body chunk by chunk.
+struct ReceiverStream(
+    tokio::sync::mpsc::Receiver<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+);
+
+impl futures_core::Stream for ReceiverStream {
+    type Item = Result<hyper::body::Frame<Bytes>, std::io::Error>;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

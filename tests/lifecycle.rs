@@ -5,59 +5,12 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
+use support::process::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const BIN: &str = env!("CARGO_BIN_EXE_sinew");
-
-fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("sinew-lifecycle-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, content).unwrap();
-    path
-}
-
-/// A free loopback port (bound and released; good enough for a test that binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Stops the child by PID when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
-async fn wait_listening(addr: SocketAddr) {
-    for _ in 0..250 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{addr} never listened");
-}
 
 #[test]
 fn check_rejects_broken_configs_with_a_precise_message() {
@@ -122,7 +75,7 @@ async fn sigterm_stops_accepting_and_drains_open_connections() {
     let mut open = TcpStream::connect(addr).await.unwrap();
     assert_eq!(read_line(&mut open).await.unwrap(), "a");
 
-    signal(&child.0, "-TERM");
+    child.signal("-TERM");
     let mut refused = false;
     for _ in 0..100 {
         if TcpStream::connect(addr).await.is_err() {
@@ -191,7 +144,7 @@ async fn demo_balances_over_its_backends() {
         );
     }
     assert_eq!(seen.len(), 3, "{seen:?}");
-    signal(&child.0, "-INT");
+    child.signal("-INT");
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod http;
+pub mod process;
 
 use sinew::agent::Agent;
 use sinew::config::{Config, Format};
