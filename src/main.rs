@@ -92,11 +92,60 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
 
 async fn run(path: PathBuf) -> anyhow::Result<()> {
     let config = Config::load(&path)?;
-    let grace = config.shutdown_grace;
+    let mut grace = config.shutdown_grace;
     let agent = Agent::start(config).await?;
-    wait_for_signal().await?;
+    let mut requests = agent.take_reload_requests();
+    let mut signals = Signals::new()?;
+    loop {
+        tokio::select! {
+            stop = signals.next() => match stop {
+                Signal::Stop => break,
+                Signal::Reload => {
+                    if let Ok((g, _)) = reload(&agent, &path).await {
+                        grace = g;
+                    }
+                }
+            },
+            Some(reply) = recv(&mut requests) => {
+                let outcome = reload(&agent, &path).await;
+                if let Ok((g, _)) = &outcome {
+                    grace = *g;
+                }
+                let _ = reply.send(outcome.map(|(_, summary)| summary));
+            }
+        }
+    }
     agent.shutdown(grace).await;
     Ok(())
+}
+
+/// Re-reads the config file and applies it; a broken file or a failed bind keeps the running config.
+async fn reload(
+    agent: &Agent,
+    path: &std::path::Path,
+) -> Result<(std::time::Duration, String), String> {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload rejected; the running config stays");
+            return Err(e.to_string());
+        }
+    };
+    let grace = config.shutdown_grace;
+    match agent.reload(config).await {
+        Ok(summary) => Ok((grace, summary.to_string())),
+        Err(e) => {
+            tracing::error!(error = %e, "reload failed; the running config stays");
+            Err(e.to_string())
+        }
+    }
+}
+
+async fn recv<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
@@ -110,14 +159,44 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
 
 /// Waits for SIGTERM or SIGINT.
 async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut signals = Signals::new()?;
+    while signals.next().await != Signal::Stop {}
     Ok(())
+}
+
+/// What a signal asks for.
+#[derive(PartialEq, Eq)]
+enum Signal {
+    /// SIGTERM or SIGINT: drain and exit.
+    Stop,
+    /// SIGHUP: reload the config.
+    Reload,
+}
+
+/// The process signals sinew handles.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
+            _ = self.int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
+            _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload }
+        }
+    }
 }
 
 fn init_logs(format: LogFormat, level: Option<&str>) {

@@ -34,6 +34,7 @@ pub(super) struct ServicesJson {
 pub(super) fn services(state: &AdminState) -> ServicesJson {
     let services = state
         .services
+        .load()
         .values()
         .map(|s| ServiceJson {
             listen: s.listen,
@@ -48,6 +49,7 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
 pub(super) fn waiting(state: &AdminState) -> Vec<String> {
     state
         .services
+        .load()
         .iter()
         .filter(|(_, s)| s.balancer.view().last_update_unix.is_none())
         .map(|(n, _)| n.clone())

@@ -5,6 +5,7 @@ mod api;
 pub use api::ServiceInfo;
 
 use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -18,15 +19,24 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+/// A request to reload the config; answered with a summary or an error message.
+pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
 
 /// What the admin server reads.
 pub struct AdminState {
-    /// Every service by name.
-    pub services: BTreeMap<String, ServiceInfo>,
+    /// Every service by name (replaced on reload).
+    pub services: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
     /// Agent metrics.
     pub metrics: Arc<Metrics>,
+    /// Where `POST /api/reload` sends its request.
+    pub reload: mpsc::Sender<ReloadRequest>,
 }
+
+/// How long `POST /api/reload` waits for the reload to finish.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request that takes longer than this to arrive is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,7 +60,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move { Ok::<_, Infallible>(route(&state, &req).await) }
             });
             let mut builder = http1::Builder::new();
             builder
@@ -65,7 +75,17 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
     }
 }
 
-fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() == "/api/reload" {
+        return if req.method() == Method::POST {
+            reload(state).await
+        } else {
+            text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST /api/reload\n".into(),
+            )
+        };
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -102,11 +122,33 @@ fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/" => text(
             StatusCode::OK,
-            "sinew admin: /metrics /ready /api/services\n".into(),
+            "sinew admin: GET /metrics /ready /api/services, POST /api/reload\n".into(),
         ),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /ready or /api/services\n".into(),
+        ),
+    }
+}
+
+/// Asks the owner of the config file to reload it and reports the outcome.
+async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
+    let (tx, rx) = oneshot::channel();
+    if state.reload.try_send(tx).is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload unavailable: no config file, or a reload is already queued\n".into(),
+        );
+    }
+    match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
+        Ok(Ok(Ok(summary))) => text(StatusCode::OK, format!("reloaded: {summary}\n")),
+        Ok(Ok(Err(error))) => text(
+            StatusCode::BAD_REQUEST,
+            format!("reload rejected, running config kept: {error}\n"),
+        ),
+        _ => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload did not complete\n".into(),
         ),
     }
 }

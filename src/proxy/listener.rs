@@ -1,25 +1,33 @@
 //! The accept loop of one service's local listener.
 
 use super::{http, tcp, ServiceProxy};
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
-/// Accepts connections until the agent stops, spawning one forwarding task per connection.
-pub async fn serve(listener: TcpListener, proxy: Arc<ServiceProxy>) {
-    let service = proxy.balancer.service().to_string();
+/// Accepts connections until `stop` fires, handing each to the service's current proxy in `slot`
+/// (a reload swaps the proxy without closing the listener).
+pub async fn serve(
+    listener: TcpListener,
+    slot: Arc<ArcSwap<ServiceProxy>>,
+    stop: CancellationToken,
+) {
+    let service = slot.load().balancer.service().to_string();
     loop {
         let accepted = tokio::select! {
-            _ = proxy.stop.cancelled() => break,
+            _ = stop.cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
             Ok((stream, peer)) => {
-                let p = Arc::clone(&proxy);
+                let proxy = slot.load_full();
+                let conns = proxy.conns.clone();
                 if proxy.http.is_some() {
-                    proxy.conns.spawn(http::serve(stream, peer, p));
+                    conns.spawn(http::serve(stream, peer, proxy));
                 } else {
-                    proxy.conns.spawn(tcp::handle(stream, p));
+                    conns.spawn(tcp::handle(stream, proxy));
                 }
             }
             Err(e) => {

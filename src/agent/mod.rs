@@ -1,0 +1,252 @@
+//! The agent: builds every service from a validated config, runs them, reloads them, and owns shutdown.
+//!
+//! Shutdown has two steps, like HAProxy's soft stop: first stop accepting (listeners close, discovery
+//! stops), then give open connections up to a grace period before cutting them. A reload applies a new
+//! config service by service: unchanged services are not touched, added ones start, removed ones stop
+//! accepting and drain, changed ones get a new generation behind the same listener.
+
+mod service;
+
+use crate::admin::{self, AdminState, ReloadRequest, ServiceInfo};
+use crate::balance::Balancer;
+use crate::config::Config;
+use crate::discovery::DiscoveryError;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use service::{Running, Shared};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the agent could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A listener could not be bound.
+    #[error("{what}: cannot listen on {addr}: {source}")]
+    Bind {
+        /// `services.NAME` or `admin`.
+        what: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A discovery source could not start.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// Metrics could not be registered (a programming error, reported rather than panicking).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// A running agent.
+pub struct Agent {
+    running: Mutex<BTreeMap<String, Running>>,
+    view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
+    admin_addr: SocketAddr,
+    shared: Shared,
+    reloads: std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>,
+}
+
+/// How a shutdown went.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Connections still open when the grace period ended (and were cut).
+    pub cut: bool,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    /// Services started.
+    pub added: Vec<String>,
+    /// Services stopped.
+    pub removed: Vec<String>,
+    /// Services given a new generation.
+    pub changed: Vec<String>,
+    /// Services left alone.
+    pub unchanged: usize,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "added [{}], removed [{}], changed [{}], {} unchanged",
+            self.added.join(", "),
+            self.removed.join(", "),
+            self.changed.join(", "),
+            self.unchanged
+        )
+    }
+}
+
+impl Agent {
+    /// Binds every listener, starts discovery and the admin server.
+    pub async fn start(config: Config) -> Result<Self, AgentError> {
+        let shared = Shared {
+            metrics: Arc::new(Metrics::new()?),
+            stop: CancellationToken::new(),
+            abort: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            conns: TaskTracker::new(),
+        };
+        let mut running = BTreeMap::new();
+        for (name, svc) in &config.services {
+            match Running::start(name, svc, &shared).await {
+                Ok(r) => {
+                    running.insert(name.clone(), r);
+                }
+                Err(e) => {
+                    shared.stop.cancel();
+                    return Err(e);
+                }
+            }
+        }
+        let admin_err = |source| AgentError::Bind {
+            what: "admin".into(),
+            addr: config.admin.listen,
+            source,
+        };
+        let admin_listener = match TcpListener::bind(config.admin.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                shared.stop.cancel();
+                return Err(admin_err(e));
+            }
+        };
+        let admin_addr = admin_listener.local_addr().map_err(admin_err)?;
+        let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
+        let (reload_tx, reload_rx) = mpsc::channel(4);
+        let state = Arc::new(AdminState {
+            services: Arc::clone(&view),
+            metrics: Arc::clone(&shared.metrics),
+            reload: reload_tx,
+        });
+        shared
+            .tasks
+            .spawn(admin::serve(admin_listener, state, shared.stop.clone()));
+        tracing::info!(admin = %admin_addr, services = running.len(), "sinew started");
+        Ok(Self {
+            running: Mutex::new(running),
+            view,
+            admin_addr,
+            shared,
+            reloads: std::sync::Mutex::new(Some(reload_rx)),
+        })
+    }
+
+    /// Applies a new config. Listeners of added or moved services are bound first: if one cannot be,
+    /// nothing changes and the error is returned. Admin address changes need a restart.
+    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AgentError> {
+        let mut running = self.running.lock().await;
+        let mut summary = ReloadSummary::default();
+        // Start what is new (or moved to another address) before touching anything that runs.
+        let mut started = BTreeMap::new();
+        for (name, svc) in &config.services {
+            // The same listener when the address is unchanged, or names the port an ephemeral one got.
+            let moved = running
+                .get(name)
+                .is_some_and(|r| r.config.listen != svc.listen && r.info.listen != svc.listen);
+            if running.contains_key(name) && !moved {
+                continue;
+            }
+            match Running::start(name, svc, &self.shared).await {
+                Ok(r) => {
+                    started.insert(name.clone(), r);
+                }
+                Err(e) => {
+                    for (n, r) in &started {
+                        r.stop(n);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        running.retain(|name, r| {
+            let keep = config.services.contains_key(name) && !started.contains_key(name);
+            if !keep {
+                r.stop(name);
+                if !config.services.contains_key(name) {
+                    summary.removed.push(name.clone());
+                }
+            }
+            keep
+        });
+        for (name, svc) in &config.services {
+            if let Some(r) = running.get_mut(name) {
+                if r.config == *svc {
+                    summary.unchanged += 1;
+                } else {
+                    r.change(name, svc, &self.shared)?;
+                    summary.changed.push(name.clone());
+                }
+            }
+        }
+        for (name, r) in started {
+            summary.added.push(name.clone());
+            running.insert(name, r);
+        }
+        self.view.store(Arc::new(infos(&running)));
+        tracing::info!(%summary, "config reloaded");
+        Ok(summary)
+    }
+
+    /// Reload requests from the admin API (`POST /api/reload`); taken once by whoever owns the config file.
+    pub fn take_reload_requests(&self) -> Option<mpsc::Receiver<ReloadRequest>> {
+        self.reloads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The bound address of a service's listener.
+    pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.view.load().get(name).map(|s| s.listen)
+    }
+
+    /// A service's balancer.
+    pub fn balancer(&self, name: &str) -> Option<Arc<Balancer>> {
+        self.view.load().get(name).map(|s| Arc::clone(&s.balancer))
+    }
+
+    /// The bound address of the admin server.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// Stops accepting, waits up to `grace` for open connections, then cuts the rest.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        tracing::info!(grace = ?grace, "stopping: listeners closed, draining connections");
+        let s = &self.shared;
+        s.stop.cancel();
+        s.tasks.close();
+        s.conns.close();
+        let cut = tokio::time::timeout(grace, s.conns.wait()).await.is_err();
+        if cut {
+            tracing::warn!("grace period over: cutting remaining connections");
+            s.abort.cancel();
+            s.conns.wait().await;
+        }
+        s.tasks.wait().await;
+        tracing::info!(cut, "stopped");
+        ShutdownReport { cut }
+    }
+}
+
+fn infos(running: &BTreeMap<String, Running>) -> BTreeMap<String, ServiceInfo> {
+    running
+        .iter()
+        .map(|(n, r)| (n.clone(), r.info.clone()))
+        .collect()
+}

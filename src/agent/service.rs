@@ -1,0 +1,160 @@
+//! One running service: its listener, and the current generation of its balancer, discovery and proxy.
+//!
+//! A reload that changes a service keeps the listener (same address) and swaps in a new generation:
+//! new connections use it at once, open TCP connections finish on the old one, open HTTP connections
+//! finish their request and close so their clients reconnect to the new one.
+
+use super::AgentError;
+use crate::admin::ServiceInfo;
+use crate::balance::{checker, Balancer, Fallback, Origin, Policy};
+use crate::config::ServiceConfig;
+use crate::discovery::{self, SourceContext};
+use crate::metrics::Metrics;
+use crate::proxy::{self, Lifecycle, ServiceProxy};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every service shares with the agent.
+#[derive(Clone)]
+pub struct Shared {
+    /// Agent metrics.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the agent stops.
+    pub stop: CancellationToken,
+    /// Cancelled when open connections must be cut.
+    pub abort: CancellationToken,
+    /// Background tasks (listeners, discovery, checks).
+    pub tasks: TaskTracker,
+    /// Connection tasks.
+    pub conns: TaskTracker,
+}
+
+/// A service that is running.
+pub struct Running {
+    /// The config it runs with.
+    pub config: ServiceConfig,
+    /// What the admin server shows.
+    pub info: ServiceInfo,
+    slot: Arc<ArcSwap<ServiceProxy>>,
+    generation: CancellationToken,
+    listener: CancellationToken,
+}
+
+impl Running {
+    /// Binds the listener and starts the first generation.
+    pub async fn start(
+        name: &str,
+        config: &ServiceConfig,
+        shared: &Shared,
+    ) -> Result<Self, AgentError> {
+        let bind_err = |source| AgentError::Bind {
+            what: format!("services.{name}"),
+            addr: config.listen,
+            source,
+        };
+        let socket = TcpListener::bind(config.listen).await.map_err(bind_err)?;
+        let listen = socket.local_addr().map_err(bind_err)?;
+        let generation = shared.stop.child_token();
+        let (proxy, balancer) = build(name, config, shared, &generation)?;
+        let slot = Arc::new(ArcSwap::new(proxy));
+        let listener = shared.stop.child_token();
+        shared
+            .tasks
+            .spawn(proxy::serve(socket, Arc::clone(&slot), listener.clone()));
+        tracing::info!(service = %name, listen = %listen, mode = config.mode.name(), balance = config.balance.name(), "service started");
+        Ok(Self {
+            config: config.clone(),
+            info: ServiceInfo {
+                listen,
+                mode: config.mode,
+                balancer,
+            },
+            slot,
+            generation,
+            listener,
+        })
+    }
+
+    /// Swaps in a generation built from `config` (same listen address); the old one winds down.
+    pub fn change(
+        &mut self,
+        name: &str,
+        config: &ServiceConfig,
+        shared: &Shared,
+    ) -> Result<(), AgentError> {
+        let generation = shared.stop.child_token();
+        let (proxy, balancer) = build(name, config, shared, &generation)?;
+        self.slot.store(proxy);
+        self.generation.cancel();
+        self.generation = generation;
+        self.info = ServiceInfo {
+            listen: self.info.listen,
+            mode: config.mode,
+            balancer,
+        };
+        self.config = config.clone();
+        tracing::info!(service = %name, "service changed");
+        Ok(())
+    }
+
+    /// Closes the listener and winds the service down; open connections finish on their own.
+    pub fn stop(&self, name: &str) {
+        self.listener.cancel();
+        self.generation.cancel();
+        tracing::info!(service = %name, "service removed");
+    }
+}
+
+/// Builds a generation: balancer, discovery source, health checker and proxy, all stopped by `generation`.
+fn build(
+    name: &str,
+    svc: &ServiceConfig,
+    shared: &Shared,
+    generation: &CancellationToken,
+) -> Result<(Arc<ServiceProxy>, Arc<Balancer>), AgentError> {
+    let fallback = Fallback {
+        defaults: discovery::to_backends(&svc.default_servers, &Origin::Default),
+        keep_defaults: svc.keep_default_servers,
+        use_previous: svc.use_previous_backends,
+    };
+    let policy = Policy {
+        panic_threshold: svc.panic_threshold,
+        slow_start: svc.slow_start,
+        max_connections: svc.max_connections,
+    };
+    let balancer = Arc::new(
+        Balancer::new(name, svc.balance, Arc::clone(&shared.metrics))
+            .with_fallback(fallback)
+            .with_policy(policy)
+            .with_outlier(svc.outlier)
+            .with_queue(svc.max_queue, svc.timeouts.queue),
+    );
+    if svc.health_check.is_some() || svc.outlier.is_some() || !svc.slow_start.is_zero() {
+        shared.tasks.spawn(checker::run(
+            Arc::clone(&balancer),
+            svc.health_check.clone(),
+            generation.clone(),
+        ));
+    }
+    let ctx = SourceContext {
+        balancer: Arc::clone(&balancer),
+        metrics: Arc::clone(&shared.metrics),
+        shutdown: generation.clone(),
+    };
+    discovery::start(svc, ctx, &shared.tasks)?;
+    let life = Lifecycle {
+        stop: generation.clone(),
+        abort: shared.abort.clone(),
+        conns: shared.conns.clone(),
+    };
+    let proxy = Arc::new(ServiceProxy::new(
+        Arc::clone(&balancer),
+        svc,
+        &shared.metrics,
+        life,
+    ));
+    Ok((proxy, balancer))
+}

@@ -1,0 +1,198 @@
+//! Live reload: services added, removed and changed take effect without dropping a connection; a broken
+//! config is rejected and the running one stays (SIGHUP and POST /api/reload on the binary).
+
+mod support;
+
+use sinew::config::{Config, Format};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use support::process::*;
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+fn service(name: &str, backend: &EchoBackend, listen: &str) -> String {
+    format!(
+        "  {name}:\n    listen: {listen}\n    backends: [{}]\n",
+        backend.hostport()
+    )
+}
+
+fn config(services: &[String]) -> Config {
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n{}",
+        services.concat()
+    );
+    Config::parse(&yaml, Format::Yaml, Path::new("reload.yaml")).unwrap()
+}
+
+async fn echo(stream: &mut TcpStream, text: &str) -> String {
+    stream
+        .write_all(format!("{text}\n").as_bytes())
+        .await
+        .unwrap();
+    read_line(stream).await.unwrap()
+}
+
+#[tokio::test]
+async fn reload_adds_changes_and_removes_services_without_dropping_connections() {
+    let (a, b, c, d) = (
+        EchoBackend::start("a").await,
+        EchoBackend::start("b").await,
+        EchoBackend::start("c").await,
+        EchoBackend::start("d").await,
+    );
+    let agent = sinew::agent::Agent::start(config(&[
+        service("one", &a, "127.0.0.1:0"),
+        service("two", &b, "127.0.0.1:0"),
+    ]))
+    .await
+    .unwrap();
+    let (one, two) = (
+        agent.service_addr("one").unwrap(),
+        agent.service_addr("two").unwrap(),
+    );
+    let mut held_one = TcpStream::connect(one).await.unwrap();
+    assert_eq!(read_line(&mut held_one).await.unwrap(), "a");
+    let mut held_two = TcpStream::connect(two).await.unwrap();
+    assert_eq!(read_line(&mut held_two).await.unwrap(), "b");
+
+    // "two" moves to backend c on the same listener; "three" is added.
+    let summary = agent
+        .reload(config(&[
+            service("one", &a, "127.0.0.1:0"),
+            service("two", &c, &two.to_string()),
+            service("three", &d, "127.0.0.1:0"),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(summary.added, vec!["three".to_string()]);
+    assert_eq!(summary.changed, vec!["two".to_string()]);
+    assert_eq!(summary.unchanged, 1, "one is left alone");
+    assert_eq!(agent.service_addr("one"), Some(one));
+    let three = agent.service_addr("three").unwrap();
+    assert_eq!(greet(three).await.unwrap(), "d");
+    assert_eq!(
+        greet(two).await.unwrap(),
+        "c",
+        "new connections use the new generation"
+    );
+    assert_eq!(
+        echo(&mut held_two, "old two").await,
+        "old two",
+        "an open connection of a changed service keeps working"
+    );
+    assert_eq!(echo(&mut held_one, "old one").await, "old one");
+
+    // Unchanged config for "one" and "two": nothing happens to them; "three" goes away.
+    let summary = agent
+        .reload(config(&[
+            service("one", &a, &one.to_string()),
+            service("two", &c, &two.to_string()),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(summary.removed, vec!["three".to_string()]);
+    assert!(agent.service_addr("three").is_none());
+    let mut refused = false;
+    for _ in 0..50 {
+        if TcpStream::connect(three).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a removed service stops listening");
+    assert_eq!(echo(&mut held_one, "still").await, "still");
+}
+
+#[tokio::test]
+async fn a_reload_that_cannot_bind_changes_nothing() {
+    let a = EchoBackend::start("a").await;
+    let agent = sinew::agent::Agent::start(config(&[service("one", &a, "127.0.0.1:0")]))
+        .await
+        .unwrap();
+    let one = agent.service_addr("one").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap().to_string();
+    let result = agent
+        .reload(config(&[
+            service("one", &a, &one.to_string()),
+            service("two", &a, &busy),
+        ]))
+        .await;
+    assert!(result.is_err(), "the busy port is reported");
+    assert!(agent.service_addr("two").is_none());
+    assert_eq!(greet(one).await.unwrap(), "a");
+}
+
+#[tokio::test]
+async fn sighup_and_api_reload_apply_good_configs_and_reject_broken_ones() {
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let (p1, p2, admin) = (free_port(), free_port(), free_port());
+    let good = |extra: &str| {
+        format!("admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  one:\n    listen: 127.0.0.1:{p1}\n    backends: [{}]\n{extra}", a.hostport())
+    };
+    let path = temp_file("reload.yaml", &good(""));
+    let sinew = Proc::run(&path);
+    let (one, two): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{p1}").parse().unwrap(),
+        format!("127.0.0.1:{p2}").parse().unwrap(),
+    );
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_listening(one).await;
+    let mut held = TcpStream::connect(one).await.unwrap();
+    assert_eq!(read_line(&mut held).await.unwrap(), "a");
+
+    // SIGHUP with a second service.
+    std::fs::write(
+        &path,
+        good(&format!(
+            "  two:\n    listen: 127.0.0.1:{p2}\n    backends: [{}]\n",
+            b.hostport()
+        )),
+    )
+    .unwrap();
+    sinew.signal("-HUP");
+    wait_listening(two).await;
+    assert_eq!(greet(two).await.unwrap(), "b");
+
+    // A broken file: SIGHUP and the API both keep the running config.
+    std::fs::write(&path, "services:\n  one:\n    listen: nowhere\n").unwrap();
+    sinew.signal("-HUP");
+    let (status, body) = post(admin_addr, "/api/reload").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("services.one.listen"), "{body}");
+    assert_eq!(greet(two).await.unwrap(), "b");
+
+    // The API applies a fixed file: "two" goes away.
+    std::fs::write(&path, good("")).unwrap();
+    let (status, body) = post(admin_addr, "/api/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("removed [two]"), "{body}");
+    assert_eq!(echo(&mut held, "never dropped").await, "never dropped");
+}
+
+async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
+        .await
+        .unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
