@@ -11,3 +11,4 @@ pub mod discovery;
 pub mod metrics;
 pub mod proxy;
 pub mod register;
+pub mod status;

@@ -43,6 +43,17 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Show every service (or one, in detail) from a running sinew's admin API.
+    Status {
+        /// The admin server's address.
+        #[arg(long, default_value = "127.0.0.1:3210")]
+        admin: SocketAddr,
+        /// Print the raw JSON of /api/services.
+        #[arg(long)]
+        json: bool,
+        /// Show this service's backends.
+        service: Option<String>,
+    },
     /// Start three demo HTTP backends and sinew in front of them.
     Demo {
         /// Where the demo service listens.
@@ -60,6 +71,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Status {
+            admin,
+            json,
+            service,
+        } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
         Command::Demo { listen, admin } => {
             runtime().and_then(|rt| rt.block_on(demo(listen, admin)))
         }
@@ -146,6 +162,17 @@ async fn recv<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+async fn status(admin: SocketAddr, json: bool, service: Option<String>) -> anyhow::Result<()> {
+    let api = sinew::status::fetch(admin).await?;
+    let out = match (json, service) {
+        (true, _) => serde_json::to_string_pretty(&api)?,
+        (false, Some(name)) => sinew::status::detail(&api, &name)?,
+        (false, None) => sinew::status::overview(&api),
+    };
+    println!("{}", out.trim_end());
+    Ok(())
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

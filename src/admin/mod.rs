@@ -1,4 +1,5 @@
-//! The admin server: `/metrics` (Prometheus), `/ready`, `/api/services` (JSON).
+//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON)
+//! and `POST /api/reload`.
 
 mod api;
 
@@ -34,6 +35,9 @@ pub struct AdminState {
     /// Where `POST /api/reload` sends its request.
     pub reload: mpsc::Sender<ReloadRequest>,
 }
+
+/// The status page: one self-contained HTML file that polls `/api/services`.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// How long `POST /api/reload` waits for the reload to finish.
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -120,10 +124,14 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
-        "/" => text(
-            StatusCode::OK,
-            "sinew admin: GET /metrics /ready /api/services, POST /api/reload\n".into(),
-        ),
+        "/" => {
+            let mut r = text(StatusCode::OK, STATUS_PAGE.into());
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            r
+        }
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /ready or /api/services\n".into(),
