@@ -45,6 +45,10 @@ pub struct Metrics {
     queue_rejected: IntCounterVec,
     pool_opened: IntCounterVec,
     pool_open: IntGaugeVec,
+    zk_connected: IntGaugeVec,
+    zk_events: IntCounterVec,
+    zk_znodes: IntGaugeVec,
+    zk_skipped: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -308,6 +312,25 @@ impl Metrics {
                 sb,
             )?,
             pool_open: gauge(&r, "sinew_backend_http_connections_open", "HTTP pool connections open to a backend now.", sb)?,
+            zk_connected: gauge(
+                &r,
+                "sinew_discovery_zookeeper_connected",
+                "1 while the session to a ZooKeeper ensemble is connected.",
+                &["ensemble"],
+            )?,
+            zk_events: counter(
+                &r,
+                "sinew_discovery_zookeeper_session_events_total",
+                "ZooKeeper session events (connected, reconnected, disconnected, expired, connect_failed).",
+                &["ensemble", "event"],
+            )?,
+            zk_znodes: gauge(&r, "sinew_discovery_znodes", "Backends decoded from a service's znodes at the last read.", s)?,
+            zk_skipped: counter(
+                &r,
+                "sinew_discovery_znodes_skipped_total",
+                "Malformed znodes skipped (counted once per node version).",
+                s,
+            )?,
             registry: r,
         })
     }
@@ -346,6 +369,26 @@ impl Metrics {
             ejections: self.backend_ejections.with_label_values(l),
             check_failures: self.backend_check_failures.with_label_values(l),
         }
+    }
+
+    /// The connected gauge of a ZooKeeper ensemble.
+    pub fn zk_connected(&self, ensemble: &str) -> IntGauge {
+        self.zk_connected.with_label_values(&[ensemble])
+    }
+
+    /// Counts a ZooKeeper session event.
+    pub fn zk_event(&self, ensemble: &str, event: &str) {
+        self.zk_events.with_label_values(&[ensemble, event]).inc();
+    }
+
+    /// The decoded-znodes gauge of a service.
+    pub fn zk_znodes(&self, service: &str) -> IntGauge {
+        self.zk_znodes.with_label_values(&[service])
+    }
+
+    /// The skipped-znodes counter of a service.
+    pub fn zk_skipped(&self, service: &str) -> IntCounter {
+        self.zk_skipped.with_label_values(&[service])
     }
 
     /// The HTTP pool counters of one service.

@@ -10,7 +10,7 @@ mod service;
 use crate::admin::{self, AdminState, ReloadRequest, ServiceInfo};
 use crate::balance::Balancer;
 use crate::config::Config;
-use crate::discovery::DiscoveryError;
+use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
 use arc_swap::ArcSwap;
 use service::{Running, Shared};
@@ -36,9 +36,6 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A discovery source could not start.
-    #[error(transparent)]
-    Discovery(#[from] DiscoveryError),
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -89,12 +86,20 @@ impl std::fmt::Display for ReloadSummary {
 impl Agent {
     /// Binds every listener, starts discovery and the admin server.
     pub async fn start(config: Config) -> Result<Self, AgentError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let zookeeper = Arc::new(Sessions::new(
+            tasks.clone(),
+            stop.clone(),
+            Arc::clone(&metrics),
+        ));
         let shared = Shared {
-            metrics: Arc::new(Metrics::new()?),
-            stop: CancellationToken::new(),
+            metrics,
+            stop,
             abort: CancellationToken::new(),
-            tasks: TaskTracker::new(),
+            tasks,
             conns: TaskTracker::new(),
+            zookeeper,
         };
         let mut running = BTreeMap::new();
         for (name, svc) in &config.services {
@@ -183,7 +188,7 @@ impl Agent {
                 if r.config == *svc {
                     summary.unchanged += 1;
                 } else {
-                    r.change(name, svc, &self.shared)?;
+                    r.change(name, svc, &self.shared);
                     summary.changed.push(name.clone());
                 }
             }

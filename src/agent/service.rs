@@ -8,6 +8,7 @@ use super::AgentError;
 use crate::admin::ServiceInfo;
 use crate::balance::{checker, Balancer, Fallback, Origin, Policy};
 use crate::config::ServiceConfig;
+use crate::discovery::zookeeper::session::Sessions;
 use crate::discovery::{self, SourceContext};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Lifecycle, ServiceProxy};
@@ -30,6 +31,8 @@ pub struct Shared {
     pub tasks: TaskTracker,
     /// Connection tasks.
     pub conns: TaskTracker,
+    /// ZooKeeper sessions, one per ensemble, shared by every service.
+    pub zookeeper: Arc<Sessions>,
 }
 
 /// A service that is running.
@@ -58,7 +61,7 @@ impl Running {
         let socket = TcpListener::bind(config.listen).await.map_err(bind_err)?;
         let listen = socket.local_addr().map_err(bind_err)?;
         let generation = shared.stop.child_token();
-        let (proxy, balancer) = build(name, config, shared, &generation)?;
+        let (proxy, balancer) = build(name, config, shared, &generation);
         let slot = Arc::new(ArcSwap::new(proxy));
         let listener = shared.stop.child_token();
         shared
@@ -79,14 +82,9 @@ impl Running {
     }
 
     /// Swaps in a generation built from `config` (same listen address); the old one winds down.
-    pub fn change(
-        &mut self,
-        name: &str,
-        config: &ServiceConfig,
-        shared: &Shared,
-    ) -> Result<(), AgentError> {
+    pub fn change(&mut self, name: &str, config: &ServiceConfig, shared: &Shared) {
         let generation = shared.stop.child_token();
-        let (proxy, balancer) = build(name, config, shared, &generation)?;
+        let (proxy, balancer) = build(name, config, shared, &generation);
         self.slot.store(proxy);
         self.generation.cancel();
         self.generation = generation;
@@ -97,7 +95,6 @@ impl Running {
         };
         self.config = config.clone();
         tracing::info!(service = %name, "service changed");
-        Ok(())
     }
 
     /// Closes the listener and winds the service down; open connections finish on their own.
@@ -114,7 +111,7 @@ fn build(
     svc: &ServiceConfig,
     shared: &Shared,
     generation: &CancellationToken,
-) -> Result<(Arc<ServiceProxy>, Arc<Balancer>), AgentError> {
+) -> (Arc<ServiceProxy>, Arc<Balancer>) {
     let fallback = Fallback {
         defaults: discovery::to_backends(&svc.default_servers, &Origin::Default),
         keep_defaults: svc.keep_default_servers,
@@ -143,8 +140,9 @@ fn build(
         balancer: Arc::clone(&balancer),
         metrics: Arc::clone(&shared.metrics),
         shutdown: generation.clone(),
+        zookeeper: Arc::clone(&shared.zookeeper),
     };
-    discovery::start(svc, ctx, &shared.tasks)?;
+    discovery::start(svc, ctx, &shared.tasks);
     let life = Lifecycle {
         stop: generation.clone(),
         abort: shared.abort.clone(),
@@ -156,5 +154,5 @@ fn build(
         &shared.metrics,
         life,
     ));
-    Ok((proxy, balancer))
+    (proxy, balancer)
 }

@@ -5,6 +5,7 @@
 //! empty list, so the last known good set keeps serving.
 
 mod file;
+pub mod zookeeper;
 
 use crate::balance::{Backend, Balancer, Origin};
 use crate::config::{BackendAddr, DiscoveryConfig, ServiceConfig};
@@ -12,19 +13,6 @@ use crate::metrics::Metrics;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-
-/// Errors starting a discovery source.
-#[derive(Debug, thiserror::Error)]
-pub enum DiscoveryError {
-    /// The configured source is not available in this build.
-    #[error("service {service}: {source_kind} discovery is not available in this version")]
-    Unsupported {
-        /// The service.
-        service: String,
-        /// The source kind.
-        source_kind: &'static str,
-    },
-}
 
 /// Everything a source needs to run.
 #[derive(Clone)]
@@ -35,29 +23,24 @@ pub struct SourceContext {
     pub metrics: Arc<Metrics>,
     /// Cancelled when the agent stops.
     pub shutdown: CancellationToken,
+    /// The agent's ZooKeeper sessions, one per ensemble.
+    pub zookeeper: Arc<zookeeper::session::Sessions>,
 }
 
 /// Starts the discovery source of one service: static backends are installed at once, dynamic sources
 /// run as tasks on `tasks` until `ctx.shutdown` fires.
-pub fn start(
-    config: &ServiceConfig,
-    ctx: SourceContext,
-    tasks: &TaskTracker,
-) -> Result<(), DiscoveryError> {
+pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
     match &config.discovery {
-        None => {
-            ctx.balancer
-                .update(to_backends(&config.backends, &Origin::Static));
-            Ok(())
-        }
+        None => ctx
+            .balancer
+            .update(to_backends(&config.backends, &Origin::Static)),
         Some(DiscoveryConfig::File(path)) => {
             tasks.spawn(file::run(path.clone(), ctx));
-            Ok(())
         }
-        Some(DiscoveryConfig::Zookeeper(_)) => Err(DiscoveryError::Unsupported {
-            service: ctx.balancer.service().to_string(),
-            source_kind: "zookeeper",
-        }),
+        Some(DiscoveryConfig::Zookeeper(zk)) => {
+            let sessions = Arc::clone(&ctx.zookeeper);
+            tasks.spawn(zookeeper::run(zk.clone(), ctx, sessions));
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod process;
+pub mod zk;
 
 use sinew::agent::Agent;
 use sinew::config::{Config, Format};

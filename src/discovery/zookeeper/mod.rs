@@ -1,0 +1,146 @@
+//! ZooKeeper discovery: the children of a path are the backends (Nerve or ServerSet znodes).
+//!
+//! The watcher lists the path with a one-shot child watch, reads every child's data (requests are
+//! pipelined on the session), and hands the decoded set to the balancer. It re-lists when the watch
+//! fires (after a short pause that coalesces a burst of changes into one swap), and whenever the session
+//! reconnects or is replaced, since events during a disconnect can be lost. A child deleted between the
+//! listing and the read is skipped; a path that does not exist yet is waited for; a malformed child is
+//! skipped with one warning per node version. Trouble talking to ZooKeeper never reaches the balancer:
+//! the last set keeps serving.
+
+mod decode;
+pub mod session;
+
+use super::SourceContext;
+use crate::balance::Backend;
+use crate::config::ZookeeperDiscovery;
+use session::{Conn, Sessions};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use zookeeper_client as zk;
+
+/// Pause after a change event before re-listing, so a burst of changes becomes one swap.
+const COALESCE: Duration = Duration::from_millis(100);
+/// Pause before retrying a failed read on a session that still looks usable.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// What one read of the path found.
+enum Read {
+    /// The backends, and the watch to wait on.
+    Found(Vec<Backend>, zk::OneshotWatcher),
+    /// The path does not exist; the watch fires when it is created.
+    Missing(zk::OneshotWatcher),
+    /// The path appeared while it was being looked at: read again at once.
+    Appeared,
+}
+
+/// Watches `config.path` until shutdown.
+pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<Sessions>) {
+    let service = ctx.balancer.service().to_string();
+    let mut conn = sessions.get(&config.hosts, config.session_timeout);
+    let mut warned: HashSet<(String, i64, i32)> = HashSet::new();
+    loop {
+        let Conn { client, .. } = conn.borrow_and_update().clone();
+        let Some(client) = client else {
+            if !wait_conn(&mut conn, &ctx).await {
+                return;
+            }
+            continue;
+        };
+        let watch = match read(&client, &config, &service, &ctx, &mut warned).await {
+            Ok(Read::Found(backends, watch)) => {
+                ctx.metrics.zk_znodes(&service).set(backends.len() as i64);
+                ctx.balancer.update(backends);
+                watch
+            }
+            Ok(Read::Appeared) => continue,
+            Ok(Read::Missing(watch)) => {
+                tracing::warn!(service = %service, zk_path = %config.path, "path does not exist; waiting for it");
+                ctx.balancer.update(Vec::new());
+                watch
+            }
+            Err(e) => {
+                ctx.metrics.discovery_error(&service, "zookeeper");
+                tracing::warn!(service = %service, zk_path = %config.path, error = %e, "cannot read from ZooKeeper; last known backends keep serving");
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    r = conn.changed() => if r.is_err() { return },
+                    _ = tokio::time::sleep(RETRY) => {}
+                }
+                continue;
+            }
+        };
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return,
+            r = conn.changed() => if r.is_err() { return },
+            _ = watch.changed() => {
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(COALESCE) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Waits for the session to change; false on shutdown.
+async fn wait_conn(conn: &mut watch::Receiver<Conn>, ctx: &SourceContext) -> bool {
+    tokio::select! {
+        _ = ctx.shutdown.cancelled() => false,
+        r = conn.changed() => r.is_ok(),
+    }
+}
+
+/// Lists the path (arming the child watch) and reads every child.
+async fn read(
+    client: &zk::Client,
+    config: &ZookeeperDiscovery,
+    service: &str,
+    ctx: &SourceContext,
+    warned: &mut HashSet<(String, i64, i32)>,
+) -> Result<Read, zk::Error> {
+    let (children, watch) = match client.list_and_watch_children(&config.path).await {
+        Ok(found) => found,
+        Err(zk::Error::NoNode) => {
+            let (stat, watch) = client.check_and_watch_stat(&config.path).await?;
+            return Ok(if stat.is_some() {
+                Read::Appeared
+            } else {
+                Read::Missing(watch)
+            });
+        }
+        Err(e) => return Err(e),
+    };
+    // Every request is sent when its future is created, so the reads go out back to back.
+    let base = config.path.trim_end_matches('/');
+    let pending: Vec<_> = children
+        .iter()
+        .map(|child| client.get_data(&format!("{base}/{child}")))
+        .collect();
+    let mut backends = Vec::with_capacity(children.len());
+    let mut seen = HashSet::with_capacity(children.len());
+    for (child, reply) in children.iter().zip(pending) {
+        let (data, stat) = match reply.await {
+            Ok(found) => found,
+            // Deleted between the listing and the read (synapse#205): simply gone.
+            Err(zk::Error::NoNode) => continue,
+            Err(e) => return Err(e),
+        };
+        match decode::decode(child, &data, &config.decode) {
+            Ok(backend) => backends.push(backend),
+            Err(e) => {
+                let key = (child.clone(), stat.czxid, stat.version);
+                if !warned.contains(&key) {
+                    ctx.metrics.zk_skipped(service).inc();
+                    tracing::warn!(service, zk_path = %config.path, node = %child, error = %e, "skipping malformed znode");
+                    warned.insert(key);
+                }
+            }
+        }
+        seen.insert(child.clone());
+    }
+    warned.retain(|(child, _, _)| seen.contains(child));
+    Ok(Read::Found(backends, watch))
+}

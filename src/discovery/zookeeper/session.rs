@@ -1,0 +1,187 @@
+//! ZooKeeper sessions: one per distinct ensemble, shared by every service that watches it.
+//!
+//! A manager task per ensemble connects (with jittered exponential backoff while ZooKeeper is away),
+//! publishes the connected client with an epoch that grows on every (re)connection, so watchers re-list
+//! and re-arm after each one (events during a disconnect may be lost), and builds a new client when the
+//! session expires. Watchers never see an error as "no backends": the last set stays.
+
+use crate::metrics::Metrics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use zookeeper_client as zk;
+
+/// First reconnect delay; doubles up to [`MAX_BACKOFF`], with jitter.
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest reconnect delay.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// The client of a session as watchers see it.
+#[derive(Clone, Default)]
+pub struct Conn {
+    /// The client while a session is usable.
+    pub client: Option<zk::Client>,
+    /// Grows with every (re)connection: watchers re-list when it changes.
+    pub epoch: u64,
+}
+
+/// The sessions of an agent, by ensemble.
+pub struct Sessions {
+    ensembles: Mutex<HashMap<String, watch::Receiver<Conn>>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+}
+
+impl Sessions {
+    /// An empty registry; manager tasks run on `tasks` until `stop`.
+    pub fn new(tasks: TaskTracker, stop: CancellationToken, metrics: Arc<Metrics>) -> Self {
+        Self {
+            ensembles: Mutex::new(HashMap::new()),
+            tasks,
+            stop,
+            metrics,
+        }
+    }
+
+    /// The session of `hosts` (the same ensemble in any order shares one), started on first use.
+    pub fn get(&self, hosts: &[String], session_timeout: Duration) -> watch::Receiver<Conn> {
+        let cluster = cluster(hosts);
+        let mut map = self.ensembles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = map.get(&cluster) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(Conn::default());
+        self.tasks.spawn(manage(
+            cluster.clone(),
+            session_timeout,
+            tx,
+            self.stop.clone(),
+            Arc::clone(&self.metrics),
+        ));
+        map.insert(cluster, rx.clone());
+        rx
+    }
+}
+
+/// The connect string of an ensemble: members sorted, so equal ensembles compare equal. A chroot
+/// suffix (`/path`) on a member is kept at the end.
+pub fn cluster(hosts: &[String]) -> String {
+    let mut chroot = "";
+    let mut members: Vec<&str> = hosts
+        .iter()
+        .map(|h| match h.find('/') {
+            Some(i) => {
+                chroot = &h[i..];
+                &h[..i]
+            }
+            None => h.as_str(),
+        })
+        .collect();
+    members.sort_unstable();
+    members.dedup();
+    format!("{}{chroot}", members.join(","))
+}
+
+async fn manage(
+    cluster: String,
+    session_timeout: Duration,
+    tx: watch::Sender<Conn>,
+    stop: CancellationToken,
+    metrics: Arc<Metrics>,
+) {
+    let connected = metrics.zk_connected(&cluster);
+    let mut epoch = 0;
+    let mut backoff = MIN_BACKOFF;
+    let mut failures = 0u64;
+    loop {
+        let connecting = zk::Client::connector()
+            .with_session_timeout(session_timeout)
+            .with_fail_eagerly()
+            .connect(&cluster);
+        let client = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = connecting => r,
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                failures += 1;
+                metrics.zk_event(&cluster, "connect_failed");
+                // One line when trouble starts, then one per 10 attempts.
+                if failures == 1 || failures % 10 == 0 {
+                    tracing::warn!(ensemble = %cluster, error = %e, attempts = failures, "cannot connect to ZooKeeper; last known backends keep serving");
+                }
+                let delay = backoff.mul_f64(0.5 + fastrand::f64());
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        failures = 0;
+        backoff = MIN_BACKOFF;
+        epoch += 1;
+        connected.set(1);
+        metrics.zk_event(&cluster, "connected");
+        tracing::info!(ensemble = %cluster, session = ?client.session_id(), "ZooKeeper session established");
+        let mut state = client.state_watcher();
+        tx.send_replace(Conn {
+            client: Some(client.clone()),
+            epoch,
+        });
+        loop {
+            let s = tokio::select! {
+                _ = stop.cancelled() => return,
+                s = state.changed() => s,
+            };
+            match s {
+                zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly => {
+                    epoch += 1;
+                    connected.set(1);
+                    metrics.zk_event(&cluster, "reconnected");
+                    tracing::info!(ensemble = %cluster, "ZooKeeper reconnected; re-reading watched paths");
+                    tx.send_replace(Conn {
+                        client: Some(client.clone()),
+                        epoch,
+                    });
+                }
+                zk::SessionState::Disconnected => {
+                    connected.set(0);
+                    metrics.zk_event(&cluster, "disconnected");
+                    tracing::warn!(ensemble = %cluster, "ZooKeeper disconnected; last known backends keep serving");
+                }
+                terminal => {
+                    connected.set(0);
+                    metrics.zk_event(&cluster, "expired");
+                    tracing::warn!(ensemble = %cluster, state = ?terminal, "ZooKeeper session ended; starting a new one");
+                    tx.send_replace(Conn {
+                        client: None,
+                        epoch,
+                    });
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_ensembles_share_a_connect_string() {
+        let a = cluster(&["zk2:2181".into(), "zk1:2181".into()]);
+        let b = cluster(&["zk1:2181".into(), "zk2:2181".into()]);
+        assert_eq!(a, b);
+        assert_eq!(
+            cluster(&["zk2:2181".into(), "zk1:2181/smartstack".into()]),
+            "zk1:2181,zk2:2181/smartstack"
+        );
+    }
+}

@@ -1,0 +1,313 @@
+//! ZooKeeper discovery against a real ZooKeeper: Nerve znodes move traffic, ZooKeeper outages and
+//! session expiry never stop routing, malformed znodes are skipped, a late path is waited for.
+
+mod support;
+
+use sinew::agent::Agent;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use support::zk::{nerve, put, remove, ZooKeeper};
+use support::*;
+
+const PATH: &str = "/nerve/services/web/services";
+
+async fn start(zk: &ZooKeeper, extra: &str) -> Agent {
+    agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH}, session_timeout: 1s }}\n{extra}",
+        zk.address()
+    ))
+    .await
+}
+
+fn ports(agent: &Agent) -> Vec<u16> {
+    let mut p: Vec<u16> = agent
+        .balancer("web")
+        .unwrap()
+        .current()
+        .entries()
+        .iter()
+        .map(|e| e.backend.port)
+        .collect();
+    p.sort_unstable();
+    p
+}
+
+async fn wait_ports(agent: &Agent, mut want: Vec<u16>, within: Duration) {
+    want.sort_unstable();
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if ports(agent) == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("backends {:?}, expected {want:?}", ports(agent));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nerve_znodes_added_and_removed_move_traffic_within_a_second() {
+    let zk = ZooKeeper::start().await;
+    let (a, b, c) = (
+        EchoBackend::start("a").await,
+        EchoBackend::start("b").await,
+        EchoBackend::start("c").await,
+    );
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/i-a_0000000001"),
+        &nerve("127.0.0.1", a.addr.port(), "i-a"),
+    )
+    .await;
+    put(
+        &client,
+        &format!("{PATH}/i-b_0000000002"),
+        &nerve("127.0.0.1", b.addr.port(), "i-b"),
+    )
+    .await;
+    let agent = start(&zk, "").await;
+    wait_ports(
+        &agent,
+        vec![a.addr.port(), b.addr.port()],
+        Duration::from_secs(5),
+    )
+    .await;
+    let addr = agent.service_addr("web").unwrap();
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..4 {
+        seen.insert(greet(addr).await.unwrap());
+    }
+    assert_eq!(seen.len(), 2);
+
+    put(
+        &client,
+        &format!("{PATH}/i-c_0000000003"),
+        &nerve("127.0.0.1", c.addr.port(), "i-c"),
+    )
+    .await;
+    wait_ports(
+        &agent,
+        vec![a.addr.port(), b.addr.port(), c.addr.port()],
+        Duration::from_secs(1),
+    )
+    .await;
+    remove(&client, &format!("{PATH}/i-a_0000000001")).await;
+    wait_ports(
+        &agent,
+        vec![b.addr.port(), c.addr.port()],
+        Duration::from_secs(1),
+    )
+    .await;
+    for _ in 0..6 {
+        assert_ne!(greet(addr).await.unwrap(), "a");
+    }
+    let (_, api) = http_get(agent.admin_addr(), "/api/services").await;
+    assert!(
+        api.contains("zookeeper:i-b_0000000002"),
+        "origins name the znode: {api}"
+    );
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    assert!(
+        metrics.contains(&format!(
+            "sinew_discovery_zookeeper_connected{{ensemble=\"{}\"}} 1",
+            zk.address()
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_outage_and_restart_never_stop_routing() {
+    let mut zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    let addr = agent.service_addr("web").unwrap();
+
+    // Clients keep connecting while ZooKeeper is killed, stays down past the session timeout, and restarts.
+    let failures = Arc::new(AtomicUsize::new(0));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let load = {
+        let (failures, ok) = (Arc::clone(&failures), Arc::clone(&ok));
+        tokio::spawn(async move {
+            for _ in 0..400 {
+                match greet(addr).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failures.fetch_add(1, Ordering::Relaxed),
+                };
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+    drop(client);
+    zk.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        ports(&agent),
+        vec![a.addr.port()],
+        "the last known set stays while ZooKeeper is down"
+    );
+    zk.restart().await;
+    load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "{} connections succeeded",
+        ok.load(Ordering::Relaxed)
+    );
+
+    // After the restart, changes are seen again (new session, watches re-armed).
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    wait_ports(
+        &agent,
+        vec![a.addr.port(), b.addr.port()],
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_expiry_re_establishes_watches() {
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    drop(client);
+    // Frozen past the 1 s session timeout: the server expires sinew's session when it thaws.
+    zk.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    zk.resume();
+    assert_eq!(
+        greet(agent.service_addr("web").unwrap()).await.unwrap(),
+        "a"
+    );
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    wait_ports(
+        &agent,
+        vec![a.addr.port(), b.addr.port()],
+        Duration::from_secs(10),
+    )
+    .await;
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    let expired = format!(
+        "sinew_discovery_zookeeper_session_events_total{{ensemble=\"{}\",event=\"expired\"}}",
+        zk.address()
+    );
+    assert!(
+        metric(&metrics, &expired).unwrap_or(0.0) >= 1.0,
+        "the session expired and was replaced: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_znodes_are_skipped_and_a_late_path_is_waited_for() {
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let agent = start(&zk, "").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        http_get(agent.admin_addr(), "/ready").await.0,
+        200,
+        "an absent path is a known, empty set"
+    );
+    assert!(ports(&agent).is_empty());
+
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    put(&client, &format!("{PATH}/junk"), b"this is not json").await;
+    put(
+        &client,
+        &format!("{PATH}/noport"),
+        br#"{"host":"127.0.0.1"}"#,
+    )
+    .await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    wait_ports(
+        &agent,
+        vec![a.addr.port(), b.addr.port()],
+        Duration::from_secs(2),
+    )
+    .await;
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "sinew_discovery_znodes_skipped_total{service=\"web\"}"
+        ),
+        Some(2.0),
+        "once per node version"
+    );
+    assert_eq!(
+        metric(&metrics, "sinew_discovery_znodes{service=\"web\"}"),
+        Some(2.0)
+    );
+
+    // Every node gone: the previous backends stay (use_previous_backends).
+    for n in ["a", "b", "junk", "noport"] {
+        remove(&client, &format!("{PATH}/{n}")).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(ports(&agent).len(), 2);
+    let (_, api) = http_get(agent.admin_addr(), "/api/services").await;
+    assert!(api.contains("\"previous\""), "{api}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serverset_znodes_decode_with_an_endpoint_name() {
+    let zk = ZooKeeper::start().await;
+    let a = EchoBackend::start("a").await;
+    let client = zk.client().await;
+    let data = format!(
+        r#"{{"serviceEndpoint":{{"host":"127.0.0.1","port":1}},"additionalEndpoints":{{"http":{{"host":"127.0.0.1","port":{}}}}},"shard":0,"status":"ALIVE"}}"#,
+        a.addr.port()
+    );
+    put(&client, "/aurora/web/member_0000000001", data.as_bytes()).await;
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: /aurora/web, decode: {{ method: serverset, endpoint_name: http }} }}\n",
+        zk.address()
+    ))
+    .await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    assert_eq!(
+        greet(agent.service_addr("web").unwrap()).await.unwrap(),
+        "a"
+    );
+}
