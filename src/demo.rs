@@ -1,9 +1,7 @@
 //! `sinew demo`: three tiny HTTP backends on loopback and sinew balancing over them, no ZooKeeper needed.
 
 use crate::agent::{Agent, AgentError};
-use crate::config::{
-    AdminConfig, Algorithm, BackendAddr, Config, Mode, Retries, ServiceConfig, Timeouts,
-};
+use crate::config::{AdminConfig, Algorithm, BackendAddr, Config, ServiceConfig};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -52,42 +50,18 @@ pub fn config(
     backends: &[SocketAddr],
     balance: Algorithm,
 ) -> Config {
-    let service = ServiceConfig {
-        listen,
-        mode: Mode::Tcp,
-        balance,
-        backends: backends
-            .iter()
-            .enumerate()
-            .map(|(i, a)| BackendAddr {
-                host: a.ip().to_string(),
-                port: a.port(),
-                weight: if i == 0 { 2 } else { 1 },
-            })
-            .collect(),
-        discovery: None,
-        timeouts: Timeouts {
-            connect: Duration::from_secs(1),
-            idle: Duration::from_secs(60),
-            ..Timeouts::default()
-        },
-        retries: Retries {
-            attempts: 2,
-            ..Retries::default()
-        },
-        upstream_protocol: Default::default(),
-        http: Default::default(),
-        default_servers: Vec::new(),
-        keep_default_servers: false,
-        use_previous_backends: true,
-        hash_header: None,
-        max_connections: None,
-        max_queue: 1000,
-        health_check: None,
-        outlier: None,
-        panic_threshold: 50,
-        slow_start: Duration::ZERO,
-    };
+    let mut service = ServiceConfig::new(listen);
+    service.balance = balance;
+    service.backends = backends
+        .iter()
+        .enumerate()
+        .map(|(i, a)| BackendAddr {
+            host: a.ip().to_string(),
+            port: a.port(),
+            weight: if i == 0 { 2 } else { 1 },
+        })
+        .collect();
+    service.timeouts.idle = Duration::from_secs(60);
     Config {
         admin: AdminConfig { listen: admin },
         shutdown_grace: Duration::from_secs(2),

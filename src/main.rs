@@ -23,6 +23,46 @@ struct Cli {
     command: Command,
 }
 
+/// Where the config comes from: sinew's own file or an unmodified Synapse config.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct Source {
+    /// sinew config file (YAML, or JSON when it ends in .json).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Synapse config file (JSON, or YAML), translated into sinew's model.
+    #[arg(long)]
+    synapse_config: Option<PathBuf>,
+}
+
+impl Source {
+    /// Loads the config; a Synapse config's warnings are logged once.
+    fn load(&self) -> anyhow::Result<Config> {
+        self.load_reporting(|w| tracing::warn!("{w}"))
+    }
+
+    fn load_reporting(&self, mut warn: impl FnMut(&str)) -> anyhow::Result<Config> {
+        match (&self.config, &self.synapse_config) {
+            (Some(path), _) => Ok(Config::load(path)?),
+            (None, Some(path)) => {
+                let t = sinew::config::synapse::load(path)?;
+                for w in &t.warnings {
+                    warn(w);
+                }
+                Ok(t.config)
+            }
+            (None, None) => anyhow::bail!("give --config or --synapse-config"),
+        }
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.config
+            .as_deref()
+            .or(self.synapse_config.as_deref())
+            .unwrap_or(std::path::Path::new("-"))
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
@@ -33,15 +73,13 @@ enum LogFormat {
 enum Command {
     /// Run the agent.
     Run {
-        /// Config file (YAML, or JSON when it ends in .json).
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
-    /// Validate a config file and exit.
+    /// Validate a config file and exit; for a Synapse config, print the native config it maps to.
     Check {
-        /// Config file (YAML, or JSON when it ends in .json).
-        #[arg(long, short)]
-        config: PathBuf,
+        #[command(flatten)]
+        source: Source,
     },
     /// Show every service (or one, in detail) from a running sinew's admin API.
     Status {
@@ -69,8 +107,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
-        Command::Check { config } => check(&config),
-        Command::Run { config } => runtime().and_then(|rt| rt.block_on(run(config))),
+        Command::Check { source } => check(&source),
+        Command::Run { source } => runtime().and_then(|rt| rt.block_on(run(source))),
         Command::Status {
             admin,
             json,
@@ -96,18 +134,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn check(path: &std::path::Path) -> anyhow::Result<()> {
-    let config = Config::load(path)?;
-    println!(
-        "{}: ok ({} services)",
-        path.display(),
-        config.services.len()
-    );
+fn check(source: &Source) -> anyhow::Result<()> {
+    let config = source.load_reporting(|w| eprintln!("warning: {w}"))?;
+    if source.synapse_config.is_some() {
+        print!("{}", serde_yaml::to_string(&config)?);
+    } else {
+        println!(
+            "{}: ok ({} services)",
+            source.path().display(),
+            config.services.len()
+        );
+    }
     Ok(())
 }
 
-async fn run(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path)?;
+async fn run(source: Source) -> anyhow::Result<()> {
+    let config = source.load()?;
     let mut grace = config.shutdown_grace;
     let agent = Agent::start(config).await?;
     let mut requests = agent.take_reload_requests();
@@ -117,13 +159,13 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
             stop = signals.next() => match stop {
                 Signal::Stop => break,
                 Signal::Reload => {
-                    if let Ok((g, _)) = reload(&agent, &path).await {
+                    if let Ok((g, _)) = reload(&agent, &source).await {
                         grace = g;
                     }
                 }
             },
             Some(reply) = recv(&mut requests) => {
-                let outcome = reload(&agent, &path).await;
+                let outcome = reload(&agent, &source).await;
                 if let Ok((g, _)) = &outcome {
                     grace = *g;
                 }
@@ -136,11 +178,8 @@ async fn run(path: PathBuf) -> anyhow::Result<()> {
 }
 
 /// Re-reads the config file and applies it; a broken file or a failed bind keeps the running config.
-async fn reload(
-    agent: &Agent,
-    path: &std::path::Path,
-) -> Result<(std::time::Duration, String), String> {
-    let config = match Config::load(path) {
+async fn reload(agent: &Agent, source: &Source) -> Result<(std::time::Duration, String), String> {
+    let config = match source.load() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "reload rejected; the running config stays");

@@ -72,6 +72,17 @@ impl BackendAddr {
     }
 }
 
+impl serde::Serialize for BackendAddr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(3))?;
+        map.serialize_entry("host", &self.host)?;
+        map.serialize_entry("port", &self.port)?;
+        map.serialize_entry("weight", &self.weight)?;
+        map.end()
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackendMap {

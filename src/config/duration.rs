@@ -34,6 +34,30 @@ pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error
     d.deserialize_any(V)
 }
 
+/// Serializes a duration the way it is written in configs (`1s`, `250ms`, `5m`).
+pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*d).to_string())
+}
+
+/// The same for optional durations.
+pub mod option {
+    use serde::{Deserializer, Serializer};
+    use std::time::Duration;
+
+    /// Deserializes a present duration.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::deserialize(d).map(Some)
+    }
+
+    /// Serializes a duration, or nothing.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// Parses a human-readable duration; a bare number is rejected so units are never guessed.
 pub fn parse(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim())

@@ -2,11 +2,11 @@
 //! outlier ejection, panic threshold and slow start.
 
 use super::duration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// What an active check does.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckType {
     /// A TCP connect succeeds.
@@ -17,7 +17,7 @@ pub enum CheckType {
 }
 
 /// Active health checks from this host to each backend.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     /// Check kind.
@@ -36,16 +36,21 @@ pub struct HealthCheck {
     #[serde(default)]
     pub host: Option<String>,
     /// Time between checks of a backend in a steady state.
-    #[serde(
-        default = "default_interval",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_interval", with = "duration")]
     pub interval: Duration,
     /// Time between checks while a backend is changing state (default: `interval`).
-    #[serde(default, deserialize_with = "optional_duration")]
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub fast_interval: Option<Duration>,
     /// Time between checks of a backend that is down (default: `interval`).
-    #[serde(default, deserialize_with = "optional_duration")]
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub down_interval: Option<Duration>,
     /// Consecutive passes that bring a down backend up.
     #[serde(default = "default_rise")]
@@ -54,10 +59,7 @@ pub struct HealthCheck {
     #[serde(default = "default_fall")]
     pub fall: u32,
     /// Time allowed for one check.
-    #[serde(
-        default = "default_timeout",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_timeout", with = "duration")]
     pub timeout: Duration,
     /// Random spread added to each interval, in percent of it (HAProxy's `spread-checks`).
     #[serde(default = "default_jitter")]
@@ -65,23 +67,17 @@ pub struct HealthCheck {
 }
 
 /// Passive outlier detection: backends that fail real traffic are ejected for a while.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
     /// Consecutive failures (connect failures, resets, or 5xx in HTTP mode) that eject a backend.
     #[serde(default = "default_consecutive")]
     pub consecutive_failures: u32,
     /// The first ejection lasts this long; the n-th lasts n times as long.
-    #[serde(
-        default = "default_base_ejection",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_base_ejection", with = "duration")]
     pub base_ejection: Duration,
     /// Cap of an ejection's length.
-    #[serde(
-        default = "default_max_ejection",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_max_ejection", with = "duration")]
     pub max_ejection: Duration,
     /// At most this share of the set is ejected at once.
     #[serde(default = "default_max_ejection_percent")]
@@ -121,9 +117,6 @@ impl HealthCheck {
     }
 }
 
-fn optional_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    duration::deserialize(d).map(Some)
-}
 fn default_path() -> String {
     "/health".into()
 }

@@ -1,11 +1,11 @@
 //! HTTP-mode settings: upstream protocol, header handling and limits, retry conditions and backoff.
 
 use super::duration;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// The protocol spoken to backends in HTTP mode.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1 with keep-alive.
@@ -16,7 +16,7 @@ pub enum UpstreamProtocol {
 }
 
 /// Header handling and limits in HTTP mode.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HttpOptions {
     /// Append the client address to `X-Forwarded-For` and set `X-Forwarded-Proto`.
@@ -58,7 +58,7 @@ impl Default for HttpOptions {
 }
 
 /// A condition under which an HTTP request is retried (Envoy's `retry_on`, HAProxy's `retry-on`).
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RetryOn {
     /// The connection to the backend could not be established (always retried, listed for clarity).
@@ -75,20 +75,14 @@ pub enum RetryOn {
 }
 
 /// Exponential backoff between retries, fully jittered.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Backoff {
     /// Upper bound of the first retry's delay.
-    #[serde(
-        default = "default_backoff_base",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_backoff_base", with = "duration")]
     pub base: Duration,
     /// Cap of the delay.
-    #[serde(
-        default = "default_backoff_max",
-        deserialize_with = "duration::deserialize"
-    )]
+    #[serde(default = "default_backoff_max", with = "duration")]
     pub max: Duration,
 }
 

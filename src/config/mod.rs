@@ -5,14 +5,16 @@
 
 mod addr;
 pub mod duration;
+mod haproxy;
 mod health;
 mod http;
+pub mod synapse;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -54,7 +56,7 @@ pub enum ConfigError {
 }
 
 /// The whole agent configuration.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Admin HTTP server (metrics, API).
@@ -68,8 +70,18 @@ pub struct Config {
     pub services: BTreeMap<String, ServiceConfig>,
 }
 
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            admin: AdminConfig::default(),
+            shutdown_grace: default_grace(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
 /// Admin server settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin server; loopback by default.
@@ -89,7 +101,7 @@ impl Default for AdminConfig {
 }
 
 /// One dependency served on a local listener.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// The local address applications connect to.
@@ -147,12 +159,39 @@ pub struct ServiceConfig {
     #[serde(default = "default_panic_threshold")]
     pub panic_threshold: u32,
     /// A backend that becomes usable ramps its weight up over this period (0s: at once).
-    #[serde(default, deserialize_with = "duration::deserialize")]
+    #[serde(default, with = "duration")]
     pub slow_start: Duration,
 }
 
+impl ServiceConfig {
+    /// A service on `listen` with every other setting at its default and no backends yet.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            mode: Mode::default(),
+            balance: Algorithm::default(),
+            backends: Vec::new(),
+            discovery: None,
+            timeouts: Timeouts::default(),
+            retries: Retries::default(),
+            upstream_protocol: UpstreamProtocol::default(),
+            http: HttpOptions::default(),
+            default_servers: Vec::new(),
+            keep_default_servers: false,
+            use_previous_backends: true,
+            hash_header: None,
+            max_connections: None,
+            max_queue: default_max_queue(),
+            health_check: None,
+            outlier: None,
+            panic_threshold: default_panic_threshold(),
+            slow_start: Duration::ZERO,
+        }
+    }
+}
+
 /// How traffic is proxied.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
     /// Layer-4: bytes are copied both ways.
@@ -173,7 +212,7 @@ impl Mode {
 }
 
 /// How a backend is picked.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// Smooth weighted round-robin.
@@ -220,6 +259,18 @@ struct DiscoverySection {
     zookeeper: Option<ZookeeperDiscovery>,
 }
 
+impl Serialize for DiscoveryConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(1))?;
+        match self {
+            DiscoveryConfig::File(path) => map.serialize_entry("file", path)?,
+            DiscoveryConfig::Zookeeper(zk) => map.serialize_entry("zookeeper", zk)?,
+        }
+        map.end()
+    }
+}
+
 impl TryFrom<DiscoverySection> for DiscoveryConfig {
     type Error = String;
     fn try_from(d: DiscoverySection) -> Result<Self, String> {
@@ -232,7 +283,7 @@ impl TryFrom<DiscoverySection> for DiscoveryConfig {
 }
 
 /// ZooKeeper discovery settings.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ZookeeperDiscovery {
     /// Ensemble members, `host:port`, optionally with a chroot suffix on the last one.
@@ -248,7 +299,7 @@ pub struct ZookeeperDiscovery {
 }
 
 /// How znode data is decoded into a backend.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Decode {
     /// The znode format.
@@ -260,7 +311,7 @@ pub struct Decode {
 }
 
 /// Znode formats.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum DecodeMethod {
     /// Nerve's JSON: `{host, port, name, weight?}`.
@@ -271,7 +322,7 @@ pub enum DecodeMethod {
 }
 
 /// Per-service timeouts.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     /// Time allowed to establish a connection to one backend.
@@ -308,7 +359,7 @@ impl Default for Timeouts {
 }
 
 /// Retry policy.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Extra attempts on other backends after a connect failure (HAProxy's `retries` + `option redispatch`).
@@ -351,7 +402,7 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 mod duration_serde {
-    pub use super::duration::deserialize;
+    pub use super::duration::{deserialize, serialize};
 }
 
 fn default_admin_listen() -> SocketAddr {
@@ -707,6 +758,16 @@ mod tests {
             e.to_string().contains("exactly one discovery source"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_config_written_out_loads_back_the_same() {
+        let c = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:4001\n    mode: http\n    balance: hash\n    backends: [127.0.0.1:1, { host: h, port: 2, weight: 3 }]\n    retries: { on: [5xx, reset] }\n    health_check: { type: http, fast_interval: 500ms }\n    outlier: {}\n  zk:\n    listen: 127.0.0.1:4002\n    discovery: { zookeeper: { hosts: [127.0.0.1:2181], path: /x } }\n",
+        )
+        .unwrap();
+        let yaml = serde_yaml::to_string(&c).unwrap();
+        assert_eq!(parse(&yaml).unwrap(), c, "{yaml}");
     }
 
     #[test]

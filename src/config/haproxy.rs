@@ -1,0 +1,248 @@
+//! HAProxy directive lines (from Synapse configs) mapped onto sinew's settings.
+
+use super::health::{CheckType, HealthCheck};
+use super::{Algorithm, Mode, Timeouts, DEFAULT_WEIGHT};
+use std::time::Duration;
+
+/// What a service's directive lines and server options amount to.
+#[derive(Debug, Default)]
+pub struct Directives {
+    /// `mode`.
+    pub mode: Mode,
+    /// `balance`.
+    pub balance: Algorithm,
+    /// `timeout connect|client|server|queue`.
+    pub timeouts: Timeouts,
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `check inter/fastinter/downinter/rise/fall` in server options, `option httpchk`, `http-check expect`.
+    pub health_check: Option<HealthCheck>,
+    /// `maxconn` in server options.
+    pub max_connections: Option<u32>,
+    /// `weight` in server options.
+    pub weight: u32,
+    /// Directives sinew does not implement.
+    pub unsupported: Vec<String>,
+    idle: Option<Duration>,
+}
+
+impl Directives {
+    fn check(&mut self) -> &mut HealthCheck {
+        self.health_check.get_or_insert_with(|| HealthCheck {
+            kind: CheckType::Tcp,
+            path: "/".into(),
+            expect_status: Vec::new(),
+            expect_body: None,
+            host: None,
+            interval: Duration::from_secs(2),
+            fast_interval: None,
+            down_interval: None,
+            rise: 2,
+            fall: 3,
+            timeout: Duration::from_secs(2),
+            jitter: 10,
+        })
+    }
+}
+
+/// A duration in HAProxy's syntax: a number with an optional unit (`us`, `ms`, `s`, `m`, `h`, `d`);
+/// unitless means milliseconds.
+pub fn time(text: &str) -> Option<Duration> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    Some(match unit {
+        "" | "ms" => Duration::from_millis(n),
+        "us" => Duration::from_micros(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return None,
+    })
+}
+
+/// Applies one `listen`/`backend`/`frontend`/`defaults` line.
+pub fn directive(line: &str, d: &mut Directives) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let ok = match words.as_slice() {
+        [] => true,
+        ["mode", "tcp"] => {
+            d.mode = Mode::Tcp;
+            true
+        }
+        ["mode", "http"] => {
+            d.mode = Mode::Http;
+            true
+        }
+        ["balance", algo, ..] => match *algo {
+            "roundrobin" | "static-rr" => set(&mut d.balance, Algorithm::RoundRobin),
+            "leastconn" => set(&mut d.balance, Algorithm::LeastConn),
+            "random" => set(&mut d.balance, Algorithm::Random),
+            "source" => set(&mut d.balance, Algorithm::Hash),
+            _ => false,
+        },
+        ["timeout", kind, value] => match (*kind, time(value)) {
+            ("connect", Some(t)) => set(&mut d.timeouts.connect, t),
+            ("client" | "server" | "tunnel", Some(t)) => {
+                // The longest of them is the idle timeout of the whole proxied connection.
+                let idle = d.idle.map_or(t, |x| x.max(t));
+                d.idle = Some(idle);
+                set(&mut d.timeouts.idle, idle)
+            }
+            ("queue", Some(t)) => set(&mut d.timeouts.queue, t),
+            ("http-request", Some(t)) => set(&mut d.timeouts.header_read, t),
+            _ => false,
+        },
+        ["retries", n] => n.parse().map(|n| d.retries = Some(n)).is_ok(),
+        ["option", "redispatch"] => true,
+        ["option", "httpchk", rest @ ..] => {
+            let path = rest
+                .iter()
+                .find(|w| w.starts_with('/'))
+                .unwrap_or(&"/")
+                .to_string();
+            let c = d.check();
+            c.kind = CheckType::Http;
+            c.path = path;
+            true
+        }
+        ["http-check", "expect", "status", code] => match code.parse() {
+            Ok(code) => {
+                d.check().expect_status = vec![code];
+                true
+            }
+            Err(_) => false,
+        },
+        ["http-check", "expect", "string", text @ ..] => {
+            d.check().expect_body = Some(text.join(" "));
+            true
+        }
+        _ => false,
+    };
+    if !ok {
+        d.unsupported.push(format!("directive {line:?}"));
+    }
+}
+
+fn set<T>(slot: &mut T, value: T) -> bool {
+    *slot = value;
+    true
+}
+
+/// Applies a `server_options` string (appended to every server line by Synapse).
+pub fn server_options(options: &str, d: &mut Directives) {
+    if d.weight == 0 {
+        d.weight = DEFAULT_WEIGHT;
+    }
+    let words: Vec<&str> = options.split_whitespace().collect();
+    let mut i = 0;
+    while i < words.len() {
+        let value = words.get(i + 1).copied().unwrap_or("");
+        let consumed = match words[i] {
+            "check" => {
+                d.check();
+                1
+            }
+            "inter" | "fastinter" | "downinter" => match time(value) {
+                Some(t) => {
+                    let c = d.check();
+                    match words[i] {
+                        "inter" => c.interval = t,
+                        "fastinter" => c.fast_interval = Some(t),
+                        _ => c.down_interval = Some(t),
+                    }
+                    2
+                }
+                None => 0,
+            },
+            "rise" | "fall" => match value.parse::<u32>() {
+                Ok(n) if n > 0 => {
+                    let c = d.check();
+                    if words[i] == "rise" {
+                        c.rise = n;
+                    } else {
+                        c.fall = n;
+                    }
+                    2
+                }
+                _ => 0,
+            },
+            "weight" => match value.parse::<u32>() {
+                Ok(w) if w <= super::MAX_WEIGHT => {
+                    d.weight = w;
+                    2
+                }
+                _ => 0,
+            },
+            "maxconn" => match value.parse::<u32>() {
+                Ok(n) if n > 0 => {
+                    d.max_connections = Some(n);
+                    2
+                }
+                _ => 0,
+            },
+            _ => 0,
+        };
+        if consumed == 0 {
+            d.unsupported.push(format!("server option {:?}", words[i]));
+            i += 1;
+        } else {
+            i += consumed;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_in_haproxy_syntax() {
+        assert_eq!(time("5000"), Some(Duration::from_millis(5000)));
+        assert_eq!(time("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(time("1m"), Some(Duration::from_secs(60)));
+        assert_eq!(time("soon"), None);
+    }
+
+    #[test]
+    fn directives_map_and_unknown_ones_are_listed() {
+        let mut d = Directives::default();
+        for line in [
+            "mode http",
+            "balance leastconn",
+            "timeout connect 500",
+            "timeout server 30s",
+            "retries 3",
+            "option redispatch",
+            "option httpchk GET /health",
+            "http-check expect status 200",
+            "option forwardfor",
+        ] {
+            directive(line, &mut d);
+        }
+        server_options(
+            "check inter 2000 rise 3 fall 2 weight 5 maxconn 100 backup",
+            &mut d,
+        );
+        assert_eq!((d.mode, d.balance), (Mode::Http, Algorithm::LeastConn));
+        assert_eq!(d.timeouts.connect, Duration::from_millis(500));
+        assert_eq!(d.retries, Some(3));
+        let c = d.health_check.as_ref().unwrap();
+        assert_eq!(
+            (c.kind, c.path.as_str(), c.rise, c.fall),
+            (CheckType::Http, "/health", 3, 2)
+        );
+        assert_eq!(c.expect_status, vec![200]);
+        assert_eq!((d.weight, d.max_connections), (5, Some(100)));
+        assert_eq!(
+            d.unsupported,
+            vec![
+                "directive \"option forwardfor\"".to_string(),
+                "server option \"backup\"".to_string()
+            ]
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Unmodified Synapse configs: both forms load and route, unsupported parts are warned about without
+//! stopping other services, and `sinew check --synapse-config` prints a native config that loads.
+
+mod support;
+
+use sinew::agent::Agent;
+use sinew::config::synapse;
+use sinew::config::{Algorithm, Mode};
+use std::process::Command;
+use support::process::{temp_file, BIN};
+use support::zk::{nerve, put, ZooKeeper};
+use support::*;
+
+fn example(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("examples/synapse")
+        .join(name)
+}
+
+#[test]
+fn the_example_configs_translate() {
+    let t = synapse::load(&example("synapse.conf.json")).unwrap();
+    let web = &t.config.services["web"];
+    assert_eq!(web.listen.to_string(), "127.0.0.1:4001");
+    assert_eq!(web.mode, Mode::Http);
+    assert_eq!(web.backends.len(), 2);
+    let check = web.health_check.as_ref().unwrap();
+    assert_eq!(
+        (
+            check.path.as_str(),
+            check.rise,
+            check.fall,
+            check.expect_status.as_slice()
+        ),
+        ("/health", 3, 2, &[200][..])
+    );
+    assert_eq!(web.retries.attempts, 3);
+    let users = &t.config.services["users"];
+    assert_eq!(users.balance, Algorithm::LeastConn);
+    assert_eq!(users.timeouts.idle.as_secs(), 60);
+    assert_eq!(users.default_servers.len(), 1);
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("haproxy.reload_command")),
+        "{:?}",
+        t.warnings
+    );
+
+    let t = synapse::load(&example("synapse-list.json")).unwrap();
+    assert_eq!(t.config.services["search"].listen.port(), 4003);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synapse_config_routes_through_zookeeper_and_skips_what_it_cannot_run() {
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        "/nerve/services/users/services/i-a_0000000001",
+        &nerve("127.0.0.1", a.addr.port(), "i-a"),
+    )
+    .await;
+    let (p1, p2, p3) = (
+        support::process::free_port(),
+        support::process::free_port(),
+        support::process::free_port(),
+    );
+    let config = temp_file(
+        "synapse.json",
+        &format!(
+            r#"{{"services": {{
+                "users": {{"discovery": {{"method": "zookeeper", "path": "/nerve/services/users/services", "hosts": ["{zk}"]}},
+                          "haproxy": {{"port": {p1}, "listen": ["mode tcp", "option tcplog"]}}}},
+                "static": {{"default_servers": [{{"name": "b", "host": "127.0.0.1", "port": {bp}}}], "discovery": {{"method": "base"}},
+                           "haproxy": {{"port": {p2}}}}},
+                "cloud": {{"discovery": {{"method": "ec2tag", "tag_name": "role"}}, "haproxy": {{"port": {p3}}}}}
+              }},
+              "haproxy": {{"reload_command": "true", "config_file_path": "/tmp/x.cfg"}}}}"#,
+            zk = zk.address(),
+            bp = b.addr.port()
+        ),
+    );
+    let t = synapse::load(&config).unwrap();
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("services.cloud") && w.contains("ec2tag")),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        t.warnings.iter().any(|w| w.contains("option tcplog")),
+        "{:?}",
+        t.warnings
+    );
+    assert!(!t.config.services.contains_key("cloud"));
+    let agent = Agent::start(t.config).await.unwrap();
+    let users = agent.service_addr("users").unwrap();
+    let mut routed = false;
+    for _ in 0..250 {
+        if greet(users).await.ok().as_deref() == Some("a") {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(routed, "the ZooKeeper-discovered backend serves");
+    assert_eq!(
+        greet(agent.service_addr("static").unwrap()).await.unwrap(),
+        "b"
+    );
+}
+
+#[test]
+fn check_prints_a_native_config_that_loads() {
+    let out = Command::new(BIN)
+        .args(["check", "--synapse-config"])
+        .arg(example("synapse.conf.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: haproxy.reload_command"));
+    let native = temp_file("native.yaml", &String::from_utf8_lossy(&out.stdout));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&native)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--synapse-config", "/nonexistent/synapse.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/synapse.json"));
+}
