@@ -96,7 +96,7 @@ async fn a_synapse_config_routes_through_zookeeper_and_skips_what_it_cannot_run(
         t.warnings
     );
     assert!(!t.config.services.contains_key("cloud"));
-    let agent = Agent::start(t.config).await.unwrap();
+    let agent = start(t.config).await;
     let users = agent.service_addr("users").unwrap();
     let mut routed = false;
     for _ in 0..250 {
@@ -111,6 +111,99 @@ async fn a_synapse_config_routes_through_zookeeper_and_skips_what_it_cannot_run(
         greet(agent.service_addr("static").unwrap()).await.unwrap(),
         "b"
     );
+}
+
+/// Starts an agent with the admin server on a free port, so tests can run side by side.
+async fn start(mut config: sinew::config::Config) -> Agent {
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    Agent::start(config).await.unwrap()
+}
+
+/// The backend names that answer `n` connections to `addr`, sorted and deduplicated.
+async fn answering(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
+    let mut names = Vec::new();
+    for _ in 0..n {
+        names.push(greet(addr).await.unwrap());
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[tokio::test]
+async fn the_list_form_routes_to_its_default_servers() {
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let (p1, p2) = (support::process::free_port(), support::process::free_port());
+    // The oldest Synapse layout: a list of services with `name`, `local_port`, `server_options`, `listen`.
+    let config = temp_file(
+        "synapse-list.json",
+        &format!(
+            r#"{{"services": [
+                {{"name": "pair", "local_port": {p1}, "server_options": "weight 3",
+                  "default_servers": [{{"name": "a", "host": "127.0.0.1", "port": {pa}}},
+                                      {{"name": "b", "host": "127.0.0.1", "port": {pb}}}],
+                  "discovery": {{"method": "base"}}, "listen": ["mode tcp", "balance roundrobin"]}},
+                {{"name": "single", "local_port": {p2},
+                  "default_servers": [{{"name": "b", "host": "127.0.0.1", "port": {pb}}}],
+                  "discovery": {{"method": "base"}}}}
+              ],
+              "haproxy": {{"reload_command": "true", "defaults": ["retries 3", "timeout connect 500"]}}}}"#,
+            pa = a.addr.port(),
+            pb = b.addr.port()
+        ),
+    );
+    let t = synapse::load(&config).unwrap();
+    let pair = &t.config.services["pair"];
+    assert_eq!(
+        pair.backends.iter().map(|b| b.weight).collect::<Vec<_>>(),
+        [3, 3]
+    );
+    assert_eq!(pair.retries.attempts, 3);
+    assert_eq!(pair.timeouts.connect.as_millis(), 500);
+    let agent = start(t.config).await;
+    assert_eq!(
+        answering(agent.service_addr("pair").unwrap(), 6).await,
+        ["a", "b"]
+    );
+    assert_eq!(
+        answering(agent.service_addr("single").unwrap(), 3).await,
+        ["b"]
+    );
+    agent.shutdown(std::time::Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_yaml_hash_form_routes_while_an_unsupported_method_is_skipped() {
+    let a = EchoBackend::start("a").await;
+    let (p1, p2) = (support::process::free_port(), support::process::free_port());
+    let config = temp_file(
+        "synapse-hash.yaml",
+        &format!(
+            "services:\n  web:\n    default_servers:\n      - {{ name: a, host: 127.0.0.1, port: {pa} }}\n    discovery: {{ method: base }}\n    haproxy:\n      port: {p1}\n      listen: [\"mode tcp\"]\n  resolver:\n    discovery: {{ method: dns, servers: [{{ name: x, host: example.com }}] }}\n    haproxy: {{ port: {p2}, server_port_override: 80 }}\nhaproxy:\n  bind_address: 127.0.0.1\n  reload_command: /bin/true\n",
+            pa = a.addr.port()
+        ),
+    );
+    let t = synapse::load(&config).unwrap();
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.contains("services.resolver") && w.contains("dns")),
+        "{:?}",
+        t.warnings
+    );
+    assert_eq!(t.config.services.keys().collect::<Vec<_>>(), ["web"]);
+    let agent = start(t.config).await;
+    assert_eq!(
+        answering(agent.service_addr("web").unwrap(), 3).await,
+        ["a"]
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", p2))
+            .await
+            .is_err(),
+        "nothing listens for the skipped service"
+    );
+    agent.shutdown(std::time::Duration::from_secs(1)).await;
 }
 
 #[test]
