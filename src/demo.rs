@@ -65,6 +65,8 @@ pub fn config(
     Config {
         admin: AdminConfig { listen: admin },
         shutdown_grace: Duration::from_secs(2),
+        state_file: None,
+        file_output: None,
         services: BTreeMap::from([("demo".to_string(), service)]),
     }
 }

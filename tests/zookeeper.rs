@@ -311,3 +311,60 @@ async fn serverset_znodes_decode_with_an_endpoint_name() {
         "a"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_state_file_lets_a_restart_route_while_zookeeper_is_down() {
+    let mut zk = ZooKeeper::start().await;
+    let a = EchoBackend::start("a").await;
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("sinew-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let extra = format!(
+        "state_file: {{ path: {} }}\nfile_output: {{ directory: {} }}\n",
+        dir.join("state.json").display(),
+        dir.display()
+    );
+    let config = |zk: &ZooKeeper| {
+        format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\n{extra}services:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH}, session_timeout: 1s }}\n",
+            zk.address()
+        )
+    };
+    let first = agent(&config(&zk)).await;
+    wait_ports(&first, vec![a.addr.port()], Duration::from_secs(5)).await;
+    let port = format!("\"port\": {}", a.addr.port());
+    let mut persisted = false;
+    for _ in 0..150 {
+        let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
+        let output = std::fs::read_to_string(dir.join("web.json")).unwrap_or_default();
+        if state.contains(&port) && output.contains(&port) {
+            persisted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(persisted, "state file and file output are written");
+    first.shutdown(Duration::from_secs(1)).await;
+
+    drop(client);
+    zk.kill();
+    let second = agent(&config(&zk)).await;
+    assert_eq!(
+        ports(&second),
+        vec![a.addr.port()],
+        "the saved set serves at once"
+    );
+    assert_eq!(
+        greet(second.service_addr("web").unwrap()).await.unwrap(),
+        "a"
+    );
+    let (_, api) = http_get(second.admin_addr(), "/api/services").await;
+    assert!(api.contains("\"state_file\""), "{api}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,6 +5,7 @@
 //! config service by service: unchanged services are not touched, added ones start, removed ones stop
 //! accepting and drain, changed ones get a new generation behind the same listener.
 
+mod persist;
 mod service;
 
 use crate::admin::{self, AdminState, ReloadRequest, ServiceInfo};
@@ -100,6 +101,13 @@ impl Agent {
             tasks,
             conns: TaskTracker::new(),
             zookeeper,
+            initial: Arc::new(std::sync::Mutex::new(
+                config
+                    .state_file
+                    .as_ref()
+                    .map(persist::load)
+                    .unwrap_or_default(),
+            )),
         };
         let mut running = BTreeMap::new();
         for (name, svc) in &config.services {
@@ -136,6 +144,12 @@ impl Agent {
         shared
             .tasks
             .spawn(admin::serve(admin_listener, state, shared.stop.clone()));
+        if config.state_file.is_some() || config.file_output.is_some() {
+            let (s, o) = (config.state_file.clone(), config.file_output.clone());
+            shared
+                .tasks
+                .spawn(persist::run(Arc::clone(&view), s, o, shared.stop.clone()));
+        }
         tracing::info!(admin = %admin_addr, services = running.len(), "sinew started");
         Ok(Self {
             running: Mutex::new(running),

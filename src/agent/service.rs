@@ -33,6 +33,9 @@ pub struct Shared {
     pub conns: TaskTracker,
     /// ZooKeeper sessions, one per ensemble, shared by every service.
     pub zookeeper: Arc<Sessions>,
+    /// Backend sets from the state file, each used once when its service first starts.
+    pub initial:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<crate::balance::Backend>>>>,
 }
 
 /// A service that is running.
@@ -135,6 +138,17 @@ fn build(
             svc.health_check.clone(),
             generation.clone(),
         ));
+    }
+    if svc.discovery.is_some() {
+        let saved = shared
+            .initial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        if let Some(backends) = saved.filter(|b| !b.is_empty()) {
+            tracing::info!(service = %name, backends = backends.len(), "serving the state file's backends until discovery reports");
+            balancer.update(backends);
+        }
     }
     let ctx = SourceContext {
         balancer: Arc::clone(&balancer),

@@ -16,6 +16,8 @@ pub enum Origin {
     Default,
     /// Kept from the previous set because discovery reported none.
     Previous,
+    /// Loaded from the state file at start, until discovery reports.
+    StateFile,
 }
 
 impl fmt::Display for Origin {
@@ -26,6 +28,7 @@ impl fmt::Display for Origin {
             Origin::Zookeeper(node) => write!(f, "zookeeper:{node}"),
             Origin::Default => f.write_str("default"),
             Origin::Previous => f.write_str("previous"),
+            Origin::StateFile => f.write_str("state_file"),
         }
     }
 }

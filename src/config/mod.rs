@@ -65,6 +65,12 @@ pub struct Config {
     /// How long open connections may keep running after SIGTERM/SIGINT.
     #[serde(default = "default_grace", with = "duration_serde")]
     pub shutdown_grace: Duration,
+    /// Persist discovered backend sets here and load them at start (Synapse's `state_file_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<StateFile>,
+    /// Write each service's current backends as JSON into this directory (Synapse's `file_output`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_output: Option<FileOutput>,
     /// The services this host depends on, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -75,9 +81,30 @@ impl Default for Config {
         Self {
             admin: AdminConfig::default(),
             shutdown_grace: default_grace(),
+            state_file: None,
+            file_output: None,
             services: BTreeMap::new(),
         }
     }
+}
+
+/// Where the last known backend sets are kept, so a restart while discovery is down still routes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    /// The file (written atomically: a temporary file, then a rename).
+    pub path: PathBuf,
+    /// Entries older than this are ignored at start.
+    #[serde(default = "default_state_ttl", with = "duration_serde")]
+    pub ttl: Duration,
+}
+
+/// A directory with one JSON file per service listing its current backends.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutput {
+    /// The directory.
+    pub directory: PathBuf,
 }
 
 /// Admin server settings.
@@ -410,6 +437,9 @@ fn default_admin_listen() -> SocketAddr {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(10)
+}
+fn default_state_ttl() -> Duration {
+    Duration::from_secs(86_400)
 }
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)

@@ -165,16 +165,24 @@ fn translate(
             ));
         }
     }
-    for key in ["state_file_path", "state_file_ttl"] {
-        if top.get(key).is_some() {
-            warnings.push(format!(
-                "haproxy.{key}: not supported yet; backends are not persisted across restarts"
-            ));
-        }
-    }
-    if root.get("file_output").is_some() {
-        warnings.push("file_output: not supported yet; backends are not written to files".into());
-    }
+    let state_file = top
+        .get("state_file_path")
+        .and_then(Value::as_str)
+        .map(|p| super::StateFile {
+            path: PathBuf::from(p),
+            ttl: top
+                .get("state_file_ttl")
+                .and_then(Value::as_u64)
+                .map(std::time::Duration::from_secs)
+                .unwrap_or_else(super::default_state_ttl),
+        });
+    let file_output = root
+        .get("file_output")
+        .and_then(|f| f.get("output_directory"))
+        .and_then(Value::as_str)
+        .map(|d| super::FileOutput {
+            directory: PathBuf::from(d),
+        });
     let defaults = lines(top.get("defaults"));
     let mut out = BTreeMap::new();
     for (name, svc) in services {
@@ -329,6 +337,8 @@ fn translate(
     }
     let config = Config {
         services: out,
+        state_file,
+        file_output,
         ..Config::default()
     };
     config.validate(file)?;
