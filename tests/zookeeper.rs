@@ -368,3 +368,24 @@ async fn the_state_file_lets_a_restart_route_while_zookeeper_is_down() {
     assert!(api.contains("\"state_file\""), "{api}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_override_replaces_the_registered_port() {
+    let zk = ZooKeeper::start().await;
+    let a = EchoBackend::start("a").await;
+    let client = zk.client().await;
+    put(&client, &format!("{PATH}/a"), &nerve("127.0.0.1", 1, "a")).await;
+    let overridden = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH}, port_override: {} }}\n",
+        zk.address(),
+        a.addr.port()
+    ))
+    .await;
+    wait_ports(&overridden, vec![a.addr.port()], Duration::from_secs(5)).await;
+    assert_eq!(
+        greet(overridden.service_addr("web").unwrap())
+            .await
+            .unwrap(),
+        "a"
+    );
+}

@@ -323,6 +323,9 @@ pub struct ZookeeperDiscovery {
     /// How znode data is decoded.
     #[serde(default)]
     pub decode: Decode,
+    /// Connect to this port instead of the one registered (Synapse's `server_port_override`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_override: Option<u16>,
 }
 
 /// How znode data is decoded into a backend.
@@ -593,6 +596,12 @@ impl Config {
                     ))
                 }
                 Some(DiscoveryConfig::Zookeeper(zk)) => {
+                    if zk.port_override == Some(0) {
+                        return Err(invalid(
+                            at("discovery.zookeeper.port_override"),
+                            "must be a port 1-65535".into(),
+                        ));
+                    }
                     if zk.hosts.is_empty() {
                         return Err(invalid(
                             at("discovery.zookeeper.hosts"),

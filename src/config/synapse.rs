@@ -234,11 +234,27 @@ fn translate(
             .and_then(Value::as_str)
             .unwrap_or("");
         haproxy::server_options(server_options, &mut d);
-        for key in ["server_port_override", "shared_frontend"] {
-            if hap.get(key).is_some() {
-                d.unsupported.push(format!("haproxy.{key}"));
-            }
+        if hap.get("shared_frontend").is_some() {
+            d.unsupported.push("haproxy.shared_frontend".into());
         }
+        if hap.get("backend_name").is_some() {
+            warn("haproxy.backend_name: sinew names the backend after the service; ignored".into());
+        }
+        let port_override = match hap.get("server_port_override") {
+            None | Some(Value::Null) => None,
+            Some(p) => Some(
+                p.as_u64()
+                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+                    .and_then(|p| u16::try_from(p).ok())
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| {
+                        at(
+                            "haproxy.server_port_override",
+                            format!("{p} is not a port 1-65535"),
+                        )
+                    })?,
+            ),
+        };
         for u in d.unsupported.drain(..) {
             warn(format!("{u}: not supported yet, ignored"));
         }
@@ -298,6 +314,7 @@ fn translate(
                     path,
                     session_timeout: super::default_session_timeout(),
                     decode,
+                    port_override,
                 };
                 (Vec::new(), Some(DiscoveryConfig::Zookeeper(zk)))
             }

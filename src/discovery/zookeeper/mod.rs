@@ -129,7 +129,12 @@ async fn read(
             Err(e) => return Err(e),
         };
         match decode::decode(child, &data, &config.decode) {
-            Ok(backend) => backends.push(backend),
+            Ok(mut backend) => {
+                if let Some(port) = config.port_override {
+                    backend.port = port;
+                }
+                backends.push(backend);
+            }
             Err(e) => {
                 let key = (child.clone(), stat.czxid, stat.version);
                 if !warned.contains(&key) {
