@@ -38,10 +38,18 @@ struct Source {
 impl Source {
     /// Loads the config; a Synapse config's warnings are logged once.
     fn load(&self) -> anyhow::Result<Config> {
-        self.load_reporting(|w| tracing::warn!("{w}"))
+        use sinew::config::synapse::Level;
+        self.load_reporting(|w| match w.level {
+            Level::Info => tracing::info!("{w}"),
+            Level::Warn => tracing::warn!("{w}"),
+            Level::Error => tracing::error!("{w}"),
+        })
     }
 
-    fn load_reporting(&self, mut warn: impl FnMut(&str)) -> anyhow::Result<Config> {
+    fn load_reporting(
+        &self,
+        mut warn: impl FnMut(&sinew::config::synapse::Warning),
+    ) -> anyhow::Result<Config> {
         match (&self.config, &self.synapse_config) {
             (Some(path), _) => Ok(Config::load(path)?),
             (None, Some(path)) => {
@@ -135,7 +143,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn check(source: &Source) -> anyhow::Result<()> {
-    let config = source.load_reporting(|w| eprintln!("warning: {w}"))?;
+    use sinew::config::synapse::Level;
+    let config = source.load_reporting(|w| match w.level {
+        Level::Info => eprintln!("note: {w}"),
+        Level::Warn => eprintln!("warning: {w}"),
+        Level::Error => eprintln!("error: {w}"),
+    })?;
     if source.synapse_config.is_some() {
         print!("{}", serde_yaml::to_string(&config)?);
     } else {

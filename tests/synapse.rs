@@ -42,7 +42,7 @@ fn the_example_configs_translate() {
     assert!(
         t.warnings
             .iter()
-            .any(|w| w.contains("haproxy.reload_command")),
+            .any(|w| w.message.contains("haproxy.reload_command")),
         "{:?}",
         t.warnings
     );
@@ -86,12 +86,14 @@ async fn a_synapse_config_routes_through_zookeeper_and_skips_what_it_cannot_run(
     assert!(
         t.warnings
             .iter()
-            .any(|w| w.contains("services.cloud") && w.contains("ec2tag")),
+            .any(|w| w.message.contains("services.cloud") && w.message.contains("ec2tag")),
         "{:?}",
         t.warnings
     );
     assert!(
-        t.warnings.iter().any(|w| w.contains("option tcplog")),
+        t.warnings
+            .iter()
+            .any(|w| w.message.contains("option tcplog")),
         "{:?}",
         t.warnings
     );
@@ -187,7 +189,7 @@ async fn a_yaml_hash_form_routes_while_an_unsupported_method_is_skipped() {
     assert!(
         t.warnings
             .iter()
-            .any(|w| w.contains("services.resolver") && w.contains("dns")),
+            .any(|w| w.message.contains("services.resolver") && w.message.contains("dns")),
         "{:?}",
         t.warnings
     );
@@ -218,7 +220,7 @@ fn check_prints_a_native_config_that_loads() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("warning: haproxy.reload_command"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("note: haproxy.reload_command"));
     let native = temp_file("native.yaml", &String::from_utf8_lossy(&out.stdout));
     let out = Command::new(BIN)
         .args(["check", "--config"])
@@ -236,4 +238,112 @@ fn check_prints_a_native_config_that_loads() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/synapse.json"));
+}
+
+/// Translates a JSON Synapse config written to a temporary file.
+fn translate(name: &str, json: &str) -> Result<synapse::Translation, synapse::SynapseError> {
+    synapse::load(&temp_file(name, json))
+}
+
+#[test]
+fn defaults_are_warned_about_once_and_unknown_keys_are_reported() {
+    let t = translate(
+        "once.json",
+        r#"{"services": {
+              "a": {"discovery": {"method": "base"}, "default_servers": [{"host": "127.0.0.1", "port": 1}],
+                    "haproxy": {"port": 4101, "colour": "blue"}, "owner": "team-a"},
+              "b": {"discovery": {"method": "zookeeper", "hosts": "127.0.0.1:2181", "path": "/nerve/b"},
+                    "haproxy": {"port": 4102, "listen": ["option httpchk /health"]}}},
+            "haproxy": {"defaults": ["maxconn 2000", "log global"], "reload_command": "true", "do_reloads": true},
+            "statsd": {"host": "localhost"}}"#,
+    )
+    .unwrap();
+    let said = |text: &str| {
+        t.warnings
+            .iter()
+            .filter(|w| w.message.contains(text))
+            .count()
+    };
+    assert_eq!(said("maxconn 2000"), 1, "{:?}", t.warnings);
+    assert_eq!(said("reload_command"), 1, "{:?}", t.warnings);
+    assert_eq!(said("`statsd`"), 1, "{:?}", t.warnings);
+    assert_eq!(
+        said("services.a: unknown key `owner`"),
+        1,
+        "{:?}",
+        t.warnings
+    );
+    assert_eq!(
+        said("services.a: unknown key `haproxy.colour`"),
+        1,
+        "{:?}",
+        t.warnings
+    );
+    let Some(sinew::config::DiscoveryConfig::Zookeeper(zk)) = &t.config.services["b"].discovery
+    else {
+        panic!("zookeeper discovery expected");
+    };
+    assert_eq!(
+        zk.hosts,
+        ["127.0.0.1:2181"],
+        "a single host string is a list of one"
+    );
+    assert!(
+        t.config.services["b"].health_check.is_none(),
+        "HAProxy checks nothing without `check` in server_options"
+    );
+}
+
+#[test]
+fn wrong_values_are_errors_naming_the_service_and_field() {
+    let base =
+        r#""discovery": {"method": "base"}, "default_servers": [{"host": "127.0.0.1", "port": 1}]"#;
+    for (haproxy, expect) in [
+        (r#""port": 70000"#, "services.web.haproxy.port"),
+        (
+            r#""port": 4103, "listen": ["retries many"]"#,
+            "services.web.haproxy.listen: \"retries many\"",
+        ),
+        (
+            r#""port": 4103, "server_options": "check inter soon""#,
+            "services.web.haproxy.server_options",
+        ),
+        (
+            r#""port": 4103, "bind_address": "eth0""#,
+            "services.web.haproxy.bind_address",
+        ),
+    ] {
+        let e = translate(
+            "wrong.json",
+            &format!(r#"{{"services": {{"web": {{{base}, "haproxy": {{{haproxy}}}}}}}}}"#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("wrong.json") && e.contains(expect), "{e}");
+    }
+    let e = translate(
+        "defaults.json",
+        &format!(r#"{{"services": {{"web": {{{base}, "haproxy": {{"port": 4103}}}}}}, "haproxy": {{"defaults": ["timeout connect soon"]}}}}"#),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("haproxy.defaults: \"timeout connect soon\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_config_whose_every_service_is_skipped_is_an_error() {
+    let e = translate(
+        "none.json",
+        r#"{"services": {"cloud": {"discovery": {"method": "ec2tag"}, "haproxy": {"port": 4104}},
+                         "names": {"discovery": {"method": "dns"}, "haproxy": {"port": 4105}}}}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("no service can run") && e.contains("services.cloud") && e.contains("dns"),
+        "{e}"
+    );
 }

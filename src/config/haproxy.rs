@@ -1,11 +1,14 @@
 //! HAProxy directive lines (from Synapse configs) mapped onto sinew's settings.
+//!
+//! A directive sinew does not implement is listed in [`Directives::unsupported`]; a directive sinew knows
+//! with a value HAProxy would reject too (`retries many`, `timeout connect soon`) is an error.
 
 use super::health::{CheckType, HealthCheck};
 use super::{Algorithm, Mode, Timeouts, DEFAULT_WEIGHT};
 use std::time::Duration;
 
 /// What a service's directive lines and server options amount to.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Directives {
     /// `mode`.
     pub mode: Mode,
@@ -17,6 +20,8 @@ pub struct Directives {
     pub retries: Option<u32>,
     /// `check inter/fastinter/downinter/rise/fall` in server options, `option httpchk`, `http-check expect`.
     pub health_check: Option<HealthCheck>,
+    /// `check` in server options: HAProxy checks a server only when its line says so.
+    pub check: bool,
     /// `maxconn` in server options.
     pub max_connections: Option<u32>,
     /// `weight` in server options.
@@ -64,11 +69,13 @@ pub fn time(text: &str) -> Option<Duration> {
     })
 }
 
-/// Applies one `listen`/`backend`/`frontend`/`defaults` line.
-pub fn directive(line: &str, d: &mut Directives) {
+/// Applies one `listen`/`backend`/`frontend`/`defaults` line; an error says what is wrong with its value.
+pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
     let words: Vec<&str> = line.split_whitespace().collect();
+    let bad = |what: &str| Err(format!("{:?}: {what}", line.trim()));
     let ok = match words.as_slice() {
         [] => true,
+        [first, ..] if first.starts_with('#') => true,
         ["mode", "tcp"] => {
             d.mode = Mode::Tcp;
             true
@@ -77,6 +84,7 @@ pub fn directive(line: &str, d: &mut Directives) {
             d.mode = Mode::Http;
             true
         }
+        ["mode", ..] => return bad("expected mode tcp or mode http"),
         ["balance", algo, ..] => match *algo {
             "roundrobin" | "static-rr" => set(&mut d.balance, Algorithm::RoundRobin),
             "leastconn" => set(&mut d.balance, Algorithm::LeastConn),
@@ -84,6 +92,11 @@ pub fn directive(line: &str, d: &mut Directives) {
             "source" => set(&mut d.balance, Algorithm::Hash),
             _ => false,
         },
+        ["timeout", "connect" | "client" | "server" | "tunnel" | "queue" | "http-request" | "check", value]
+            if time(value).is_none() =>
+        {
+            return bad("expected a time such as 5000 (ms), 500ms, 5s or 1m")
+        }
         ["timeout", kind, value] => match (*kind, time(value)) {
             ("connect", Some(t)) => set(&mut d.timeouts.connect, t),
             ("client" | "server" | "tunnel", Some(t)) => {
@@ -94,9 +107,13 @@ pub fn directive(line: &str, d: &mut Directives) {
             }
             ("queue", Some(t)) => set(&mut d.timeouts.queue, t),
             ("http-request", Some(t)) => set(&mut d.timeouts.header_read, t),
+            ("check", Some(t)) => set(&mut d.check().timeout, t),
             _ => false,
         },
-        ["retries", n] => n.parse().map(|n| d.retries = Some(n)).is_ok(),
+        ["retries", n] => match n.parse() {
+            Ok(n) => set(&mut d.retries, Some(n)),
+            Err(_) => return bad("expected a whole number"),
+        },
         ["option", "redispatch"] => true,
         ["option", "httpchk", rest @ ..] => {
             let path = rest
@@ -114,7 +131,7 @@ pub fn directive(line: &str, d: &mut Directives) {
                 d.check().expect_status = vec![code];
                 true
             }
-            Err(_) => false,
+            Err(_) => return bad("expected a status code"),
         },
         ["http-check", "expect", "string", text @ ..] => {
             d.check().expect_body = Some(text.join(" "));
@@ -123,8 +140,9 @@ pub fn directive(line: &str, d: &mut Directives) {
         _ => false,
     };
     if !ok {
-        d.unsupported.push(format!("directive {line:?}"));
+        d.unsupported.push(format!("directive {:?}", line.trim()));
     }
+    Ok(())
 }
 
 fn set<T>(slot: &mut T, value: T) -> bool {
@@ -132,8 +150,9 @@ fn set<T>(slot: &mut T, value: T) -> bool {
     true
 }
 
-/// Applies a `server_options` string (appended to every server line by Synapse).
-pub fn server_options(options: &str, d: &mut Directives) {
+/// Applies a `server_options` string (appended to every server line by Synapse); an error names an option
+/// whose value is missing or wrong.
+pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
     if d.weight == 0 {
         d.weight = DEFAULT_WEIGHT;
     }
@@ -141,8 +160,10 @@ pub fn server_options(options: &str, d: &mut Directives) {
     let mut i = 0;
     while i < words.len() {
         let value = words.get(i + 1).copied().unwrap_or("");
+        let bad = |what: &str| Err(format!("server option {:?} {value:?}: {what}", words[i]));
         let consumed = match words[i] {
             "check" => {
+                d.check = true;
                 d.check();
                 1
             }
@@ -156,7 +177,7 @@ pub fn server_options(options: &str, d: &mut Directives) {
                     }
                     2
                 }
-                None => 0,
+                None => return bad("expected a time such as 2000 (ms) or 2s"),
             },
             "rise" | "fall" => match value.parse::<u32>() {
                 Ok(n) if n > 0 => {
@@ -168,21 +189,21 @@ pub fn server_options(options: &str, d: &mut Directives) {
                     }
                     2
                 }
-                _ => 0,
+                _ => return bad("expected a whole number from 1"),
             },
             "weight" => match value.parse::<u32>() {
                 Ok(w) if w <= super::MAX_WEIGHT => {
                     d.weight = w;
                     2
                 }
-                _ => 0,
+                _ => return bad("expected a weight from 0 to 256"),
             },
             "maxconn" => match value.parse::<u32>() {
                 Ok(n) if n > 0 => {
                     d.max_connections = Some(n);
                     2
                 }
-                _ => 0,
+                _ => return bad("expected a whole number from 1"),
             },
             _ => 0,
         };
@@ -193,6 +214,7 @@ pub fn server_options(options: &str, d: &mut Directives) {
             i += consumed;
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,13 +242,16 @@ mod tests {
             "option httpchk GET /health",
             "http-check expect status 200",
             "option forwardfor",
+            "# a comment",
         ] {
-            directive(line, &mut d);
+            directive(line, &mut d).unwrap();
         }
         server_options(
             "check inter 2000 rise 3 fall 2 weight 5 maxconn 100 backup",
             &mut d,
-        );
+        )
+        .unwrap();
+        assert!(d.check);
         assert_eq!((d.mode, d.balance), (Mode::Http, Algorithm::LeastConn));
         assert_eq!(d.timeouts.connect, Duration::from_millis(500));
         assert_eq!(d.retries, Some(3));
@@ -243,6 +268,36 @@ mod tests {
                 "directive \"option forwardfor\"".to_string(),
                 "server option \"backup\"".to_string()
             ]
+        );
+    }
+
+    #[test]
+    fn wrong_values_are_errors_not_warnings() {
+        for line in [
+            "retries many",
+            "timeout connect soon",
+            "mode udp",
+            "http-check expect status ok",
+        ] {
+            let e = directive(line, &mut Directives::default()).unwrap_err();
+            assert!(e.contains(line), "{e}");
+        }
+        for opts in ["check inter", "rise 0", "weight 300", "maxconn lots"] {
+            assert!(
+                server_options(opts, &mut Directives::default()).is_err(),
+                "{opts}"
+            );
+        }
+    }
+
+    #[test]
+    fn timeout_check_bounds_the_health_check() {
+        let mut d = Directives::default();
+        directive("timeout check 750ms", &mut d).unwrap();
+        assert!(!d.check, "only `check` in server options turns checks on");
+        assert_eq!(
+            d.health_check.map(|c| c.timeout),
+            Some(Duration::from_millis(750))
         );
     }
 }

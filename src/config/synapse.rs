@@ -1,17 +1,18 @@
 //! Synapse configs, translated into sinew's own model: the `services` hash (or the older list with
 //! `local_port`), `service_conf_dir`, discovery `base` and `zookeeper`, `default_servers`, and the HAProxy
-//! directives sinew implements. Whatever sinew does not implement is reported once as a warning, naming
-//! the service and the directive: never silently dropped, never fatal. A service whose discovery method
-//! sinew does not support is skipped, with a warning, and the others run.
+//! directives sinew implements. Whatever sinew does not implement is reported once as a [`Warning`],
+//! naming the service and the directive: never silently dropped, never fatal. Unknown keys are warned
+//! about and ignored, as Synapse ignores them; a wrong value (a bad port, `retries many`) is an error
+//! naming file, service and field. A service whose discovery method sinew does not support is skipped
+//! with an error-level warning and the others run; when none is left, that is an error.
+
+mod service;
 
 use super::haproxy::{self, Directives};
-use super::{
-    BackendAddr, Config, ConfigError, Decode, DecodeMethod, DiscoveryConfig, ServiceConfig,
-    ZookeeperDiscovery,
-};
+use super::{Config, ConfigError};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Why a Synapse config could not be used.
@@ -33,7 +34,7 @@ pub enum SynapseError {
         /// What is wrong.
         message: String,
     },
-    /// A value is wrong.
+    /// A value of a service is wrong.
     #[error("{}: services.{service}.{field}: {message}", file.display())]
     Invalid {
         /// The file.
@@ -45,6 +46,24 @@ pub enum SynapseError {
         /// What is wrong.
         message: String,
     },
+    /// A top-level value is wrong.
+    #[error("{}: {field}: {message}", file.display())]
+    Top {
+        /// The file.
+        file: PathBuf,
+        /// The field, e.g. `haproxy.defaults`.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// Every service was skipped.
+    #[error("{}: no service can run: {reasons}", file.display())]
+    NothingToRun {
+        /// The file.
+        file: PathBuf,
+        /// Why each service was skipped.
+        reasons: String,
+    },
     /// The translated config does not validate.
     #[error(transparent)]
     Config(#[from] ConfigError),
@@ -55,12 +74,51 @@ pub enum SynapseError {
 pub struct Translation {
     /// The native config.
     pub config: Config,
-    /// One line per thing sinew does not implement or ignores.
-    pub warnings: Vec<String>,
+    /// Each difference from Synapse + HAProxy, once.
+    pub warnings: Vec<Warning>,
+}
+
+/// How much a [`Warning`] matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Accepted: sinew already behaves so, or the setting is about an external HAProxy.
+    Info,
+    /// Ignored or approximated: sinew behaves differently from Synapse + HAProxy.
+    Warn,
+    /// A service is skipped.
+    Error,
+}
+
+/// One difference between what a Synapse config asks for and what sinew does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// How much it matters.
+    pub level: Level,
+    /// What differs, starting with `services.NAME` when it is about one service.
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Warnings in the order found, each kept once.
+#[derive(Default)]
+struct Warnings(Vec<Warning>);
+
+impl Warnings {
+    fn push(&mut self, level: Level, message: String) {
+        let w = Warning { level, message };
+        if !self.0.contains(&w) {
+            self.0.push(w);
+        }
+    }
 }
 
 /// Directives that drive an external HAProxy; sinew is the proxy, so they do not apply.
-const EXTERNAL_HAPROXY: [&str; 8] = [
+const EXTERNAL_HAPROXY: [&str; 9] = [
     "reload_command",
     "config_file_path",
     "do_writes",
@@ -69,6 +127,17 @@ const EXTERNAL_HAPROXY: [&str; 8] = [
     "socket_file_path",
     "global",
     "restart_interval",
+    "restart_jitter",
+];
+
+/// Other keys of the top-level `haproxy` hash that are read.
+const HAPROXY_KEYS: [&str; 6] = [
+    "defaults",
+    "bind_address",
+    "state_file_path",
+    "state_file_ttl",
+    "shared_frontend",
+    "extra_sections",
 ];
 
 /// Loads and translates a Synapse config file (JSON, or YAML unless it ends in `.json`).
@@ -81,14 +150,21 @@ pub fn load(path: &Path) -> Result<Translation, SynapseError> {
         }
         Some(Value::Array(list)) => {
             for (i, svc) in list.iter().enumerate() {
-                let name = svc.get("name").and_then(Value::as_str).ok_or_else(|| {
-                    SynapseError::Invalid {
+                let name =
+                    svc.get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| SynapseError::Top {
+                            file: path.to_path_buf(),
+                            field: format!("services[{i}].name"),
+                            message: "a service in the list form needs a name".into(),
+                        })?;
+                if services.iter().any(|(n, _)| n == name) {
+                    return Err(SynapseError::Top {
                         file: path.to_path_buf(),
-                        service: format!("[{i}]"),
-                        field: "name".into(),
-                        message: "a service in the list form needs a name".into(),
-                    }
-                })?;
+                        field: format!("services[{i}].name"),
+                        message: format!("{name:?} is listed twice"),
+                    });
+                }
                 services.push((name.to_string(), svc.clone()));
             }
         }
@@ -101,7 +177,11 @@ pub fn load(path: &Path) -> Result<Translation, SynapseError> {
         }
     }
     if let Some(dir) = root.get("service_conf_dir").and_then(Value::as_str) {
-        services.extend(read_conf_dir(Path::new(dir))?);
+        // A file there replaces a service of the same name, as in Synapse.
+        for (name, v) in read_conf_dir(Path::new(dir))? {
+            services.retain(|(n, _)| *n != name);
+            services.push((name, v));
+        }
     }
     translate(path, &root, services)
 }
@@ -156,26 +236,62 @@ fn translate(
     root: &Value,
     services: Vec<(String, Value)>,
 ) -> Result<Translation, SynapseError> {
-    let mut warnings = Vec::new();
+    let mut w = Warnings::default();
+    let top_error = |field: &str, message: String| SynapseError::Top {
+        file: file.to_path_buf(),
+        field: field.to_string(),
+        message,
+    };
+    for key in unknown_keys(
+        root,
+        &["services", "haproxy", "file_output", "service_conf_dir"],
+    ) {
+        w.push(Level::Warn, format!("unknown key `{key}` ignored"));
+    }
     let top = root.get("haproxy").cloned().unwrap_or(Value::Null);
-    for key in EXTERNAL_HAPROXY {
+    let external: Vec<&str> = EXTERNAL_HAPROXY
+        .into_iter()
+        .filter(|k| top.get(k).is_some())
+        .collect();
+    if !external.is_empty() {
+        w.push(
+            Level::Info,
+            format!(
+                "haproxy.{}: sinew is the proxy; settings for an external HAProxy are ignored",
+                external.join(", haproxy.")
+            ),
+        );
+    }
+    let known: Vec<&str> = EXTERNAL_HAPROXY.into_iter().chain(HAPROXY_KEYS).collect();
+    for key in unknown_keys(&top, &known) {
+        w.push(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
+    }
+    for key in ["shared_frontend", "extra_sections"] {
         if top.get(key).is_some() {
-            warnings.push(format!(
-                "haproxy.{key}: sinew is the proxy; settings for an external HAProxy are ignored"
-            ));
+            w.push(
+                Level::Warn,
+                format!("haproxy.{key}: not supported yet, ignored (each service needs a port)"),
+            );
         }
     }
-    let state_file = top
-        .get("state_file_path")
-        .and_then(Value::as_str)
-        .map(|p| super::StateFile {
+    let state_file = match top.get("state_file_path").and_then(Value::as_str) {
+        None => None,
+        Some(p) => Some(super::StateFile {
             path: PathBuf::from(p),
-            ttl: top
-                .get("state_file_ttl")
-                .and_then(Value::as_u64)
-                .map(std::time::Duration::from_secs)
-                .unwrap_or_else(super::default_state_ttl),
-        });
+            ttl: match top.get("state_file_ttl") {
+                None | Some(Value::Null) => super::default_state_ttl(),
+                Some(t) => t
+                    .as_u64()
+                    .map(std::time::Duration::from_secs)
+                    .ok_or_else(|| {
+                        top_error(
+                            "haproxy.state_file_ttl",
+                            format!("{t} is not a number of seconds"),
+                        )
+                    })?,
+            },
+        }),
+    };
     let file_output = root
         .get("file_output")
         .and_then(|f| f.get("output_directory"))
@@ -183,174 +299,35 @@ fn translate(
         .map(|d| super::FileOutput {
             directory: PathBuf::from(d),
         });
-    let defaults = lines(top.get("defaults"));
+    // `defaults` apply to every service but are read, and warned about, once.
+    let mut defaults = Directives::default();
+    for line in lines(top.get("defaults")) {
+        haproxy::directive(&line, &mut defaults).map_err(|m| top_error("haproxy.defaults", m))?;
+    }
+    for u in defaults.unsupported.drain(..) {
+        w.push(
+            Level::Warn,
+            format!("haproxy.defaults: {u}: not supported yet, ignored"),
+        );
+    }
+    let bind = top.get("bind_address").and_then(Value::as_str);
+    let given = services.len();
     let mut out = BTreeMap::new();
     for (name, svc) in services {
-        let at = |field: &str, message: String| SynapseError::Invalid {
+        if let Some(s) = service::translate(file, &name, &svc, &defaults, bind, &mut w)? {
+            out.insert(name, s);
+        }
+    }
+    if given > 0 && out.is_empty() {
+        let reasons: Vec<String> =
+            w.0.iter()
+                .filter(|x| x.level == Level::Error)
+                .map(|x| x.message.clone())
+                .collect();
+        return Err(SynapseError::NothingToRun {
             file: file.to_path_buf(),
-            service: name.clone(),
-            field: field.to_string(),
-            message,
-        };
-        let mut warn = |w: String| warnings.push(format!("services.{name}: {w}"));
-        let hap = svc.get("haproxy").cloned().unwrap_or(Value::Null);
-        let port = match hap.get("port").or_else(|| svc.get("local_port")) {
-            None | Some(Value::Null) => {
-                warn("no haproxy.port: skipped (Synapse would only list it in file_output)".into());
-                continue;
-            }
-            Some(p) => p
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p != 0)
-                .ok_or_else(|| at("haproxy.port", format!("{p} is not a port 1-65535")))?,
-        };
-        let bind = hap
-            .get("bind_address")
-            .or_else(|| top.get("bind_address"))
-            .and_then(Value::as_str);
-        let ip = match bind {
-            None | Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Some(b) => b.parse().map_err(|_| {
-                at(
-                    "haproxy.bind_address",
-                    format!("{b:?} is not an IP address"),
-                )
-            })?,
-        };
-        let mut d = Directives::default();
-        for line in defaults
-            .iter()
-            .chain(&lines(hap.get("listen")))
-            .chain(&lines(svc.get("listen")))
-            .chain(&lines(hap.get("backend")))
-            .chain(&lines(hap.get("frontend")))
-        {
-            haproxy::directive(line, &mut d);
-        }
-        let server_options = hap
-            .get("server_options")
-            .or_else(|| svc.get("server_options"))
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        haproxy::server_options(server_options, &mut d);
-        if hap.get("shared_frontend").is_some() {
-            d.unsupported.push("haproxy.shared_frontend".into());
-        }
-        if hap.get("backend_name").is_some() {
-            warn("haproxy.backend_name: sinew names the backend after the service; ignored".into());
-        }
-        let port_override = match hap.get("server_port_override") {
-            None | Some(Value::Null) => None,
-            Some(p) => Some(
-                p.as_u64()
-                    .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
-                    .and_then(|p| u16::try_from(p).ok())
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| {
-                        at(
-                            "haproxy.server_port_override",
-                            format!("{p} is not a port 1-65535"),
-                        )
-                    })?,
-            ),
-        };
-        for u in d.unsupported.drain(..) {
-            warn(format!("{u}: not supported yet, ignored"));
-        }
-        let weight = d.weight;
-        let default_servers =
-            servers(svc.get("default_servers"), weight).map_err(|m| at("default_servers", m))?;
-        let discovery = svc.get("discovery").cloned().unwrap_or(Value::Null);
-        let method = discovery
-            .get("method")
-            .and_then(Value::as_str)
-            .unwrap_or("base");
-        let (backends, source) = match method {
-            "base" => {
-                if default_servers.is_empty() {
-                    warn("discovery base without default_servers has no backends: skipped".into());
-                    continue;
-                }
-                (default_servers.clone(), None)
-            }
-            "zookeeper" => {
-                let hosts: Vec<String> = discovery
-                    .get("hosts")
-                    .and_then(Value::as_array)
-                    .map(|h| {
-                        h.iter()
-                            .filter_map(Value::as_str)
-                            .map(String::from)
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let path = discovery
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let decode = match discovery.get("decode") {
-                    None | Some(Value::Null) => Decode::default(),
-                    Some(dec) => Decode {
-                        method: match dec.get("method").and_then(Value::as_str) {
-                            None | Some("nerve") => DecodeMethod::Nerve,
-                            Some("serverset") => DecodeMethod::Serverset,
-                            Some(other) => {
-                                return Err(at(
-                                    "discovery.decode.method",
-                                    format!("unknown decoder {other:?}"),
-                                ))
-                            }
-                        },
-                        endpoint_name: dec
-                            .get("endpoint_name")
-                            .and_then(Value::as_str)
-                            .map(String::from),
-                    },
-                };
-                let zk = ZookeeperDiscovery {
-                    hosts,
-                    path,
-                    session_timeout: super::default_session_timeout(),
-                    decode,
-                    port_override,
-                };
-                (Vec::new(), Some(DiscoveryConfig::Zookeeper(zk)))
-            }
-            other => {
-                warn(format!(
-                    "discovery method {other:?} is not supported: skipped"
-                ));
-                continue;
-            }
-        };
-        let mut service = ServiceConfig::new(SocketAddr::new(ip, port));
-        service.mode = d.mode;
-        service.balance = d.balance;
-        service.backends = backends;
-        service.discovery = source.clone();
-        service.timeouts = d.timeouts;
-        service.retries.attempts = d
-            .retries
-            .unwrap_or(service.retries.attempts)
-            .min(super::MAX_RETRY_ATTEMPTS);
-        service.default_servers = if source.is_some() {
-            default_servers
-        } else {
-            Vec::new()
-        };
-        service.keep_default_servers = svc
-            .get("keep_default_servers")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        service.use_previous_backends = svc
-            .get("use_previous_backends")
-            .and_then(Value::as_bool)
-            .unwrap_or(true);
-        service.health_check = d.health_check;
-        service.max_connections = d.max_connections;
-        out.insert(name.clone(), service);
+            reasons: reasons.join("; "),
+        });
     }
     let config = Config {
         services: out,
@@ -359,11 +336,25 @@ fn translate(
         ..Config::default()
     };
     config.validate(file)?;
-    warnings.dedup();
-    Ok(Translation { config, warnings })
+    Ok(Translation {
+        config,
+        warnings: w.0,
+    })
 }
 
-/// A list of directive lines (or a single string).
+/// The keys of a hash that are not in `known`.
+fn unknown_keys(v: &Value, known: &[&str]) -> Vec<String> {
+    match v {
+        Value::Object(map) => map
+            .keys()
+            .filter(|k| !known.contains(&k.as_str()))
+            .cloned()
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A list of lines (or a single string).
 fn lines(v: Option<&Value>) -> Vec<String> {
     match v {
         Some(Value::Array(a)) => a
@@ -374,28 +365,4 @@ fn lines(v: Option<&Value>) -> Vec<String> {
         Some(Value::String(s)) => vec![s.clone()],
         _ => Vec::new(),
     }
-}
-
-/// `default_servers`: `[{name, host, port}]`.
-fn servers(v: Option<&Value>, weight: u32) -> Result<Vec<BackendAddr>, String> {
-    let Some(Value::Array(list)) = v else {
-        return Ok(Vec::new());
-    };
-    list.iter()
-        .map(|s| {
-            let host = s
-                .get("host")
-                .and_then(Value::as_str)
-                .ok_or("a default server needs a host")?;
-            let port = s
-                .get("port")
-                .and_then(Value::as_u64)
-                .ok_or("a default server needs a numeric port")?;
-            BackendAddr::new(
-                host.to_string(),
-                u32::try_from(port).unwrap_or(u32::MAX),
-                weight,
-            )
-        })
-        .collect()
 }

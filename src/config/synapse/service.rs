@@ -1,0 +1,326 @@
+//! One Synapse service translated into a [`ServiceConfig`]: the hash form (`haproxy: {port, ...}`) or a
+//! list entry of the older form (`name`, `local_port`, `server_options`, `listen` beside `discovery`).
+
+use super::{lines, unknown_keys, Level, SynapseError, Warnings};
+use crate::config::haproxy::{self, Directives};
+use crate::config::{
+    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, ServiceConfig, ZookeeperDiscovery,
+};
+use serde_json::Value;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+
+/// Keys Synapse reads in a service.
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "discovery",
+    "default_servers",
+    "haproxy",
+    "keep_default_servers",
+    "use_previous_backends",
+    "local_port",
+    "server_options",
+    "listen",
+    "backend_port_override",
+];
+
+/// Keys Synapse reads in a service's `haproxy` hash.
+const HAPROXY_KEYS: &[&str] = &[
+    "port",
+    "bind_address",
+    "server_options",
+    "listen",
+    "frontend",
+    "backend",
+    "backend_name",
+    "server_port_override",
+    "shared_frontend",
+    "backend_order",
+    "cookie_value_method",
+];
+
+/// The one service being translated: where errors and warnings point.
+struct At<'a> {
+    file: &'a Path,
+    name: &'a str,
+}
+
+impl At<'_> {
+    fn invalid(&self, field: &str, message: String) -> SynapseError {
+        SynapseError::Invalid {
+            file: self.file.to_path_buf(),
+            service: self.name.to_string(),
+            field: field.to_string(),
+            message,
+        }
+    }
+}
+
+/// Translates one service; `Ok(None)` means it is skipped, with an error-level warning saying why.
+pub(super) fn translate(
+    file: &Path,
+    name: &str,
+    svc: &Value,
+    defaults: &Directives,
+    global_bind: Option<&str>,
+    w: &mut Warnings,
+) -> Result<Option<ServiceConfig>, SynapseError> {
+    let at = At { file, name };
+    let mut warn = |level: Level, m: String| w.push(level, format!("services.{name}: {m}"));
+    if !svc.is_object() {
+        return Err(at.invalid("", "a service must be a hash".into()));
+    }
+    let hap = svc.get("haproxy").cloned().unwrap_or(Value::Null);
+    for key in unknown_keys(svc, SERVICE_KEYS) {
+        warn(Level::Warn, format!("unknown key `{key}` ignored"));
+    }
+    for key in unknown_keys(&hap, HAPROXY_KEYS) {
+        warn(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
+    }
+    let Some(port) = hap.get("port").or_else(|| svc.get("local_port")) else {
+        warn(
+            Level::Error,
+            "no haproxy.port, so nothing to listen on (Synapse would only write a backend): skipped"
+                .into(),
+        );
+        return Ok(None);
+    };
+    let port = port_of(port)
+        .ok_or_else(|| at.invalid("haproxy.port", format!("{port} is not a port 1-65535")))?;
+    let bind = match hap.get("bind_address").and_then(Value::as_str) {
+        Some(b) => Some(b),
+        None => global_bind,
+    };
+    // Synapse's default bind address is `localhost`, which HAProxy binds as 127.0.0.1.
+    let ip = match bind.map(str::trim) {
+        None | Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some("*") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(b) => b.parse().map_err(|_| {
+            at.invalid(
+                "haproxy.bind_address",
+                format!("{b:?} is not an IP address (or localhost, *)"),
+            )
+        })?,
+    };
+
+    let mut d = defaults.clone();
+    d.unsupported.clear();
+    for (field, v) in [
+        ("listen", svc.get("listen")),
+        ("haproxy.listen", hap.get("listen")),
+        ("haproxy.frontend", hap.get("frontend")),
+        ("haproxy.backend", hap.get("backend")),
+    ] {
+        for line in lines(v) {
+            haproxy::directive(&line, &mut d).map_err(|m| at.invalid(field, m))?;
+        }
+    }
+    let options = match hap
+        .get("server_options")
+        .or_else(|| svc.get("server_options"))
+    {
+        None | Some(Value::Null) => "",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| at.invalid("haproxy.server_options", "expected a string".into()))?,
+    };
+    // Called even when empty: it also sets the default weight.
+    haproxy::server_options(options, &mut d)
+        .map_err(|m| at.invalid("haproxy.server_options", m))?;
+    for u in d.unsupported.drain(..) {
+        warn(Level::Warn, format!("{u}: not supported yet, ignored"));
+    }
+    if hap.get("shared_frontend").is_some() {
+        warn(
+            Level::Warn,
+            "haproxy.shared_frontend: not supported yet, ignored".into(),
+        );
+    }
+    if hap.get("backend_name").is_some() {
+        warn(
+            Level::Info,
+            "haproxy.backend_name: sinew names the backend after the service".into(),
+        );
+    }
+    // Newer Synapse reads `backend_port_override`; `haproxy.server_port_override` is the older name.
+    let port_override = match svc
+        .get("backend_port_override")
+        .or_else(|| hap.get("server_port_override"))
+    {
+        None | Some(Value::Null) => None,
+        Some(p) => Some(port_of(p).ok_or_else(|| {
+            at.invalid(
+                "haproxy.server_port_override",
+                format!("{p} is not a port 1-65535"),
+            )
+        })?),
+    };
+    let health_check = match d.health_check.take() {
+        Some(hc) if d.check => Some(hc),
+        Some(_) => {
+            warn(
+                Level::Info,
+                "no `check` in server_options, so no active health checks (as in HAProxy)".into(),
+            );
+            None
+        }
+        None => None,
+    };
+    let default_servers = servers(svc.get("default_servers"), d.weight)
+        .map_err(|m| at.invalid("default_servers", m))?;
+
+    let Some(discovery) = svc.get("discovery") else {
+        return Err(at.invalid("discovery", "missing (Synapse requires it too)".into()));
+    };
+    let method = discovery
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let (backends, source) = match method {
+        "base" => {
+            if default_servers.is_empty() {
+                warn(
+                    Level::Error,
+                    "discovery base without default_servers has no backends: skipped".into(),
+                );
+                return Ok(None);
+            }
+            if port_override.is_some() {
+                // Synapse's base watcher never rewrites its default servers either.
+                warn(
+                    Level::Info,
+                    "server_port_override has no effect with discovery base (as in Synapse)".into(),
+                );
+            }
+            (default_servers.clone(), None)
+        }
+        "zookeeper" => {
+            for key in unknown_keys(discovery, &["method", "path", "hosts", "decode"]) {
+                warn(
+                    Level::Warn,
+                    format!("discovery.{key}: not supported, ignored"),
+                );
+            }
+            (Vec::new(), Some(zookeeper(&at, discovery, port_override)?))
+        }
+        other => {
+            warn(
+                Level::Error,
+                format!("discovery method {other:?} is not supported: skipped"),
+            );
+            return Ok(None);
+        }
+    };
+    let flag = |key: &str, default: bool| match svc.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(at.invalid(key, format!("{other} is not true or false"))),
+    };
+    let mut service = ServiceConfig::new(SocketAddr::new(ip, port));
+    service.mode = d.mode;
+    service.balance = d.balance;
+    service.backends = backends;
+    service.default_servers = if source.is_some() {
+        default_servers
+    } else {
+        Vec::new()
+    };
+    service.discovery = source;
+    service.timeouts = d.timeouts;
+    if let Some(n) = d.retries {
+        if n > crate::config::MAX_RETRY_ATTEMPTS {
+            warn(
+                Level::Warn,
+                format!(
+                    "retries {n}: lowered to sinew's maximum, {}",
+                    crate::config::MAX_RETRY_ATTEMPTS
+                ),
+            );
+        }
+        service.retries.attempts = n.min(crate::config::MAX_RETRY_ATTEMPTS);
+    }
+    service.keep_default_servers = flag("keep_default_servers", false)?;
+    service.use_previous_backends = flag("use_previous_backends", true)?;
+    service.health_check = health_check;
+    service.max_connections = d.max_connections;
+    Ok(Some(service))
+}
+
+/// A port 1-65535, written as a number or a string of digits.
+fn port_of(v: &Value) -> Option<u16> {
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    };
+    n.and_then(|n| u16::try_from(n).ok()).filter(|p| *p != 0)
+}
+
+/// `discovery: {method: zookeeper, hosts, path, decode}`; `hosts` may be one string.
+fn zookeeper(
+    at: &At<'_>,
+    d: &Value,
+    port_override: Option<u16>,
+) -> Result<DiscoveryConfig, SynapseError> {
+    let hosts = lines(d.get("hosts"));
+    if hosts.is_empty() {
+        return Err(at.invalid(
+            "discovery.hosts",
+            "give the ZooKeeper hosts, e.g. [\"zk1:2181\"]".into(),
+        ));
+    }
+    let path = d
+        .get("path")
+        .and_then(Value::as_str)
+        .ok_or_else(|| at.invalid("discovery.path", "give the ZooKeeper path".into()))?
+        .to_string();
+    let decode = match d.get("decode") {
+        None | Some(Value::Null) => Decode::default(),
+        Some(dec) => Decode {
+            method: match dec.get("method").and_then(Value::as_str) {
+                None | Some("nerve") => DecodeMethod::Nerve,
+                Some("serverset") => DecodeMethod::Serverset,
+                Some(other) => {
+                    return Err(at.invalid(
+                        "discovery.decode.method",
+                        format!("unknown decoder {other:?} (nerve or serverset)"),
+                    ))
+                }
+            },
+            endpoint_name: dec
+                .get("endpoint_name")
+                .and_then(Value::as_str)
+                .map(String::from),
+        },
+    };
+    Ok(DiscoveryConfig::Zookeeper(ZookeeperDiscovery {
+        hosts,
+        path,
+        session_timeout: crate::config::default_session_timeout(),
+        decode,
+        port_override,
+    }))
+}
+
+/// `default_servers`: `[{name, host, port}]`.
+fn servers(v: Option<&Value>, weight: u32) -> Result<Vec<BackendAddr>, String> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err("expected a list of {name, host, port}".into()),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let host = s
+                .get("host")
+                .and_then(Value::as_str)
+                .ok_or(format!("[{i}]: a default server needs a host"))?;
+            let port = s
+                .get("port")
+                .and_then(port_of)
+                .ok_or(format!("[{i}]: a default server needs a port 1-65535"))?;
+            BackendAddr::new(host.to_string(), u32::from(port), weight)
+        })
+        .collect()
+}
