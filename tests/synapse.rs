@@ -347,3 +347,51 @@ fn a_config_whose_every_service_is_skipped_is_an_error() {
         "{e}"
     );
 }
+
+#[test]
+fn service_conf_dir_adds_one_service_per_file_and_replaces_same_named_ones() {
+    let dir = temp_file("conf.anchor", "").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("api.yaml"),
+        "discovery: { method: base }\ndefault_servers: [{ name: a, host: 127.0.0.1, port: 9001 }]\nhaproxy: { port: 4201 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("web.json"),
+        r#"{"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/web"}, "haproxy": {"port": 4202}}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a service").unwrap();
+    let t = translate(
+        "with-dir.json",
+        &format!(
+            r#"{{"services": {{"web": {{"discovery": {{"method": "base"}}, "default_servers": [{{"host": "127.0.0.1", "port": 1}}], "haproxy": {{"port": 4200}}}}}},
+                "service_conf_dir": "{}"}}"#,
+            dir.display()
+        ),
+    )
+    .unwrap();
+    assert_eq!(t.config.services.keys().collect::<Vec<_>>(), ["api", "web"]);
+    assert_eq!(
+        t.config.services["web"].listen.port(),
+        4202,
+        "the file replaces the inline service"
+    );
+    assert!(t.config.services["web"].discovery.is_some());
+}
+
+#[test]
+fn the_printed_native_config_loads_back_to_the_same_config() {
+    for name in ["synapse.conf.json", "synapse-list.json"] {
+        let t = synapse::load(&example(name)).unwrap();
+        let yaml = serde_yaml::to_string(&t.config).unwrap();
+        let back = sinew::config::Config::parse(
+            &yaml,
+            sinew::config::Format::Yaml,
+            std::path::Path::new("native.yaml"),
+        )
+        .unwrap();
+        assert_eq!(back, t.config, "{name}:\n{yaml}");
+    }
+}
