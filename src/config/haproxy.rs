@@ -28,6 +28,8 @@ pub struct Directives {
     pub weight: u32,
     /// Directives sinew does not implement.
     pub unsupported: Vec<String>,
+    /// Directives accepted without a setting because sinew covers them its own way, with how.
+    pub noted: Vec<String>,
     idle: Option<Duration>,
 }
 
@@ -115,6 +117,22 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
             Err(_) => return bad("expected a whole number"),
         },
         ["option", "redispatch"] => true,
+        ["log", ..]
+        | ["no", "log"]
+        | ["option", "dontlognull" | "httplog" | "tcplog" | "logasap"] => {
+            d.noted.push(format!(
+                "directive {:?}: sinew writes its own logs",
+                line.trim()
+            ));
+            true
+        }
+        ["stats", ..] => {
+            d.noted.push(format!(
+                "directive {:?}: the admin server's status page and /metrics replace HAProxy stats",
+                line.trim()
+            ));
+            true
+        }
         ["option", "httpchk", rest @ ..] => {
             let path = rest
                 .iter()
@@ -243,6 +261,7 @@ mod tests {
             "http-check expect status 200",
             "option forwardfor",
             "# a comment",
+            "log global",
         ] {
             directive(line, &mut d).unwrap();
         }
@@ -252,6 +271,7 @@ mod tests {
         )
         .unwrap();
         assert!(d.check);
+        assert_eq!(d.noted.len(), 1, "{:?}", d.noted);
         assert_eq!((d.mode, d.balance), (Mode::Http, Algorithm::LeastConn));
         assert_eq!(d.timeouts.connect, Duration::from_millis(500));
         assert_eq!(d.retries, Some(3));

@@ -304,6 +304,9 @@ fn translate(
     for line in lines(top.get("defaults")) {
         haproxy::directive(&line, &mut defaults).map_err(|m| top_error("haproxy.defaults", m))?;
     }
+    for n in defaults.noted.drain(..) {
+        w.push(Level::Info, format!("haproxy.defaults: {n}"));
+    }
     for u in defaults.unsupported.drain(..) {
         w.push(
             Level::Warn,

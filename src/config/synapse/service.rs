@@ -105,6 +105,7 @@ pub(super) fn translate(
 
     let mut d = defaults.clone();
     d.unsupported.clear();
+    d.noted.clear();
     for (field, v) in [
         ("listen", svc.get("listen")),
         ("haproxy.listen", hap.get("listen")),
@@ -127,6 +128,9 @@ pub(super) fn translate(
     // Called even when empty: it also sets the default weight.
     haproxy::server_options(options, &mut d)
         .map_err(|m| at.invalid("haproxy.server_options", m))?;
+    for n in d.noted.drain(..) {
+        warn(Level::Info, n);
+    }
     for u in d.unsupported.drain(..) {
         warn(Level::Warn, format!("{u}: not supported yet, ignored"));
     }
