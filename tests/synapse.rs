@@ -49,6 +49,26 @@ fn the_example_configs_translate() {
 
     let t = synapse::load(&example("synapse-list.json")).unwrap();
     assert_eq!(t.config.services["search"].listen.port(), 4003);
+
+    let t = synapse::load(&example("synapse.conf.yaml")).unwrap();
+    assert_eq!(
+        t.config.services.keys().collect::<Vec<_>>(),
+        ["proddb", "search"],
+        "cloud (ec2tag) is skipped"
+    );
+    let search = &t.config.services["search"];
+    assert_eq!(
+        (search.mode, search.balance, search.max_connections),
+        (Mode::Http, Algorithm::LeastConn, Some(100))
+    );
+    assert_eq!(search.timeouts.idle.as_secs(), 50);
+    assert!(t.config.state_file.is_some() && t.config.file_output.is_some());
+    let error = |text: &str| {
+        t.warnings
+            .iter()
+            .any(|w| w.level == synapse::Level::Error && w.message.contains(text))
+    };
+    assert!(error("services.cloud"), "{:?}", t.warnings);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -383,7 +403,11 @@ fn service_conf_dir_adds_one_service_per_file_and_replaces_same_named_ones() {
 
 #[test]
 fn the_printed_native_config_loads_back_to_the_same_config() {
-    for name in ["synapse.conf.json", "synapse-list.json"] {
+    for name in [
+        "synapse.conf.json",
+        "synapse-list.json",
+        "synapse.conf.yaml",
+    ] {
         let t = synapse::load(&example(name)).unwrap();
         let yaml = serde_yaml::to_string(&t.config).unwrap();
         let back = sinew::config::Config::parse(
