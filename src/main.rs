@@ -25,14 +25,17 @@ struct Cli {
 
 /// Where the config comes from: sinew's own file or an unmodified Synapse config.
 #[derive(clap::Args)]
-#[group(required = true, multiple = false)]
 struct Source {
     /// sinew config file (YAML, or JSON when it ends in .json).
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "synapse_config")]
     config: Option<PathBuf>,
     /// Synapse config file (JSON, or YAML), translated into sinew's model.
     #[arg(long)]
     synapse_config: Option<PathBuf>,
+    /// Nerve config file (nerve.conf.json): this host's services to check and register; alone or
+    /// beside --config / --synapse-config.
+    #[arg(long)]
+    nerve_config: Option<PathBuf>,
 }
 
 impl Source {
@@ -50,23 +53,39 @@ impl Source {
         &self,
         mut warn: impl FnMut(&sinew::config::synapse::Warning),
     ) -> anyhow::Result<Config> {
-        match (&self.config, &self.synapse_config) {
-            (Some(path), _) => Ok(Config::load(path)?),
-            (None, Some(path)) => {
+        let mut config = match (&self.config, &self.synapse_config, &self.nerve_config) {
+            (Some(path), _, _) => Config::load(path)?,
+            (None, Some(path), _) => {
                 let t = sinew::config::synapse::load(path)?;
                 for w in &t.warnings {
                     warn(w);
                 }
-                Ok(t.config)
+                t.config
             }
-            (None, None) => anyhow::bail!("give --config or --synapse-config"),
+            (None, None, Some(_)) => Config::default(),
+            (None, None, None) => {
+                anyhow::bail!("give --config, --synapse-config or --nerve-config")
+            }
+        };
+        if let Some(path) = &self.nerve_config {
+            let t = sinew::config::nerve::load(path)?;
+            for message in t.warnings {
+                warn(&sinew::config::synapse::Warning {
+                    level: sinew::config::synapse::Level::Warn,
+                    message,
+                });
+            }
+            config.register = Some(t.register);
+            config.validate(path)?;
         }
+        Ok(config)
     }
 
     fn path(&self) -> &std::path::Path {
         self.config
             .as_deref()
             .or(self.synapse_config.as_deref())
+            .or(self.nerve_config.as_deref())
             .unwrap_or(std::path::Path::new("-"))
     }
 }
@@ -149,8 +168,8 @@ fn check(source: &Source) -> anyhow::Result<()> {
         Level::Warn => eprintln!("warning: {w}"),
         Level::Error => eprintln!("error: {w}"),
     })?;
-    if source.synapse_config.is_some() {
-        print!("{}", serde_yaml::to_string(&config)?);
+    if source.config.is_none() {
+        print!("{}", sinew::config::synapse::to_yaml(&config)?);
     } else {
         println!(
             "{}: ok ({} services)",

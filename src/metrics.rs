@@ -49,6 +49,10 @@ pub struct Metrics {
     zk_events: IntCounterVec,
     zk_znodes: IntGaugeVec,
     zk_skipped: IntCounterVec,
+    register_up: IntGaugeVec,
+    register_znode: IntGaugeVec,
+    register_check_failures: IntCounterVec,
+    register_transitions: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -331,6 +335,20 @@ impl Metrics {
                 "Malformed znodes skipped (counted once per node version).",
                 s,
             )?,
+            register_up: gauge(&r, "sinew_register_up", "1 while every check of a registered service passes.", s)?,
+            register_znode: gauge(&r, "sinew_register_znode", "1 while a registered service's znode exists.", s)?,
+            register_check_failures: counter(
+                &r,
+                "sinew_register_check_failures_total",
+                "Failed runs of a registered service's checks.",
+                &["service", "check"],
+            )?,
+            register_transitions: counter(
+                &r,
+                "sinew_register_transitions_total",
+                "Up/down transitions of a registered service.",
+                &["service", "to"],
+            )?,
             registry: r,
         })
     }
@@ -389,6 +407,29 @@ impl Metrics {
     /// The skipped-znodes counter of a service.
     pub fn zk_skipped(&self, service: &str) -> IntCounter {
         self.zk_skipped.with_label_values(&[service])
+    }
+
+    /// The up gauge of a registered service.
+    pub fn register_up(&self, service: &str) -> IntGauge {
+        self.register_up.with_label_values(&[service])
+    }
+
+    /// The znode gauge of a registered service.
+    pub fn register_znode(&self, service: &str) -> IntGauge {
+        self.register_znode.with_label_values(&[service])
+    }
+
+    /// The failure counter of one check kind of a registered service.
+    pub fn register_check_failure(&self, service: &str, check: &str) -> IntCounter {
+        self.register_check_failures
+            .with_label_values(&[service, check])
+    }
+
+    /// Counts an up/down transition.
+    pub fn register_transition(&self, service: &str, to: &str) {
+        self.register_transitions
+            .with_label_values(&[service, to])
+            .inc();
     }
 
     /// The HTTP pool counters of one service.

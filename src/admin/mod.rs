@@ -6,6 +6,7 @@ mod api;
 pub use api::ServiceInfo;
 
 use crate::metrics::Metrics;
+use crate::register::Registrar;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -34,6 +35,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Where `POST /api/reload` sends its request.
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The registration side, when configured.
+    pub registrar: Option<Arc<Registrar>>,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -80,6 +83,9 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
 }
 
 async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(rest) = req.uri().path().strip_prefix("/api/register") {
+        return register(state, req.method(), rest);
+    }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {
             reload(state).await
@@ -136,6 +142,60 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
             StatusCode::NOT_FOUND,
             "not found; try /metrics, /ready or /api/services\n".into(),
         ),
+    }
+}
+
+/// `GET /api/register`, and `POST`/`DELETE /api/register/{service}/maintenance`.
+fn register(state: &AdminState, method: &Method, rest: &str) -> Response<Full<Bytes>> {
+    let Some(registrar) = &state.registrar else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "no services are registered (no register section)\n".into(),
+        );
+    };
+    if rest.is_empty() || rest == "/" {
+        let body = serde_json::to_string_pretty(&registrar.view()).unwrap_or_default();
+        let mut r = text(StatusCode::OK, body);
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return r;
+    }
+    let Some(service) = rest
+        .strip_prefix('/')
+        .and_then(|r| r.strip_suffix("/maintenance"))
+    else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "try /api/register or /api/register/SERVICE/maintenance\n".into(),
+        );
+    };
+    let on = match *method {
+        Method::POST => true,
+        Method::DELETE => false,
+        _ => {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "use POST (enter) or DELETE (leave)\n".into(),
+            )
+        }
+    };
+    if registrar.set_maintenance(service, on) {
+        let what = if on {
+            "in maintenance: znode removed"
+        } else {
+            "out of maintenance"
+        };
+        tracing::info!(
+            service,
+            maintenance = on,
+            "maintenance changed through the admin API"
+        );
+        text(StatusCode::OK, format!("{service}: {what}\n"))
+    } else {
+        text(
+            StatusCode::NOT_FOUND,
+            format!("no registered service named {service:?}\n"),
+        )
     }
 }
 

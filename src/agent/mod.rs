@@ -13,6 +13,7 @@ use crate::balance::Balancer;
 use crate::config::Config;
 use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
+use crate::register::Registrar;
 use arc_swap::ArcSwap;
 use service::{Running, Shared};
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ pub struct Agent {
     admin_addr: SocketAddr,
     shared: Shared,
     reloads: std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>,
+    registrar: Option<Arc<Registrar>>,
 }
 
 /// How a shutdown went.
@@ -136,10 +138,15 @@ impl Agent {
         let admin_addr = admin_listener.local_addr().map_err(admin_err)?;
         let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
         let (reload_tx, reload_rx) = mpsc::channel(4);
+        let registrar = config
+            .register
+            .as_ref()
+            .map(|r| Arc::new(Registrar::start(r, &shared.zookeeper, &shared.metrics)));
         let state = Arc::new(AdminState {
             services: Arc::clone(&view),
             metrics: Arc::clone(&shared.metrics),
             reload: reload_tx,
+            registrar: registrar.clone(),
         });
         shared
             .tasks
@@ -157,6 +164,7 @@ impl Agent {
             admin_addr,
             shared,
             reloads: std::sync::Mutex::new(Some(reload_rx)),
+            registrar,
         })
     }
 
@@ -164,6 +172,11 @@ impl Agent {
     /// nothing changes and the error is returned. Admin address changes need a restart.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AgentError> {
         let mut running = self.running.lock().await;
+        if config.register.is_some() || self.registrar.is_some() {
+            tracing::warn!(
+                "a reload does not change registration; restart sinew to apply register changes"
+            );
+        }
         let mut summary = ReloadSummary::default();
         // Start what is new (or moved to another address) before touching anything that runs.
         let mut started = BTreeMap::new();
@@ -239,6 +252,11 @@ impl Agent {
         self.admin_addr
     }
 
+    /// The registration side, when configured.
+    pub fn registrar(&self) -> Option<&Arc<Registrar>> {
+        self.registrar.as_ref()
+    }
+
     /// The agent's metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.shared.metrics
@@ -246,6 +264,11 @@ impl Agent {
 
     /// Stops accepting, waits up to `grace` for open connections, then cuts the rest.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        if let Some(registrar) = &self.registrar {
+            let drain = registrar.shutdown().await;
+            tracing::info!(drain = ?drain, "znodes deleted; draining before the listeners close");
+            tokio::time::sleep(drain).await;
+        }
         tracing::info!(grace = ?grace, "stopping: listeners closed, draining connections");
         let s = &self.shared;
         s.stop.cancel();

@@ -18,7 +18,7 @@ pub mod hash;
 pub mod health;
 mod least_conn;
 mod p2c;
-mod probe;
+pub mod probe;
 mod queue;
 mod random;
 mod round_robin;

@@ -33,12 +33,31 @@ async fn run(target: &Target, key: &str, check: &HealthCheck) -> Result<String, 
 }
 
 async fn http(stream: TcpStream, key: &str, check: &HealthCheck) -> Result<String, String> {
+    let host = check.host.as_deref().unwrap_or(key);
+    let (status, body) = http_get(stream, host, &check.path).await?;
+    let status_ok = if check.expect_status.is_empty() {
+        (200..400).contains(&status)
+    } else {
+        check.expect_status.contains(&status)
+    };
+    if !status_ok {
+        return Err(format!("HTTP {status}"));
+    }
+    if let Some(expected) = &check.expect_body {
+        if !String::from_utf8_lossy(&body).contains(expected.as_str()) {
+            return Err(format!("HTTP {status}, body lacks {expected:?}"));
+        }
+    }
+    Ok(format!("HTTP {status}"))
+}
+
+/// One HTTP/1.1 GET over `stream`: the status and up to 64 KiB of body.
+pub async fn http_get(stream: TcpStream, host: &str, path: &str) -> Result<(u16, Bytes), String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("http handshake: {e}"))?;
     let driver = tokio::spawn(conn);
-    let host = check.host.as_deref().unwrap_or(key);
-    let req = Request::get(check.path.as_str())
+    let req = Request::get(path)
         .header(HOST, host)
         .header("user-agent", "sinew-health-check")
         .body(Empty::<Bytes>::new())
@@ -49,25 +68,12 @@ async fn http(stream: TcpStream, key: &str, check: &HealthCheck) -> Result<Strin
             .await
             .map_err(|e| format!("http: {e}"))?;
         let status = resp.status().as_u16();
-        let status_ok = if check.expect_status.is_empty() {
-            (200..400).contains(&status)
-        } else {
-            check.expect_status.contains(&status)
-        };
-        if !status_ok {
-            return Err(format!("HTTP {status}"));
-        }
-        if let Some(expected) = &check.expect_body {
-            let body = Limited::new(resp.into_body(), MAX_BODY)
-                .collect()
-                .await
-                .map_err(|e| format!("reading body: {e}"))?
-                .to_bytes();
-            if !String::from_utf8_lossy(&body).contains(expected.as_str()) {
-                return Err(format!("HTTP {status}, body lacks {expected:?}"));
-            }
-        }
-        Ok(format!("HTTP {status}"))
+        let body = Limited::new(resp.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading body: {e}"))?
+            .to_bytes();
+        Ok((status, body))
     }
     .await;
     driver.abort();

@@ -8,6 +8,8 @@ pub mod duration;
 mod haproxy;
 mod health;
 mod http;
+pub mod nerve;
+pub mod register;
 pub mod synapse;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
@@ -74,6 +76,9 @@ pub struct Config {
     /// The services this host depends on, by name.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// This host's services to health-check and register in ZooKeeper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register: Option<register::Register>,
 }
 
 impl Default for Config {
@@ -84,6 +89,7 @@ impl Default for Config {
             state_file: None,
             file_output: None,
             services: BTreeMap::new(),
+            register: None,
         }
     }
 }
@@ -554,12 +560,16 @@ impl Config {
     }
 
     /// Checks what the types alone cannot: cross-field rules and ranges.
-    fn validate(&self, file: &Path) -> Result<(), ConfigError> {
+    pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
         let invalid = |field: String, message: String| ConfigError::Invalid {
             file: file.to_path_buf(),
             field,
             message,
         };
+        if let Some(r) = &self.register {
+            r.validate()
+                .map_err(|(field, message)| invalid(format!("register.{field}"), message))?;
+        }
         let mut listeners: BTreeMap<SocketAddr, &str> = BTreeMap::new();
         listeners.insert(self.admin.listen, "admin");
         for (name, svc) in &self.services {

@@ -1,0 +1,225 @@
+//! Nerve configs (`nerve.conf.json`), translated into sinew's registration model: `instance_id`,
+//! `services` (or `service_conf_dir`, one JSON file per service) with `host`, `port`, `zk_hosts`,
+//! `zk_path`, `check_interval`, `checks`, `weight`, `labels`, `haproxy_server_options`.
+
+use super::register::{Check, CheckKind, Register, Registration};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Why a Nerve config could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NerveError {
+    /// A file could not be read.
+    #[error("{}: cannot read: {source}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A file is not JSON, or a value is wrong.
+    #[error("{}: {message}", file.display())]
+    Invalid {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong, naming the field.
+        message: String,
+    },
+}
+
+/// A translated Nerve config and what could not be carried over.
+#[derive(Debug)]
+pub struct Translation {
+    /// The registration model.
+    pub register: Register,
+    /// One line per service or setting left out.
+    pub warnings: Vec<String>,
+}
+
+fn read(path: &Path) -> Result<Value, NerveError> {
+    let text = std::fs::read_to_string(path).map_err(|source| NerveError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| NerveError::Invalid {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Loads and translates a Nerve config.
+pub fn load(path: &Path) -> Result<Translation, NerveError> {
+    let root = read(path)?;
+    let invalid = |message: String| NerveError::Invalid {
+        file: path.to_path_buf(),
+        message,
+    };
+    let mut services: Vec<(String, Value)> = match root.get("services") {
+        Some(Value::Object(m)) => m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None | Some(Value::Null) => Vec::new(),
+        Some(_) => return Err(invalid("`services` must be a hash".into())),
+    };
+    if let Some(dir) = root.get("service_conf_dir").and_then(Value::as_str) {
+        let entries = std::fs::read_dir(dir).map_err(|source| NerveError::Read {
+            file: PathBuf::from(dir),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
+            .collect();
+        files.sort();
+        for f in files {
+            let name = f
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default()
+                .to_string();
+            services.push((name, read(&f)?));
+        }
+    }
+    let mut warnings = Vec::new();
+    let mut out = BTreeMap::new();
+    for (name, svc) in services {
+        match service(&svc) {
+            Ok(r) => {
+                out.insert(name, r);
+            }
+            Err(Skip::Invalid(m)) => return Err(invalid(format!("services.{name}.{m}"))),
+            Err(Skip::Unsupported(m)) => warnings.push(format!(
+                "services.{name}: {m}; the service is not registered"
+            )),
+        }
+    }
+    let register = Register {
+        instance_id: root
+            .get("instance_id")
+            .and_then(Value::as_str)
+            .map(String::from),
+        drain: Duration::from_secs(2),
+        services: out,
+    };
+    register
+        .validate()
+        .map_err(|(f, m)| invalid(format!("{f}: {m}")))?;
+    Ok(Translation { register, warnings })
+}
+
+enum Skip {
+    Invalid(String),
+    Unsupported(String),
+}
+
+fn seconds(v: Option<&Value>, default: Duration) -> Duration {
+    v.and_then(Value::as_f64)
+        .filter(|s| *s > 0.0 && s.is_finite())
+        .map(Duration::from_secs_f64)
+        .unwrap_or(default)
+}
+
+fn service(svc: &Value) -> Result<Registration, Skip> {
+    if let Some(kind) = svc.get("reporter_type").and_then(Value::as_str) {
+        if kind != "zookeeper" {
+            return Err(Skip::Unsupported(format!(
+                "reporter_type {kind:?} is not supported"
+            )));
+        }
+    }
+    let host = svc
+        .get("host")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Skip::Invalid("host: missing".into()))?;
+    let port = svc
+        .get("port")
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
+        .ok_or_else(|| Skip::Invalid("port: missing or not 1-65535".into()))?;
+    let zk_hosts = svc
+        .get("zk_hosts")
+        .and_then(Value::as_array)
+        .map(|h| {
+            h.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let zk_path = svc
+        .get("zk_path")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let mut checks = Vec::new();
+    for c in svc
+        .get("checks")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let kind = match c.get("type").and_then(Value::as_str) {
+            Some("tcp") => CheckKind::Tcp,
+            Some("http") => CheckKind::Http,
+            Some("redis") => CheckKind::Redis,
+            Some(other) => {
+                return Err(Skip::Unsupported(format!(
+                    "check type {other:?} is not supported yet"
+                )))
+            }
+            None => return Err(Skip::Invalid("checks: a check without a type".into())),
+        };
+        let n = |k: &str| {
+            c.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok())
+        };
+        let s = |k: &str| c.get(k).and_then(Value::as_str).map(String::from);
+        checks.push(Check {
+            kind,
+            timeout: seconds(c.get("timeout"), Duration::from_millis(100)),
+            rise: n("rise").unwrap_or(1).max(1),
+            fall: n("fall").unwrap_or(1).max(1),
+            host: s("host"),
+            port: n("port").and_then(|p| u16::try_from(p).ok()),
+            uri: s("uri"),
+            expect: s("expect"),
+            command: Vec::new(),
+            key: s("key"),
+            password: s("password"),
+            db: n("db"),
+        });
+    }
+    let weight = match svc.get("weight") {
+        Some(Value::Number(w)) => w.as_u64().and_then(|w| u32::try_from(w).ok()),
+        Some(Value::String(w)) => w.parse().ok(),
+        _ => None,
+    };
+    let labels = svc.get("labels").and_then(Value::as_object).map(|m| {
+        m.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str()
+                        .map(String::from)
+                        .unwrap_or_else(|| v.to_string()),
+                )
+            })
+            .collect()
+    });
+    Ok(Registration {
+        host: host.to_string(),
+        port,
+        zk_hosts,
+        zk_path,
+        session_timeout: Duration::from_secs(10),
+        check_interval: seconds(svc.get("check_interval"), Duration::from_millis(500)),
+        weight,
+        labels,
+        haproxy_server_options: svc
+            .get("haproxy_server_options")
+            .and_then(Value::as_str)
+            .map(String::from),
+        checks,
+    })
+}

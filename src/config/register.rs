@@ -1,0 +1,168 @@
+//! The registration side (what Nerve did): this host's services, their checks, and where their
+//! ephemeral znodes go. `nerve` translates an unmodified Nerve config into the same model.
+
+use super::duration;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Registration of this host's services.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// The `name` in every znode and the prefix of its node name (Nerve's `instance_id`); default: host name.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// After SIGTERM, time between deleting the znodes and closing the listeners, so peers stop sending.
+    #[serde(default = "default_drain", with = "duration")]
+    pub drain: Duration,
+    /// The services to register, by name.
+    #[serde(default)]
+    pub services: BTreeMap<String, Registration>,
+}
+
+/// One service instance on this host.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// The host written into the znode.
+    pub host: String,
+    /// The port written into the znode.
+    pub port: u16,
+    /// ZooKeeper ensemble.
+    pub zk_hosts: Vec<String>,
+    /// Parent path of the znode.
+    pub zk_path: String,
+    /// ZooKeeper session timeout.
+    #[serde(default = "default_session_timeout", with = "duration")]
+    pub session_timeout: Duration,
+    /// Time between check rounds (jittered by 10 %).
+    #[serde(default = "default_interval", with = "duration")]
+    pub check_interval: Duration,
+    /// Weight written into the znode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Labels written into the znode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// HAProxy server options written into the znode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_server_options: Option<String>,
+    /// The checks; the service is up when every check is up.
+    pub checks: Vec<Check>,
+}
+
+/// What a check does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// A TCP connection is accepted.
+    Tcp,
+    /// GET `uri` answers 2xx (and contains `expect`).
+    Http,
+    /// `command` exits 0.
+    Exec,
+    /// SET of `key` with a short TTL, then GET returns the value.
+    Redis,
+}
+
+/// One check.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    /// Kind.
+    #[serde(rename = "type")]
+    pub kind: CheckKind,
+    /// Time allowed for one run.
+    #[serde(default = "default_timeout", with = "duration")]
+    pub timeout: Duration,
+    /// Consecutive passes that bring the check up.
+    #[serde(default = "one")]
+    pub rise: u32,
+    /// Consecutive failures that take it down.
+    #[serde(default = "one")]
+    pub fall: u32,
+    /// Where to connect; default: the registration's host and port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Port to connect to; default: the registration's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// http: the path requested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// http: a substring the body must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// exec: the program and its arguments (no shell).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// redis: the key written and read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// redis: AUTH password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// redis: database index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<u32>,
+}
+
+impl Register {
+    /// Checks what types cannot; returns the field path (under `register`) and what is wrong.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (name, r) in &self.services {
+            let at = |f: &str| format!("services.{name}.{f}");
+            if r.port == 0 {
+                return Err((at("port"), "must be 1-65535".into()));
+            }
+            if r.zk_hosts.is_empty() {
+                return Err((at("zk_hosts"), "at least one host is required".into()));
+            }
+            if !r.zk_path.starts_with('/') || (r.zk_path.len() > 1 && r.zk_path.ends_with('/')) {
+                return Err((
+                    at("zk_path"),
+                    format!("{:?} must start with '/' and not end with one", r.zk_path),
+                ));
+            }
+            if r.check_interval.is_zero() {
+                return Err((at("check_interval"), "must be greater than zero".into()));
+            }
+            if r.checks.is_empty() {
+                return Err((at("checks"), "at least one check is required".into()));
+            }
+            for (i, c) in r.checks.iter().enumerate() {
+                let at = |f: &str| format!("services.{name}.checks[{i}].{f}");
+                if c.rise == 0 || c.fall == 0 {
+                    return Err((at("rise"), "rise and fall must be at least 1".into()));
+                }
+                if c.timeout.is_zero() {
+                    return Err((at("timeout"), "must be greater than zero".into()));
+                }
+                if c.kind == CheckKind::Exec && c.command.is_empty() {
+                    return Err((at("command"), "an exec check needs a command".into()));
+                }
+                if c.kind == CheckKind::Http && !c.uri.as_deref().unwrap_or("/").starts_with('/') {
+                    return Err((at("uri"), "must start with '/'".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn default_drain() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_interval() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(1)
+}
+fn one() -> u32 {
+    1
+}

@@ -1,0 +1,121 @@
+//! The znode of a registered instance: Nerve's JSON, byte for byte, under `zk_path/INSTANCE_` as an
+//! ephemeral sequential node, so that an unmodified Synapse (and sinew's own discovery) reads it.
+
+use crate::config::register::Registration;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use zookeeper_client as zk;
+
+const EPHEMERAL_SEQUENTIAL: zk::CreateOptions<'static> =
+    zk::CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+const PERSISTENT: zk::CreateOptions<'static> =
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+
+/// Nerve's data, fields in Nerve's order.
+#[derive(Serialize)]
+struct NerveData<'a> {
+    host: &'a str,
+    port: u16,
+    name: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weight: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    haproxy_server_options: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    labels: Option<&'a BTreeMap<String, String>>,
+}
+
+/// The znode data of an instance.
+pub fn data(r: &Registration, instance_id: &str) -> Vec<u8> {
+    let d = NerveData {
+        host: &r.host,
+        port: r.port,
+        name: instance_id,
+        weight: r.weight,
+        haproxy_server_options: r.haproxy_server_options.as_deref(),
+        labels: r.labels.as_ref(),
+    };
+    serde_json::to_vec(&d).unwrap_or_default()
+}
+
+/// Creates the instance's node (parents as needed) after removing nodes a previous session of this
+/// instance left behind; returns the node's path.
+pub async fn create(
+    client: &zk::Client,
+    r: &Registration,
+    instance_id: &str,
+) -> Result<String, zk::Error> {
+    client
+        .mkdir(&r.zk_path, &PERSISTENT)
+        .await
+        .or_else(|e| match e {
+            zk::Error::NodeExists => Ok(()),
+            e => Err(e),
+        })?;
+    let data = data(r, instance_id);
+    let prefix = format!("{instance_id}_");
+    let me = client.session_id().0;
+    for child in client.list_children(&r.zk_path).await? {
+        if !child.starts_with(&prefix) {
+            continue;
+        }
+        let path = format!("{}/{child}", r.zk_path);
+        match client.get_data(&path).await {
+            // Same instance, same data, another (older) session: a leftover that would duplicate us.
+            Ok((old, stat)) if stat.ephemeral_owner != me && old == data => {
+                match client.delete(&path, None).await {
+                    Ok(()) | Err(zk::Error::NoNode) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(_) | Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (_, seq) = client
+        .create(
+            &format!("{}/{prefix}", r.zk_path),
+            &data,
+            &EPHEMERAL_SEQUENTIAL,
+        )
+        .await?;
+    Ok(format!("{}/{prefix}{seq}", r.zk_path))
+}
+
+/// Deletes the node; one already gone is fine.
+pub async fn delete(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
+    match client.delete(path, None).await {
+        Ok(()) | Err(zk::Error::NoNode) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_is_nerves_json() {
+        let mut r = Registration {
+            host: "10.0.0.5".into(),
+            port: 8080,
+            zk_hosts: vec!["zk:2181".into()],
+            zk_path: "/nerve/services/web/services".into(),
+            session_timeout: std::time::Duration::from_secs(10),
+            check_interval: std::time::Duration::from_millis(500),
+            weight: None,
+            labels: None,
+            haproxy_server_options: None,
+            checks: Vec::new(),
+        };
+        assert_eq!(
+            data(&r, "i-1"),
+            br#"{"host":"10.0.0.5","port":8080,"name":"i-1"}"#
+        );
+        r.weight = Some(2);
+        assert_eq!(
+            data(&r, "i-1"),
+            br#"{"host":"10.0.0.5","port":8080,"name":"i-1","weight":2}"#
+        );
+    }
+}

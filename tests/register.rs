@@ -1,0 +1,333 @@
+//! Registration against a real ZooKeeper: the znode follows the service's health byte for byte in
+//! Nerve's format, survives a session expiry, honours maintenance, and one sinew's registration is
+//! another sinew's discovery. The redis check runs against a real redis-server.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::http::HttpBackend;
+use support::zk::ZooKeeper;
+use support::*;
+use zookeeper_client as zk;
+
+const PATH: &str = "/nerve/services/web/services";
+
+fn register(zk: &ZooKeeper, port: u16, checks: &str) -> String {
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nregister:\n  instance_id: i-test\n  drain: 0s\n  services:\n    web:\n      host: 127.0.0.1\n      port: {port}\n      zk_hosts: [{}]\n      zk_path: {PATH}\n      session_timeout: 1s\n      check_interval: 100ms\n      checks: {checks}\n",
+        zk.address()
+    )
+}
+
+/// The data of every child of PATH.
+async fn nodes(client: &zk::Client) -> Vec<(String, String)> {
+    let children = client.list_children(PATH).await.unwrap_or_default();
+    let mut out = Vec::new();
+    for c in children {
+        if let Ok((data, _)) = client.get_data(&format!("{PATH}/{c}")).await {
+            out.push((c, String::from_utf8_lossy(&data).into_owned()));
+        }
+    }
+    out
+}
+
+async fn wait_nodes(client: &zk::Client, count: usize, within: Duration) -> Vec<(String, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let n = nodes(client).await;
+        if n.len() == count || tokio::time::Instant::now() > deadline {
+            assert_eq!(n.len(), count, "{n:?}");
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_znode_follows_health_in_nerves_exact_format() {
+    let zk = ZooKeeper::start().await;
+    let backend = EchoBackend::start("web").await;
+    let addr = backend.addr;
+    let agent = agent(&register(
+        &zk,
+        addr.port(),
+        "[{ type: tcp, timeout: 200ms, rise: 1, fall: 2 }]",
+    ))
+    .await;
+    let client = zk.client().await;
+    let n = wait_nodes(&client, 1, Duration::from_secs(5)).await;
+    assert!(
+        n[0].0.starts_with("i-test_") && n[0].0.len() == "i-test_".len() + 10,
+        "{n:?}"
+    );
+    assert_eq!(
+        n[0].1,
+        format!(
+            r#"{{"host":"127.0.0.1","port":{},"name":"i-test"}}"#,
+            addr.port()
+        )
+    );
+
+    drop(backend);
+    wait_nodes(&client, 0, Duration::from_secs(2)).await;
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    assert_eq!(
+        metric(&metrics, "sinew_register_up{service=\"web\"}"),
+        Some(0.0)
+    );
+    let _back = EchoBackend::start_on(addr, "web").await;
+    wait_nodes(&client, 1, Duration::from_secs(2)).await;
+
+    // Maintenance removes the node while the service stays healthy.
+    let maint = post(agent.admin_addr(), "POST", "/api/register/web/maintenance").await;
+    assert!(maint.starts_with("HTTP/1.1 200"), "{maint}");
+    wait_nodes(&client, 0, Duration::from_secs(2)).await;
+    let (_, view) = http_get(agent.admin_addr(), "/api/register").await;
+    assert!(
+        view.contains("\"maintenance\": true") && view.contains("\"up\": true"),
+        "{view}"
+    );
+    post(
+        agent.admin_addr(),
+        "DELETE",
+        "/api/register/web/maintenance",
+    )
+    .await;
+    wait_nodes(&client, 1, Duration::from_secs(2)).await;
+    assert!(
+        post(agent.admin_addr(), "POST", "/api/register/nope/maintenance")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+
+    // Shutdown deletes the node at once rather than waiting for the session to expire.
+    agent.shutdown(Duration::from_secs(1)).await;
+    wait_nodes(&client, 0, Duration::from_millis(300)).await;
+}
+
+async fn post(addr: SocketAddr, method: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
+        .await
+        .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_znode_comes_back_after_a_session_expiry() {
+    let zk = ZooKeeper::start().await;
+    let backend = EchoBackend::start("web").await;
+    let _agent = agent(&register(&zk, backend.addr.port(), "[{ type: tcp }]")).await;
+    let client = zk.client().await;
+    let before = wait_nodes(&client, 1, Duration::from_secs(5)).await;
+    drop(client);
+    zk.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    zk.resume();
+    let client = zk.client().await;
+    // The old node goes with the expired session and exactly one new one replaces it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = nodes(&client).await;
+        if now.len() == 1 && now[0].0 != before[0].0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not re-created: {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_sinew_registers_and_another_discovers_and_routes() {
+    let zk = ZooKeeper::start().await;
+    let backend = HttpBackend::start("registered").await;
+    let _a = agent(&register(
+        &zk,
+        backend.addr.port(),
+        "[{ type: http, uri: /status/200 }]",
+    ))
+    .await;
+    let b = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH} }}\n",
+        zk.address()
+    ))
+    .await;
+    let addr = b.service_addr("web").unwrap();
+    let mut body = String::new();
+    for _ in 0..250 {
+        let (status, text) = http_get(addr, "/").await;
+        if status == 200 {
+            body = text;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(body, "registered");
+}
+
+/// A redis-server on a free loopback port, stopped by PID on drop.
+struct Redis(Child, u16);
+
+impl Redis {
+    async fn start(password: &str) -> Self {
+        let port = support::process::free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--requirepass", password])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "redis-server is installed (Debian package redis-server; bash .ci/run installs it)",
+            );
+        support::process::wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
+        Self(child, port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_check_writes_and_reads_back() {
+    let zk = ZooKeeper::start().await;
+    let redis = Redis::start("s3cret").await;
+    let good = agent(&register(
+        &zk,
+        redis.1,
+        "[{ type: redis, password: s3cret, db: 1, timeout: 500ms }]",
+    ))
+    .await;
+    let client = zk.client().await;
+    wait_nodes(&client, 1, Duration::from_secs(5)).await;
+    good.shutdown(Duration::from_secs(1)).await;
+    wait_nodes(&client, 0, Duration::from_secs(1)).await;
+
+    let wrong = agent(&register(
+        &zk,
+        redis.1,
+        "[{ type: redis, password: wrong, timeout: 500ms }]",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let (_, view) = http_get(wrong.admin_addr(), "/api/register").await;
+    assert!(
+        view.contains("AUTH") && view.contains("\"up\": false"),
+        "{view}"
+    );
+    assert!(
+        nodes(&client).await.is_empty(),
+        "a wrong password registers nothing"
+    );
+
+    drop(redis);
+    let stopped = agent(&register(
+        &zk,
+        support::process::free_port(),
+        "[{ type: redis, timeout: 200ms }]",
+    ))
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, view) = http_get(stopped.admin_addr(), "/api/register").await;
+    assert!(
+        view.contains("connect") && view.contains("\"up\": false"),
+        "{view}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nerve_config_runs_and_sigterm_deregisters_before_the_listeners_close() {
+    use support::process::*;
+    let zk = ZooKeeper::start().await;
+    let backend = EchoBackend::start("web").await;
+    let nerve_conf = temp_file(
+        "nerve.conf.json",
+        &format!(
+            r#"{{"instance_id": "i-nerve", "services": {{"web": {{"host": "127.0.0.1", "port": {}, "reporter_type": "zookeeper",
+                "zk_hosts": ["{}"], "zk_path": "{PATH}", "check_interval": 0.1, "checks": [{{"type": "tcp", "timeout": 0.2}}]}}}}}}"#,
+            backend.addr.port(),
+            zk.address()
+        ),
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--nerve-config"])
+        .arg(&nerve_conf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nerve/nerve.conf.json");
+    let out = Command::new(BIN)
+        .args(["check", "--nerve-config"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let (port, admin) = (free_port(), free_port());
+    let config = temp_file(
+        "with-nerve.yaml",
+        &format!("admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  dep:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n", backend.hostport()),
+    );
+    let child = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--nerve-config")
+            .arg(&nerve_conf)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let listener: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_listening(listener).await;
+    let client = zk.client().await;
+    let n = wait_nodes(&client, 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        n[0].1,
+        format!(
+            r#"{{"host":"127.0.0.1","port":{},"name":"i-nerve"}}"#,
+            backend.addr.port()
+        )
+    );
+
+    child.signal("-TERM");
+    wait_nodes(&client, 0, Duration::from_secs(1)).await;
+    assert!(
+        tokio::net::TcpStream::connect(listener).await.is_ok(),
+        "the listener still accepts during the drain"
+    );
+}
