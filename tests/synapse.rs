@@ -409,7 +409,11 @@ fn the_printed_native_config_loads_back_to_the_same_config() {
         "synapse.conf.yaml",
     ] {
         let t = synapse::load(&example(name)).unwrap();
-        let yaml = serde_yaml::to_string(&t.config).unwrap();
+        let yaml = synapse::to_yaml(&t.config).unwrap();
+        assert!(
+            !yaml.contains("budget_percent"),
+            "defaults are left out:\n{yaml}"
+        );
         let back = sinew::config::Config::parse(
             &yaml,
             sinew::config::Format::Yaml,

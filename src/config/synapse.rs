@@ -6,7 +6,10 @@
 //! naming file, service and field. A service whose discovery method sinew does not support is skipped
 //! with an error-level warning and the others run; when none is left, that is an error.
 
+mod native;
 mod service;
+
+pub use native::to_yaml;
 
 use super::haproxy::{self, Directives};
 use super::{Config, ConfigError};
