@@ -144,3 +144,43 @@ async fn outlier_detection_ejects_a_backend_failing_real_traffic() {
         Some(1.0)
     );
 }
+
+#[tokio::test]
+async fn a_backend_that_accepts_nothing_is_marked_down_by_its_checks() {
+    // A listener that never accepts and whose accept queue is full: the kernel drops new SYNs, so
+    // connections hang like those to a partitioned host.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let blackhole = socket.listen(1).unwrap();
+    let hole = blackhole.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(hole),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let live = EchoBackend::start("live").await;
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    backends: [{}, {hole}]\n    timeouts: {{ connect: 200ms }}\n    health_check: {{ interval: 100ms, timeout: 150ms, rise: 1, fall: 2 }}\n",
+        live.hostport()
+    ))
+    .await;
+    assert!(wait_state(agent.admin_addr(), &hole.to_string(), "down").await);
+    let (_, api) = http_get(agent.admin_addr(), "/api/services").await;
+    assert!(
+        api.contains("timed out"),
+        "the check times out rather than being refused: {api}"
+    );
+    for _ in 0..10 {
+        assert_eq!(
+            greet(agent.service_addr("web").unwrap()).await.unwrap(),
+            "live"
+        );
+    }
+    drop(blackhole);
+}
