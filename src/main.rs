@@ -237,10 +237,20 @@ async fn recv<T>(rx: &mut Option<tokio::sync::mpsc::Receiver<T>>) -> Option<T> {
 
 async fn status(admin: SocketAddr, json: bool, service: Option<String>) -> anyhow::Result<()> {
     let api = sinew::status::fetch(admin).await?;
+    let registered = sinew::status::fetch_registered(admin).await?;
     let out = match (json, service) {
-        (true, _) => serde_json::to_string_pretty(&api)?,
+        (true, _) => serde_json::to_string_pretty(
+            &serde_json::json!({"services": api["services"], "registered": registered}),
+        )?,
         (false, Some(name)) => sinew::status::detail(&api, &name)?,
-        (false, None) => sinew::status::overview(&api),
+        (false, None) => {
+            let mut out = sinew::status::overview(&api);
+            if let Some(list) = registered.filter(|l| l.as_array().is_some_and(|a| !a.is_empty())) {
+                out.push('\n');
+                out.push_str(&sinew::status::registered(&list));
+            }
+            out
+        }
     };
     println!("{}", out.trim_end());
     Ok(())

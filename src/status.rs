@@ -33,6 +33,21 @@ const MAX_BODY: usize = 64 << 20;
 
 /// Fetches `/api/services` from the admin server.
 pub async fn fetch(addr: SocketAddr) -> Result<Value, StatusError> {
+    get(addr, "/api/services")
+        .await?
+        .ok_or_else(|| StatusError::Admin {
+            addr,
+            message: "no /api/services".into(),
+        })
+}
+
+/// Fetches `/api/register`; `None` when nothing is registered.
+pub async fn fetch_registered(addr: SocketAddr) -> Result<Option<Value>, StatusError> {
+    get(addr, "/api/register").await
+}
+
+/// GETs a JSON document from the admin server; `None` on 404.
+async fn get(addr: SocketAddr, path: &str) -> Result<Option<Value>, StatusError> {
     let err = |message: String| StatusError::Admin { addr, message };
     let call = async {
         let stream = TcpStream::connect(addr)
@@ -42,7 +57,7 @@ pub async fn fetch(addr: SocketAddr) -> Result<Value, StatusError> {
             .await
             .map_err(|e| err(e.to_string()))?;
         let driver = tokio::spawn(conn);
-        let req = Request::get("/api/services")
+        let req = Request::get(path)
             .header("host", addr.to_string())
             .body(Empty::<Bytes>::new())
             .map_err(|e| err(e.to_string()))?;
@@ -50,6 +65,9 @@ pub async fn fetch(addr: SocketAddr) -> Result<Value, StatusError> {
             .send_request(req)
             .await
             .map_err(|e| err(e.to_string()))?;
+        if resp.status() == hyper::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
         if !resp.status().is_success() {
             return Err(err(format!("HTTP {}", resp.status())));
         }
@@ -58,7 +76,9 @@ pub async fn fetch(addr: SocketAddr) -> Result<Value, StatusError> {
             .await
             .map_err(|e| err(e.to_string()))?;
         driver.abort();
-        serde_json::from_slice(&body.to_bytes()).map_err(|e| err(format!("bad JSON: {e}")))
+        serde_json::from_slice(&body.to_bytes())
+            .map(Some)
+            .map_err(|e| err(format!("bad JSON: {e}")))
     };
     tokio::time::timeout(Duration::from_secs(10), call)
         .await
@@ -133,6 +153,47 @@ pub fn overview(api: &Value) -> String {
             } else {
                 "-".into()
             },
+        ]);
+    }
+    table(&rows)
+}
+
+/// Registered services, one line each.
+pub fn registered(list: &Value) -> String {
+    let mut rows = vec![["REGISTERED", "STATE", "MAINTENANCE", "ZNODE", "CHECKS"]
+        .map(String::from)
+        .to_vec()];
+    for r in list.as_array().into_iter().flatten() {
+        let checks: Vec<String> = r["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let state = if c["up"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "down"
+                };
+                match c["last_error"].as_str() {
+                    Some(e) => format!("{}: {state} ({e})", s(&c["kind"])),
+                    None => format!("{}: {state}", s(&c["kind"])),
+                }
+            })
+            .collect();
+        rows.push(vec![
+            s(&r["name"]),
+            if r["up"].as_bool() == Some(true) {
+                "up".into()
+            } else {
+                "down".into()
+            },
+            if r["maintenance"].as_bool() == Some(true) {
+                "yes".into()
+            } else {
+                "-".into()
+            },
+            s(&r["znode"]),
+            checks.join("; "),
         ]);
     }
     table(&rows)

@@ -70,6 +70,25 @@ async fn the_znode_follows_health_in_nerves_exact_format() {
         )
     );
 
+    let admin = agent.admin_addr().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(support::process::BIN)
+            .args(["status", "--admin", &admin])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("web "))
+        .unwrap_or_default();
+    assert!(
+        text.contains("REGISTERED") && line.contains("up") && line.contains("i-test_"),
+        "{text}"
+    );
+
     drop(backend);
     wait_nodes(&client, 0, Duration::from_secs(2)).await;
     let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
