@@ -270,7 +270,7 @@ fn defaults_are_warned_about_once_and_unknown_keys_are_reported() {
     let t = translate(
         "once.json",
         r#"{"services": {
-              "a": {"discovery": {"method": "base"}, "default_servers": [{"host": "127.0.0.1", "port": 1}],
+              "a": {"discovery": {"method": "base", "label_filters": []}, "default_servers": [{"host": "127.0.0.1", "port": 1}],
                     "haproxy": {"port": 4101, "colour": "blue"}, "owner": "team-a"},
               "b": {"discovery": {"method": "zookeeper", "hosts": "127.0.0.1:2181", "path": "/nerve/b"},
                     "haproxy": {"port": 4102, "listen": ["option httpchk /health"]}}},
@@ -289,6 +289,12 @@ fn defaults_are_warned_about_once_and_unknown_keys_are_reported() {
     assert_eq!(said("`statsd`"), 1, "{:?}", t.warnings);
     assert_eq!(
         said("services.a: unknown key `owner`"),
+        1,
+        "{:?}",
+        t.warnings
+    );
+    assert_eq!(
+        said("services.a: discovery.label_filters"),
         1,
         "{:?}",
         t.warnings

@@ -182,6 +182,12 @@ pub(super) fn translate(
         .unwrap_or("");
     let (backends, source) = match method {
         "base" => {
+            for key in unknown_keys(discovery, &["method"]) {
+                warn(
+                    Level::Warn,
+                    format!("discovery.{key}: not supported, ignored"),
+                );
+            }
             if default_servers.is_empty() {
                 warn(
                     Level::Error,
