@@ -21,3 +21,21 @@ fn example_configs_validate() {
         "examples/ holds at least the quickstart config"
     );
 }
+
+#[test]
+fn the_reference_config_in_docs_validates() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/CONFIG.md")).unwrap();
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .unwrap();
+    let config = Config::parse(
+        yaml,
+        sinew::config::Format::Yaml,
+        std::path::Path::new("docs/CONFIG.md"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.register.is_some() && config.state_file.is_some());
+}

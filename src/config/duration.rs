@@ -44,9 +44,16 @@ pub mod option {
     use serde::{Deserializer, Serializer};
     use std::time::Duration;
 
-    /// Deserializes a present duration.
+    /// Deserializes a duration, or `null`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        super::deserialize(d).map(Some)
+        /// A duration in the config's syntax, for `Option`'s own null handling.
+        struct Written(Duration);
+        impl<'de> serde::Deserialize<'de> for Written {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                super::deserialize(d).map(Written)
+            }
+        }
+        <Option<Written> as serde::Deserialize>::deserialize(d).map(|w| w.map(|w| w.0))
     }
 
     /// Serializes a duration, or nothing.
