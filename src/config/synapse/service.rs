@@ -37,6 +37,7 @@ const HAPROXY_KEYS: &[&str] = &[
     "shared_frontend",
     "backend_order",
     "cookie_value_method",
+    "bind_options",
 ];
 
 /// The one service being translated: where errors and warnings point.
@@ -134,11 +135,13 @@ pub(super) fn translate(
     for u in d.unsupported.drain(..) {
         warn(Level::Warn, format!("{u}: not supported yet, ignored"));
     }
-    if hap.get("shared_frontend").is_some() {
-        warn(
-            Level::Warn,
-            "haproxy.shared_frontend: not supported yet, ignored".into(),
-        );
+    for key in ["shared_frontend", "bind_options"] {
+        if hap.get(key).is_some() {
+            warn(
+                Level::Warn,
+                format!("haproxy.{key}: not supported yet, ignored"),
+            );
+        }
     }
     if hap.get("backend_name").is_some() {
         warn(
