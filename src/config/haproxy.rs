@@ -142,6 +142,12 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
             let c = d.check();
             c.kind = CheckType::Http;
             c.path = path;
+            c.host = host_header(line);
+            true
+        }
+        // Defaults for every server line of the proxy, in the syntax of `server_options`.
+        ["default-server", rest @ ..] => {
+            server_options(&rest.join(" "), d)?;
             true
         }
         ["http-check", "expect", "status", code] => match code.parse() {
@@ -161,6 +167,17 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
         d.unsupported.push(format!("directive {:?}", line.trim()));
     }
     Ok(())
+}
+
+/// The `Host` header written into an `option httpchk` version string, as in
+/// `option httpchk GET /health HTTP/1.1\r\nHost:\ www.example.com`.
+fn host_header(line: &str) -> Option<String> {
+    let at = line.to_ascii_lowercase().find("host:")?;
+    let value = line[at + "host:".len()..].trim_start_matches(['\\', ' ']);
+    let end = value
+        .find(|c: char| c.is_whitespace() || c == '\\')
+        .unwrap_or(value.len());
+    Some(value[..end].to_string()).filter(|h| !h.is_empty())
 }
 
 fn set<T>(slot: &mut T, value: T) -> bool {
@@ -319,5 +336,22 @@ mod tests {
             d.health_check.map(|c| c.timeout),
             Some(Duration::from_millis(750))
         );
+    }
+
+    #[test]
+    fn httpchk_host_header_and_default_server_are_read() {
+        let mut d = Directives::default();
+        directive(
+            r"option httpchk GET /ping HTTP/1.1\r\nHost:\ api.example.com",
+            &mut d,
+        )
+        .unwrap();
+        directive("default-server inter 3s fall 5", &mut d).unwrap();
+        let c = d.health_check.as_ref().unwrap();
+        assert_eq!(c.path, "/ping");
+        assert_eq!(c.host.as_deref(), Some("api.example.com"));
+        assert_eq!((c.interval, c.fall), (Duration::from_secs(3), 5));
+        assert!(!d.check, "default-server alone does not turn checks on");
+        assert!(directive("default-server rise none", &mut d).is_err());
     }
 }
