@@ -208,11 +208,12 @@ pub fn detail(api: &Value, service: &str) -> Result<String, StatusError> {
         .find(|v| v["name"] == service)
         .ok_or_else(|| StatusError::NoSuchService(service.to_string()))?;
     let mut out = format!(
-        "{} on {} ({}, {}), {} swaps, {} active, {} queued{}\n\n",
+        "{} on {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
         s(&svc["name"]),
         s(&svc["listen"]),
         s(&svc["mode"]),
         s(&svc["balance"]),
+        s(&svc["discovery"]),
         s(&svc["swaps"]),
         s(&svc["active_connections"]),
         s(&svc["queued"]),

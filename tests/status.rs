@@ -75,6 +75,7 @@ async fn sinew_status_prints_services_and_backends() {
         .find(|l| l.starts_with(&dead))
         .unwrap_or_default();
     assert!(line.contains("down") && line.contains("FAIL"), "{detail}");
+    assert!(detail.contains("backends from static"), "{detail}");
     let parsed: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(parsed["services"][0]["name"], "web");
 

@@ -14,6 +14,8 @@ pub struct ServiceInfo {
     pub listen: SocketAddr,
     /// Proxy mode.
     pub mode: Mode,
+    /// Where backends come from, for operators (`static`, `file:PATH`, `zookeeper:HOSTS/PATH`).
+    pub discovery: String,
     /// The service's balancer.
     pub balancer: Arc<Balancer>,
 }
@@ -22,6 +24,7 @@ pub struct ServiceInfo {
 pub(super) struct ServiceJson {
     listen: SocketAddr,
     mode: &'static str,
+    discovery: String,
     #[serde(flatten)]
     view: ServiceView,
 }
@@ -39,6 +42,7 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
         .map(|s| ServiceJson {
             listen: s.listen,
             mode: s.mode.name(),
+            discovery: s.discovery.clone(),
             view: s.balancer.view(),
         })
         .collect();

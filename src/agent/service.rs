@@ -76,6 +76,7 @@ impl Running {
             info: ServiceInfo {
                 listen,
                 mode: config.mode,
+                discovery: discovery::describe(config),
                 balancer,
             },
             slot,
@@ -94,6 +95,7 @@ impl Running {
         self.info = ServiceInfo {
             listen: self.info.listen,
             mode: config.mode,
+            discovery: discovery::describe(config),
             balancer,
         };
         self.config = config.clone();

@@ -44,6 +44,21 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
     }
 }
 
+/// Where a service's backends come from, in one line for operators.
+pub fn describe(config: &ServiceConfig) -> String {
+    match &config.discovery {
+        None => "static".into(),
+        Some(DiscoveryConfig::File(path)) => format!("file:{}", path.display()),
+        Some(DiscoveryConfig::Zookeeper(zk)) => {
+            format!(
+                "zookeeper:{}{}",
+                zookeeper::session::cluster(&zk.hosts),
+                zk.path
+            )
+        }
+    }
+}
+
 /// Turns configured addresses into backends of the given origin.
 pub fn to_backends(addrs: &[BackendAddr], origin: &Origin) -> Vec<Backend> {
     addrs
