@@ -24,13 +24,21 @@ pub struct Directives {
     pub check: bool,
     /// `maxconn` in server options.
     pub max_connections: Option<u32>,
+    /// `slowstart` in server options.
+    pub slow_start: Option<Duration>,
+    /// `observe layer4|layer7` with `error-limit` in server options: passive outlier ejection.
+    pub outlier: Option<super::Outlier>,
     /// `weight` in server options.
     pub weight: u32,
     /// Directives sinew does not implement.
     pub unsupported: Vec<String>,
     /// Directives accepted without a setting because sinew covers them its own way, with how.
     pub noted: Vec<String>,
-    idle: Option<Duration>,
+    /// `timeout server`: also the wait for a response head in HTTP mode.
+    pub server: Option<Duration>,
+    /// `timeout client` and `timeout tunnel`.
+    client: Option<Duration>,
+    tunnel: Option<Duration>,
 }
 
 impl Directives {
@@ -102,10 +110,15 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
         ["timeout", kind, value] => match (*kind, time(value)) {
             ("connect", Some(t)) => set(&mut d.timeouts.connect, t),
             ("client" | "server" | "tunnel", Some(t)) => {
-                // The longest of them is the idle timeout of the whole proxied connection.
-                let idle = d.idle.map_or(t, |x| x.max(t));
-                d.idle = Some(idle);
-                set(&mut d.timeouts.idle, idle)
+                match *kind {
+                    "client" => d.client = Some(t),
+                    "server" => d.server = Some(t),
+                    _ => d.tunnel = Some(t),
+                }
+                // The longest of them is the idle timeout of the whole proxied connection; a later
+                // section (the service's) overrides each one, as in HAProxy.
+                let idle = [d.client, d.server, d.tunnel].into_iter().flatten().max();
+                set(&mut d.timeouts.idle, idle.unwrap_or(t))
             }
             ("queue", Some(t)) => set(&mut d.timeouts.queue, t),
             ("http-request", Some(t)) => set(&mut d.timeouts.header_read, t),
@@ -240,6 +253,31 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
                 }
                 _ => return bad("expected a whole number from 1"),
             },
+            "slowstart" => match time(value) {
+                Some(t) => {
+                    d.slow_start = Some(t);
+                    2
+                }
+                None => return bad("expected a time such as 30s"),
+            },
+            "observe" => match value {
+                "layer4" | "layer7" => {
+                    d.outlier.get_or_insert_with(super::Outlier::default);
+                    2
+                }
+                _ => return bad("expected layer4 or layer7"),
+            },
+            "error-limit" => match value.parse::<u32>() {
+                Ok(n) if n > 0 => {
+                    d.outlier
+                        .get_or_insert_with(super::Outlier::default)
+                        .consecutive_failures = n;
+                    2
+                }
+                _ => return bad("expected a whole number from 1"),
+            },
+            // HAProxy's reaction to reaching error-limit; sinew's is always an ejection.
+            "on-error" => 2,
             _ => 0,
         };
         if consumed == 0 {
@@ -353,5 +391,28 @@ mod tests {
         assert_eq!((c.interval, c.fall), (Duration::from_secs(3), 5));
         assert!(!d.check, "default-server alone does not turn checks on");
         assert!(directive("default-server rise none", &mut d).is_err());
+    }
+
+    #[test]
+    fn a_service_timeout_overrides_the_default_one() {
+        let mut d = Directives::default();
+        directive("timeout server 50s", &mut d).unwrap();
+        directive("timeout client 10s", &mut d).unwrap();
+        directive("timeout server 5s", &mut d).unwrap();
+        assert_eq!(d.timeouts.idle, Duration::from_secs(10));
+        assert_eq!(d.server, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn slowstart_and_observe_map_to_slow_start_and_outlier_ejection() {
+        let mut d = Directives::default();
+        server_options(
+            "check slowstart 30s observe layer7 error-limit 3 on-error mark-down",
+            &mut d,
+        )
+        .unwrap();
+        assert_eq!(d.slow_start, Some(Duration::from_secs(30)));
+        assert_eq!(d.outlier.map(|o| o.consecutive_failures), Some(3));
+        assert!(d.unsupported.is_empty(), "{:?}", d.unsupported);
     }
 }

@@ -4,7 +4,7 @@
 use super::{lines, unknown_keys, Level, SynapseError, Warnings};
 use crate::config::haproxy::{self, Directives};
 use crate::config::{
-    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, ServiceConfig, ZookeeperDiscovery,
+    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, Mode, ServiceConfig, ZookeeperDiscovery,
 };
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -240,6 +240,10 @@ pub(super) fn translate(
     };
     service.discovery = source;
     service.timeouts = d.timeouts;
+    if let (Mode::Http, Some(t)) = (d.mode, d.server) {
+        // HAProxy's `timeout server` bounds the wait for a response too; sinew's default is shorter.
+        service.timeouts.request = t;
+    }
     if let Some(n) = d.retries {
         if n > crate::config::MAX_RETRY_ATTEMPTS {
             warn(
@@ -256,6 +260,8 @@ pub(super) fn translate(
     service.use_previous_backends = flag("use_previous_backends", true)?;
     service.health_check = health_check;
     service.max_connections = d.max_connections;
+    service.slow_start = d.slow_start.unwrap_or(service.slow_start);
+    service.outlier = d.outlier;
     Ok(Some(service))
 }
 
