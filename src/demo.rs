@@ -63,7 +63,10 @@ pub fn config(
         .collect();
     service.timeouts.idle = Duration::from_secs(60);
     Config {
-        admin: AdminConfig { listen: admin },
+        admin: AdminConfig {
+            listen: admin,
+            token: None,
+        },
         shutdown_grace: Duration::from_secs(2),
         state_file: None,
         file_output: None,

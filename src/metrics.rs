@@ -40,6 +40,7 @@ pub struct Metrics {
     backend_check_failures: IntCounterVec,
     service_panic: IntGaugeVec,
     service_panics: IntCounterVec,
+    service_rejected: IntCounterVec,
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
@@ -90,6 +91,8 @@ pub struct ServiceMetrics {
     pub swaps: IntCounter,
     /// 1 while the panic threshold overrides health.
     pub panic: IntGauge,
+    /// Client connections refused by `max_client_connections`.
+    pub rejected: IntCounter,
     /// Times the service entered panic mode.
     pub panics: IntCounter,
 }
@@ -349,6 +352,12 @@ impl Metrics {
                 "Up/down transitions of a registered service.",
                 &["service", "to"],
             )?,
+            service_rejected: counter(
+                &r,
+                "sinew_service_rejected_connections_total",
+                "Client connections closed at once because max_client_connections were open.",
+                s,
+            )?,
             registry: r,
         })
     }
@@ -365,6 +374,7 @@ impl Metrics {
             backends: self.service_backends.with_label_values(l),
             swaps: self.service_swaps.with_label_values(l),
             panic: self.service_panic.with_label_values(l),
+            rejected: self.service_rejected.with_label_values(l),
             panics: self.service_panics.with_label_values(l),
         }
     }

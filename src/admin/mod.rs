@@ -35,8 +35,12 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Where `POST /api/reload` sends its request.
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The receiving end while nobody has claimed it (no config file to re-read).
+    pub reload_unclaimed: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
     /// The registration side, when configured.
     pub registrar: Option<Arc<Registrar>>,
+    /// Required bearer token of state-changing requests, when set.
+    pub token: Option<String>,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -83,6 +87,13 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
 }
 
 async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
+    if changes_state && !authorized(state, req) {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint needs Authorization: Bearer <admin.token>\n".into(),
+        );
+    }
     if let Some(rest) = req.uri().path().strip_prefix("/api/register") {
         return register(state, req.method(), rest);
     }
@@ -145,6 +156,26 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     }
 }
 
+/// True when no token is configured, or the request carries it.
+fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // Compare in constant time so the token cannot be guessed byte by byte.
+    given.is_some_and(|g| {
+        g.len() == token.len()
+            && g.bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
 /// `GET /api/register`, and `POST`/`DELETE /api/register/{service}/maintenance`.
 fn register(state: &AdminState, method: &Method, rest: &str) -> Response<Full<Bytes>> {
     let Some(registrar) = &state.registrar else {
@@ -202,6 +233,17 @@ fn register(state: &AdminState, method: &Method, rest: &str) -> Response<Full<By
 /// Asks the owner of the config file to reload it and reports the outcome.
 async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
     let (tx, rx) = oneshot::channel();
+    let unclaimed = state
+        .reload_unclaimed
+        .lock()
+        .map(|r| r.is_some())
+        .unwrap_or(true);
+    if unclaimed {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reload is not available: sinew was not started from a config file\n".into(),
+        );
+    }
     if state.reload.try_send(tx).is_err() {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -49,7 +49,7 @@ pub struct Agent {
     view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
     admin_addr: SocketAddr,
     shared: Shared,
-    reloads: std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>,
+    reloads: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
     registrar: Option<Arc<Registrar>>,
 }
 
@@ -138,6 +138,7 @@ impl Agent {
         let admin_addr = admin_listener.local_addr().map_err(admin_err)?;
         let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
         let (reload_tx, reload_rx) = mpsc::channel(4);
+        let reloads = Arc::new(std::sync::Mutex::new(Some(reload_rx)));
         let registrar = config
             .register
             .as_ref()
@@ -146,7 +147,9 @@ impl Agent {
             services: Arc::clone(&view),
             metrics: Arc::clone(&shared.metrics),
             reload: reload_tx,
+            reload_unclaimed: Arc::clone(&reloads),
             registrar: registrar.clone(),
+            token: config.admin.token.clone(),
         });
         shared
             .tasks
@@ -163,7 +166,7 @@ impl Agent {
             view,
             admin_addr,
             shared,
-            reloads: std::sync::Mutex::new(Some(reload_rx)),
+            reloads,
             registrar,
         })
     }

@@ -123,12 +123,16 @@ pub struct AdminConfig {
         deserialize_with = "addr::socket_addr"
     )]
     pub listen: SocketAddr,
+    /// When set, state-changing endpoints (reload, maintenance) need `Authorization: Bearer TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: default_admin_listen(),
+            token: None,
         }
     }
 }
@@ -179,6 +183,9 @@ pub struct ServiceConfig {
     /// Most connections (TCP) or in-flight requests (HTTP) per backend; excess waits in the queue.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// Most client connections open at once on the listener; beyond it new ones are closed at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_client_connections: Option<u32>,
     /// Most connections or requests waiting for a backend slot; beyond it they are turned away at once.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
@@ -214,6 +221,7 @@ impl ServiceConfig {
             use_previous_backends: true,
             hash_header: None,
             max_connections: None,
+            max_client_connections: None,
             max_queue: default_max_queue(),
             health_check: None,
             outlier: None,

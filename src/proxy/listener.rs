@@ -23,6 +23,20 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let proxy = slot.load_full();
+                let metrics = proxy.balancer.metrics();
+                if proxy
+                    .max_clients
+                    .is_some_and(|max| metrics.active.get() >= i64::from(max))
+                {
+                    // Closed before any byte is read: the flood costs a socket for a moment, nothing more.
+                    metrics.rejected.inc();
+                    drop(stream);
+                    continue;
+                }
+                // Counted here, before the task runs, so a burst cannot slip past the limit; the
+                // connection's task takes the count down when it ends.
+                metrics.connections.inc();
+                metrics.active.inc();
                 let conns = proxy.conns.clone();
                 if proxy.http.is_some() {
                     conns.spawn(http::serve(stream, peer, proxy));

@@ -25,6 +25,8 @@ pub struct ServiceProxy {
     pub timeouts: Timeouts,
     /// Retry policy.
     pub retries: Retries,
+    /// Most client connections open at once.
+    pub max_clients: Option<u32>,
     /// `balance: hash` in HTTP mode: the header hashed instead of the client address.
     pub hash_header: Option<hyper::header::HeaderName>,
     /// Cancelled when the agent stops accepting: HTTP connections finish their request and close.
@@ -67,6 +69,7 @@ impl ServiceProxy {
             balancer,
             timeouts: config.timeouts,
             retries: config.retries.clone(),
+            max_clients: config.max_client_connections,
             hash_header: config
                 .hash_header
                 .as_deref()

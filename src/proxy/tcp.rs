@@ -14,8 +14,6 @@ const BUFFER: usize = 32 * 1024;
 /// Serves one client connection to the end.
 pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
     let metrics = proxy.balancer.metrics();
-    metrics.connections.inc();
-    metrics.active.inc();
     let _active = scopeguard(|| metrics.active.dec());
     let set = proxy.balancer.current();
     let key = proxy.hashes_client().then(|| client_key(&client));

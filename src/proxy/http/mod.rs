@@ -67,12 +67,11 @@ impl HttpProxy {
 
 /// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+    let metrics = proxy.balancer.metrics();
     let Some(http) = proxy.http.as_ref() else {
+        metrics.active.dec();
         return;
     };
-    let metrics = proxy.balancer.metrics();
-    metrics.connections.inc();
-    metrics.active.inc();
     let _ = stream.set_nodelay(true);
     let activity = Activity::new();
     let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));

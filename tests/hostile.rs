@@ -1,0 +1,131 @@
+//! Hostile and careless clients, and stopping under load: a connection flood beyond
+//! `max_client_connections` is refused cleanly while the admitted ones keep working; state-changing
+//! admin endpoints can demand a token; SIGTERM-style shutdown loses no in-flight HTTP request.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::http::HttpBackend;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_and_the_others_served() {
+    let backend = EchoBackend::start("a").await;
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  db:\n    listen: 127.0.0.1:0\n    backends: [{}]\n    max_client_connections: 3\n",
+        backend.hostport()
+    ))
+    .await;
+    let addr = agent.service_addr("db").unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        assert_eq!(read_line(&mut s).await.unwrap(), "a");
+        held.push(s);
+    }
+    // A flood of extra connections: each is closed at once, none reaches the backend.
+    for _ in 0..20 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .expect("closed promptly");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    assert_eq!(backend.accepted(), 3);
+    for s in held.iter_mut() {
+        s.write_all(b"still served\n").await.unwrap();
+        assert_eq!(read_line(s).await.unwrap(), "still served");
+    }
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "sinew_service_rejected_connections_total{service=\"db\"}"
+        ),
+        Some(20.0)
+    );
+    drop(held);
+    let mut ok = false;
+    for _ in 0..50 {
+        if greet(addr).await.is_ok() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "room again once the held connections closed");
+}
+
+async fn request(addr: SocketAddr, head: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+#[tokio::test]
+async fn state_changing_admin_endpoints_need_the_token() {
+    let agent = agent(
+        "admin: { listen: 127.0.0.1:0, token: s3cret }\nservices:\n  web:\n    listen: 127.0.0.1:0\n    backends: [127.0.0.1:1]\n",
+    )
+    .await;
+    let admin = agent.admin_addr();
+    let post = |auth: &str| {
+        format!("POST /api/register/web/maintenance HTTP/1.1\r\nHost: a\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+    };
+    assert!(request(admin, &post("")).await.starts_with("HTTP/1.1 401"));
+    assert!(request(admin, &post("Authorization: Bearer wrong\r\n"))
+        .await
+        .starts_with("HTTP/1.1 401"));
+    let with_token = request(admin, &post("Authorization: Bearer s3cret\r\n")).await;
+    assert!(
+        with_token.starts_with("HTTP/1.1 404"),
+        "past the token check, nothing is registered: {with_token}"
+    );
+    assert_eq!(
+        http_get(admin, "/metrics").await.0,
+        200,
+        "reading needs no token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_loses_no_in_flight_request() {
+    let backend = HttpBackend::slow("slow", Duration::from_millis(400)).await;
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n",
+        backend.hostport()
+    ))
+    .await;
+    let addr = agent.service_addr("web").unwrap();
+    let mut requests = Vec::new();
+    for _ in 0..10 {
+        requests.push(tokio::spawn(async move {
+            request(
+                addr,
+                "GET / HTTP/1.1\r\nHost: web\r\nConnection: keep-alive\r\n\r\n",
+            )
+            .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = agent.shutdown(Duration::from_secs(5)).await;
+    assert!(!report.cut, "everything finished within the grace period");
+    for r in requests {
+        let out = r.await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(
+            out.to_ascii_lowercase().contains("connection: close"),
+            "keep-alive ends after the request: {out}"
+        );
+    }
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "the listener is closed"
+    );
+}
