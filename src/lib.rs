@@ -12,3 +12,4 @@ pub mod metrics;
 pub mod proxy;
 pub mod register;
 pub mod status;
+pub mod supervise;

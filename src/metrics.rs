@@ -41,6 +41,7 @@ pub struct Metrics {
     service_panic: IntGaugeVec,
     service_panics: IntCounterVec,
     service_rejected: IntCounterVec,
+    task_panics: IntCounterVec,
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
@@ -358,6 +359,12 @@ impl Metrics {
                 "Client connections closed at once because max_client_connections were open.",
                 s,
             )?,
+            task_panics: counter(
+                &r,
+                "sinew_task_panics_total",
+                "Background tasks (discovery, checks, registration) that panicked and were restarted.",
+                &["task"],
+            )?,
             registry: r,
         })
     }
@@ -440,6 +447,11 @@ impl Metrics {
         self.register_transitions
             .with_label_values(&[service, to])
             .inc();
+    }
+
+    /// The panic counter of a kind of background task.
+    pub fn task_panics(&self, task: &str) -> IntCounter {
+        self.task_panics.with_label_values(&[task])
     }
 
     /// The HTTP pool counters of one service.

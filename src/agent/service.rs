@@ -135,11 +135,18 @@ fn build(
             .with_queue(svc.max_queue, svc.timeouts.queue),
     );
     if svc.health_check.is_some() || svc.outlier.is_some() || !svc.slow_start.is_zero() {
-        shared.tasks.spawn(checker::run(
+        let (b, check, stop) = (
             Arc::clone(&balancer),
             svc.health_check.clone(),
             generation.clone(),
-        ));
+        );
+        let panics = shared.metrics.task_panics("health_checker");
+        crate::supervise::spawn(
+            &shared.tasks,
+            format!("health checks of {name}"),
+            panics,
+            move || checker::run(Arc::clone(&b), check.clone(), stop.clone()),
+        );
     }
     if svc.discovery.is_some() {
         let saved = shared

@@ -35,11 +35,19 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
             .balancer
             .update(to_backends(&config.backends, &Origin::Static)),
         Some(DiscoveryConfig::File(path)) => {
-            tasks.spawn(file::run(path.clone(), ctx));
+            let (path, panics) = (path.clone(), ctx.metrics.task_panics("file_discovery"));
+            let name = format!("file discovery of {}", ctx.balancer.service());
+            crate::supervise::spawn(tasks, name, panics, move || {
+                file::run(path.clone(), ctx.clone())
+            });
         }
         Some(DiscoveryConfig::Zookeeper(zk)) => {
             let sessions = Arc::clone(&ctx.zookeeper);
-            tasks.spawn(zookeeper::run(zk.clone(), ctx, sessions));
+            let (zk, panics) = (zk.clone(), ctx.metrics.task_panics("zookeeper_discovery"));
+            let name = format!("zookeeper discovery of {}", ctx.balancer.service());
+            crate::supervise::spawn(tasks, name, panics, move || {
+                zookeeper::run(zk.clone(), ctx.clone(), Arc::clone(&sessions))
+            });
         }
     }
 }

@@ -82,7 +82,13 @@ impl Registrar {
                 view: Arc::clone(&view),
                 metrics: Arc::clone(metrics),
             };
-            tasks.spawn(run(ctx, conn, rx, stop.clone()));
+            let (stop, panics) = (stop.clone(), metrics.task_panics("registration"));
+            crate::supervise::spawn(
+                &tasks,
+                format!("registration of {name}"),
+                panics,
+                move || run(ctx.clone(), conn.clone(), rx.clone(), stop.clone()),
+            );
             services.insert(
                 name.clone(),
                 Handle {
@@ -133,6 +139,7 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "sinew".into())
 }
 
+#[derive(Clone)]
 struct Ctx {
     name: String,
     instance: String,

@@ -38,8 +38,8 @@ pub fn data(r: &Registration, instance_id: &str) -> Vec<u8> {
     serde_json::to_vec(&d).unwrap_or_default()
 }
 
-/// Creates the instance's node (parents as needed) after removing nodes a previous session of this
-/// instance left behind; returns the node's path.
+/// Creates the instance's node (parents as needed) after removing nodes an earlier session or run of
+/// this instance left behind; returns the node's path.
 pub async fn create(
     client: &zk::Client,
     r: &Registration,
@@ -54,20 +54,18 @@ pub async fn create(
         })?;
     let data = data(r, instance_id);
     let prefix = format!("{instance_id}_");
-    let me = client.session_id().0;
     for child in client.list_children(&r.zk_path).await? {
         if !child.starts_with(&prefix) {
             continue;
         }
         let path = format!("{}/{child}", r.zk_path);
         match client.get_data(&path).await {
-            // Same instance, same data, another (older) session: a leftover that would duplicate us.
-            Ok((old, stat)) if stat.ephemeral_owner != me && old == data => {
-                match client.delete(&path, None).await {
-                    Ok(()) | Err(zk::Error::NoNode) => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            // Same instance, same data: left by an earlier session or an earlier run of this task;
+            // it would duplicate us.
+            Ok((old, _)) if old == data => match client.delete(&path, None).await {
+                Ok(()) | Err(zk::Error::NoNode) => {}
+                Err(e) => return Err(e),
+            },
             Ok(_) | Err(zk::Error::NoNode) => {}
             Err(e) => return Err(e),
         }
