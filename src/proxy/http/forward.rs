@@ -73,7 +73,7 @@ pub async fn handle(
     let retries = &proxy.retries;
     let mut tried: Vec<usize> = Vec::new();
     let mut last = LocalReply::NoBackend;
-    let mut fallback: Option<(Response<Incoming>, Pick)> = None;
+    let mut last_response: Option<(Response<Incoming>, Pick)> = None;
     let mut _retry_slot = None;
     let mut attempts = 0;
     for attempt in 0..=retries.attempts {
@@ -139,23 +139,16 @@ pub async fn handle(
             Attempt::Response(resp, pick)
                 if more && idempotent && retry_status(resp.status(), retries) =>
             {
-                fallback = Some((resp, pick));
+                last_response = Some((resp, pick));
             }
             Attempt::Response(resp, pick) => {
-                return respond(
-                    &proxy,
-                    http,
-                    resp,
-                    pick,
-                    client_upgrade,
-                    &parts,
-                    started,
-                    attempts,
-                );
+                last_response = Some((resp, pick));
+                break;
             }
         }
     }
-    match fallback {
+    // The last response received is passed on, whether or not it was one worth retrying.
+    match last_response {
         Some((resp, pick)) => respond(
             &proxy,
             http,
