@@ -389,3 +389,62 @@ async fn port_override_replaces_the_registered_port() {
         "a"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_continues_when_the_ensemble_loses_its_leader() {
+    let mut nodes = ZooKeeper::ensemble(3).await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let hosts: Vec<String> = nodes.iter().map(|n| n.address()).collect();
+    let client = nodes[0].client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    drop(client);
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH}, session_timeout: 4s }}\n",
+        hosts.join(", ")
+    ))
+    .await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(10)).await;
+
+    let mut leader = None;
+    for (i, n) in nodes.iter().enumerate() {
+        if n.mode().await.as_deref() == Some("leader") {
+            leader = Some(i);
+        }
+    }
+    let leader = leader.expect("one node leads");
+    nodes[leader].kill();
+    assert_eq!(
+        greet(agent.service_addr("web").unwrap()).await.unwrap(),
+        "a",
+        "routing goes on meanwhile"
+    );
+
+    // The survivors elect a new leader; a change written through one of them reaches sinew.
+    let survivor = (leader + 1) % 3;
+    let mut client = None;
+    for _ in 0..200 {
+        if nodes[survivor].mode().await.is_some() {
+            client = Some(nodes[survivor].client().await);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = client.expect("the survivors serve again");
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    wait_ports(
+        &agent,
+        vec![a.addr.port(), b.addr.port()],
+        Duration::from_secs(15),
+    )
+    .await;
+}

@@ -22,21 +22,58 @@ pub struct ZooKeeper {
 impl ZooKeeper {
     /// Starts a server and waits until it serves.
     pub async fn start() -> Self {
-        let port = super::process::free_port();
+        let mut zk = Self::configure(super::process::free_port(), "", None);
+        zk.spawn();
+        zk.wait_serving().await;
+        zk
+    }
+
+    fn configure(port: u16, servers: &str, myid: Option<usize>) -> Self {
         let dir = std::env::temp_dir().join(format!("sinew-zk-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).expect("zk data dir");
         let cfg = format!(
-            "tickTime=200\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\nforceSync=no\nminSessionTimeout=400\nmaxSessionTimeout=30000\n",
+            "tickTime=200\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\nforceSync=no\nminSessionTimeout=400\nmaxSessionTimeout=30000\n{servers}",
             dir.join("data").display()
         );
         std::fs::write(dir.join("zoo.cfg"), cfg).expect("zoo.cfg");
-        let mut zk = Self {
+        if let Some(id) = myid {
+            std::fs::write(dir.join("data").join("myid"), id.to_string()).expect("myid");
+        }
+        Self {
             port,
             dir,
             child: None,
-        };
-        zk.launch().await;
-        zk
+        }
+    }
+
+    /// Starts an ensemble of `n` servers and waits until every one serves (a leader was elected).
+    pub async fn ensemble(n: usize) -> Vec<Self> {
+        let ports: Vec<[u16; 3]> = (0..n)
+            .map(|_| {
+                [
+                    super::process::free_port(),
+                    super::process::free_port(),
+                    super::process::free_port(),
+                ]
+            })
+            .collect();
+        let servers: String = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("server.{}=127.0.0.1:{}:{}\n", i + 1, p[1], p[2]))
+            .collect();
+        let mut nodes: Vec<Self> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| Self::configure(p[0], &servers, Some(i + 1)))
+            .collect();
+        for node in nodes.iter_mut() {
+            node.spawn();
+        }
+        for node in &nodes {
+            node.wait_serving().await;
+        }
+        nodes
     }
 
     /// `127.0.0.1:PORT`.
@@ -44,7 +81,7 @@ impl ZooKeeper {
         format!("127.0.0.1:{}", self.port)
     }
 
-    async fn launch(&mut self) {
+    fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("zk.log")).expect("zk log");
         let child = Command::new("java")
             .args(["-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", CLASSPATH])
@@ -56,35 +93,35 @@ impl ZooKeeper {
             .spawn()
             .expect("java runs ZooKeeper (Debian packages zookeeper and a JRE; bash .ci/run installs them)");
         self.child = Some(child);
-        for _ in 0..600 {
-            if self.serving().await {
+    }
+
+    async fn wait_serving(&self) {
+        for _ in 0..1200 {
+            if self.mode().await.is_some() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "ZooKeeper did not serve within 30 s; see {}",
+            "ZooKeeper did not serve within 60 s; see {}",
             self.dir.join("zk.log").display()
         );
     }
 
-    /// True once `srvr` reports a mode (standalone), i.e. the server serves clients.
-    async fn serving(&self) -> bool {
-        let addr: SocketAddr = match self.address().parse() {
-            Ok(a) => a,
-            Err(_) => return false,
-        };
+    /// The server's mode (`standalone`, `leader`, `follower`) once it serves clients.
+    pub async fn mode(&self) -> Option<String> {
+        let addr: SocketAddr = self.address().parse().ok()?;
         let Ok(Ok(mut s)) =
             tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
         else {
-            return false;
+            return None;
         };
-        if s.write_all(b"srvr").await.is_err() {
-            return false;
-        }
+        s.write_all(b"srvr").await.ok()?;
         let mut out = String::new();
         let _ = tokio::time::timeout(Duration::from_millis(300), s.read_to_string(&mut out)).await;
-        out.contains("Mode: ")
+        out.lines()
+            .find_map(|l| l.strip_prefix("Mode: "))
+            .map(|m| m.trim().to_string())
     }
 
     fn signal(&self, sig: &str) {
@@ -106,7 +143,8 @@ impl ZooKeeper {
     /// Starts the server again on the same port and data.
     pub async fn restart(&mut self) {
         self.kill();
-        self.launch().await;
+        self.spawn();
+        self.wait_serving().await;
     }
 
     /// Freezes the server (SIGSTOP): sessions time out as if it were partitioned away.
