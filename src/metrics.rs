@@ -51,6 +51,8 @@ pub struct Metrics {
     zk_events: IntCounterVec,
     zk_znodes: IntGaugeVec,
     zk_skipped: IntCounterVec,
+    zk_service_connected: IntGaugeVec,
+    zk_last_update: IntGaugeVec,
     register_up: IntGaugeVec,
     register_znode: IntGaugeVec,
     register_check_failures: IntCounterVec,
@@ -339,6 +341,18 @@ impl Metrics {
                 "Malformed znodes skipped (counted once per node version).",
                 s,
             )?,
+            zk_service_connected: gauge(
+                &r,
+                "sinew_discovery_connected",
+                "1 while a service's ZooKeeper watch is armed on a connected session.",
+                s,
+            )?,
+            zk_last_update: gauge(
+                &r,
+                "sinew_discovery_last_update_timestamp_seconds",
+                "Unix time of a service's last successful ZooKeeper read.",
+                s,
+            )?,
             register_up: gauge(&r, "sinew_register_up", "1 while every check of a registered service passes.", s)?,
             register_znode: gauge(&r, "sinew_register_znode", "1 while a registered service's znode exists.", s)?,
             register_check_failures: counter(
@@ -424,6 +438,16 @@ impl Metrics {
     /// The skipped-znodes counter of a service.
     pub fn zk_skipped(&self, service: &str) -> IntCounter {
         self.zk_skipped.with_label_values(&[service])
+    }
+
+    /// The connected gauge of a service watched in ZooKeeper.
+    pub fn zk_service_connected(&self, service: &str) -> IntGauge {
+        self.zk_service_connected.with_label_values(&[service])
+    }
+
+    /// The last-update timestamp gauge of a service watched in ZooKeeper.
+    pub fn zk_last_update(&self, service: &str) -> IntGauge {
+        self.zk_last_update.with_label_values(&[service])
     }
 
     /// The up gauge of a registered service.

@@ -180,6 +180,76 @@ async fn zookeeper_outage_and_restart_never_stop_routing() {
     .await;
 }
 
+/// Polls `/metrics` until `series` has the value `want`; its last value otherwise.
+async fn wait_metric(agent: &Agent, series: &str, want: f64, within: Duration) -> Option<f64> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+        let got = metric(&body, series);
+        if got == Some(want) || tokio::time::Instant::now() >= deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_service_connected_and_last_update_gauges_follow_zookeeper() {
+    const CONNECTED: &str = "sinew_discovery_connected{service=\"web\"}";
+    const UPDATED: &str = "sinew_discovery_last_update_timestamp_seconds{service=\"web\"}";
+    let mut zk = ZooKeeper::start().await;
+    let a = EchoBackend::start("a").await;
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    drop(client);
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as f64
+    };
+    let connected_at = now();
+    assert_eq!(
+        wait_metric(&agent, CONNECTED, 1.0, Duration::from_secs(2)).await,
+        Some(1.0)
+    );
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let first = metric(&body, UPDATED).expect("a last-update timestamp");
+    assert!(
+        (first - connected_at).abs() <= 5.0,
+        "{first} vs {connected_at}"
+    );
+
+    zk.kill();
+    assert_eq!(
+        wait_metric(&agent, CONNECTED, 0.0, Duration::from_secs(5)).await,
+        Some(0.0),
+        "a lost connection shows in the service's gauge"
+    );
+    assert_eq!(ports(&agent), vec![a.addr.port()], "the set stays");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    zk.restart().await;
+    assert_eq!(
+        wait_metric(&agent, CONNECTED, 1.0, Duration::from_secs(10)).await,
+        Some(1.0),
+        "the gauge comes back with the session"
+    );
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let second = metric(&body, UPDATED).expect("a last-update timestamp");
+    assert!(
+        second > first,
+        "re-read after the restart: {second} > {first}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_expiry_re_establishes_watches() {
     let zk = ZooKeeper::start().await;

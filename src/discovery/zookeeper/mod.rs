@@ -39,29 +39,39 @@ enum Read {
 /// Watches `config.path` until shutdown.
 pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<Sessions>) {
     let service = ctx.balancer.service().to_string();
+    let connected = ctx.metrics.zk_service_connected(&service);
+    let last_update = ctx.metrics.zk_last_update(&service);
     let mut conn = sessions.get(&config.hosts, config.session_timeout);
     let mut warned: HashSet<(String, i64, i32)> = HashSet::new();
     loop {
         let Conn { client, .. } = conn.borrow_and_update().clone();
         let Some(client) = client else {
+            connected.set(0);
             if !wait_conn(&mut conn, &ctx).await {
                 return;
             }
             continue;
         };
+        // Taken before the read, so a disconnect during it still reaches the gauge.
+        let mut state = client.state_watcher();
         let watch = match read(&client, &config, &service, &ctx, &mut warned).await {
             Ok(Read::Found(backends, watch)) => {
                 ctx.metrics.zk_znodes(&service).set(backends.len() as i64);
                 ctx.balancer.update(backends);
+                connected.set(1);
+                last_update.set(unix_now());
                 watch
             }
             Ok(Read::Appeared) => continue,
             Ok(Read::Missing(watch)) => {
                 tracing::warn!(service = %service, zk_path = %config.path, "path does not exist; waiting for it");
                 ctx.balancer.update(Vec::new());
+                connected.set(1);
+                last_update.set(unix_now());
                 watch
             }
             Err(e) => {
+                connected.set(0);
                 ctx.metrics.discovery_error(&service, "zookeeper");
                 tracing::warn!(service = %service, zk_path = %config.path, error = %e, "cannot read from ZooKeeper; last known backends keep serving");
                 tokio::select! {
@@ -72,17 +82,35 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 continue;
             }
         };
-        tokio::select! {
-            _ = ctx.shutdown.cancelled() => return,
-            r = conn.changed() => if r.is_err() { return },
-            _ = watch.changed() => {
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(COALESCE) => {}
+        let changed = watch.changed();
+        tokio::pin!(changed);
+        loop {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                // A new or reconnected session: re-list, since events during a disconnect may be lost.
+                r = conn.changed() => if r.is_err() { return } else { break },
+                _ = &mut changed => {
+                    tokio::select! {
+                        _ = ctx.shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(COALESCE) => break,
+                    }
                 }
+                // A disconnect only shows in the gauge: the set stays, and the session manager
+                // announces the reconnection above.
+                s = state.changed() => connected.set(i64::from(matches!(
+                    s,
+                    zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
+                ))),
             }
         }
     }
+}
+
+/// Seconds since the Unix epoch, for timestamp gauges.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Waits for the session to change; false on shutdown.
