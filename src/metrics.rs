@@ -42,6 +42,7 @@ pub struct Metrics {
     service_panics: IntCounterVec,
     service_rejected: IntCounterVec,
     task_panics: IntCounterVec,
+    tls_handshakes: IntCounterVec,
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
@@ -96,8 +97,23 @@ pub struct ServiceMetrics {
     pub panic: IntGauge,
     /// Client connections refused by `max_client_connections`.
     pub rejected: IntCounter,
+    /// TLS handshakes that succeeded.
+    pub tls_ok: IntCounter,
+    /// TLS handshakes that failed.
+    pub tls_failed: IntCounter,
     /// Times the service entered panic mode.
     pub panics: IntCounter,
+}
+
+impl ServiceMetrics {
+    /// Counts a TLS handshake.
+    pub fn tls_handshake(&self, ok: bool) {
+        if ok {
+            self.tls_ok.inc();
+        } else {
+            self.tls_failed.inc();
+        }
+    }
 }
 
 /// Per-backend metric children; the `active` gauge doubles as the least-conn load counter.
@@ -379,6 +395,12 @@ impl Metrics {
                 "Background tasks (discovery, checks, registration) that panicked and were restarted.",
                 &["task"],
             )?,
+            tls_handshakes: counter(
+                &r,
+                "sinew_tls_handshakes_total",
+                "TLS handshakes with clients (listener) and backends (origination), by result.",
+                &["service", "result"],
+            )?,
             registry: r,
         })
     }
@@ -396,6 +418,8 @@ impl Metrics {
             swaps: self.service_swaps.with_label_values(l),
             panic: self.service_panic.with_label_values(l),
             rejected: self.service_rejected.with_label_values(l),
+            tls_ok: self.tls_handshakes.with_label_values(&[service, "ok"]),
+            tls_failed: self.tls_handshakes.with_label_values(&[service, "failed"]),
             panics: self.service_panics.with_label_values(l),
         }
     }

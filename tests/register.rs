@@ -103,7 +103,15 @@ async fn the_znode_follows_health_in_nerves_exact_format() {
     let maint = post(agent.admin_addr(), "POST", "/api/register/web/maintenance").await;
     assert!(maint.starts_with("HTTP/1.1 200"), "{maint}");
     wait_nodes(&client, 0, Duration::from_secs(2)).await;
-    let (_, view) = http_get(agent.admin_addr(), "/api/register").await;
+    // The view is written at the end of the round that deleted the node: poll briefly.
+    let mut view = String::new();
+    for _ in 0..50 {
+        view = http_get(agent.admin_addr(), "/api/register").await.1;
+        if view.contains("\"maintenance\": true") && view.contains("\"up\": true") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         view.contains("\"maintenance\": true") && view.contains("\"up\": true"),
         "{view}"

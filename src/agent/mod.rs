@@ -38,6 +38,9 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::proxy::tls::TlsError),
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -181,6 +184,10 @@ impl Agent {
             );
         }
         let mut summary = ReloadSummary::default();
+        // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
+        for (name, svc) in &config.services {
+            crate::proxy::TlsSetup::load(name, svc)?;
+        }
         // Start what is new (or moved to another address) before touching anything that runs.
         let mut started = BTreeMap::new();
         for (name, svc) in &config.services {
@@ -218,7 +225,7 @@ impl Agent {
                 if r.config == *svc {
                     summary.unchanged += 1;
                 } else {
-                    r.change(name, svc, &self.shared);
+                    r.change(name, svc, &self.shared)?;
                     summary.changed.push(name.clone());
                 }
             }

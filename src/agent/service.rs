@@ -11,7 +11,7 @@ use crate::config::ServiceConfig;
 use crate::discovery::zookeeper::session::Sessions;
 use crate::discovery::{self, SourceContext};
 use crate::metrics::Metrics;
-use crate::proxy::{self, Lifecycle, ServiceProxy};
+use crate::proxy::{self, Lifecycle, ServiceProxy, TlsSetup};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -63,8 +63,9 @@ impl Running {
         };
         let socket = TcpListener::bind(config.listen).await.map_err(bind_err)?;
         let listen = socket.local_addr().map_err(bind_err)?;
+        let tls = TlsSetup::load(name, config)?;
         let generation = shared.stop.child_token();
-        let (proxy, balancer) = build(name, config, shared, &generation);
+        let (proxy, balancer) = build(name, config, shared, &generation, tls);
         let slot = Arc::new(ArcSwap::new(proxy));
         let listener = shared.stop.child_token();
         shared
@@ -86,9 +87,15 @@ impl Running {
     }
 
     /// Swaps in a generation built from `config` (same listen address); the old one winds down.
-    pub fn change(&mut self, name: &str, config: &ServiceConfig, shared: &Shared) {
+    pub fn change(
+        &mut self,
+        name: &str,
+        config: &ServiceConfig,
+        shared: &Shared,
+    ) -> Result<(), AgentError> {
+        let tls = TlsSetup::load(name, config)?;
         let generation = shared.stop.child_token();
-        let (proxy, balancer) = build(name, config, shared, &generation);
+        let (proxy, balancer) = build(name, config, shared, &generation, tls);
         self.slot.store(proxy);
         self.generation.cancel();
         self.generation = generation;
@@ -100,6 +107,7 @@ impl Running {
         };
         self.config = config.clone();
         tracing::info!(service = %name, "service changed");
+        Ok(())
     }
 
     /// Closes the listener and winds the service down; open connections finish on their own.
@@ -116,6 +124,7 @@ fn build(
     svc: &ServiceConfig,
     shared: &Shared,
     generation: &CancellationToken,
+    tls: TlsSetup,
 ) -> (Arc<ServiceProxy>, Arc<Balancer>) {
     let fallback = Fallback {
         defaults: discovery::to_backends(&svc.default_servers, &Origin::Default),
@@ -176,6 +185,7 @@ fn build(
         svc,
         &shared.metrics,
         life,
+        tls,
     ));
     (proxy, balancer)
 }

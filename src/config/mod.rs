@@ -11,10 +11,12 @@ mod http;
 pub mod nerve;
 pub mod register;
 pub mod synapse;
+mod tls;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
+pub use tls::{TlsListen, TlsUpstream};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -183,6 +185,12 @@ pub struct ServiceConfig {
     /// Most connections (TCP) or in-flight requests (HTTP) per backend; excess waits in the queue.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// TLS towards the backends (TCP mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_upstream: Option<TlsUpstream>,
+    /// TLS terminated on the listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<TlsListen>,
     /// Most client connections open at once on the listener; beyond it new ones are closed at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_client_connections: Option<u32>,
@@ -222,6 +230,8 @@ impl ServiceConfig {
             hash_header: None,
             max_connections: None,
             max_client_connections: None,
+            tls_upstream: None,
+            tls_listen: None,
             max_queue: default_max_queue(),
             health_check: None,
             outlier: None,
@@ -654,6 +664,20 @@ impl Config {
                 ));
             }
             validate_http(svc).map_err(|(field, message)| invalid(at(field), message))?;
+            if let Some(t) = &svc.tls_upstream {
+                if t.client_cert.is_some() != t.client_key.is_some() {
+                    return Err(invalid(
+                        at("tls_upstream"),
+                        "client_cert and client_key go together".into(),
+                    ));
+                }
+                if svc.mode == Mode::Http {
+                    return Err(invalid(
+                        at("tls_upstream"),
+                        "TLS to backends is available in tcp mode only in this version".into(),
+                    ));
+                }
+            }
             if let Some(hc) = &svc.health_check {
                 hc.validate()
                     .map_err(|(f, m)| invalid(at(&format!("health_check.{f}")), m))?;

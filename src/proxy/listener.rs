@@ -2,9 +2,11 @@
 
 use super::{http, tcp, ServiceProxy};
 use arc_swap::ArcSwap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Accepts connections until `stop` fires, handing each to the service's current proxy in `slot`
@@ -38,11 +40,8 @@ pub async fn serve(
                 metrics.connections.inc();
                 metrics.active.inc();
                 let conns = proxy.conns.clone();
-                if proxy.http.is_some() {
-                    conns.spawn(http::serve(stream, peer, proxy));
-                } else {
-                    conns.spawn(tcp::handle(stream, proxy));
-                }
+                let _ = stream.set_nodelay(true);
+                conns.spawn(serve_one(stream, peer, proxy));
             }
             Err(e) => {
                 // Out of file descriptors or a transient kernel error: back off briefly instead of spinning.
@@ -52,4 +51,43 @@ pub async fn serve(
         }
     }
     tracing::info!(service = %service, "listener closed");
+}
+
+/// Time a client has to finish a TLS handshake on a listener that terminates TLS.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves one accepted connection: TLS first when the listener terminates it, then TCP or HTTP.
+async fn serve_one(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+    let Some(acceptor) = proxy.tls.listen.clone() else {
+        if proxy.http.is_some() {
+            http::serve(stream, peer, proxy).await;
+        } else {
+            tcp::handle(stream, peer, proxy).await;
+        }
+        return;
+    };
+    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let metrics = proxy.balancer.metrics();
+    let stream = match accepted {
+        Ok(Ok(s)) => {
+            metrics.tls_handshake(true);
+            s
+        }
+        Ok(Err(e)) => {
+            metrics.tls_handshake(false);
+            metrics.active.dec();
+            tracing::debug!(service = %proxy.balancer.service(), %peer, error = %e, "TLS handshake with a client failed");
+            return;
+        }
+        Err(_) => {
+            metrics.tls_handshake(false);
+            metrics.active.dec();
+            return;
+        }
+    };
+    if proxy.http.is_some() {
+        http::serve(stream, peer, proxy).await;
+    } else {
+        tcp::handle(stream, peer, proxy).await;
+    }
 }

@@ -6,6 +6,7 @@ mod io;
 mod listener;
 mod ratelog;
 mod tcp;
+pub mod tls;
 
 pub use http::PoolMetrics;
 pub use listener::serve;
@@ -36,6 +37,7 @@ pub struct ServiceProxy {
     /// Every connection task of the agent, waited for on shutdown.
     pub conns: TaskTracker,
     http: Option<Arc<http::HttpProxy>>,
+    tls: TlsSetup,
     warnings: ratelog::RateLimited,
 }
 
@@ -62,6 +64,7 @@ impl ServiceProxy {
         config: &ServiceConfig,
         metrics: &Metrics,
         life: Lifecycle,
+        tls: TlsSetup,
     ) -> Self {
         let http = (config.mode == Mode::Http)
             .then(|| Arc::new(http::HttpProxy::new(balancer.service(), config, metrics)));
@@ -78,7 +81,43 @@ impl ServiceProxy {
             abort: life.abort,
             conns: life.conns,
             http,
+            tls,
             warnings: ratelog::RateLimited::default(),
         }
+    }
+}
+
+/// A service's TLS, built from its config before anything starts (bad files fail the start or reload).
+#[derive(Default)]
+pub struct TlsSetup {
+    /// Towards the backends.
+    pub upstream: Option<(tokio_rustls::TlsConnector, crate::config::TlsUpstream)>,
+    /// On the listener.
+    pub listen: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl TlsSetup {
+    /// Reads the certificates and keys a service's config names.
+    pub fn load(service: &str, config: &ServiceConfig) -> Result<Self, tls::TlsError> {
+        let upstream = match &config.tls_upstream {
+            Some(t) => {
+                if !t.verify {
+                    tracing::warn!(
+                        service,
+                        "tls_upstream.verify is false: backend certificates are NOT verified"
+                    );
+                }
+                Some((
+                    tokio_rustls::TlsConnector::from(tls::client_config(t)?),
+                    t.clone(),
+                ))
+            }
+            None => None,
+        };
+        let listen = match &config.tls_listen {
+            Some(l) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(l)?)),
+            None => None,
+        };
+        Ok(Self { upstream, listen })
     }
 }

@@ -5,18 +5,26 @@ use super::io::{Activity, Metered};
 use super::ServiceProxy;
 use crate::balance::{BackendSet, Pick, Target};
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+/// A connected stream, plain or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Copy buffer size per direction; larger than tokio's 8 KiB default to cut syscalls on bulk transfers.
 const BUFFER: usize = 32 * 1024;
 
-/// Serves one client connection to the end.
-pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
+/// Serves one client connection (plain, or TLS terminated by the listener) to the end.
+pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
     let metrics = proxy.balancer.metrics();
     let _active = scopeguard(|| metrics.active.dec());
     let set = proxy.balancer.current();
-    let key = proxy.hashes_client().then(|| client_key(&client));
+    let key = proxy
+        .hashes_client()
+        .then(|| crate::balance::hash::hash(peer.ip().to_string().as_bytes()));
     let Some((backend, pick)) = connect(&set, &proxy, key).await else {
         metrics.no_backend.inc();
         if let Some(suppressed) = proxy.warnings.allow() {
@@ -31,8 +39,6 @@ pub async fn handle(client: TcpStream, proxy: Arc<ServiceProxy>) {
     };
     let stats = &pick.entry.stats;
     stats.connections.inc();
-    let _ = client.set_nodelay(true);
-    let _ = backend.set_nodelay(true);
     let activity = Activity::new();
     let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
     let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
@@ -55,7 +61,7 @@ async fn connect(
     set: &BackendSet,
     proxy: &ServiceProxy,
     key: Option<u64>,
-) -> Option<(TcpStream, Pick)> {
+) -> Option<(Box<dyn Io>, Pick)> {
     let mut tried: Vec<usize> = Vec::new();
     for attempt in 0..=proxy.retries.attempts {
         let pick = match proxy.balancer.pick_queued(set, &tried, key).await {
@@ -67,7 +73,8 @@ async fn connect(
         if attempt > 0 {
             proxy.balancer.metrics().retries.inc();
         }
-        match tokio::time::timeout(proxy.timeouts.connect, dial(&pick.entry.target)).await {
+        let dialing = dial(proxy, &pick.entry.target, &pick.entry.backend.host);
+        match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
             Ok(Ok(stream)) => {
                 proxy.balancer.observe(&pick.entry, true);
                 pick.entry.rtt.observe(started.elapsed());
@@ -87,19 +94,26 @@ fn fail(proxy: &ServiceProxy, pick: &Pick, error: &str) {
     tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
 }
 
-async fn dial(target: &Target) -> io::Result<TcpStream> {
-    match target {
-        Target::Addr(addr) => TcpStream::connect(addr).await,
-        Target::Name(name) => TcpStream::connect(name.as_str()).await,
-    }
-}
-
-/// The hash key of a client connection: its IP address.
-fn client_key(client: &TcpStream) -> u64 {
-    match client.peer_addr() {
-        Ok(addr) => crate::balance::hash::hash(addr.ip().to_string().as_bytes()),
-        Err(_) => fastrand::u64(..),
-    }
+/// Connects to a backend, with TLS when the service originates it (the handshake counts as part of
+/// the connect, so a backend that fails it is retried like one that refuses).
+async fn dial(proxy: &ServiceProxy, target: &Target, host: &str) -> io::Result<Box<dyn Io>> {
+    let stream = match target {
+        Target::Addr(addr) => TcpStream::connect(addr).await?,
+        Target::Name(name) => TcpStream::connect(name.as_str()).await?,
+    };
+    let _ = stream.set_nodelay(true);
+    let Some((connector, cfg)) = &proxy.tls.upstream else {
+        return Ok(Box::new(stream));
+    };
+    let name = super::tls::server_name(cfg, host).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a valid TLS server name"),
+        )
+    })?;
+    let result = connector.connect(name, stream).await;
+    proxy.balancer.metrics().tls_handshake(result.is_ok());
+    Ok(Box::new(result?))
 }
 
 /// Runs `f` when dropped.

@@ -25,7 +25,6 @@ use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::net::TcpStream;
 
 /// The HTTP side of a service: upstream client pool, options and retry budget.
 pub struct HttpProxy {
@@ -66,13 +65,15 @@ impl HttpProxy {
 }
 
 /// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+pub async fn serve<S>(stream: S, peer: SocketAddr, proxy: Arc<ServiceProxy>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let metrics = proxy.balancer.metrics();
     let Some(http) = proxy.http.as_ref() else {
         metrics.active.dec();
         return;
     };
-    let _ = stream.set_nodelay(true);
     let activity = Activity::new();
     let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));
     let svc = {

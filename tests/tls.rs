@@ -1,0 +1,331 @@
+//! TLS in TCP mode with certificates made at run time (rcgen): origination verified against a CA,
+//! wrong CA, hostname mismatch, mTLS required and missing, `verify: false`, and termination on the
+//! listener with and without client certificates.
+
+mod support;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use support::process::temp_file;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+    file: PathBuf,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let file = temp_file(&format!("{name}-ca.pem"), &cert.pem());
+    Ca { cert, key, file }
+}
+
+/// A leaf certificate for `names`, signed by `ca`: (cert file, key file).
+fn leaf(ca: &Ca, name: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    (
+        temp_file(&format!("{name}.pem"), &cert.pem()),
+        temp_file(&format!("{name}.key"), &key.serialize_pem()),
+    )
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn roots(ca: &Ca) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca.file).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    roots
+}
+
+/// A TLS backend that greets with `name`, optionally requiring a client certificate signed by `client_ca`.
+async fn tls_backend(
+    name: &'static str,
+    cert: &(PathBuf, PathBuf),
+    client_ca: Option<&Ca>,
+) -> SocketAddr {
+    let chain: Vec<_> = CertificateDer::pem_file_iter(&cert.0)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&cert.1).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => builder.with_client_cert_verifier(
+            rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)),
+                provider(),
+            )
+            .build()
+            .unwrap(),
+        ),
+        None => builder.with_no_client_auth(),
+    };
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(Arc::new(builder.with_single_cert(chain, key).unwrap()));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(mut tls) = acceptor.accept(s).await {
+                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
+                    let _ = tls.flush().await;
+                    let mut buf = [0u8; 64];
+                    let _ = tls.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+fn service(backend: SocketAddr, tls: &str) -> String {
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  db:\n    listen: 127.0.0.1:0\n    backends: [{backend}]\n    retries: {{ attempts: 0 }}\n    {tls}\n"
+    )
+}
+
+async fn fails(addr: SocketAddr) -> bool {
+    let Ok(mut s) = TcpStream::connect(addr).await else {
+        return true;
+    };
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn origination_verifies_the_backend() {
+    let (ca, other) = (ca("good"), ca("other"));
+    let server = leaf(&ca, "server", &["127.0.0.1", "db.internal"]);
+    let backend = tls_backend("tls-db", &server, None).await;
+
+    let ok = agent(&service(
+        backend,
+        &format!("tls_upstream: {{ ca_file: {} }}", ca.file.display()),
+    ))
+    .await;
+    assert_eq!(
+        greet(ok.service_addr("db").unwrap()).await.unwrap(),
+        "tls-db"
+    );
+    let named = agent(&service(
+        backend,
+        &format!(
+            "tls_upstream: {{ ca_file: {}, server_name: db.internal }}",
+            ca.file.display()
+        ),
+    ))
+    .await;
+    assert_eq!(
+        greet(named.service_addr("db").unwrap()).await.unwrap(),
+        "tls-db"
+    );
+
+    let wrong_ca = agent(&service(
+        backend,
+        &format!("tls_upstream: {{ ca_file: {} }}", other.file.display()),
+    ))
+    .await;
+    assert!(
+        fails(wrong_ca.service_addr("db").unwrap()).await,
+        "a certificate from another CA is refused"
+    );
+    let (_, metrics) = http_get(wrong_ca.admin_addr(), "/metrics").await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "sinew_tls_handshakes_total{result=\"failed\",service=\"db\"}"
+        ),
+        Some(1.0)
+    );
+
+    let mismatch = agent(&service(
+        backend,
+        &format!(
+            "tls_upstream: {{ ca_file: {}, server_name: web.internal }}",
+            ca.file.display()
+        ),
+    ))
+    .await;
+    assert!(
+        fails(mismatch.service_addr("db").unwrap()).await,
+        "a certificate for another name is refused"
+    );
+
+    let unverified = agent(&service(
+        backend,
+        &format!(
+            "tls_upstream: {{ ca_file: {}, verify: false }}",
+            other.file.display()
+        ),
+    ))
+    .await;
+    assert_eq!(
+        greet(unverified.service_addr("db").unwrap()).await.unwrap(),
+        "tls-db",
+        "verify: false accepts it"
+    );
+}
+
+#[tokio::test]
+async fn mutual_tls_to_the_backend() {
+    let ca = ca("mtls");
+    let server = leaf(&ca, "mtls-server", &["127.0.0.1"]);
+    let client = leaf(&ca, "mtls-client", &["sinew.client"]);
+    let backend = tls_backend("mtls-db", &server, Some(&ca)).await;
+    let without = agent(&service(
+        backend,
+        &format!("tls_upstream: {{ ca_file: {} }}", ca.file.display()),
+    ))
+    .await;
+    assert!(
+        fails(without.service_addr("db").unwrap()).await,
+        "no client certificate: refused by the backend"
+    );
+    let with = agent(&service(
+        backend,
+        &format!(
+            "tls_upstream: {{ ca_file: {}, client_cert: {}, client_key: {} }}",
+            ca.file.display(),
+            client.0.display(),
+            client.1.display()
+        ),
+    ))
+    .await;
+    assert_eq!(
+        greet(with.service_addr("db").unwrap()).await.unwrap(),
+        "mtls-db"
+    );
+}
+
+async fn tls_client(
+    addr: SocketAddr,
+    ca: &Ca,
+    cert: Option<&(PathBuf, PathBuf)>,
+) -> std::io::Result<String> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(ca));
+    let config = match cert {
+        Some((c, k)) => builder
+            .with_client_auth_cert(
+                CertificateDer::pem_file_iter(c)
+                    .unwrap()
+                    .map(|c| c.unwrap())
+                    .collect(),
+                PrivateKeyDer::from_pem_file(k).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let stream = TcpStream::connect(addr).await?;
+    let mut tls = connector
+        .connect(ServerName::try_from("127.0.0.1").unwrap(), stream)
+        .await?;
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while tokio::time::timeout(Duration::from_secs(3), tls.read(&mut byte))
+        .await
+        .map_err(std::io::Error::other)??
+        == 1
+    {
+        if byte[0] == b'\n' {
+            break;
+        }
+        line.push(byte[0]);
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+#[tokio::test]
+async fn termination_on_the_listener_with_optional_client_certificates() {
+    let ca = ca("listen");
+    let server = leaf(&ca, "listen-server", &["127.0.0.1"]);
+    let client = leaf(&ca, "listen-client", &["app.client"]);
+    let backend = EchoBackend::start("plain-backend").await;
+    let open = agent(&service(
+        backend.addr,
+        &format!(
+            "tls_listen: {{ cert: {}, key: {} }}",
+            server.0.display(),
+            server.1.display()
+        ),
+    ))
+    .await;
+    assert_eq!(
+        tls_client(open.service_addr("db").unwrap(), &ca, None)
+            .await
+            .unwrap(),
+        "plain-backend"
+    );
+
+    let mtls = agent(&service(
+        backend.addr,
+        &format!(
+            "tls_listen: {{ cert: {}, key: {}, client_ca: {} }}",
+            server.0.display(),
+            server.1.display(),
+            ca.file.display()
+        ),
+    ))
+    .await;
+    let addr = mtls.service_addr("db").unwrap();
+    assert!(
+        tls_client(addr, &ca, None)
+            .await
+            .map(|l| l.is_empty())
+            .unwrap_or(true),
+        "no client certificate: refused"
+    );
+    assert_eq!(
+        tls_client(addr, &ca, Some(&client)).await.unwrap(),
+        "plain-backend"
+    );
+}
+
+#[test]
+fn a_missing_or_bad_certificate_file_stops_the_start_with_its_name() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bad = temp_file("not-a-cert.pem", "hello");
+    let yaml = service(
+        "127.0.0.1:1".parse().unwrap(),
+        &format!("tls_upstream: {{ ca_file: {} }}", bad.display()),
+    );
+    let config = sinew::config::Config::parse(
+        &yaml,
+        sinew::config::Format::Yaml,
+        std::path::Path::new("t.yaml"),
+    )
+    .unwrap();
+    let err = rt
+        .block_on(sinew::agent::Agent::start(config))
+        .err()
+        .expect("start fails");
+    assert!(err.to_string().contains("not-a-cert.pem"), "{err}");
+}
