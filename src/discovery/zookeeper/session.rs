@@ -86,6 +86,27 @@ pub fn cluster(hosts: &[String]) -> String {
     format!("{}{chroot}", members.join(","))
 }
 
+/// Reconnect delays: exponential from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], each jittered to 50-150 %
+/// so that the agents of a fleet do not reconnect to a restarted ensemble in lockstep.
+struct Backoff {
+    base: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { base: MIN_BACKOFF }
+    }
+}
+
+impl Backoff {
+    /// The next delay, `jitter` in `[0, 1)` placing it within 50-150 % of the current base.
+    fn next_delay(&mut self, jitter: f64) -> Duration {
+        let delay = self.base.mul_f64(0.5 + jitter.clamp(0.0, 1.0));
+        self.base = (self.base * 2).min(MAX_BACKOFF);
+        delay
+    }
+}
+
 async fn manage(
     cluster: String,
     session_timeout: Duration,
@@ -95,7 +116,7 @@ async fn manage(
 ) {
     let connected = metrics.zk_connected(&cluster);
     let mut epoch = 0;
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::default();
     let mut failures = 0u64;
     loop {
         let connecting = zk::Client::connector()
@@ -115,8 +136,7 @@ async fn manage(
                 if failures == 1 || failures % 10 == 0 {
                     tracing::warn!(ensemble = %cluster, error = %e, attempts = failures, "cannot connect to ZooKeeper; last known backends keep serving");
                 }
-                let delay = backoff.mul_f64(0.5 + fastrand::f64());
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                let delay = backoff.next_delay(fastrand::f64());
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(delay) => continue,
@@ -124,7 +144,7 @@ async fn manage(
             }
         };
         failures = 0;
-        backoff = MIN_BACKOFF;
+        backoff = Backoff::default();
         epoch += 1;
         connected.set(1);
         metrics.zk_event(&cluster, "connected");
@@ -173,6 +193,20 @@ async fn manage(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_cap_with_jitter() {
+        let mut b = Backoff::default();
+        let bases: Vec<Duration> = (0..10).map(|_| b.next_delay(0.5)).collect();
+        assert_eq!(bases[0], MIN_BACKOFF);
+        assert_eq!(bases[1], MIN_BACKOFF * 2);
+        assert_eq!(bases[9], MAX_BACKOFF);
+        assert!(bases.windows(2).all(|w| w[0] <= w[1]));
+        let mut b = Backoff::default();
+        assert_eq!(b.next_delay(0.0), MIN_BACKOFF / 2);
+        let mut b = Backoff::default();
+        assert_eq!(b.next_delay(1.0), MIN_BACKOFF.mul_f64(1.5));
+    }
 
     #[test]
     fn equal_ensembles_share_a_connect_string() {
