@@ -180,6 +180,40 @@ async fn zookeeper_outage_and_restart_never_stop_routing() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_new_znodes_is_one_swap() {
+    const SWAPS: &str = "sinew_service_backend_swaps_total{service=\"web\"}";
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/n00"),
+        &nerve("127.0.0.1", 20000, "n00"),
+    )
+    .await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![20000], Duration::from_secs(5)).await;
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let before = metric(&body, SWAPS).expect("swaps counted");
+
+    // 30 creates, one after the other: a burst spread over a few tens of milliseconds.
+    for i in 1..=30u16 {
+        let name = format!("n{i:02}");
+        client
+            .create(
+                &format!("{PATH}/{name}"),
+                &nerve("127.0.0.1", 20000 + i, &name),
+                &support::zk::PERSISTENT,
+            )
+            .await
+            .expect("create");
+    }
+    wait_ports(&agent, (20000..=20030).collect(), Duration::from_secs(1)).await;
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let swaps = metric(&body, SWAPS).expect("swaps counted") - before;
+    assert!(swaps <= 3.0, "30 changes in a burst made {swaps} swaps");
+}
+
 /// Polls `/metrics` until `series` has the value `want`; its last value otherwise.
 async fn wait_metric(agent: &Agent, series: &str, want: f64, within: Duration) -> Option<f64> {
     let deadline = tokio::time::Instant::now() + within;

@@ -175,7 +175,8 @@ impl Drop for ZooKeeper {
     }
 }
 
-const PERSISTENT: zk::CreateOptions<'static> =
+/// Options of a persistent znode, open to everyone.
+pub const PERSISTENT: zk::CreateOptions<'static> =
     zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
 
 /// Creates (or overwrites) a persistent znode with `data`, making parents as needed.
