@@ -214,6 +214,35 @@ async fn a_burst_of_new_znodes_is_one_swap() {
     assert!(swaps <= 3.0, "30 changes in a burst made {swaps} swaps");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chroot_on_the_hosts_roots_the_path() {
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("/smartstack{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    let agent = agent(&format!(
+        "services:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [\"{}/smartstack\"], path: {PATH} }}\n",
+        zk.address()
+    ))
+    .await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    assert_eq!(
+        greet(agent.service_addr("web").unwrap()).await.unwrap(),
+        "a"
+    );
+}
+
 /// Polls `/metrics` until `series` has the value `want`; its last value otherwise.
 async fn wait_metric(agent: &Agent, series: &str, want: f64, within: Duration) -> Option<f64> {
     let deadline = tokio::time::Instant::now() + within;
