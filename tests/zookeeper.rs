@@ -215,6 +215,27 @@ async fn a_burst_of_new_znodes_is_one_swap() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_data_in_an_existing_znode_moves_traffic_within_a_second() {
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    let node = format!("{PATH}/i-1_0000000001");
+    put(&client, &node, &nerve("127.0.0.1", a.addr.port(), "i-1")).await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    // Nerve's report_up writes into the node it already has (`set`), rather than a new child.
+    put(&client, &node, &nerve("127.0.0.1", b.addr.port(), "i-1")).await;
+    wait_ports(&agent, vec![b.addr.port()], Duration::from_secs(1)).await;
+    assert_eq!(
+        greet(agent.service_addr("web").unwrap()).await.unwrap(),
+        "b"
+    );
+    // The data watch is armed again: a second write is seen too.
+    put(&client, &node, &nerve("127.0.0.1", a.addr.port(), "i-1")).await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chroot_on_the_hosts_roots_the_path() {
     let zk = ZooKeeper::start().await;
     let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);

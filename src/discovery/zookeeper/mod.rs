@@ -1,12 +1,13 @@
 //! ZooKeeper discovery: the children of a path are the backends (Nerve or ServerSet znodes).
 //!
-//! The watcher lists the path with a one-shot child watch, reads every child's data (requests are
-//! pipelined on the session), and hands the decoded set to the balancer. It re-lists when the watch
-//! fires (after a short pause that coalesces a burst of changes into one swap), and whenever the session
-//! reconnects or is replaced, since events during a disconnect can be lost. A child deleted between the
-//! listing and the read is skipped; a path that does not exist yet is waited for; a malformed child is
-//! skipped with one warning per node version. Trouble talking to ZooKeeper never reaches the balancer:
-//! the last set keeps serving.
+//! The watcher lists the path with a one-shot child watch, reads every child's data with a one-shot
+//! data watch (requests are pipelined on the session), and hands the decoded set to the balancer. It
+//! re-lists when any of these watches fires (a child added or removed, new data in a child), after a
+//! short pause that coalesces a burst of changes into one swap, and whenever the session reconnects
+//! or is replaced, since events during a disconnect can be lost. A child deleted between the listing
+//! and the read is skipped; a path that does not exist yet is waited for; a malformed child is
+//! skipped with one warning per node version. Trouble talking to ZooKeeper never reaches the
+//! balancer: the last set keeps serving.
 
 mod decode;
 pub mod session;
@@ -16,7 +17,10 @@ use crate::balance::Backend;
 use crate::config::ZookeeperDiscovery;
 use session::{Conn, Sessions};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::sync::watch;
 use zookeeper_client as zk;
@@ -26,12 +30,15 @@ const COALESCE: Duration = Duration::from_millis(100);
 /// Pause before retrying a failed read on a session that still looks usable.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// A one-shot watch waiting to fire.
+type Armed = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
+
 /// What one read of the path found.
 enum Read {
-    /// The backends, and the watch to wait on.
-    Found(Vec<Backend>, zk::OneshotWatcher),
+    /// The backends, and the watches to wait on: the children, and the data of each child.
+    Found(Vec<Backend>, Vec<Armed>),
     /// The path does not exist; the watch fires when it is created.
-    Missing(zk::OneshotWatcher),
+    Missing(Armed),
     /// The path appeared while it was being looked at: read again at once.
     Appeared,
 }
@@ -43,6 +50,9 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
     let last_update = ctx.metrics.zk_last_update(&service);
     let mut conn = sessions.get(&config.hosts, config.session_timeout);
     let mut warned: HashSet<(String, i64, i32)> = HashSet::new();
+    // The watches of the last read stay registered until the next read has armed its own, so the
+    // client never tells the server to drop a watch that is about to be set again.
+    let mut armed: Vec<Armed>;
     loop {
         let Conn { client, .. } = conn.borrow_and_update().clone();
         let Some(client) = client else {
@@ -54,13 +64,13 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
         };
         // Taken before the read, so a disconnect during it still reaches the gauge.
         let mut state = client.state_watcher();
-        let watch = match read(&client, &config, &service, &ctx, &mut warned).await {
-            Ok(Read::Found(backends, watch)) => {
+        armed = match read(&client, &config, &service, &ctx, &mut warned).await {
+            Ok(Read::Found(backends, watches)) => {
                 ctx.metrics.zk_znodes(&service).set(backends.len() as i64);
                 ctx.balancer.update(backends);
                 connected.set(1);
                 last_update.set(unix_now());
-                watch
+                watches
             }
             Ok(Read::Appeared) => continue,
             Ok(Read::Missing(watch)) => {
@@ -68,7 +78,7 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 ctx.balancer.update(Vec::new());
                 connected.set(1);
                 last_update.set(unix_now());
-                watch
+                vec![watch]
             }
             Err(e) => {
                 connected.set(0);
@@ -82,14 +92,12 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 continue;
             }
         };
-        let changed = watch.changed();
-        tokio::pin!(changed);
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
                 // A new or reconnected session: re-list, since events during a disconnect may be lost.
                 r = conn.changed() => if r.is_err() { return } else { break },
-                _ = &mut changed => {
+                _ = first_fired(&mut armed) => {
                     tokio::select! {
                         _ = ctx.shutdown.cancelled() => return,
                         _ = tokio::time::sleep(COALESCE) => break,
@@ -104,6 +112,17 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
             }
         }
     }
+}
+
+/// Resolves when the first of `armed` fires; the others stay armed.
+fn first_fired(armed: &mut [Armed]) -> impl Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| {
+        if armed.iter_mut().any(|w| w.as_mut().poll(cx).is_ready()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
 }
 
 /// Seconds since the Unix epoch, for timestamp gauges.
@@ -136,7 +155,7 @@ async fn read(
             return Ok(if stat.is_some() {
                 Read::Appeared
             } else {
-                Read::Missing(watch)
+                Read::Missing(Box::pin(watch.changed()))
             });
         }
         Err(e) => return Err(e),
@@ -145,17 +164,20 @@ async fn read(
     let base = config.path.trim_end_matches('/');
     let pending: Vec<_> = children
         .iter()
-        .map(|child| client.get_data(&format!("{base}/{child}")))
+        .map(|child| client.get_and_watch_data(&format!("{base}/{child}")))
         .collect();
+    let mut armed: Vec<Armed> = Vec::with_capacity(children.len() + 1);
+    armed.push(Box::pin(watch.changed()));
     let mut backends = Vec::with_capacity(children.len());
     let mut seen = HashSet::with_capacity(children.len());
     for (child, reply) in children.iter().zip(pending) {
-        let (data, stat) = match reply.await {
+        let (data, stat, data_watch) = match reply.await {
             Ok(found) => found,
             // Deleted between the listing and the read (synapse#205): simply gone.
             Err(zk::Error::NoNode) => continue,
             Err(e) => return Err(e),
         };
+        armed.push(Box::pin(data_watch.changed()));
         match decode::decode(child, &data, &config.decode) {
             Ok(mut backend) => {
                 if let Some(port) = config.port_override {
@@ -175,5 +197,5 @@ async fn read(
         seen.insert(child.clone());
     }
     warned.retain(|(child, _, _)| seen.contains(child));
-    Ok(Read::Found(backends, watch))
+    Ok(Read::Found(backends, armed))
 }
