@@ -329,3 +329,74 @@ fn a_missing_or_bad_certificate_file_stops_the_start_with_its_name() {
         .expect("start fails");
     assert!(err.to_string().contains("not-a-cert.pem"), "{err}");
 }
+
+/// An HTTPS backend (HTTP/1.1 and h2 over TLS, ALPN) answering `name` and the protocol it saw.
+async fn https_backend(name: &'static str, cert: &(PathBuf, PathBuf)) -> SocketAddr {
+    use http_body_util::Full;
+    let chain: Vec<_> = CertificateDer::pem_file_iter(&cert.0)
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = PrivateKeyDer::from_pem_file(&cert.1).unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let body = format!("{name} over {:?}", req.version());
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            bytes::Bytes::from(body),
+                        )))
+                    },
+                );
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn http_mode_speaks_tls_to_backends_with_alpn() {
+    let (ca, other) = (ca("https"), ca("https-other"));
+    let server = leaf(&ca, "https-server", &["127.0.0.1"]);
+    let backend = https_backend("secure", &server).await;
+    for (alpn, version) in [("[h2]", "HTTP/2.0"), ("[http/1.1]", "HTTP/1.1")] {
+        let agent = agent(&format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{backend}]\n    tls_upstream: {{ ca_file: {}, alpn: {alpn} }}\n",
+            ca.file.display()
+        ))
+        .await;
+        let (status, body) = http_get(agent.service_addr("web").unwrap(), "/").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body, format!("secure over {version}"));
+    }
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{backend}]\n    tls_upstream: {{ ca_file: {} }}\n",
+        other.file.display()
+    ))
+    .await;
+    assert_eq!(
+        http_get(agent.service_addr("web").unwrap(), "/").await.0,
+        502,
+        "a backend failing verification"
+    );
+}

@@ -671,12 +671,6 @@ impl Config {
                         "client_cert and client_key go together".into(),
                     ));
                 }
-                if svc.mode == Mode::Http {
-                    return Err(invalid(
-                        at("tls_upstream"),
-                        "TLS to backends is available in tcp mode only in this version".into(),
-                    ));
-                }
             }
             if let Some(hc) = &svc.health_check {
                 hc.validate()

@@ -66,8 +66,14 @@ impl ServiceProxy {
         life: Lifecycle,
         tls: TlsSetup,
     ) -> Self {
-        let http = (config.mode == Mode::Http)
-            .then(|| Arc::new(http::HttpProxy::new(balancer.service(), config, metrics)));
+        let http = (config.mode == Mode::Http).then(|| {
+            Arc::new(http::HttpProxy::new(
+                balancer.service(),
+                config,
+                metrics,
+                tls.upstream.clone(),
+            ))
+        });
         Self {
             balancer,
             timeouts: config.timeouts,

@@ -37,7 +37,12 @@ pub struct HttpProxy {
 
 impl HttpProxy {
     /// Builds the client pool and budget of one service.
-    pub fn new(service: &str, config: &ServiceConfig, metrics: &Metrics) -> Self {
+    pub fn new(
+        service: &str,
+        config: &ServiceConfig,
+        metrics: &Metrics,
+        tls: Option<(tokio_rustls::TlsConnector, crate::config::TlsUpstream)>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.timeouts.connect));
@@ -55,6 +60,7 @@ impl HttpProxy {
             client: builder.build(pool::CountingConnector::new(
                 connector,
                 metrics.pool(service),
+                tls,
             )),
             protocol: config.upstream_protocol,
             options: config.http.clone(),

@@ -1,6 +1,8 @@
-//! The upstream connector: hyper-util's `HttpConnector`, with every new backend connection counted
-//! (opened, open now), so pool reuse is visible: requests minus connections opened.
+//! The upstream connector: hyper-util's `HttpConnector`, then TLS when the service originates it, with
+//! every new backend connection counted (opened, open now), so pool reuse is visible: requests minus
+//! connections opened.
 
+use crate::config::TlsUpstream;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -23,24 +25,49 @@ pub struct PoolMetrics {
     pub open: IntGaugeVec,
 }
 
-/// An `HttpConnector` that counts the connections it makes.
+/// An `HttpConnector` that counts the connections it makes, and speaks TLS when configured.
 #[derive(Clone)]
 pub struct CountingConnector {
     inner: HttpConnector,
     metrics: PoolMetrics,
+    tls: Option<(tokio_rustls::TlsConnector, TlsUpstream)>,
 }
 
 impl CountingConnector {
-    /// Wraps `inner`.
-    pub fn new(inner: HttpConnector, metrics: PoolMetrics) -> Self {
-        Self { inner, metrics }
+    /// Wraps `inner`; with `tls`, every connection is TLS (ALPN `h2` makes hyper use HTTP/2).
+    pub fn new(
+        inner: HttpConnector,
+        metrics: PoolMetrics,
+        tls: Option<(tokio_rustls::TlsConnector, TlsUpstream)>,
+    ) -> Self {
+        Self {
+            inner,
+            metrics,
+            tls,
+        }
     }
+}
+
+/// A backend connection, plain or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// A backend connection that leaves the open-connections gauge when it closes.
 pub struct Counted {
-    stream: TcpStream,
+    stream: Stream,
     open: IntGauge,
+}
+
+/// Applies `$call` to whichever stream a `Counted` holds.
+macro_rules! on_stream {
+    ($self:expr, $s:ident => $call:expr) => {
+        match &mut $self.get_mut().stream {
+            Stream::Plain($s) => $call,
+            Stream::Tls($s) => $call,
+        }
+    };
 }
 
 impl Drop for Counted {
@@ -51,7 +78,18 @@ impl Drop for Counted {
 
 impl Connection for Counted {
     fn connected(&self) -> Connected {
-        self.stream.connected()
+        match &self.stream {
+            Stream::Plain(s) => s.connected(),
+            Stream::Tls(s) => {
+                let (tcp, session) = s.get_ref();
+                let connected = tcp.connected();
+                if session.alpn_protocol() == Some(b"h2") {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+        }
     }
 }
 
@@ -61,7 +99,7 @@ impl AsyncRead for Counted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        on_stream!(self, s => Pin::new(s).poll_read(cx, buf))
     }
 }
 
@@ -71,15 +109,15 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        on_stream!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        on_stream!(self, s => Pin::new(s).poll_flush(cx))
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+        on_stream!(self, s => Pin::new(s).poll_shutdown(cx))
     }
 
     fn poll_write_vectored(
@@ -87,11 +125,14 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        on_stream!(self, s => Pin::new(s).poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.stream {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -108,10 +149,25 @@ impl tower_service::Service<Uri> for CountingConnector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let backend = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
         let metrics = self.metrics.clone();
+        let tls = self.tls.clone();
         let connecting = self.inner.call(uri);
         Box::pin(async move {
-            let stream = connecting.await?.into_inner();
+            let tcp = connecting.await?.into_inner();
+            let stream = match tls {
+                None => Stream::Plain(tcp),
+                Some((connector, cfg)) => {
+                    let name = crate::proxy::tls::server_name(&cfg, &host)
+                        .ok_or_else(|| format!("{host:?} is not a valid TLS server name"))?;
+                    Stream::Tls(Box::new(connector.connect(name, tcp).await?))
+                }
+            };
             let labels = [metrics.service.as_str(), backend.as_str()];
             metrics.opened.with_label_values(&labels).inc();
             let open = metrics.open.with_label_values(&labels);
