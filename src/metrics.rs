@@ -43,6 +43,7 @@ pub struct Metrics {
     service_rejected: IntCounterVec,
     task_panics: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    tls_reload_failures: IntCounterVec,
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
@@ -401,6 +402,12 @@ impl Metrics {
                 "TLS handshakes with clients (listener) and backends (origination), by result.",
                 &["service", "result"],
             )?,
+            tls_reload_failures: counter(
+                &r,
+                "sinew_tls_certificate_reload_failures_total",
+                "Changed listener certificate files that could not be used (the previous certificate stays).",
+                s,
+            )?,
             registry: r,
         })
     }
@@ -495,6 +502,11 @@ impl Metrics {
         self.register_transitions
             .with_label_values(&[service, to])
             .inc();
+    }
+
+    /// The certificate-reload failure counter of a service.
+    pub fn tls_reload_failures(&self, service: &str) -> IntCounter {
+        self.tls_reload_failures.with_label_values(&[service])
     }
 
     /// The panic counter of a kind of background task.

@@ -400,3 +400,70 @@ async fn http_mode_speaks_tls_to_backends_with_alpn() {
         "a backend failing verification"
     );
 }
+
+#[tokio::test]
+async fn a_rotated_listener_certificate_is_served_without_a_restart() {
+    let (old_ca, new_ca) = (ca("rotate-old"), ca("rotate-new"));
+    let old = leaf(&old_ca, "rotate-server-old", &["127.0.0.1"]);
+    let new = leaf(&new_ca, "rotate-server-new", &["127.0.0.1"]);
+    let live = (
+        temp_file("rotate-live.pem", ""),
+        temp_file("rotate-live.key", ""),
+    );
+    std::fs::copy(&old.0, &live.0).unwrap();
+    std::fs::copy(&old.1, &live.1).unwrap();
+    let backend = EchoBackend::start("rotated").await;
+    let agent = agent(&service(
+        backend.addr,
+        &format!(
+            "tls_listen: {{ cert: {}, key: {} }}",
+            live.0.display(),
+            live.1.display()
+        ),
+    ))
+    .await;
+    let addr = agent.service_addr("db").unwrap();
+    assert_eq!(tls_client(addr, &old_ca, None).await.unwrap(), "rotated");
+
+    // A broken file keeps the current certificate.
+    std::fs::write(&live.0, "garbage").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        tls_client(addr, &old_ca, None).await.unwrap(),
+        "rotated",
+        "the old certificate stays"
+    );
+    let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+    assert!(
+        metric(
+            &metrics,
+            "sinew_tls_certificate_reload_failures_total{service=\"db\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+
+    // Rotation: new handshakes get the new certificate.
+    std::fs::copy(&new.1, &live.1).unwrap();
+    std::fs::copy(&new.0, &live.0).unwrap();
+    let mut rotated = false;
+    for _ in 0..40 {
+        if tls_client(addr, &new_ca, None)
+            .await
+            .map(|l| l == "rotated")
+            .unwrap_or(false)
+        {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new certificate is served within seconds");
+    assert!(
+        tls_client(addr, &old_ca, None)
+            .await
+            .map(|l| l.is_empty())
+            .unwrap_or(true),
+        "the old CA no longer matches"
+    );
+}

@@ -65,6 +65,12 @@ impl Running {
         let listen = socket.local_addr().map_err(bind_err)?;
         let tls = TlsSetup::load(name, config)?;
         let generation = shared.stop.child_token();
+        tls.watch(
+            name,
+            shared.metrics.tls_reload_failures(name),
+            &shared.tasks,
+            generation.clone(),
+        );
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
         let slot = Arc::new(ArcSwap::new(proxy));
         let listener = shared.stop.child_token();
@@ -95,6 +101,12 @@ impl Running {
     ) -> Result<(), AgentError> {
         let tls = TlsSetup::load(name, config)?;
         let generation = shared.stop.child_token();
+        tls.watch(
+            name,
+            shared.metrics.tls_reload_failures(name),
+            &shared.tasks,
+            generation.clone(),
+        );
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
         self.slot.store(proxy);
         self.generation.cancel();

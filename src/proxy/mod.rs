@@ -7,6 +7,7 @@ mod listener;
 mod ratelog;
 mod tcp;
 pub mod tls;
+mod tls_reload;
 
 pub use http::PoolMetrics;
 pub use listener::serve;
@@ -100,9 +101,24 @@ pub struct TlsSetup {
     pub upstream: Option<(tokio_rustls::TlsConnector, crate::config::TlsUpstream)>,
     /// On the listener.
     pub listen: Option<tokio_rustls::TlsAcceptor>,
+    /// The listener's certificate, reloaded when its files change.
+    pub listen_cert: Option<Arc<tls_reload::ReloadingCert>>,
 }
 
 impl TlsSetup {
+    /// Starts watching the listener certificate's files, until `stop`.
+    pub fn watch(
+        &self,
+        service: &str,
+        failures: prometheus::IntCounter,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) {
+        if let Some(cert) = &self.listen_cert {
+            tasks.spawn(Arc::clone(cert).watch(service.to_string(), failures, stop));
+        }
+    }
+
     /// Reads the certificates and keys a service's config names.
     pub fn load(service: &str, config: &ServiceConfig) -> Result<Self, tls::TlsError> {
         let upstream = match &config.tls_upstream {
@@ -120,10 +136,19 @@ impl TlsSetup {
             }
             None => None,
         };
-        let listen = match &config.tls_listen {
-            Some(l) => Some(tokio_rustls::TlsAcceptor::from(tls::server_config(l)?)),
-            None => None,
+        let (listen, listen_cert) = match &config.tls_listen {
+            Some(l) => {
+                let cert = tls_reload::ReloadingCert::load(l.cert.clone(), l.key.clone())?;
+                let acceptor =
+                    tokio_rustls::TlsAcceptor::from(tls::server_config(l, Arc::clone(&cert))?);
+                (Some(acceptor), Some(cert))
+            }
+            None => (None, None),
         };
-        Ok(Self { upstream, listen })
+        Ok(Self {
+            upstream,
+            listen,
+            listen_cert,
+        })
     }
 }

@@ -92,8 +92,22 @@ pub fn client_config(cfg: &TlsUpstream) -> Result<Arc<ClientConfig>, TlsError> {
     Ok(Arc::new(config))
 }
 
-/// The server config of a listener.
-pub fn server_config(cfg: &TlsListen) -> Result<Arc<ServerConfig>, TlsError> {
+/// A certificate chain and its key, checked to belong together.
+pub fn certified_key(cert: &Path, key_file: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let signing = provider().key_provider.load_private_key(key(key_file)?)?;
+    let certified = rustls::sign::CertifiedKey::new(certs(cert)?, signing);
+    certified.keys_match().map_err(|e| TlsError::File {
+        path: key_file.to_path_buf(),
+        message: format!("does not match {}: {e}", cert.display()),
+    })?;
+    Ok(certified)
+}
+
+/// The server config of a listener, serving whatever `cert` currently holds.
+pub fn server_config(
+    cfg: &TlsListen,
+    cert: Arc<super::tls_reload::ReloadingCert>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let builder =
         ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
     let builder = match &cfg.client_ca {
@@ -108,9 +122,7 @@ pub fn server_config(cfg: &TlsListen) -> Result<Arc<ServerConfig>, TlsError> {
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(
-        builder.with_single_cert(certs(&cfg.cert)?, key(&cfg.key)?)?,
-    ))
+    Ok(Arc::new(builder.with_cert_resolver(cert)))
 }
 
 /// The name a backend's certificate must carry.
