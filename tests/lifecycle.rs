@@ -39,16 +39,7 @@ fn check_rejects_broken_configs_with_a_precise_message() {
         "good.yaml",
         "services:\n  web:\n    listen: 127.0.0.1:4001\n    backends: [127.0.0.1:1]\n",
     );
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&good)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_ok("--config", &good);
 }
 
 #[tokio::test]

@@ -301,28 +301,10 @@ async fn a_nerve_config_runs_and_sigterm_deregisters_before_the_listeners_close(
             zk.address()
         ),
     );
-    let out = Command::new(BIN)
-        .args(["check", "--nerve-config"])
-        .arg(&nerve_conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_ok("--nerve-config", &nerve_conf);
     let example =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/nerve/nerve.conf.json");
-    let out = Command::new(BIN)
-        .args(["check", "--nerve-config"])
-        .arg(&example)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_ok("--nerve-config", &example);
 
     let (port, admin) = (free_port(), free_port());
     let config = temp_file(

@@ -242,16 +242,7 @@ fn check_prints_a_native_config_that_loads() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("note: haproxy.reload_command"));
     let native = temp_file("native.yaml", &String::from_utf8_lossy(&out.stdout));
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(&native)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::process::check_ok("--config", &native);
     let out = Command::new(BIN)
         .args(["check", "--synapse-config", "/nonexistent/synapse.json"])
         .output()

@@ -17,6 +17,22 @@ pub fn temp_file(name: &str, content: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs `sinew check FLAG FILE`, asserts it succeeds (showing its stderr otherwise), and returns its output.
+pub fn check_ok(flag: &str, file: &std::path::Path) -> std::process::Output {
+    let out = Command::new(BIN)
+        .args(["check", flag])
+        .arg(file)
+        .output()
+        .expect("run sinew check");
+    assert!(
+        out.status.success(),
+        "sinew check {flag} {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// A free loopback port (bound and released; good enough for a test that binds it right after).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
