@@ -1,7 +1,7 @@
 //! ZooKeeper sessions: one per distinct ensemble, shared by every service that watches it.
 //!
-//! A manager task per ensemble connects (with jittered exponential backoff while ZooKeeper is away),
-//! publishes the connected client with an epoch that grows on every (re)connection, so watchers re-list
+//! A manager task per ensemble connects (with jittered exponential backoff while ZooKeeper is away,
+//! and before replacing a session that ended), publishes the connected client with an epoch that grows on every (re)connection, so watchers re-list
 //! and re-arm after each one (events during a disconnect may be lost), and builds a new client when the
 //! session expires. Watchers never see an error as "no backends": the last set stays.
 
@@ -86,23 +86,30 @@ pub fn cluster(hosts: &[String]) -> String {
     format!("{}{chroot}", members.join(","))
 }
 
-/// Reconnect delays: exponential from [`MIN_BACKOFF`] to [`MAX_BACKOFF`], each jittered to 50-150 %
-/// so that the agents of a fleet do not reconnect to a restarted ensemble in lockstep.
-struct Backoff {
+/// Retry delays: exponential from a minimum to a maximum, each jittered to 50-150 % so that the
+/// agents of a fleet do not retry against a restarted ensemble in lockstep.
+pub struct Backoff {
     base: Duration,
+    max: Duration,
 }
 
 impl Default for Backoff {
+    /// Reconnect delays: [`MIN_BACKOFF`] to [`MAX_BACKOFF`].
     fn default() -> Self {
-        Self { base: MIN_BACKOFF }
+        Self::new(MIN_BACKOFF, MAX_BACKOFF)
     }
 }
 
 impl Backoff {
+    /// Delays from `min`, doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self { base: min, max }
+    }
+
     /// The next delay, `jitter` in `[0, 1)` placing it within 50-150 % of the current base.
-    fn next_delay(&mut self, jitter: f64) -> Duration {
+    pub fn next_delay(&mut self, jitter: f64) -> Duration {
         let delay = self.base.mul_f64(0.5 + jitter.clamp(0.0, 1.0));
-        self.base = (self.base * 2).min(MAX_BACKOFF);
+        self.base = (self.base * 2).min(self.max);
         delay
     }
 }
@@ -119,6 +126,14 @@ async fn manage(
     let mut backoff = Backoff::default();
     let mut failures = 0u64;
     loop {
+        if epoch > 0 {
+            // A session just ended: every agent of the fleet may be replacing its own now, so wait a
+            // jittered delay first, longer when sessions keep ending soon after they start.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(backoff.next_delay(fastrand::f64())) => {}
+            }
+        }
         let connecting = zk::Client::connector()
             .with_session_timeout(session_timeout)
             .with_fail_eagerly()
@@ -144,7 +159,7 @@ async fn manage(
             }
         };
         failures = 0;
-        backoff = Backoff::default();
+        let started = tokio::time::Instant::now();
         epoch += 1;
         connected.set(1);
         metrics.zk_event(&cluster, "connected");
@@ -176,6 +191,9 @@ async fn manage(
                     tracing::warn!(ensemble = %cluster, "ZooKeeper disconnected; last known backends keep serving");
                 }
                 terminal => {
+                    if started.elapsed() > MAX_BACKOFF {
+                        backoff = Backoff::default();
+                    }
                     connected.set(0);
                     metrics.zk_event(&cluster, "expired");
                     tracing::warn!(ensemble = %cluster, state = ?terminal, "ZooKeeper session ended; starting a new one");
@@ -206,6 +224,31 @@ mod tests {
         assert_eq!(b.next_delay(0.0), MIN_BACKOFF / 2);
         let mut b = Backoff::default();
         assert_eq!(b.next_delay(1.0), MIN_BACKOFF.mul_f64(1.5));
+    }
+
+    // Real time, not a paused clock: the attempts are real connections, whose failures a paused
+    // clock would race. The assertion bounds a count, so a slow machine only makes it easier.
+    #[tokio::test]
+    async fn an_unreachable_ensemble_is_retried_with_backoff_not_in_a_loop() {
+        // Nothing listens on port 1 of loopback: every attempt fails at once.
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
+        let sessions = Sessions::new(tasks.clone(), stop.clone(), Arc::clone(&metrics));
+        let conn = sessions.get(&["127.0.0.1:1".into()], Duration::from_secs(10));
+        let series = r#"sinew_discovery_zookeeper_session_events_total{ensemble="127.0.0.1:1",event="connect_failed"} "#;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let attempts: u64 = metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .map_or(0, |v| v.trim().parse().unwrap());
+        // Delays of 0.1, 0.2, 0.4, 0.8, 1.6 s (each at least half that): at most 8 attempts in 3 s,
+        // where a retry loop without backoff would make thousands.
+        assert!((1..=8).contains(&attempts), "{attempts} attempts in 3 s");
+        assert!(conn.borrow().client.is_none());
+        stop.cancel();
+        tasks.close();
+        tasks.wait().await;
     }
 
     #[test]
