@@ -14,6 +14,20 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
 
+/// Buckets of the write-to-swap histogram, in seconds (5 ms to 2 min).
+const PROPAGATION_BUCKETS: [f64; 20] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+    20.0, 60.0, 120.0,
+];
+
+/// Buckets of the requests-per-read histogram.
+const REQUEST_COUNT_BUCKETS: [f64; 12] = [
+    1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0, 30000.0,
+];
+
+/// ZooKeeper request kinds, as `kind` label values.
+pub const ZK_REQUEST_KINDS: [&str; 3] = ["list", "get_data", "exists"];
+
 /// All metric families of one agent.
 pub struct Metrics {
     /// The registry `/metrics` renders.
@@ -55,6 +69,9 @@ pub struct Metrics {
     zk_skipped: IntCounterVec,
     zk_service_connected: IntGaugeVec,
     zk_last_update: IntGaugeVec,
+    zk_requests: IntCounterVec,
+    zk_requests_per_read: HistogramVec,
+    zk_propagation: HistogramVec,
     register_up: IntGaugeVec,
     register_znode: IntGaugeVec,
     register_check_failures: IntCounterVec,
@@ -171,7 +188,40 @@ fn gauge(
     Ok(g)
 }
 
+fn histogram(
+    registry: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+) -> Result<HistogramVec, prometheus::Error> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        &["service"],
+    )?;
+    registry.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+/// Per-service ZooKeeper discovery children.
+pub struct ZkDiscoveryMetrics {
+    /// Requests by kind, in the order of [`ZK_REQUEST_KINDS`].
+    pub requests: [IntCounter; 3],
+    /// Requests made by each re-read.
+    pub requests_per_read: Histogram,
+    /// Delay from a znode's write to the swap that applied it.
+    pub propagation: Histogram,
+}
+
 impl Metrics {
+    /// The ZooKeeper discovery children of one service.
+    pub fn zk_discovery(&self, service: &str) -> ZkDiscoveryMetrics {
+        ZkDiscoveryMetrics {
+            requests: ZK_REQUEST_KINDS.map(|k| self.zk_requests.with_label_values(&[service, k])),
+            requests_per_read: self.zk_requests_per_read.with_label_values(&[service]),
+            propagation: self.zk_propagation.with_label_values(&[service]),
+        }
+    }
+
     /// Creates and registers every metric family.
     pub fn new() -> Result<Self, prometheus::Error> {
         let r = Registry::new();
@@ -369,6 +419,24 @@ impl Metrics {
                 "sinew_discovery_last_update_timestamp_seconds",
                 "Unix time of a service's last successful ZooKeeper read.",
                 s,
+            )?,
+            zk_requests: counter(
+                &r,
+                "sinew_discovery_zookeeper_requests_total",
+                "ZooKeeper requests made by a service's discovery, by kind (list, get_data, exists).",
+                &["service", "kind"],
+            )?,
+            zk_requests_per_read: histogram(
+                &r,
+                "sinew_discovery_zookeeper_requests_per_read",
+                "ZooKeeper requests one re-read of a service's path made (a change costs one re-read after coalescing).",
+                &REQUEST_COUNT_BUCKETS,
+            )?,
+            zk_propagation: histogram(
+                &r,
+                "sinew_discovery_propagation_seconds",
+                "Delay from a znode's write on the ZooKeeper server (its mtime) to the swap that applied it.",
+                &PROPAGATION_BUCKETS,
             )?,
             register_up: gauge(&r, "sinew_register_up", "1 while every check of a registered service passes.", s)?,
             register_znode: gauge(&r, "sinew_register_znode", "1 while a registered service's znode exists.", s)?,

@@ -602,3 +602,151 @@ async fn discovery_continues_when_the_ensemble_loses_its_leader() {
     )
     .await;
 }
+
+/// The ZooKeeper requests of service `web` so far: (list, get_data, exists).
+async fn requests(agent: &Agent) -> (f64, f64, f64) {
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let kind = |k: &str| {
+        metric(
+            &body,
+            &format!("sinew_discovery_zookeeper_requests_total{{kind=\"{k}\",service=\"web\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    (kind("list"), kind("get_data"), kind("exists"))
+}
+
+/// Observations in the write-to-swap histogram of service `web`.
+async fn propagations(agent: &Agent) -> f64 {
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    metric(
+        &body,
+        "sinew_discovery_propagation_seconds_count{service=\"web\"}",
+    )
+    .unwrap_or(0.0)
+}
+
+/// Backends 21000..21000+n as children `n00`, `n01`, ...
+async fn put_many(client: &zookeeper_client::Client, n: u16) {
+    for i in 0..n {
+        let name = format!("n{i:02}");
+        put(
+            client,
+            &format!("{PATH}/{name}"),
+            &nerve("127.0.0.1", 21000 + i, &name),
+        )
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reads_only_the_children_that_changed() {
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put_many(&client, 20).await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, (21000..21020).collect(), Duration::from_secs(5)).await;
+    assert_eq!(
+        requests(&agent).await,
+        (1.0, 20.0, 0.0),
+        "first read: one listing, every child"
+    );
+    assert_eq!(
+        propagations(&agent).await,
+        0.0,
+        "what existed before is not a change"
+    );
+
+    // New data in one child: that child alone is read again, and no listing.
+    put(
+        &client,
+        &format!("{PATH}/n05"),
+        &nerve("127.0.0.1", 22005, "n05"),
+    )
+    .await;
+    let mut want: Vec<u16> = (21000..21020).filter(|p| *p != 21005).collect();
+    want.push(22005);
+    wait_ports(&agent, want.clone(), Duration::from_secs(2)).await;
+    assert_eq!(requests(&agent).await, (1.0, 21.0, 0.0));
+    assert_eq!(
+        propagations(&agent).await,
+        1.0,
+        "the write-to-swap delay is recorded"
+    );
+
+    // A new child: one listing, and the new child's data only.
+    put(
+        &client,
+        &format!("{PATH}/n20"),
+        &nerve("127.0.0.1", 21020, "n20"),
+    )
+    .await;
+    want.push(21020);
+    wait_ports(&agent, want.clone(), Duration::from_secs(2)).await;
+    assert_eq!(requests(&agent).await, (2.0, 22.0, 0.0));
+    assert_eq!(propagations(&agent).await, 2.0);
+
+    // A child deleted: one listing, no data read.
+    remove(&client, &format!("{PATH}/n00")).await;
+    want.retain(|p| *p != 21000);
+    wait_ports(&agent, want, Duration::from_secs(2)).await;
+    assert_eq!(requests(&agent).await, (3.0, 22.0, 0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_znode_deleted_and_created_again_under_its_name_is_read_again() {
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put_many(&client, 3).await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![21000, 21001, 21002], Duration::from_secs(5)).await;
+    // Back to back, within one coalescing window: the name is listed both before and after.
+    let node = format!("{PATH}/n01");
+    remove(&client, &node).await;
+    put(&client, &node, &nerve("127.0.0.1", 23001, "n01")).await;
+    wait_ports(&agent, vec![21000, 21002, 23001], Duration::from_secs(2)).await;
+    // And its new data watch is armed.
+    put(&client, &node, &nerve("127.0.0.1", 24001, "n01")).await;
+    wait_ports(&agent, vec![21000, 21002, 24001], Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_checks_versions_and_reads_only_changed_children() {
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put_many(&client, 10).await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, (21000..21010).collect(), Duration::from_secs(5)).await;
+    assert_eq!(requests(&agent).await, (1.0, 10.0, 0.0));
+    // Frozen past the 1 s session timeout: the server expires sinew's session when it thaws.
+    zk.pause();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    zk.resume();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while requests(&agent).await.2 < 10.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no re-validation: {:?}",
+            requests(&agent).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (lists, reads, checks) = requests(&agent).await;
+    assert_eq!(
+        (reads, checks),
+        (10.0, 10.0),
+        "every child checked, none read again"
+    );
+    assert!(lists >= 2.0);
+    // The watches armed by the checks report changes.
+    put(
+        &client,
+        &format!("{PATH}/n03"),
+        &nerve("127.0.0.1", 22003, "n03"),
+    )
+    .await;
+    let mut want: Vec<u16> = (21000..21010).filter(|p| *p != 21003).collect();
+    want.push(22003);
+    wait_ports(&agent, want, Duration::from_secs(5)).await;
+    assert_eq!(requests(&agent).await.1, 11.0);
+}

@@ -157,13 +157,13 @@ impl Balancer {
     ///
     /// Duplicate `host:port` pairs collapse to the first. An update identical to the current set is a
     /// no-op. Counters and health of backends that stay are kept; backends that leave keep serving their
-    /// open connections and are forgotten once those have drained.
-    pub fn update(&self, backends: Vec<Backend>) {
+    /// open connections and are forgotten once those have drained. True when a new set was swapped in.
+    pub fn update(&self, backends: Vec<Backend>) -> bool {
         let mut reg = self.lock();
         reg.last_update = Some(SystemTime::now());
         let current = self.current.load_full();
         let Some(backends) = self.fallback.apply(&self.service, backends, &current) else {
-            return;
+            return false;
         };
         let mut seen = HashSet::with_capacity(backends.len());
         let mut entries = Vec::with_capacity(backends.len());
@@ -203,7 +203,7 @@ impl Balancer {
                 .zip(&entries)
                 .all(|(a, b)| a.backend == b.backend);
         if unchanged {
-            return;
+            return false;
         }
         let count = entries.len();
         self.install(entries);
@@ -213,6 +213,7 @@ impl Balancer {
         self.prune(&mut reg, &seen);
         self.swapped.send_replace(reg.updates);
         tracing::info!(service = %self.service, backends = count, "backend set swapped");
+        true
     }
 
     /// Rebuilds the selection state if health, ejections or slow start changed the effective weights.

@@ -350,7 +350,13 @@ pub struct ZookeeperDiscovery {
     /// Connect to this port instead of the one registered (Synapse's `server_port_override`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_override: Option<u16>,
+    /// After a change event, how long to gather further events before re-reading (at most [`MAX_COALESCE`]).
+    #[serde(default = "default_coalesce", with = "duration_serde")]
+    pub coalesce: Duration,
 }
+
+/// Longest accepted `discovery.zookeeper.coalesce`: a change is never held back longer than this.
+pub const MAX_COALESCE: Duration = Duration::from_secs(5);
 
 /// How znode data is decoded into a backend.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
@@ -470,6 +476,9 @@ fn default_state_ttl() -> Duration {
 }
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_coalesce() -> Duration {
+    Duration::from_millis(100)
 }
 fn default_connect() -> Duration {
     Duration::from_secs(1)
@@ -628,6 +637,12 @@ impl Config {
                         return Err(invalid(
                             at("discovery.zookeeper.port_override"),
                             "must be a port 1-65535".into(),
+                        ));
+                    }
+                    if zk.coalesce > MAX_COALESCE {
+                        return Err(invalid(
+                            at("discovery.zookeeper.coalesce"),
+                            format!("at most {}", humantime::format_duration(MAX_COALESCE)),
                         ));
                     }
                     if zk.hosts.is_empty() {
@@ -822,8 +837,28 @@ mod tests {
             panic!("zookeeper expected")
         };
         assert_eq!(
-            (zk.path.as_str(), zk.session_timeout),
-            ("/nerve/services/web", Duration::from_secs(10))
+            (zk.path.as_str(), zk.session_timeout, zk.coalesce),
+            (
+                "/nerve/services/web",
+                Duration::from_secs(10),
+                Duration::from_millis(100)
+            )
+        );
+        let e = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery:\n      zookeeper: { hosts: [h:1], path: /p, coalesce: 6s }\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("discovery.zookeeper.coalesce"),
+            "{e}"
+        );
+        let c = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery:\n      zookeeper: { hosts: [h:1], path: /p, coalesce: 0s }\n",
+        )
+        .unwrap();
+        assert!(
+            c.services["web"].discovery.is_some(),
+            "0 s re-reads at once"
         );
         let e = parse(
             "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery: { file: /x, zookeeper: { hosts: [h:1], path: /p } }\n",

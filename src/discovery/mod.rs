@@ -31,9 +31,10 @@ pub struct SourceContext {
 /// run as tasks on `tasks` until `ctx.shutdown` fires.
 pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
     match &config.discovery {
-        None => ctx
-            .balancer
-            .update(to_backends(&config.backends, &Origin::Static)),
+        None => {
+            ctx.balancer
+                .update(to_backends(&config.backends, &Origin::Static));
+        }
         Some(DiscoveryConfig::File(path)) => {
             let (path, panics) = (path.clone(), ctx.metrics.task_panics("file_discovery"));
             let name = format!("file discovery of {}", ctx.balancer.service());

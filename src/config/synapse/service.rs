@@ -318,6 +318,7 @@ fn zookeeper(
         session_timeout: crate::config::default_session_timeout(),
         decode,
         port_override,
+        coalesce: crate::config::default_coalesce(),
     }))
 }
 
