@@ -38,8 +38,9 @@ pub fn data(r: &Registration, instance_id: &str) -> Vec<u8> {
     serde_json::to_vec(&d).unwrap_or_default()
 }
 
-/// Creates the instance's node (parents as needed) after removing nodes an earlier session or run of
-/// this instance left behind; returns the node's path.
+/// Creates the instance's node (parents as needed), then removes the nodes an earlier session or run of
+/// this instance left behind (or a process handing over to this one still holds); returns the node's
+/// path. Created first, so the instance is never missing from the children in between.
 pub async fn create(
     client: &zk::Client,
     r: &Registration,
@@ -54,22 +55,6 @@ pub async fn create(
         })?;
     let data = data(r, instance_id);
     let prefix = format!("{instance_id}_");
-    for child in client.list_children(&r.zk_path).await? {
-        if !child.starts_with(&prefix) {
-            continue;
-        }
-        let path = format!("{}/{child}", r.zk_path);
-        match client.get_data(&path).await {
-            // Same instance, same data: left by an earlier session or an earlier run of this task;
-            // it would duplicate us.
-            Ok((old, _)) if old == data => match client.delete(&path, None).await {
-                Ok(()) | Err(zk::Error::NoNode) => {}
-                Err(e) => return Err(e),
-            },
-            Ok(_) | Err(zk::Error::NoNode) => {}
-            Err(e) => return Err(e),
-        }
-    }
     let (_, seq) = client
         .create(
             &format!("{}/{prefix}", r.zk_path),
@@ -77,7 +62,36 @@ pub async fn create(
             &EPHEMERAL_SEQUENTIAL,
         )
         .await?;
-    Ok(format!("{}/{prefix}{seq}", r.zk_path))
+    let created = format!("{prefix}{seq}");
+    // Ours exists now: a failure below leaves a duplicate of it (same data), never an error to retry.
+    if let Err(e) = remove_stale(client, r, &prefix, &created, &data).await {
+        tracing::warn!(zk_path = %r.zk_path, error = %e, "cannot remove an earlier node of this instance");
+    }
+    Ok(format!("{}/{created}", r.zk_path))
+}
+
+/// Deletes the children named `prefix*` with exactly `data`, except `created`.
+async fn remove_stale(
+    client: &zk::Client,
+    r: &Registration,
+    prefix: &str,
+    created: &str,
+    data: &[u8],
+) -> Result<(), zk::Error> {
+    for child in client.list_children(&r.zk_path).await? {
+        if !child.starts_with(prefix) || child == created {
+            continue;
+        }
+        let path = format!("{}/{child}", r.zk_path);
+        match client.get_data(&path).await {
+            // Same instance, same data: left by an earlier session or an earlier run of this task,
+            // or held by the process this one took over from; it would duplicate us.
+            Ok((old, _)) if old == data => delete(client, &path).await?,
+            Ok(_) | Err(zk::Error::NoNode) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Deletes the node; one already gone is fine.
