@@ -66,6 +66,7 @@ pub fn config(
         admin: AdminConfig {
             listen: admin,
             token: None,
+            upgrade_socket: None,
         },
         shutdown_grace: Duration::from_secs(2),
         state_file: None,

@@ -13,3 +13,4 @@ pub mod proxy;
 pub mod register;
 pub mod status;
 pub mod supervise;
+pub mod upgrade;

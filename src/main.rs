@@ -102,6 +102,10 @@ enum Command {
     Run {
         #[command(flatten)]
         source: Source,
+        /// Take the listening sockets over from the sinew serving this upgrade socket (its
+        /// admin.upgrade_socket); it stops accepting and drains once this one serves.
+        #[arg(long, value_name = "PATH")]
+        takeover: Option<PathBuf>,
     },
     /// Validate a config file and exit; for a Synapse config, print the native config it maps to.
     Check {
@@ -135,7 +139,9 @@ fn main() -> ExitCode {
     init_logs(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
         Command::Check { source } => check(&source),
-        Command::Run { source } => runtime().and_then(|rt| rt.block_on(run(source))),
+        Command::Run { source, takeover } => {
+            runtime().and_then(|rt| rt.block_on(run(source, takeover)))
+        }
         Command::Status {
             admin,
             json,
@@ -180,16 +186,32 @@ fn check(source: &Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(source: Source) -> anyhow::Result<()> {
+async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
     let config = source.load()?;
     let mut grace = config.shutdown_grace;
-    let agent = Agent::start(config).await?;
+    let agent = match takeover {
+        Some(path) => {
+            if config.admin.upgrade_socket.is_none() {
+                tracing::warn!(
+                    "admin.upgrade_socket is not set: this process cannot be upgraded the same way"
+                );
+            }
+            let (inherited, predecessor) = sinew::upgrade::take_over(&path).await?;
+            let agent = Agent::start_with(config, Some(inherited)).await?;
+            if let Err(e) = predecessor.ready().await {
+                tracing::warn!(error = %e, "cannot tell the old process to stop accepting; both serve until it stops");
+            }
+            agent
+        }
+        None => Agent::start(config).await?,
+    };
     let mut requests = agent.take_reload_requests();
+    let mut handover = agent.take_handover();
     let mut signals = Signals::new()?;
-    loop {
+    let handed_over = loop {
         tokio::select! {
             stop = signals.next() => match stop {
-                Signal::Stop => break,
+                Signal::Stop => break false,
                 Signal::Reload => {
                     if let Ok((g, _)) = reload(&agent, &source).await {
                         grace = g;
@@ -203,10 +225,27 @@ async fn run(source: Source) -> anyhow::Result<()> {
                 }
                 let _ = reply.send(outcome.map(|(_, summary)| summary));
             }
+            () = handed(&mut handover) => break true,
         }
+    };
+    if handed_over {
+        agent.hand_over(grace).await;
+    } else {
+        agent.shutdown(grace).await;
     }
-    agent.shutdown(grace).await;
     Ok(())
+}
+
+/// Resolves when a successor took the listening sockets over; never without an upgrade socket.
+async fn handed(rx: &mut Option<tokio::sync::oneshot::Receiver<()>>) {
+    if let Some(r) = rx {
+        if r.await.is_ok() {
+            return;
+        }
+        // The upgrade socket is gone (stopping): a finished receiver must not be polled again.
+        *rx = None;
+    }
+    std::future::pending().await
 }
 
 /// Re-reads the config file and applies it; a broken file or a failed bind keeps the running config.

@@ -76,6 +76,7 @@ pub struct Metrics {
     register_znode: IntGaugeVec,
     register_check_failures: IntCounterVec,
     register_transitions: IntCounterVec,
+    upgrade_handovers: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -476,6 +477,12 @@ impl Metrics {
                 "Changed listener certificate files that could not be used (the previous certificate stays).",
                 s,
             )?,
+            upgrade_handovers: counter(
+                &r,
+                "sinew_upgrade_handovers_total",
+                "Listening sockets offered to a successor process, by outcome (handed_over, aborted, refused).",
+                &["outcome"],
+            )?,
             registry: r,
         })
     }
@@ -575,6 +582,11 @@ impl Metrics {
     /// The certificate-reload failure counter of a service.
     pub fn tls_reload_failures(&self, service: &str) -> IntCounter {
         self.tls_reload_failures.with_label_values(&[service])
+    }
+
+    /// The counter of handovers to a successor process that ended with `outcome`.
+    pub fn upgrade_handover(&self, outcome: &str) -> IntCounter {
+        self.upgrade_handovers.with_label_values(&[outcome])
     }
 
     /// The panic counter of a kind of background task.

@@ -53,7 +53,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves the admin API until `stop` fires.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
+pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,

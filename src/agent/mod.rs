@@ -3,7 +3,9 @@
 //! Shutdown has two steps, like HAProxy's soft stop: first stop accepting (listeners close, discovery
 //! stops), then give open connections up to a grace period before cutting them. A reload applies a new
 //! config service by service: unchanged services are not touched, added ones start, removed ones stop
-//! accepting and drain, changed ones get a new generation behind the same listener.
+//! accepting and drain, changed ones get a new generation behind the same listener. A handover to a
+//! successor process (binary upgrade) is a shutdown that leaves the znodes to the successor; the
+//! ZooKeeper sessions close last in both, so registered nodes live through the drain.
 
 mod persist;
 mod service;
@@ -14,14 +16,14 @@ use crate::config::Config;
 use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
 use crate::register::Registrar;
+use crate::upgrade::{Inherited, Listeners, Offer, Owner};
 use arc_swap::ArcSwap;
 use service::{Running, Shared};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -41,6 +43,9 @@ pub enum AgentError {
     /// A certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::proxy::tls::TlsError),
+    /// The upgrade socket could not be created.
+    #[error(transparent)]
+    Upgrade(#[from] crate::upgrade::UpgradeError),
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -54,6 +59,9 @@ pub struct Agent {
     shared: Shared,
     reloads: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
     registrar: Option<Arc<Registrar>>,
+    handover: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    /// Stops the ZooKeeper sessions, last of all, so that znodes live through the drain.
+    sessions_stop: CancellationToken,
 }
 
 /// How a shutdown went.
@@ -92,11 +100,24 @@ impl std::fmt::Display for ReloadSummary {
 impl Agent {
     /// Binds every listener, starts discovery and the admin server.
     pub async fn start(config: Config) -> Result<Self, AgentError> {
+        Self::start_with(config, None).await
+    }
+
+    /// Like [`Agent::start`], taking over `inherited`, the listening sockets of the process this one
+    /// replaces, wherever the config listens on their addresses (the rest are bound), and that
+    /// process's upgrade socket.
+    pub async fn start_with(
+        config: Config,
+        inherited: Option<Inherited>,
+    ) -> Result<Self, AgentError> {
+        let takeover = inherited.is_some();
+        let mut inherited = inherited.unwrap_or_default();
         let metrics = Arc::new(Metrics::new()?);
-        let (stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let (sessions_stop, tasks) = (CancellationToken::new(), TaskTracker::new());
+        let stop = sessions_stop.child_token();
         let zookeeper = Arc::new(Sessions::new(
             tasks.clone(),
-            stop.clone(),
+            sessions_stop.clone(),
             Arc::clone(&metrics),
         ));
         let shared = Shared {
@@ -106,6 +127,7 @@ impl Agent {
             tasks,
             conns: TaskTracker::new(),
             zookeeper,
+            listeners: Listeners::default(),
             initial: Arc::new(std::sync::Mutex::new(
                 config
                     .state_file
@@ -116,12 +138,12 @@ impl Agent {
         };
         let mut running = BTreeMap::new();
         for (name, svc) in &config.services {
-            match Running::start(name, svc, &shared).await {
+            match Running::start(name, svc, &shared, &mut inherited).await {
                 Ok(r) => {
                     running.insert(name.clone(), r);
                 }
                 Err(e) => {
-                    shared.stop.cancel();
+                    sessions_stop.cancel();
                     return Err(e);
                 }
             }
@@ -131,14 +153,37 @@ impl Agent {
             addr: config.admin.listen,
             source,
         };
-        let admin_listener = match TcpListener::bind(config.admin.listen).await {
-            Ok(l) => l,
+        let admin_listener = match inherited.listen(Owner::Admin, config.admin.listen).await {
+            Ok(l) => Arc::new(l),
             Err(e) => {
-                shared.stop.cancel();
+                sessions_stop.cancel();
                 return Err(admin_err(e));
             }
         };
         let admin_addr = admin_listener.local_addr().map_err(admin_err)?;
+        shared
+            .listeners
+            .insert(Owner::Admin, config.admin.listen, &admin_listener);
+        drop(inherited);
+        let (handed_tx, handed_rx) = oneshot::channel();
+        let mut handover = None;
+        if let Some(path) = &config.admin.upgrade_socket {
+            match Offer::bind(path, takeover) {
+                Ok(offer) => {
+                    shared.tasks.spawn(offer.serve(
+                        shared.listeners.clone(),
+                        handed_tx,
+                        Arc::clone(&shared.metrics),
+                        shared.stop.clone(),
+                    ));
+                    handover = Some(handed_rx);
+                }
+                Err(e) => {
+                    sessions_stop.cancel();
+                    return Err(e.into());
+                }
+            }
+        }
         let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let reloads = Arc::new(std::sync::Mutex::new(Some(reload_rx)));
@@ -171,6 +216,8 @@ impl Agent {
             shared,
             reloads,
             registrar,
+            handover: std::sync::Mutex::new(handover),
+            sessions_stop,
         })
     }
 
@@ -198,7 +245,7 @@ impl Agent {
             if running.contains_key(name) && !moved {
                 continue;
             }
-            match Running::start(name, svc, &self.shared).await {
+            match Running::start(name, svc, &self.shared, &mut Inherited::default()).await {
                 Ok(r) => {
                     started.insert(name.clone(), r);
                 }
@@ -247,6 +294,15 @@ impl Agent {
             .take()
     }
 
+    /// Fires when a successor process took the listening sockets over and serves (see [`Agent::hand_over`]);
+    /// `None` without `admin.upgrade_socket`. Taken once.
+    pub fn take_handover(&self) -> Option<oneshot::Receiver<()>> {
+        self.handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
     /// The bound address of a service's listener.
     pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
         self.view.load().get(name).map(|s| s.listen)
@@ -280,6 +336,31 @@ impl Agent {
             tokio::time::sleep(drain).await;
         }
         tracing::info!(grace = ?grace, "stopping: listeners closed, draining connections");
+        let cut = self.drain(grace).await;
+        self.finish(cut).await
+    }
+
+    /// Steps aside for a successor that took the listening sockets over: stops accepting and drains
+    /// like [`Agent::shutdown`], but leaves the znodes to the successor. They stay until it registers the
+    /// same instances (which replaces them) or `grace` ends; whatever is left goes with this process's
+    /// ZooKeeper session when it exits.
+    pub async fn hand_over(self, grace: Duration) -> ShutdownReport {
+        tracing::info!(grace = ?grace, "handed over: listeners closed here, draining connections");
+        let replaced = async {
+            match &self.registrar {
+                Some(r) => r.hand_over(grace).await,
+                None => true,
+            }
+        };
+        let (cut, replaced) = tokio::join!(self.drain(grace), replaced);
+        if !replaced {
+            tracing::warn!("the successor did not register every service within the grace period; this process's znodes go with its session");
+        }
+        self.finish(cut).await
+    }
+
+    /// Stops accepting and waits up to `grace` for open connections; true when some had to be cut.
+    async fn drain(&self, grace: Duration) -> bool {
         let s = &self.shared;
         s.stop.cancel();
         s.tasks.close();
@@ -290,7 +371,13 @@ impl Agent {
             s.abort.cancel();
             s.conns.wait().await;
         }
-        s.tasks.wait().await;
+        cut
+    }
+
+    /// Closes the ZooKeeper sessions and waits for every background task.
+    async fn finish(self, cut: bool) -> ShutdownReport {
+        self.sessions_stop.cancel();
+        self.shared.tasks.wait().await;
         tracing::info!(cut, "stopped");
         ShutdownReport { cut }
     }

@@ -12,9 +12,9 @@ use crate::discovery::zookeeper::session::Sessions;
 use crate::discovery::{self, SourceContext};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Lifecycle, ServiceProxy, TlsSetup};
+use crate::upgrade::{Inherited, Listeners, Owner};
 use arc_swap::ArcSwap;
 use std::sync::Arc;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -33,6 +33,8 @@ pub struct Shared {
     pub conns: TaskTracker,
     /// ZooKeeper sessions, one per ensemble, shared by every service.
     pub zookeeper: Arc<Sessions>,
+    /// Every listening socket, for a successor process to take over.
+    pub listeners: Listeners,
     /// Backend sets from the state file, each used once when its service first starts.
     pub initial:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<crate::balance::Backend>>>>,
@@ -55,13 +57,18 @@ impl Running {
         name: &str,
         config: &ServiceConfig,
         shared: &Shared,
+        inherited: &mut Inherited,
     ) -> Result<Self, AgentError> {
         let bind_err = |source| AgentError::Bind {
             what: format!("services.{name}"),
             addr: config.listen,
             source,
         };
-        let socket = TcpListener::bind(config.listen).await.map_err(bind_err)?;
+        let owner = Owner::Service(name.to_string());
+        let socket = inherited
+            .listen(owner.clone(), config.listen)
+            .await
+            .map_err(bind_err)?;
         let listen = socket.local_addr().map_err(bind_err)?;
         let tls = TlsSetup::load(name, config)?;
         let generation = shared.stop.child_token();
@@ -74,6 +81,8 @@ impl Running {
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
         let slot = Arc::new(ArcSwap::new(proxy));
         let listener = shared.stop.child_token();
+        let socket = Arc::new(socket);
+        shared.listeners.insert(owner, config.listen, &socket);
         shared
             .tasks
             .spawn(proxy::serve(socket, Arc::clone(&slot), listener.clone()));

@@ -128,6 +128,9 @@ pub struct AdminConfig {
     /// When set, state-changing endpoints (reload, maintenance) need `Authorization: Bearer TOKEN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Unix socket on which this process offers its listening sockets to a successor (`sinew run --takeover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_socket: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
@@ -135,6 +138,7 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             token: None,
+            upgrade_socket: None,
         }
     }
 }

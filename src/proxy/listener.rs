@@ -10,9 +10,10 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Accepts connections until `stop` fires, handing each to the service's current proxy in `slot`
-/// (a reload swaps the proxy without closing the listener).
+/// (a reload swaps the proxy without closing the listener). The socket closes when this returns, unless
+/// a successor process holds it too (binary upgrade).
 pub async fn serve(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     slot: Arc<ArcSwap<ServiceProxy>>,
     stop: CancellationToken,
 ) {

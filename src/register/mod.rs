@@ -4,7 +4,8 @@
 //! Each service runs in its own task: a round of checks every `check_interval` (jittered), Nerve's
 //! rise/fall per check, up when every check is up. Up (and not in maintenance) means the znode exists;
 //! anything else means it is deleted at once. The ZooKeeper session is shared with discovery; after a
-//! session expiry the node is created again on the new session. On shutdown every node is deleted first.
+//! session expiry the node is created again on the new session. On shutdown every node is deleted first;
+//! on a handover to a successor process (binary upgrade) the nodes are left for the successor to replace.
 
 mod checks;
 mod znode;
@@ -57,6 +58,7 @@ struct Handle {
 pub struct Registrar {
     services: BTreeMap<String, Handle>,
     stop: CancellationToken,
+    handover: CancellationToken,
     tasks: TaskTracker,
     drain: Duration,
 }
@@ -64,7 +66,7 @@ pub struct Registrar {
 impl Registrar {
     /// Starts one task per registered service.
     pub fn start(config: &Register, sessions: &Sessions, metrics: &Arc<Metrics>) -> Self {
-        let stop = CancellationToken::new();
+        let (stop, handover) = (CancellationToken::new(), CancellationToken::new());
         let tasks = TaskTracker::new();
         let instance = config.instance_id.clone().unwrap_or_else(hostname);
         let mut services = BTreeMap::new();
@@ -81,6 +83,7 @@ impl Registrar {
                 reg: r.clone(),
                 view: Arc::clone(&view),
                 metrics: Arc::clone(metrics),
+                handover: handover.clone(),
             };
             let (stop, panics) = (stop.clone(), metrics.task_panics("registration"));
             crate::supervise::spawn(
@@ -101,6 +104,7 @@ impl Registrar {
         Self {
             services,
             stop,
+            handover,
             tasks,
             drain: config.drain,
         }
@@ -125,6 +129,16 @@ impl Registrar {
             .collect()
     }
 
+    /// Stops checking and leaves every znode to a successor process: waits up to `limit` until each is
+    /// gone (the successor registering the same instance replaces it); false when some were still there.
+    pub async fn hand_over(&self, limit: Duration) -> bool {
+        self.handover.cancel();
+        let replaced = tokio::time::timeout(limit, self.tasks.wait()).await.is_ok();
+        self.stop.cancel();
+        self.tasks.wait().await;
+        replaced
+    }
+
     /// Deletes every znode and stops checking; returns the configured drain period.
     pub async fn shutdown(&self) -> Duration {
         self.stop.cancel();
@@ -146,6 +160,8 @@ struct Ctx {
     reg: Registration,
     view: Arc<Mutex<RegisteredView>>,
     metrics: Arc<Metrics>,
+    /// Cancelled when a successor process takes over: leave the node to it.
+    handover: CancellationToken,
 }
 
 /// The registered node: its path and the session that owns it.
@@ -175,6 +191,13 @@ async fn run(
     loop {
         tokio::select! {
             _ = stop.cancelled() => break,
+            _ = ctx.handover.cancelled() => {
+                if let Some(n) = node.take() {
+                    wait_replaced(&ctx, &conn, &n, &stop).await;
+                }
+                registered.set(0);
+                return;
+            }
             _ = tokio::time::sleep_until(next) => {
                 for (i, check) in ctx.reg.checks.iter().enumerate() {
                     let result = checks::run(check, &ctx.reg.host, ctx.reg.port).await;
@@ -233,6 +256,39 @@ async fn run(
         }
     }
     registered.set(0);
+}
+
+/// How often a handed-over node is looked at while the successor has not replaced it.
+const HANDOVER_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until `node` is gone: replaced by a successor registering the same instance, or gone with its
+/// session. Until then it stays registered, so consumers never see the instance missing.
+async fn wait_replaced(
+    ctx: &Ctx,
+    conn: &watch::Receiver<Conn>,
+    node: &Node,
+    stop: &CancellationToken,
+) {
+    loop {
+        let client = conn.borrow().client.clone();
+        let Some(client) = client.filter(|c| c.session_id() == node.session) else {
+            return;
+        };
+        match client.check_stat(&node.path).await {
+            Ok(None) => {
+                tracing::info!(service = %ctx.name, znode = %node.path, "znode replaced by the successor");
+                return;
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                tracing::debug!(service = %ctx.name, error = %e, "cannot look at the handed-over znode")
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HANDOVER_POLL) => {}
+        }
+    }
 }
 
 /// Brings ZooKeeper in line with `desired`: creates the node (again, on a new session) or deletes it.

@@ -1,0 +1,495 @@
+//! Binary upgrade through the real binary: a second `sinew run --takeover` takes the listening sockets
+//! over from a running one under load, with no failed connection or request; the old process drains
+//! and exits; a takeover from a dead path fails clearly; services the old process lacked bind normally;
+//! registered znodes pass from the old process to the new one without a gap.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::http::HttpBackend;
+use support::process::*;
+use support::zk::ZooKeeper;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// Starts `sinew run --config CONFIG [--takeover PATH]`, its log in a file for `log()`.
+fn sinew(config: &Path, takeover: Option<&Path>, log: &Path) -> Proc {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["run", "--config"]).arg(config);
+    if let Some(path) = takeover {
+        cmd.arg("--takeover").arg(path);
+    }
+    let file = std::fs::File::create(log).expect("log file");
+    Proc(
+        cmd.env("RUST_LOG", "info")
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn sinew"),
+    )
+}
+
+fn log(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// Waits until `path`'s log contains `text`.
+async fn wait_log(path: &Path, text: &str) {
+    let found = eventually(Duration::from_secs(15), || log(path).contains(text)).await;
+    assert!(found, "{text:?} never logged:\n{}", log(path));
+}
+
+/// Waits for the process to exit (up to `limit`) and returns its exit code.
+async fn exit_code(proc: &mut Proc, limit: Duration) -> Option<i32> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if let Some(status) = proc.0.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+fn running(proc: &mut Proc) -> bool {
+    proc.0.try_wait().expect("try_wait").is_none()
+}
+
+fn socket_path(name: &str) -> PathBuf {
+    temp_file(name, "").with_extension("sock")
+}
+
+/// One TCP round trip through the echo service: greeting, then a line echoed back.
+async fn tcp_once(addr: SocketAddr) -> Result<(), String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    read_line(&mut s).await?;
+    s.write_all(b"ping\n")
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    match read_line(&mut s).await?.as_str() {
+        "ping" => Ok(()),
+        other => Err(format!("echoed {other:?}")),
+    }
+}
+
+/// One HTTP request on a new connection; Ok with the status.
+async fn http_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
+    let mut s = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .map_err(|_| "response timeout".to_string())?
+        .map_err(|e| format!("read: {e}"))?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {text:?}"))
+}
+
+/// A bounded client loop: new TCP and HTTP connections, one after another, until stopped (or its
+/// count or time bound), counting successes and keeping the failures.
+struct Load {
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(tcp: SocketAddr, http: SocketAddr) -> Self {
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = (0..2)
+            .map(|worker| {
+                let (ok, failures, stop) = (ok.clone(), failures.clone(), stop.clone());
+                tokio::spawn(async move {
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                    for i in 0..20_000 {
+                        if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
+                            break;
+                        }
+                        let result = if (i + worker) % 2 == 0 {
+                            tcp_once(tcp).await.map_err(|e| format!("tcp: {e}"))
+                        } else {
+                            match http_once(http, "/").await {
+                                Ok(200) => Ok(()),
+                                Ok(code) => Err(format!("http: status {code}")),
+                                Err(e) => Err(format!("http: {e}")),
+                            }
+                        };
+                        match result {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                failures.lock().unwrap().push(e);
+                                0
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            ok,
+            failures,
+            stop,
+            tasks,
+        }
+    }
+
+    fn ok(&self) -> usize {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `more` further successes were counted.
+    async fn advance(&self, more: usize) {
+        let target = self.ok() + more;
+        let ok = Arc::clone(&self.ok);
+        let reached = eventually(Duration::from_secs(20), || {
+            ok.load(Ordering::Relaxed) >= target
+        })
+        .await;
+        assert!(
+            reached,
+            "the load stalled at {} (failures: {:?})",
+            self.ok(),
+            self.failures.lock().unwrap()
+        );
+    }
+
+    async fn finish(self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("load task");
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Relaxed), failures)
+    }
+}
+
+#[tokio::test]
+async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
+    let echo = EchoBackend::start("echo").await;
+    let web = HttpBackend::start("web").await;
+    let (tcp_port, http_port, admin_port) = (free_port(), free_port(), free_port());
+    let upgrade = socket_path("load");
+    let config = temp_file(
+        "load.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{admin_port}, upgrade_socket: {} }}\nshutdown_grace: 20s\nservices:\n  tcp:\n    listen: 127.0.0.1:{tcp_port}\n    backends: [{}]\n  web:\n    listen: 127.0.0.1:{http_port}\n    mode: http\n    backends: [{}]\n",
+            upgrade.display(),
+            echo.hostport(),
+            web.hostport()
+        ),
+    );
+    let (old_log, new_log) = (temp_file("old.log", ""), temp_file("new.log", ""));
+    let mut old = sinew(&config, None, &old_log);
+    let (tcp, http) = (addr(tcp_port), addr(http_port));
+    for a in [tcp, http, addr(admin_port)] {
+        wait_listening(a).await;
+    }
+    assert!(upgrade.exists(), "the upgrade socket is created");
+
+    // Long-lived connections on the old process: TCP sessions and a slow HTTP request.
+    let mut long = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(tcp).await.unwrap();
+        assert_eq!(read_line(&mut s).await.unwrap(), "echo");
+        s.write_all(b"before\n").await.unwrap();
+        assert_eq!(read_line(&mut s).await.unwrap(), "before");
+        long.push(s);
+    }
+    let load = Load::start(tcp, http);
+    load.advance(50).await;
+    let slow = tokio::spawn(async move { http_once(http, "/slow/2000").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut new = sinew(&config, Some(&upgrade), &new_log);
+    wait_log(&old_log, "the new process serves").await;
+    wait_log(&new_log, "listening socket taken over").await;
+    load.advance(100).await;
+
+    // The old process drains: still alive for its open connections, which keep working.
+    assert!(
+        running(&mut old),
+        "the old process waits for its connections"
+    );
+    assert_eq!(slow.await.unwrap(), Ok(200), "the slow request finishes");
+    for s in &mut long {
+        s.write_all(b"after\n").await.unwrap();
+        assert_eq!(read_line(s).await.unwrap(), "after");
+    }
+    drop(long);
+    let code = exit_code(&mut old, Duration::from_secs(15)).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "the old process exits once drained:\n{}",
+        log(&old_log)
+    );
+    assert!(
+        !log(&old_log).contains("cutting remaining"),
+        "nothing was cut"
+    );
+
+    // Only the new process is left, on the same ports.
+    load.advance(100).await;
+    let (ok, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    assert_eq!(tcp_once(tcp).await, Ok(()));
+    assert_eq!(http_once(http, "/").await, Ok(200));
+    let (status, metrics) = http_get(addr(admin_port), "/metrics").await;
+    assert_eq!(status, 200);
+    let served =
+        metric(&metrics, "sinew_service_connections_total{service=\"tcp\"}").unwrap_or(0.0);
+    assert!(served > 0.0, "the new process served the TCP service");
+    assert!(running(&mut new), "the new process runs on");
+    assert!(
+        upgrade.exists(),
+        "the new process offers its sockets on the same path"
+    );
+
+    // And it can hand over again: a third process takes over from the second.
+    let third_log = temp_file("third.log", "");
+    let _third = sinew(&config, Some(&upgrade), &third_log);
+    wait_log(&new_log, "the new process serves").await;
+    let code = exit_code(&mut new, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", log(&new_log));
+    assert_eq!(tcp_once(tcp).await, Ok(()));
+}
+
+#[tokio::test]
+async fn takeover_from_a_path_where_nobody_listens_fails_clearly() {
+    let config = temp_file(
+        "dead.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{} }}\nservices:\n  tcp:\n    listen: 127.0.0.1:{}\n    backends: [127.0.0.1:1]\n",
+            free_port(),
+            free_port()
+        ),
+    );
+    let missing = socket_path("missing");
+    let _ = std::fs::remove_file(&missing);
+    let stale = socket_path("stale");
+    let _ = std::fs::remove_file(&stale);
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    for path in [&missing, &stale] {
+        let log_path = temp_file("dead.log", "");
+        let mut proc = sinew(&config, Some(path), &log_path);
+        let code = exit_code(&mut proc, Duration::from_secs(10)).await;
+        let stderr = log(&log_path);
+        assert_eq!(code, Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "cannot take over from {}: nobody listens there",
+                path.display()
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn takeover_inherits_matching_listeners_and_binds_the_rest() {
+    let echo = EchoBackend::start("echo").await;
+    let (kept, added, dropped) = (free_port(), free_port(), free_port());
+    let (old_admin, new_admin) = (free_port(), free_port());
+    let upgrade = socket_path("mixed");
+    let service = |name: &str, port: u16| {
+        format!(
+            "  {name}:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n",
+            echo.hostport()
+        )
+    };
+    let head = |admin: u16| {
+        format!(
+            "admin: {{ listen: 127.0.0.1:{admin}, upgrade_socket: {} }}\nshutdown_grace: 5s\nservices:\n",
+            upgrade.display()
+        )
+    };
+    let old_config = temp_file(
+        "mixed-old.yaml",
+        &(head(old_admin) + &service("kept", kept) + &service("dropped", dropped)),
+    );
+    let new_config = temp_file(
+        "mixed-new.yaml",
+        &(head(new_admin) + &service("kept", kept) + &service("added", added)),
+    );
+    let (old_log, new_log) = (
+        temp_file("mixed-old.log", ""),
+        temp_file("mixed-new.log", ""),
+    );
+    let mut old = sinew(&old_config, None, &old_log);
+    for p in [kept, dropped, old_admin] {
+        wait_listening(addr(p)).await;
+    }
+    let mut new = sinew(&new_config, Some(&upgrade), &new_log);
+    let code = exit_code(&mut old, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", log(&old_log));
+    assert!(running(&mut new), "{}", log(&new_log));
+    let new_log_text = log(&new_log);
+    assert!(
+        new_log_text.contains("listening socket taken over")
+            && new_log_text.contains("services.kept"),
+        "{new_log_text}"
+    );
+    assert_eq!(tcp_once(addr(kept)).await, Ok(()));
+    assert_eq!(tcp_once(addr(added)).await, Ok(()));
+    assert_eq!(http_get(addr(new_admin), "/ready").await.0, 200);
+    assert!(
+        TcpStream::connect(addr(dropped)).await.is_err(),
+        "a service the new config lacks closes with the old process"
+    );
+    assert!(
+        TcpStream::connect(addr(old_admin)).await.is_err(),
+        "the old admin address closes when the new admin listens elsewhere"
+    );
+}
+
+#[tokio::test]
+async fn registered_znodes_pass_to_the_new_process_without_a_gap() {
+    const PATH: &str = "/nerve/services/upg/services";
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    let echo = EchoBackend::start("echo").await;
+    let (port, admin) = (free_port(), free_port());
+    let upgrade = socket_path("zk");
+    let config = temp_file(
+        "zk.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{admin}, upgrade_socket: {} }}\nshutdown_grace: 10s\nregister:\n  instance_id: i-upg\n  drain: 0s\n  services:\n    upg:\n      host: 127.0.0.1\n      port: {}\n      zk_hosts: [{}]\n      zk_path: {PATH}\n      session_timeout: 2s\n      check_interval: 100ms\n      checks: [{{ type: tcp }}]\nservices:\n  tcp:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n",
+            upgrade.display(),
+            echo.addr.port(),
+            zk.address(),
+            echo.hostport()
+        ),
+    );
+    let children = || async { client.list_children(PATH).await.unwrap_or_default() };
+    let (old_log, new_log) = (temp_file("zk-old.log", ""), temp_file("zk-new.log", ""));
+    let mut old = sinew(&config, None, &old_log);
+    wait_listening(addr(port)).await;
+    let mut before = Vec::new();
+    for _ in 0..250 {
+        before = children().await;
+        if before.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        before.len(),
+        1,
+        "the old process registered:\n{}",
+        log(&old_log)
+    );
+
+    // A long-lived connection keeps the old process draining while the new one registers.
+    let mut open = TcpStream::connect(addr(port)).await.unwrap();
+    assert_eq!(read_line(&mut open).await.unwrap(), "echo");
+    let _new = sinew(&config, Some(&upgrade), &new_log);
+    wait_log(&old_log, "the new process serves").await;
+    let mut after = before.clone();
+    let mut empty = 0;
+    for _ in 0..250 {
+        after = children().await;
+        empty += usize::from(after.is_empty());
+        if after.len() == 1 && after != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(after.len(), 1, "one znode: {after:?}");
+    assert_ne!(
+        after,
+        before,
+        "the new process replaced the znode:\n{}",
+        log(&new_log)
+    );
+    assert_eq!(empty, 0, "the instance was never missing from ZooKeeper");
+    assert!(running(&mut old), "the old process still drains");
+    wait_log(&old_log, "znode replaced by the successor").await;
+
+    open.write_all(b"bye\n").await.unwrap();
+    assert_eq!(read_line(&mut open).await.unwrap(), "bye");
+    drop(open);
+    let code = exit_code(&mut old, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", log(&old_log));
+    assert!(
+        !log(&old_log).contains("deregistered"),
+        "the old process deleted no znode"
+    );
+    assert_eq!(
+        children().await,
+        after,
+        "the new process's znode outlives the old session"
+    );
+}
+
+#[tokio::test]
+async fn a_successor_that_fails_to_start_leaves_the_old_process_serving() {
+    let echo = EchoBackend::start("echo").await;
+    let (port, admin) = (free_port(), free_port());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let upgrade = socket_path("abort");
+    let head = format!(
+        "admin: {{ listen: 127.0.0.1:{admin}, upgrade_socket: {} }}\nshutdown_grace: 5s\nservices:\n  tcp:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n",
+        upgrade.display(),
+        echo.hostport()
+    );
+    let config = temp_file("abort.yaml", &head);
+    let broken = temp_file(
+        "abort-new.yaml",
+        &format!(
+            "{head}  busy:\n    listen: {}\n    backends: [{}]\n",
+            taken.local_addr().unwrap(),
+            echo.hostport()
+        ),
+    );
+    let (old_log, new_log) = (
+        temp_file("abort-old.log", ""),
+        temp_file("abort-new.log", ""),
+    );
+    let mut old = sinew(&config, None, &old_log);
+    wait_listening(addr(port)).await;
+    let mut failed = sinew(&broken, Some(&upgrade), &new_log);
+    let code = exit_code(&mut failed, Duration::from_secs(10)).await;
+    assert_eq!(code, Some(1), "{}", log(&new_log));
+    assert!(
+        log(&new_log).contains("services.busy: cannot listen"),
+        "{}",
+        log(&new_log)
+    );
+    wait_log(&old_log, "handover aborted; this process keeps serving").await;
+    assert!(running(&mut old));
+    assert_eq!(tcp_once(addr(port)).await, Ok(()));
+
+    // The upgrade socket still works for a successor that starts.
+    let mut next = sinew(&config, Some(&upgrade), &temp_file("abort-next.log", ""));
+    let code = exit_code(&mut old, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", log(&old_log));
+    assert!(running(&mut next));
+    assert_eq!(tcp_once(addr(port)).await, Ok(()));
+}
