@@ -13,4 +13,5 @@ pub mod proxy;
 pub mod register;
 pub mod status;
 pub mod supervise;
+pub mod systemd;
 pub mod upgrade;

@@ -189,6 +189,8 @@ fn check(source: &Source) -> anyhow::Result<()> {
 async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
     let config = source.load()?;
     let mut grace = config.shutdown_grace;
+    let upgrade_socket = config.admin.upgrade_socket.clone();
+    let took_over = takeover.is_some();
     let agent = match takeover {
         Some(path) => {
             if config.admin.upgrade_socket.is_none() {
@@ -205,13 +207,23 @@ async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
         }
         None => Agent::start(config).await?,
     };
+    match sinew::systemd::ready(took_over) {
+        Ok(true) => tracing::info!("systemd notified: ready"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot notify systemd"),
+    }
     let mut requests = agent.take_reload_requests();
     let mut handover = agent.take_handover();
+    let mut successor = None;
     let mut signals = Signals::new()?;
     let handed_over = loop {
         tokio::select! {
             stop = signals.next() => match stop {
                 Signal::Stop => break false,
+                Signal::Upgrade if successor.is_some() => {
+                    tracing::warn!("SIGUSR2 ignored: a successor is already starting");
+                }
+                Signal::Upgrade => successor = start_successor(upgrade_socket.as_deref()),
                 Signal::Reload => {
                     if let Ok((g, _)) = reload(&agent, &source).await {
                         grace = g;
@@ -226,6 +238,9 @@ async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
                 let _ = reply.send(outcome.map(|(_, summary)| summary));
             }
             () = handed(&mut handover) => break true,
+            status = exited(&mut successor) => {
+                tracing::error!(status = %status, "the successor exited before it took over; this process keeps serving");
+            }
         }
     };
     if handed_over {
@@ -234,6 +249,42 @@ async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
         agent.shutdown(grace).await;
     }
     Ok(())
+}
+
+/// Starts this binary again with `--takeover` (SIGUSR2), as a child so that it stays in this service.
+fn start_successor(path: Option<&std::path::Path>) -> Option<tokio::process::Child> {
+    let Some(path) = path else {
+        tracing::warn!("SIGUSR2 ignored: admin.upgrade_socket is not set");
+        return None;
+    };
+    let (program, args) = sinew::upgrade::successor::command(std::env::args_os(), path)?;
+    match tokio::process::Command::new(&program)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => {
+            tracing::info!(pid = child.id(), program = %program.to_string_lossy(), "successor started");
+            Some(child)
+        }
+        Err(e) => {
+            tracing::error!(program = %program.to_string_lossy(), error = %e, "cannot start the successor");
+            None
+        }
+    }
+}
+
+/// Resolves with the successor's exit status if it ends; never without one.
+async fn exited(child: &mut Option<tokio::process::Child>) -> String {
+    let Some(c) = child else {
+        return std::future::pending().await;
+    };
+    let status = c.wait().await;
+    *child = None;
+    match status {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    }
 }
 
 /// Resolves when a successor took the listening sockets over; never without an upgrade socket.
@@ -318,6 +369,8 @@ enum Signal {
     Stop,
     /// SIGHUP: reload the config.
     Reload,
+    /// SIGUSR2: start a successor that takes the listening sockets over (binary upgrade).
+    Upgrade,
 }
 
 /// The process signals sinew handles.
@@ -325,6 +378,7 @@ struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -334,6 +388,8 @@ impl Signals {
             term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?,
+            usr2: signal(SignalKind::user_defined2())
+                .context("cannot install the SIGUSR2 handler")?,
         })
     }
 
@@ -342,6 +398,7 @@ impl Signals {
             _ = self.term.recv() => { tracing::info!("SIGTERM received"); Signal::Stop }
             _ = self.int.recv() => { tracing::info!("SIGINT received"); Signal::Stop }
             _ = self.hup.recv() => { tracing::info!("SIGHUP received: reloading"); Signal::Reload }
+            _ = self.usr2.recv() => { tracing::info!("SIGUSR2 received: starting a successor"); Signal::Upgrade }
         }
     }
 }

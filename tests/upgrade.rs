@@ -1,7 +1,8 @@
 //! Binary upgrade through the real binary: a second `sinew run --takeover` takes the listening sockets
 //! over from a running one under load, with no failed connection or request; the old process drains
 //! and exits; a takeover from a dead path fails clearly; services the old process lacked bind normally;
-//! registered znodes pass from the old process to the new one without a gap.
+//! registered znodes pass from the old process to the new one without a gap; SIGUSR2 starts the
+//! successor itself and systemd's notify socket hears the new main PID.
 
 mod support;
 
@@ -114,7 +115,8 @@ struct Load {
 }
 
 impl Load {
-    fn start(tcp: SocketAddr, http: SocketAddr) -> Self {
+    /// Alternates TCP and HTTP connections, or TCP only without `http`.
+    fn start(tcp: SocketAddr, http: Option<SocketAddr>) -> Self {
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -127,14 +129,13 @@ impl Load {
                         if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
                             break;
                         }
-                        let result = if (i + worker) % 2 == 0 {
-                            tcp_once(tcp).await.map_err(|e| format!("tcp: {e}"))
-                        } else {
-                            match http_once(http, "/").await {
+                        let result = match http.filter(|_| (i + worker) % 2 == 1) {
+                            None => tcp_once(tcp).await.map_err(|e| format!("tcp: {e}")),
+                            Some(http) => match http_once(http, "/").await {
                                 Ok(200) => Ok(()),
                                 Ok(code) => Err(format!("http: status {code}")),
                                 Err(e) => Err(format!("http: {e}")),
-                            }
+                            },
                         };
                         match result {
                             Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
@@ -217,7 +218,7 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
         assert_eq!(read_line(&mut s).await.unwrap(), "before");
         long.push(s);
     }
-    let load = Load::start(tcp, http);
+    let load = Load::start(tcp, Some(http));
     load.advance(50).await;
     let slow = tokio::spawn(async move { http_once(http, "/slow/2000").await });
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -491,5 +492,83 @@ async fn a_successor_that_fails_to_start_leaves_the_old_process_serving() {
     let code = exit_code(&mut old, Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{}", log(&old_log));
     assert!(running(&mut next));
+    assert_eq!(tcp_once(addr(port)).await, Ok(()));
+}
+
+/// A process that is not our child, killed by PID when dropped.
+struct Pid(u32);
+
+impl Drop for Pid {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
+/// The next datagram on a notify socket, as text.
+async fn notification(socket: &tokio::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(15), socket.recv(&mut buf))
+        .await
+        .expect("a notification in time")
+        .expect("recv");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn sigusr2_starts_the_successor_and_systemd_follows_the_main_pid() {
+    let echo = EchoBackend::start("echo").await;
+    let (port, admin) = (free_port(), free_port());
+    let upgrade = socket_path("usr2");
+    let notify_path = socket_path("notify");
+    let _ = std::fs::remove_file(&notify_path);
+    let notify = tokio::net::UnixDatagram::bind(&notify_path).unwrap();
+    let config = temp_file(
+        "usr2.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{admin}, upgrade_socket: {} }}\nshutdown_grace: 5s\nservices:\n  tcp:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n",
+            upgrade.display(),
+            echo.hostport()
+        ),
+    );
+    let log_path = temp_file("usr2.log", "");
+    let file = std::fs::File::create(&log_path).unwrap();
+    let mut old = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &notify_path)
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(notification(&notify).await, "READY=1");
+    let load = Load::start(addr(port), None);
+    load.advance(20).await;
+
+    old.signal("-USR2");
+    let message = notification(&notify).await;
+    let pid: u32 = message
+        .strip_prefix("MAINPID=")
+        .and_then(|m| m.strip_suffix("\nREADY=1"))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("MAINPID and READY: {message:?}\n{}", log(&log_path)));
+    let _successor = Pid(pid);
+    assert_ne!(pid, old.0.id());
+    let code = exit_code(&mut old, Duration::from_secs(15)).await;
+    assert_eq!(code, Some(0), "{}", log(&log_path));
+    load.advance(20).await;
+    let (ok, failures) = load.finish().await;
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {failures:?}",
+        failures.len(),
+        ok + failures.len()
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the successor runs on"
+    );
     assert_eq!(tcp_once(addr(port)).await, Ok(()));
 }

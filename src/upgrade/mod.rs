@@ -10,6 +10,7 @@
 //! process registers the same instance (which replaces them) or its grace period ends.
 
 mod offer;
+pub mod successor;
 mod takeover;
 mod wire;
 
