@@ -140,7 +140,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check { source } => check(&source),
         Command::Run { source, takeover } => {
-            runtime().and_then(|rt| rt.block_on(run(source, takeover)))
+            // Before the runtime's threads start: this edits the environment.
+            let activated = sinew::systemd::listen_fds();
+            runtime().and_then(|rt| rt.block_on(run(source, takeover, activated)))
         }
         Command::Status {
             admin,
@@ -186,7 +188,11 @@ fn check(source: &Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
+async fn run(
+    source: Source,
+    takeover: Option<PathBuf>,
+    activated: Vec<(std::os::fd::OwnedFd, Option<String>)>,
+) -> anyhow::Result<()> {
     let config = source.load()?;
     let mut grace = config.shutdown_grace;
     let upgrade_socket = config.admin.upgrade_socket.clone();
@@ -199,13 +205,22 @@ async fn run(source: Source, takeover: Option<PathBuf>) -> anyhow::Result<()> {
                 );
             }
             let (inherited, predecessor) = sinew::upgrade::take_over(&path).await?;
-            let agent = Agent::start_with(config, Some(inherited)).await?;
+            let agent = Agent::start_with(config, inherited, true).await?;
             if let Err(e) = predecessor.ready().await {
                 tracing::warn!(error = %e, "cannot tell the old process to stop accepting; both serve until it stops");
             }
             agent
         }
-        None => Agent::start(config).await?,
+        None => {
+            let mut inherited = sinew::upgrade::Inherited::default();
+            for (fd, name) in activated {
+                inherited.adopt(fd, name.as_deref())?;
+            }
+            if !inherited.is_empty() {
+                tracing::info!(sockets = inherited.len(), "listening sockets from systemd");
+            }
+            Agent::start_with(config, inherited, false).await?
+        }
     };
     match sinew::systemd::ready(took_over) {
         Ok(true) => tracing::info!("systemd notified: ready"),

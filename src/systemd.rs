@@ -1,7 +1,9 @@
-//! systemd's notify protocol (`sd_notify`): tells the service manager that sinew is ready and, after a
-//! binary upgrade, which process is the service's main one now. Without `NOTIFY_SOCKET` it does nothing.
+//! systemd's protocols: notify (`sd_notify`) tells the service manager that sinew is ready and, after a
+//! binary upgrade, which process is the service's main one now; socket activation (`sd_listen_fds`)
+//! hands sinew listening sockets that systemd bound. Without their environment variables both do nothing.
 
 use std::ffi::OsStr;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 
@@ -27,6 +29,38 @@ pub fn ready(took_over: bool) -> Result<bool, NotifyError> {
     };
     send(&path, &msg)?;
     Ok(true)
+}
+
+/// The first descriptor systemd passes (`SD_LISTEN_FDS_START`).
+const LISTEN_FDS_START: i32 = 3;
+
+/// Takes the sockets systemd passed to this process (`LISTEN_FDS`, for this `LISTEN_PID`), each with its
+/// `LISTEN_FDNAMES` entry, and removes those variables so that no child process sees them. Call it
+/// once, before any thread starts.
+pub fn listen_fds() -> Vec<(OwnedFd, Option<String>)> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let count = std::env::var("LISTEN_FDS").ok();
+    let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+    for var in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
+        std::env::remove_var(var);
+    }
+    if pid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id()) {
+        return Vec::new();
+    }
+    let count = count.and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    let mut names = names
+        .split(':')
+        .map(|n| Some(n.to_string()).filter(|n| !n.is_empty()));
+    (LISTEN_FDS_START..LISTEN_FDS_START.saturating_add(count.max(0)))
+        .map(|raw| {
+            // SAFETY: systemd passed descriptors 3..3+LISTEN_FDS to this very process (LISTEN_PID was
+            // checked), nothing else in the process owns them, and each is wrapped exactly once here.
+            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+            // Inherited without close-on-exec; keep them from leaking into exec checks.
+            let _ = rustix::io::fcntl_setfd(&fd, rustix::io::FdFlags::CLOEXEC);
+            (fd, names.next().flatten())
+        })
+        .collect()
 }
 
 fn send(path: &OsStr, msg: &str) -> Result<(), NotifyError> {

@@ -2,7 +2,8 @@
 //! over from a running one under load, with no failed connection or request; the old process drains
 //! and exits; a takeover from a dead path fails clearly; services the old process lacked bind normally;
 //! registered znodes pass from the old process to the new one without a gap; SIGUSR2 starts the
-//! successor itself and systemd's notify socket hears the new main PID.
+//! successor itself and systemd's notify socket hears the new main PID; sockets passed by systemd socket
+//! activation are served.
 
 mod support;
 
@@ -571,4 +572,42 @@ async fn sigusr2_starts_the_successor_and_systemd_follows_the_main_pid() {
         "the successor runs on"
     );
     assert_eq!(tcp_once(addr(port)).await, Ok(()));
+}
+
+#[tokio::test]
+async fn systemd_socket_activation_serves_on_the_passed_sockets() {
+    let echo = EchoBackend::start("echo").await;
+    let (port, admin) = (free_port(), free_port());
+    let config = temp_file(
+        "activated.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  tcp:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n",
+            echo.hostport()
+        ),
+    );
+    let log_path = temp_file("activated.log", "");
+    let file = std::fs::File::create(&log_path).unwrap();
+    // systemd-socket-activate binds the listed sockets and execs sinew (same PID) on the first connection.
+    let _activator = Proc(
+        Command::new("systemd-socket-activate")
+            .args(["-l", &format!("127.0.0.1:{port}"), "--fdname=tcp"])
+            .args(["-l", &format!("127.0.0.1:{admin}"), "--fdname=admin"])
+            .arg(BIN)
+            .args(["run", "--config"])
+            .arg(&config)
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("systemd-socket-activate (Debian package `systemd`; bash .ci/run installs it)"),
+    );
+    wait_log(&log_path, "Listening on 127.0.0.1:").await;
+    // The first connection starts sinew, which serves it from the socket it was handed (binding the
+    // same address itself would fail: the activator holds it).
+    assert_eq!(tcp_once(addr(port)).await, Ok(()), "{}", log(&log_path));
+    wait_log(&log_path, "listening sockets from systemd").await;
+    assert_eq!(http_get(addr(admin), "/ready").await.0, 200);
+    let text = log(&log_path);
+    assert!(
+        text.contains("services.tcp") && text.contains("listening socket taken over"),
+        "{text}"
+    );
 }

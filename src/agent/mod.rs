@@ -100,18 +100,17 @@ impl std::fmt::Display for ReloadSummary {
 impl Agent {
     /// Binds every listener, starts discovery and the admin server.
     pub async fn start(config: Config) -> Result<Self, AgentError> {
-        Self::start_with(config, None).await
+        Self::start_with(config, Inherited::default(), false).await
     }
 
-    /// Like [`Agent::start`], taking over `inherited`, the listening sockets of the process this one
-    /// replaces, wherever the config listens on their addresses (the rest are bound), and that
-    /// process's upgrade socket.
+    /// Like [`Agent::start`], using the listening sockets in `inherited` (from the process this one
+    /// replaces, or from systemd) wherever the config listens on their addresses; the rest are bound.
+    /// With `takeover`, the replaced process's upgrade socket is replaced too.
     pub async fn start_with(
         config: Config,
-        inherited: Option<Inherited>,
+        mut inherited: Inherited,
+        takeover: bool,
     ) -> Result<Self, AgentError> {
-        let takeover = inherited.is_some();
-        let mut inherited = inherited.unwrap_or_default();
         let metrics = Arc::new(Metrics::new()?);
         let (sessions_stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let stop = sessions_stop.child_token();

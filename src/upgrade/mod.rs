@@ -188,6 +188,25 @@ impl Inherited {
         TcpListener::from_std(r.socket)
     }
 
+    /// Keeps a listening socket bound by a service manager (systemd socket activation); `name` is its
+    /// `FileDescriptorName=`, `admin` for the admin server.
+    pub fn adopt(&mut self, fd: OwnedFd, name: Option<&str>) -> Result<(), UpgradeError> {
+        let owner = match name {
+            Some("admin") => Owner::Admin,
+            Some(n) => Owner::Service(n.to_string()),
+            None => Owner::Service("unnamed".into()),
+        };
+        let bound = rustix::net::getsockname(&fd)
+            .ok()
+            .and_then(|a| SocketAddr::try_from(a).ok())
+            .ok_or_else(|| UpgradeError::Listener {
+                owner: owner.clone(),
+                bound: SocketAddr::from(([0, 0, 0, 0], 0)),
+                reason: "a socket passed by systemd is not a TCP socket".into(),
+            })?;
+        self.push(owner, bound, bound, fd)
+    }
+
     /// Checks a received descriptor and keeps it.
     fn push(
         &mut self,
