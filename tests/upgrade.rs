@@ -222,11 +222,23 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
     let load = Load::start(tcp, Some(http));
     load.advance(50).await;
     let slow = tokio::spawn(async move { http_once(http, "/slow/2000").await });
+    // An HTTP connection the old process accepted, whose request comes only after it stopped accepting.
+    let mut quiet = TcpStream::connect(http).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut new = sinew(&config, Some(&upgrade), &new_log);
     wait_log(&old_log, "the new process serves").await;
     wait_log(&new_log, "listening socket taken over").await;
+    quiet
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    quiet.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "a connection accepted before the handover gets its request answered: {answer:?}"
+    );
     load.advance(100).await;
 
     // The old process drains: still alive for its open connections, which keep working.

@@ -82,9 +82,11 @@ where
     };
     let activity = Activity::new();
     let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));
+    let (first_tx, mut first) = tokio::sync::watch::channel(false);
     let svc = {
         let (proxy, http) = (Arc::clone(&proxy), Arc::clone(http));
         service_fn(move |req| {
+            first_tx.send_replace(true);
             let (proxy, http) = (Arc::clone(&proxy), Arc::clone(&http));
             async move { Ok::<_, Infallible>(forward::handle(req, proxy, &http, peer).await) }
         })
@@ -108,10 +110,24 @@ where
         }
         _ = activity.idle(proxy.timeouts.idle) => metrics.idle_timeouts.inc(),
         _ = proxy.stop.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = proxy.abort.cancelled() => {}
+            // A connection accepted just before the listener closed may not have sent its request yet;
+            // closing it now would fail a request the client sent in good time (and, during a binary
+            // upgrade, one no other process can answer). It gets that one request, then closes.
+            let first_request = async {
+                let _ = first.wait_for(|started| *started).await;
+            };
+            let wait = tokio::time::timeout(proxy.timeouts.header_read, first_request);
+            let closed = tokio::select! {
+                _ = conn.as_mut() => true,
+                _ = wait => false,
+                _ = proxy.abort.cancelled() => true,
+            };
+            if !closed {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = proxy.abort.cancelled() => {}
+                }
             }
         }
     }
