@@ -188,3 +188,87 @@ async fn within<T>(
         .await
         .map_err(|_| UpgradeError::Timeout(limit))?
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upgrade::{take_over, Owner};
+
+    fn offer(name: &str) -> (Offer, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sinew-offer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        (Offer::bind(&path, false).unwrap(), path)
+    }
+
+    #[tokio::test]
+    async fn a_successor_of_another_protocol_version_is_refused() {
+        let (offer, path) = offer("version.sock");
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let (handed, mut handed_rx) = oneshot::channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(offer.serve(
+            Listeners::default(),
+            handed,
+            Arc::clone(&metrics),
+            stop.clone(),
+        ));
+        let stream = UnixStream::connect(&path).await.unwrap();
+        wire::send(&stream, &Message::Hello { version: 99 }, None)
+            .await
+            .unwrap();
+        let answer = Reader::default().next(&stream).await.unwrap();
+        let Some(Message::Refused { reason }) = answer else {
+            panic!("refused: {answer:?}")
+        };
+        assert!(reason.contains("the new one 99"), "{reason}");
+        assert!(handed_rx.try_recv().is_err(), "no handover");
+        stop.cancel();
+        task.await.unwrap();
+        assert_eq!(metrics.upgrade_handover("refused").get(), 1);
+        assert!(!path.exists(), "the socket file is removed on the way out");
+    }
+
+    #[tokio::test]
+    async fn a_live_upgrade_socket_is_not_replaced_without_takeover() {
+        let (offer, path) = offer("live.sock");
+        let err = Offer::bind(&path, false).err().expect("in use");
+        assert!(err.to_string().contains("--takeover"), "{err}");
+        let successor = Offer::bind(&path, true).unwrap();
+        offer.remove();
+        assert!(
+            path.exists(),
+            "the old process leaves the successor's file alone"
+        );
+        successor.remove();
+        assert!(!path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_successor_receives_the_listeners_and_its_ready_ends_the_offer() {
+        let (offer, path) = offer("full.sock");
+        let listeners = Listeners::default();
+        let web = Arc::new(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let configured = web.local_addr().unwrap();
+        listeners.insert(Owner::Service("web".into()), configured, &web);
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let (handed, handed_rx) = oneshot::channel();
+        let task = tokio::spawn(offer.serve(
+            listeners,
+            handed,
+            Arc::clone(&metrics),
+            CancellationToken::new(),
+        ));
+        let (mut inherited, predecessor) = take_over(&path).await.unwrap();
+        assert_eq!(inherited.len(), 1);
+        let socket = inherited
+            .listen(Owner::Service("web".into()), configured)
+            .await
+            .unwrap();
+        assert_eq!(socket.local_addr().unwrap(), configured);
+        predecessor.ready().await.unwrap();
+        handed_rx.await.expect("the offer reports the handover");
+        task.await.unwrap();
+        assert_eq!(metrics.upgrade_handover("handed_over").get(), 1);
+    }
+}
