@@ -273,6 +273,7 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
         failures.len(),
         ok + failures.len()
     );
+    eprintln!("takeover under load: {ok} TCP and HTTP connections, 0 failed");
     assert_eq!(tcp_once(tcp).await, Ok(()));
     assert_eq!(http_once(http, "/").await, Ok(200));
     let (status, metrics) = http_get(addr(admin_port), "/metrics").await;
