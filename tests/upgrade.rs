@@ -219,6 +219,35 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
         assert_eq!(read_line(&mut s).await.unwrap(), "before");
         long.push(s);
     }
+    // One TCP session keeps transferring through the whole handover: a line echoed every 5 ms.
+    let streaming_stop = Arc::new(AtomicBool::new(false));
+    let streaming = {
+        let stop = Arc::clone(&streaming_stop);
+        let mut s = TcpStream::connect(tcp).await.unwrap();
+        assert_eq!(read_line(&mut s).await.unwrap(), "echo");
+        tokio::spawn(async move {
+            let mut rounds = 0u32;
+            while !stop.load(Ordering::Relaxed) && rounds < 10_000 {
+                let line = format!("round {rounds}");
+                s.write_all(
+                    format!(
+                        "{line}
+"
+                    )
+                    .as_bytes(),
+                )
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+                let echoed = read_line(&mut s).await?;
+                if echoed != line {
+                    return Err(format!("echoed {echoed:?} for {line:?}"));
+                }
+                rounds += 1;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Ok::<u32, String>(rounds)
+        })
+    };
     let load = Load::start(tcp, Some(http));
     load.advance(50).await;
     let slow = tokio::spawn(async move { http_once(http, "/slow/2000").await });
@@ -247,6 +276,12 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
         "the old process waits for its connections"
     );
     assert_eq!(slow.await.unwrap(), Ok(200), "the slow request finishes");
+    streaming_stop.store(true, Ordering::Relaxed);
+    let rounds = streaming.await.unwrap();
+    assert!(
+        rounds.as_ref().is_ok_and(|r| *r > 50),
+        "the streaming session ran through the handover: {rounds:?}"
+    );
     for s in &mut long {
         s.write_all(b"after\n").await.unwrap();
         assert_eq!(read_line(s).await.unwrap(), "after");
