@@ -8,42 +8,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::http::HttpBackend;
+use support::register::*;
 use support::zk::ZooKeeper;
 use support::*;
-use zookeeper_client as zk;
-
-const PATH: &str = "/nerve/services/web/services";
-
-fn register(zk: &ZooKeeper, port: u16, checks: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nregister:\n  instance_id: i-test\n  drain: 0s\n  services:\n    web:\n      host: 127.0.0.1\n      port: {port}\n      zk_hosts: [{}]\n      zk_path: {PATH}\n      session_timeout: 1s\n      check_interval: 100ms\n      checks: {checks}\n",
-        zk.address()
-    )
-}
-
-/// The data of every child of PATH.
-async fn nodes(client: &zk::Client) -> Vec<(String, String)> {
-    let children = client.list_children(PATH).await.unwrap_or_default();
-    let mut out = Vec::new();
-    for c in children {
-        if let Ok((data, _)) = client.get_data(&format!("{PATH}/{c}")).await {
-            out.push((c, String::from_utf8_lossy(&data).into_owned()));
-        }
-    }
-    out
-}
-
-async fn wait_nodes(client: &zk::Client, count: usize, within: Duration) -> Vec<(String, String)> {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        let n = nodes(client).await;
-        if n.len() == count || tokio::time::Instant::now() > deadline {
-            assert_eq!(n.len(), count, "{n:?}");
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_znode_follows_health_in_nerves_exact_format() {
@@ -132,21 +99,6 @@ async fn the_znode_follows_health_in_nerves_exact_format() {
     // Shutdown deletes the node at once rather than waiting for the session to expire.
     agent.shutdown(Duration::from_secs(1)).await;
     wait_nodes(&client, 0, Duration::from_millis(300)).await;
-}
-
-async fn post(addr: SocketAddr, method: &str, path: &str) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
-        .await
-        .unwrap();
-    let mut out = String::new();
-    tokio::io::AsyncReadExt::read_to_string(&mut s, &mut out)
-        .await
-        .unwrap();
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

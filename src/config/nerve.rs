@@ -162,6 +162,7 @@ fn service(svc: &Value) -> Result<Registration, Skip> {
             Some("tcp") => CheckKind::Tcp,
             Some("http") => CheckKind::Http,
             Some("redis") => CheckKind::Redis,
+            Some("rabbitmq") => CheckKind::Rabbitmq,
             Some(other) => {
                 return Err(Skip::Unsupported(format!(
                     "check type {other:?} is not supported yet"
@@ -187,6 +188,8 @@ fn service(svc: &Value) -> Result<Registration, Skip> {
             command: Vec::new(),
             key: s("key"),
             password: s("password"),
+            username: s("username"),
+            vhost: s("vhost"),
             db: n("db"),
         });
     }
@@ -222,4 +225,32 @@ fn service(svc: &Value) -> Result<Registration, Skip> {
             .map(String::from),
         checks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rabbitmq_check_keeps_its_credentials_and_vhost() {
+        let dir = std::env::temp_dir().join(format!("sinew-nerve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rabbitmq.json");
+        std::fs::write(
+            &file,
+            r#"{"services": {"events": {"host": "10.0.0.5", "port": 5672, "zk_hosts": ["zk:2181"],
+                "zk_path": "/nerve/events", "checks": [{"type": "rabbitmq", "username": "nerve",
+                "password": "s3cret", "vhost": "prod", "timeout": 0.5}]}}}"#,
+        )
+        .unwrap();
+        let t = load(&file).unwrap();
+        assert!(t.warnings.is_empty(), "{:?}", t.warnings);
+        let check = &t.register.services["events"].checks[0];
+        assert_eq!(check.kind, CheckKind::Rabbitmq);
+        assert_eq!(check.username.as_deref(), Some("nerve"));
+        assert_eq!(check.password.as_deref(), Some("s3cret"));
+        assert_eq!(check.vhost.as_deref(), Some("prod"));
+        assert_eq!(check.timeout, Duration::from_millis(500));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -64,6 +64,8 @@ pub enum CheckKind {
     Exec,
     /// SET of `key` with a short TTL, then GET returns the value.
     Redis,
+    /// A message published to a temporary queue is consumed back (AMQP 0-9-1).
+    Rabbitmq,
 }
 
 /// One check.
@@ -100,9 +102,15 @@ pub struct Check {
     /// redis: the key written and read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
-    /// redis: AUTH password.
+    /// redis: AUTH password; rabbitmq: the user's password (default `guest`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// rabbitmq: the user (default `guest`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// rabbitmq: the virtual host (default `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vhost: Option<String>,
     /// redis: database index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<u32>,
@@ -145,6 +153,12 @@ impl Register {
                 if c.kind == CheckKind::Http && !c.uri.as_deref().unwrap_or("/").starts_with('/') {
                     return Err((at("uri"), "must start with '/'".into()));
                 }
+                // AMQP carries these as short strings.
+                for (field, value) in [("username", &c.username), ("vhost", &c.vhost)] {
+                    if value.as_ref().is_some_and(|v| v.len() > 255) {
+                        return Err((at(field), "at most 255 bytes".into()));
+                    }
+                }
             }
         }
         Ok(())
@@ -165,4 +179,19 @@ fn default_timeout() -> Duration {
 }
 fn one() -> u32 {
     1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amqp_short_strings_are_bounded_at_load() {
+        let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    checks: [{ type: rabbitmq }]\n";
+        let mut r: Register = serde_yaml::from_str(yaml).unwrap();
+        assert!(r.validate().is_ok());
+        r.services.get_mut("q").unwrap().checks[0].vhost = Some("v".repeat(256));
+        let (at, _) = r.validate().unwrap_err();
+        assert_eq!(at, "services.q.checks[0].vhost");
+    }
 }

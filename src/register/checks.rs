@@ -1,4 +1,7 @@
-//! The checks of a registered service: tcp, http, exec (no shell) and redis (write a key, read it back).
+//! The checks of a registered service: tcp, http, exec (no shell), redis (write a key, read it back)
+//! and rabbitmq (publish a message, consume it back).
+
+mod rabbitmq;
 
 use crate::config::register::{Check, CheckKind};
 use std::time::Duration;
@@ -38,6 +41,7 @@ async fn attempt(check: &Check, host: &str, port: u16) -> Result<(), String> {
         }
         CheckKind::Exec => exec(&check.command).await,
         CheckKind::Redis => redis(check, host, port).await,
+        CheckKind::Rabbitmq => rabbitmq::run(check, host, port).await,
     }
 }
 

@@ -333,5 +333,6 @@ fn kind(check: &crate::config::register::Check) -> &'static str {
         crate::config::register::CheckKind::Http => "http",
         crate::config::register::CheckKind::Exec => "exec",
         crate::config::register::CheckKind::Redis => "redis",
+        crate::config::register::CheckKind::Rabbitmq => "rabbitmq",
     }
 }

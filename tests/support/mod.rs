@@ -3,6 +3,8 @@
 
 pub mod http;
 pub mod process;
+pub mod rabbitmq;
+pub mod register;
 pub mod zk;
 
 use sinew::agent::Agent;
