@@ -1,11 +1,11 @@
 //! Registration against a real ZooKeeper: the znode follows the service's health byte for byte in
 //! Nerve's format, survives a session expiry, honours maintenance, and one sinew's registration is
-//! another sinew's discovery. The redis check runs against a real redis-server.
+//! another sinew's discovery.
 
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::http::HttpBackend;
 use support::register::*;
@@ -154,89 +154,6 @@ async fn one_sinew_registers_and_another_discovers_and_routes() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(body, "registered");
-}
-
-/// A redis-server on a free loopback port, stopped by PID on drop.
-struct Redis(Child, u16);
-
-impl Redis {
-    async fn start(password: &str) -> Self {
-        let port = support::process::free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--requirepass", password])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect(
-                "redis-server is installed (Debian package redis-server; bash .ci/run installs it)",
-            );
-        support::process::wait_listening(format!("127.0.0.1:{port}").parse().unwrap()).await;
-        Self(child, port)
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_redis_check_writes_and_reads_back() {
-    let zk = ZooKeeper::start().await;
-    let redis = Redis::start("s3cret").await;
-    let good = agent(&register(
-        &zk,
-        redis.1,
-        "[{ type: redis, password: s3cret, db: 1, timeout: 500ms }]",
-    ))
-    .await;
-    let client = zk.client().await;
-    wait_nodes(&client, 1, Duration::from_secs(5)).await;
-    good.shutdown(Duration::from_secs(1)).await;
-    wait_nodes(&client, 0, Duration::from_secs(1)).await;
-
-    let wrong = agent(&register(
-        &zk,
-        redis.1,
-        "[{ type: redis, password: wrong, timeout: 500ms }]",
-    ))
-    .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let (_, view) = http_get(wrong.admin_addr(), "/api/register").await;
-    assert!(
-        view.contains("AUTH") && view.contains("\"up\": false"),
-        "{view}"
-    );
-    assert!(
-        nodes(&client).await.is_empty(),
-        "a wrong password registers nothing"
-    );
-
-    drop(redis);
-    let stopped = agent(&register(
-        &zk,
-        support::process::free_port(),
-        "[{ type: redis, timeout: 200ms }]",
-    ))
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (_, view) = http_get(stopped.admin_addr(), "/api/register").await;
-    assert!(
-        view.contains("connect") && view.contains("\"up\": false"),
-        "{view}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
