@@ -106,6 +106,62 @@ async fn http_once(addr: SocketAddr, path: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("no status in {text:?}"))
 }
 
+/// An HTTP/1.1 client on one keep-alive connection, as a connection pool uses it: it reconnects only
+/// after a response that says `Connection: close`, and never retries.
+struct KeepAlive {
+    addr: SocketAddr,
+    conn: Option<TcpStream>,
+}
+
+impl KeepAlive {
+    fn new(addr: SocketAddr) -> Self {
+        Self { addr, conn: None }
+    }
+
+    /// One GET; Ok with the status.
+    async fn get(&mut self, path: &str) -> Result<u16, String> {
+        let mut s = match self.conn.take() {
+            Some(s) => s,
+            None => TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect: {e}"))?,
+        };
+        let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n");
+        s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte))
+                .await
+                .map_err(|_| "response timeout".to_string())?
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err(format!("closed after {:?}", String::from_utf8_lossy(&head)));
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("no content-length in {head:?}"))?;
+        let mut body = vec![0u8; length];
+        s.read_exact(&mut body)
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        if !head.contains("connection: close") {
+            self.conn = Some(s);
+        }
+        head.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| format!("no status in {head:?}"))
+    }
+}
+
 /// A bounded client loop: new TCP and HTTP connections, one after another, until stopped (or its
 /// count or time bound), counting successes and keeping the failures.
 struct Load {
@@ -116,12 +172,12 @@ struct Load {
 }
 
 impl Load {
-    /// Alternates TCP and HTTP connections, or TCP only without `http`.
+    /// Alternates new TCP and HTTP connections, beside one keep-alive HTTP client; TCP only without `http`.
     fn start(tcp: SocketAddr, http: Option<SocketAddr>) -> Self {
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let tasks = (0..2)
+        let mut tasks: Vec<_> = (0..2)
             .map(|worker| {
                 let (ok, failures, stop) = (ok.clone(), failures.clone(), stop.clone());
                 tokio::spawn(async move {
@@ -149,6 +205,34 @@ impl Load {
                 })
             })
             .collect();
+        if let Some(http) = http {
+            // A pooled keep-alive client: requests back to back on one connection.
+            let (ok, failures, stop) = (ok.clone(), failures.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                let mut client = KeepAlive::new(http);
+                for _ in 0..20_000 {
+                    if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() > deadline {
+                        break;
+                    }
+                    match client.get("/").await {
+                        Ok(200) => ok.fetch_add(1, Ordering::Relaxed),
+                        Ok(code) => {
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("keep-alive: status {code}"));
+                            0
+                        }
+                        Err(e) => {
+                            failures.lock().unwrap().push(format!("keep-alive: {e}"));
+                            0
+                        }
+                    };
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }));
+        }
         Self {
             ok,
             failures,
@@ -251,8 +335,11 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
     let load = Load::start(tcp, Some(http));
     load.advance(50).await;
     let slow = tokio::spawn(async move { http_once(http, "/slow/2000").await });
-    // An HTTP connection the old process accepted, whose request comes only after it stopped accepting.
+    // An HTTP connection the old process accepted, whose request comes only after it stopped accepting,
+    // and a keep-alive connection that is idle at the handover and sends its next request after it.
     let mut quiet = TcpStream::connect(http).await.unwrap();
+    let mut pooled = KeepAlive::new(http);
+    assert_eq!(pooled.get("/").await, Ok(200));
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let mut new = sinew(&config, Some(&upgrade), &new_log);
@@ -268,6 +355,19 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
         answer.starts_with("HTTP/1.1 200"),
         "a connection accepted before the handover gets its request answered: {answer:?}"
     );
+    assert!(pooled.conn.is_some(), "still on its first connection");
+    assert_eq!(
+        pooled.get("/").await,
+        Ok(200),
+        "an idle keep-alive connection gets its next request answered"
+    );
+    assert!(pooled.conn.is_none(), "...with Connection: close");
+    assert_eq!(
+        pooled.get("/").await,
+        Ok(200),
+        "and reconnects to the new process"
+    );
+    drop(pooled);
     load.advance(100).await;
 
     // The old process drains: still alive for its open connections, which keep working.

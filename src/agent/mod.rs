@@ -127,6 +127,7 @@ impl Agent {
             conns: TaskTracker::new(),
             zookeeper,
             listeners: Listeners::default(),
+            handover: Arc::default(),
             initial: Arc::new(std::sync::Mutex::new(
                 config
                     .state_file
@@ -351,6 +352,9 @@ impl Agent {
                 None => true,
             }
         };
+        self.shared
+            .handover
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let (cut, replaced) = tokio::join!(self.drain(grace), replaced);
         if !replaced {
             tracing::warn!("the successor did not register every service within the grace period; this process's znodes go with its session");

@@ -33,6 +33,8 @@ pub struct Shared {
     pub conns: TaskTracker,
     /// ZooKeeper sessions, one per ensemble, shared by every service.
     pub zookeeper: Arc<Sessions>,
+    /// Set when the agent hands over to a successor process, before `stop`.
+    pub handover: Arc<std::sync::atomic::AtomicBool>,
     /// Every listening socket, for a successor process to take over.
     pub listeners: Listeners,
     /// Backend sets from the state file, each used once when its service first starts.
@@ -200,6 +202,7 @@ fn build(
         stop: generation.clone(),
         abort: shared.abort.clone(),
         conns: shared.conns.clone(),
+        handover: Arc::clone(&shared.handover),
     };
     let proxy = Arc::new(ServiceProxy::new(
         Arc::clone(&balancer),

@@ -15,6 +15,7 @@ pub use listener::serve;
 use crate::balance::Balancer;
 use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
 use crate::metrics::Metrics;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,6 +38,9 @@ pub struct ServiceProxy {
     pub abort: CancellationToken,
     /// Every connection task of the agent, waited for on shutdown.
     pub conns: TaskTracker,
+    /// Set before `stop` when a successor took the listeners over: idle HTTP keep-alive connections
+    /// then wait for their next request and answer it with `Connection: close` instead of closing.
+    pub handover: Arc<AtomicBool>,
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
     warnings: ratelog::RateLimited,
@@ -51,6 +55,8 @@ pub struct Lifecycle {
     pub abort: CancellationToken,
     /// Tracks connection tasks.
     pub conns: TaskTracker,
+    /// Set when the agent hands over to a successor process (before `stop`).
+    pub handover: Arc<AtomicBool>,
 }
 
 impl ServiceProxy {
@@ -87,6 +93,7 @@ impl ServiceProxy {
             stop: life.stop,
             abort: life.abort,
             conns: life.conns,
+            handover: life.handover,
             http,
             tls,
             warnings: ratelog::RateLimited::default(),

@@ -24,6 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 /// The HTTP side of a service: upstream client pool, options and retry budget.
@@ -82,11 +83,12 @@ where
     };
     let activity = Activity::new();
     let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));
-    let (first_tx, mut first) = tokio::sync::watch::channel(false);
+    // Requests started on this connection: a stop waits for the next one (see below).
+    let (started_tx, mut started) = tokio::sync::watch::channel(0u64);
     let svc = {
         let (proxy, http) = (Arc::clone(&proxy), Arc::clone(http));
         service_fn(move |req| {
-            first_tx.send_replace(true);
+            started_tx.send_modify(|n| *n += 1);
             let (proxy, http) = (Arc::clone(&proxy), Arc::clone(&http));
             async move { Ok::<_, Infallible>(forward::handle(req, proxy, &http, peer).await) }
         })
@@ -110,13 +112,24 @@ where
         }
         _ = activity.idle(proxy.timeouts.idle) => metrics.idle_timeouts.inc(),
         _ = proxy.stop.cancelled() => {
-            // A connection accepted just before the listener closed may not have sent its request yet;
-            // closing it now would fail a request the client sent in good time (and, during a binary
-            // upgrade, one no other process can answer). It gets that one request, then closes.
-            let first_request = async {
-                let _ = first.wait_for(|started| *started).await;
+            // Closing a connection between requests races with a client sending its next one. A
+            // connection accepted just before the listener closed, with no request yet, gets that first
+            // request (the client sent it in good time, and during a binary upgrade no other process
+            // can answer it). On a handover every keep-alive connection waits for its next request and
+            // answers it with `Connection: close` (shutting down once it has started sets that header),
+            // like HAProxy's idle-close-on-response: the successor serves new connections meanwhile.
+            let seen = *started.borrow();
+            let (wait_next, limit) = match (seen, proxy.handover.load(Ordering::SeqCst)) {
+                (_, true) => (true, proxy.timeouts.idle),
+                (0, false) => (true, proxy.timeouts.header_read),
+                (_, false) => (false, proxy.timeouts.header_read),
             };
-            let wait = tokio::time::timeout(proxy.timeouts.header_read, first_request);
+            let next_request = async {
+                if wait_next {
+                    let _ = started.wait_for(|n| *n > seen).await;
+                }
+            };
+            let wait = tokio::time::timeout(limit, next_request);
             let closed = tokio::select! {
                 _ = conn.as_mut() => true,
                 _ = wait => false,
