@@ -178,7 +178,7 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
 
 /// `GET /api/register`, and `POST`/`DELETE /api/register/{service}/maintenance`.
 fn register(state: &AdminState, method: &Method, rest: &str) -> Response<Full<Bytes>> {
-    let Some(registrar) = &state.registrar else {
+    let Some(registrar) = state.registrar.as_ref().filter(|r| r.configured()) else {
         return text(
             StatusCode::NOT_FOUND,
             "no services are registered (no register section)\n".into(),

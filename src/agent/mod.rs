@@ -15,7 +15,7 @@ use crate::balance::Balancer;
 use crate::config::Config;
 use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
-use crate::register::Registrar;
+use crate::register::{RegisterChanges, Registrar};
 use crate::upgrade::{Inherited, Listeners, Offer, Owner};
 use arc_swap::ArcSwap;
 use service::{Running, Shared};
@@ -58,7 +58,7 @@ pub struct Agent {
     admin_addr: SocketAddr,
     shared: Shared,
     reloads: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
-    registrar: Option<Arc<Registrar>>,
+    registrar: Arc<Registrar>,
     handover: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     /// Stops the ZooKeeper sessions, last of all, so that znodes live through the drain.
     sessions_stop: CancellationToken,
@@ -82,6 +82,8 @@ pub struct ReloadSummary {
     pub changed: Vec<String>,
     /// Services left alone.
     pub unchanged: usize,
+    /// What changed on the registration side.
+    pub registration: RegisterChanges,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -93,7 +95,19 @@ impl std::fmt::Display for ReloadSummary {
             self.removed.join(", "),
             self.changed.join(", "),
             self.unchanged
-        )
+        )?;
+        let r = &self.registration;
+        if r != &RegisterChanges::default() {
+            write!(
+                f,
+                "; registration: added [{}], removed [{}], changed [{}], {} unchanged",
+                r.added.join(", "),
+                r.removed.join(", "),
+                r.changed.join(", "),
+                r.unchanged
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -187,16 +201,17 @@ impl Agent {
         let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
         let (reload_tx, reload_rx) = mpsc::channel(4);
         let reloads = Arc::new(std::sync::Mutex::new(Some(reload_rx)));
-        let registrar = config
-            .register
-            .as_ref()
-            .map(|r| Arc::new(Registrar::start(r, &shared.zookeeper, &shared.metrics)));
+        let registrar = Arc::new(Registrar::start(
+            config.register.as_ref(),
+            &shared.zookeeper,
+            &shared.metrics,
+        ));
         let state = Arc::new(AdminState {
             services: Arc::clone(&view),
             metrics: Arc::clone(&shared.metrics),
             reload: reload_tx,
             reload_unclaimed: Arc::clone(&reloads),
-            registrar: registrar.clone(),
+            registrar: Some(Arc::clone(&registrar)),
             token: config.admin.token.clone(),
         });
         shared
@@ -225,11 +240,6 @@ impl Agent {
     /// nothing changes and the error is returned. Admin address changes need a restart.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AgentError> {
         let mut running = self.running.lock().await;
-        if config.register.is_some() || self.registrar.is_some() {
-            tracing::warn!(
-                "a reload does not change registration; restart sinew to apply register changes"
-            );
-        }
         let mut summary = ReloadSummary::default();
         // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
         for (name, svc) in &config.services {
@@ -282,6 +292,7 @@ impl Agent {
             running.insert(name, r);
         }
         self.view.store(Arc::new(infos(&running)));
+        summary.registration = self.registrar.reload(config.register.as_ref()).await;
         tracing::info!(%summary, "config reloaded");
         Ok(summary)
     }
@@ -318,9 +329,9 @@ impl Agent {
         self.admin_addr
     }
 
-    /// The registration side, when configured.
-    pub fn registrar(&self) -> Option<&Arc<Registrar>> {
-        self.registrar.as_ref()
+    /// The registration side (without services when no `register` section is in force).
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.registrar
     }
 
     /// The agent's metrics.
@@ -330,8 +341,7 @@ impl Agent {
 
     /// Stops accepting, waits up to `grace` for open connections, then cuts the rest.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
-        if let Some(registrar) = &self.registrar {
-            let drain = registrar.shutdown().await;
+        if let Some(drain) = self.registrar.shutdown().await {
             tracing::info!(drain = ?drain, "znodes deleted; draining before the listeners close");
             tokio::time::sleep(drain).await;
         }
@@ -346,16 +356,10 @@ impl Agent {
     /// ZooKeeper session when it exits.
     pub async fn hand_over(self, grace: Duration) -> ShutdownReport {
         tracing::info!(grace = ?grace, "handed over: listeners closed here, draining connections");
-        let replaced = async {
-            match &self.registrar {
-                Some(r) => r.hand_over(grace).await,
-                None => true,
-            }
-        };
         self.shared
             .handover
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let (cut, replaced) = tokio::join!(self.drain(grace), replaced);
+        let (cut, replaced) = tokio::join!(self.drain(grace), self.registrar.hand_over(grace));
         if !replaced {
             tracing::warn!("the successor did not register every service within the grace period; this process's znodes go with its session");
         }

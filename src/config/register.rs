@@ -116,6 +116,16 @@ pub struct Check {
     pub db: Option<u32>,
 }
 
+impl Default for Register {
+    fn default() -> Self {
+        Self {
+            instance_id: None,
+            drain: default_drain(),
+            services: BTreeMap::new(),
+        }
+    }
+}
+
 impl Register {
     /// Checks what types cannot; returns the field path (under `register`) and what is wrong.
     pub fn validate(&self) -> Result<(), (String, String)> {

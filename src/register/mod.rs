@@ -1,18 +1,20 @@
 //! Registration (the Nerve side): health-checks this host's services and keeps one ephemeral znode per
 //! healthy instance in ZooKeeper, in Nerve's format.
 //!
-//! Each service runs in its own task: a round of checks every `check_interval` (jittered), Nerve's
-//! rise/fall per check, up when every check is up. Up (and not in maintenance) means the znode exists;
-//! anything else means it is deleted at once. The ZooKeeper session is shared with discovery; after a
-//! session expiry the node is created again on the new session. On shutdown every node is deleted first;
-//! on a handover to a successor process (binary upgrade) the nodes are left for the successor to replace.
+//! Each service runs in its own task (see `task`): up (every check up, not in maintenance) means the
+//! znode exists; anything else means it is deleted at once. The ZooKeeper session is shared with
+//! discovery; after a session expiry the node is created again on the new session. On shutdown every node
+//! is deleted first; on a handover to a successor process (binary upgrade) the nodes are left for the
+//! successor to replace. A reload applies a new `register` section service by service: added ones start,
+//! removed ones delete their node and stop, changed ones are updated in place (or restarted when their
+//! node moves), unchanged ones are not touched.
 
 mod checks;
+mod task;
 mod znode;
 
-use crate::balance::health::CheckState;
 use crate::config::register::{Register, Registration};
-use crate::discovery::zookeeper::session::{Conn, Sessions};
+use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,7 +23,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zookeeper_client as zk;
 
 /// What the admin API shows of a registered service.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -49,70 +50,181 @@ pub struct CheckView {
     pub last_error: Option<String>,
 }
 
+/// A running service task and what steers it.
 struct Handle {
+    config: watch::Sender<Registration>,
     maintenance: watch::Sender<bool>,
     view: Arc<Mutex<RegisteredView>>,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Handle {
+    /// Deletes the node and waits for the task to end.
+    async fn stop(self) {
+        self.stop.cancel();
+        self.tasks.wait().await;
+    }
+}
+
+/// What a reload changed on the registration side.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct RegisterChanges {
+    /// Services that started registering.
+    pub added: Vec<String>,
+    /// Services whose znode was deleted and whose checks stopped.
+    pub removed: Vec<String>,
+    /// Services updated (checks restarted, znode data rewritten) or moved to another znode location.
+    pub changed: Vec<String>,
+    /// Services left alone.
+    pub unchanged: usize,
 }
 
 /// The registration side of the agent.
 pub struct Registrar {
-    services: BTreeMap<String, Handle>,
+    services: Mutex<BTreeMap<String, Handle>>,
+    /// The `register` section in force (`None`: no section).
+    config: Mutex<Option<Register>>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
     stop: CancellationToken,
     handover: CancellationToken,
-    tasks: TaskTracker,
-    drain: Duration,
 }
 
 impl Registrar {
     /// Starts one task per registered service.
-    pub fn start(config: &Register, sessions: &Sessions, metrics: &Arc<Metrics>) -> Self {
-        let (stop, handover) = (CancellationToken::new(), CancellationToken::new());
-        let tasks = TaskTracker::new();
-        let instance = config.instance_id.clone().unwrap_or_else(hostname);
-        let mut services = BTreeMap::new();
-        for (name, r) in &config.services {
-            let (tx, rx) = watch::channel(false);
-            let view = Arc::new(Mutex::new(RegisteredView {
-                name: name.clone(),
-                ..Default::default()
-            }));
-            let conn = sessions.get(&r.zk_hosts, r.session_timeout);
-            let ctx = Ctx {
-                name: name.clone(),
-                instance: instance.clone(),
-                reg: r.clone(),
-                view: Arc::clone(&view),
-                metrics: Arc::clone(metrics),
-                handover: handover.clone(),
-            };
-            let (stop, panics) = (stop.clone(), metrics.task_panics("registration"));
-            crate::supervise::spawn(
-                &tasks,
-                format!("registration of {name}"),
-                panics,
-                move || run(ctx.clone(), conn.clone(), rx.clone(), stop.clone()),
-            );
-            services.insert(
-                name.clone(),
-                Handle {
-                    maintenance: tx,
-                    view,
-                },
-            );
+    pub fn start(
+        config: Option<&Register>,
+        sessions: &Arc<Sessions>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        let registrar = Self {
+            services: Mutex::new(BTreeMap::new()),
+            config: Mutex::new(config.cloned()),
+            sessions: Arc::clone(sessions),
+            metrics: Arc::clone(metrics),
+            stop: CancellationToken::new(),
+            handover: CancellationToken::new(),
+        };
+        if let Some(config) = config {
+            let mut services = registrar.lock();
+            for (name, r) in &config.services {
+                services.insert(name.clone(), registrar.spawn(config, name, r, false));
+            }
         }
+        registrar
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Handle>> {
+        self.services.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn spawn(&self, config: &Register, name: &str, r: &Registration, maintenance: bool) -> Handle {
+        let (config_tx, config_rx) = watch::channel(r.clone());
+        let (maintenance_tx, maintenance_rx) = watch::channel(maintenance);
+        let view = Arc::new(Mutex::new(RegisteredView {
+            name: name.to_string(),
+            maintenance,
+            ..Default::default()
+        }));
+        let conn = self.sessions.get(&r.zk_hosts, r.session_timeout);
+        let ctx = task::Ctx {
+            name: name.to_string(),
+            instance: instance_id(config),
+            view: Arc::clone(&view),
+            metrics: Arc::clone(&self.metrics),
+            handover: self.handover.clone(),
+        };
+        let (stop, tasks) = (self.stop.child_token(), TaskTracker::new());
+        let token = stop.clone();
+        crate::supervise::spawn(
+            &tasks,
+            format!("registration of {name}"),
+            self.metrics.task_panics("registration"),
+            move || {
+                task::run(
+                    ctx.clone(),
+                    config_rx.clone(),
+                    conn.clone(),
+                    maintenance_rx.clone(),
+                    token.clone(),
+                )
+            },
+        );
         tasks.close();
-        Self {
-            services,
+        Handle {
+            config: config_tx,
+            maintenance: maintenance_tx,
+            view,
             stop,
-            handover,
             tasks,
-            drain: config.drain,
         }
+    }
+
+    /// Applies a new `register` section (`None`: none). A service whose znode location (`zk_hosts`,
+    /// `zk_path`, `session_timeout`) or instance id changes is restarted: its old node is deleted, the new
+    /// one created once its checks pass. Any other change is applied in place: the node keeps its name.
+    pub async fn reload(&self, config: Option<&Register>) -> RegisterChanges {
+        let mut changes = RegisterChanges::default();
+        let empty = Register::default();
+        let new = config.unwrap_or(&empty);
+        let old = std::mem::replace(
+            &mut *self.config.lock().unwrap_or_else(|p| p.into_inner()),
+            config.cloned(),
+        )
+        .unwrap_or_default();
+        let moved_instance = instance_id(&old) != instance_id(new);
+        let mut stopping = Vec::new();
+        let mut restarted = Vec::new();
+        {
+            let mut services = self.lock();
+            let names: Vec<String> = services.keys().cloned().collect();
+            for name in names {
+                let before = old.services.get(&name);
+                match new.services.get(&name) {
+                    None => {
+                        changes.removed.push(name.clone());
+                        stopping.extend(services.remove(&name));
+                    }
+                    Some(r) if moved_instance || before.is_some_and(|b| moved(b, r)) => {
+                        changes.changed.push(name.clone());
+                        if let Some(h) = services.remove(&name) {
+                            restarted.push((name, *h.maintenance.borrow()));
+                            stopping.push(h);
+                        }
+                    }
+                    Some(r) if before == Some(r) => changes.unchanged += 1,
+                    Some(r) => {
+                        changes.changed.push(name.clone());
+                        if let Some(h) = services.get(&name) {
+                            h.config.send_replace(r.clone());
+                        }
+                    }
+                }
+            }
+        }
+        // Old nodes go before their replacements are created, so a moved service is never listed twice.
+        for h in stopping {
+            h.stop().await;
+        }
+        let mut services = self.lock();
+        for (name, maintenance) in restarted {
+            if let Some(r) = new.services.get(&name) {
+                services.insert(name.clone(), self.spawn(new, &name, r, maintenance));
+            }
+        }
+        for (name, r) in &new.services {
+            if !services.contains_key(name) {
+                changes.added.push(name.clone());
+                services.insert(name.clone(), self.spawn(new, name, r, false));
+            }
+        }
+        changes
     }
 
     /// Puts a service in or out of maintenance; false when there is no such service.
     pub fn set_maintenance(&self, service: &str, on: bool) -> bool {
-        match self.services.get(service) {
+        match self.lock().get(service) {
             Some(h) => {
                 h.maintenance.send_replace(on);
                 true
@@ -123,216 +235,63 @@ impl Registrar {
 
     /// Every registered service's state.
     pub fn view(&self) -> Vec<RegisteredView> {
-        self.services
+        self.lock()
             .values()
             .map(|h| h.view.lock().unwrap_or_else(|p| p.into_inner()).clone())
             .collect()
+    }
+
+    /// True when a `register` section is in force (even one without services).
+    pub fn configured(&self) -> bool {
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    async fn wait_all(&self) {
+        let tasks: Vec<TaskTracker> = self.lock().values().map(|h| h.tasks.clone()).collect();
+        for t in tasks {
+            t.wait().await;
+        }
     }
 
     /// Stops checking and leaves every znode to a successor process: waits up to `limit` until each is
     /// gone (the successor registering the same instance replaces it); false when some were still there.
     pub async fn hand_over(&self, limit: Duration) -> bool {
         self.handover.cancel();
-        let replaced = tokio::time::timeout(limit, self.tasks.wait()).await.is_ok();
+        let replaced = tokio::time::timeout(limit, self.wait_all()).await.is_ok();
         self.stop.cancel();
-        self.tasks.wait().await;
+        self.wait_all().await;
         replaced
     }
 
-    /// Deletes every znode and stops checking; returns the configured drain period.
-    pub async fn shutdown(&self) -> Duration {
+    /// Deletes every znode and stops checking; returns the drain period of the `register` section in
+    /// force, if any.
+    pub async fn shutdown(&self) -> Option<Duration> {
         self.stop.cancel();
-        self.tasks.wait().await;
-        self.drain
+        self.wait_all().await;
+        self.config
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.drain)
     }
+}
+
+/// True when the service's node must move: another ensemble, session or parent path.
+fn moved(old: &Registration, new: &Registration) -> bool {
+    old.zk_hosts != new.zk_hosts
+        || old.zk_path != new.zk_path
+        || old.session_timeout != new.session_timeout
+}
+
+fn instance_id(config: &Register) -> String {
+    config.instance_id.clone().unwrap_or_else(hostname)
 }
 
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "sinew".into())
-}
-
-#[derive(Clone)]
-struct Ctx {
-    name: String,
-    instance: String,
-    reg: Registration,
-    view: Arc<Mutex<RegisteredView>>,
-    metrics: Arc<Metrics>,
-    /// Cancelled when a successor process takes over: leave the node to it.
-    handover: CancellationToken,
-}
-
-/// The registered node: its path and the session that owns it.
-struct Node {
-    path: String,
-    session: zk::SessionId,
-}
-
-async fn run(
-    ctx: Ctx,
-    mut conn: watch::Receiver<Conn>,
-    mut maintenance: watch::Receiver<bool>,
-    stop: CancellationToken,
-) {
-    let mut states: Vec<CheckState> = ctx
-        .reg
-        .checks
-        .iter()
-        .map(|_| CheckState::new(false))
-        .collect();
-    let mut errors: Vec<Option<String>> = vec![None; states.len()];
-    let mut node: Option<Node> = None;
-    let mut was_up = false;
-    let up_gauge = ctx.metrics.register_up(&ctx.name);
-    let registered = ctx.metrics.register_znode(&ctx.name);
-    let mut next = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = ctx.handover.cancelled() => {
-                if let Some(n) = node.take() {
-                    wait_replaced(&ctx, &conn, &n, &stop).await;
-                }
-                registered.set(0);
-                return;
-            }
-            _ = tokio::time::sleep_until(next) => {
-                for (i, check) in ctx.reg.checks.iter().enumerate() {
-                    let result = checks::run(check, &ctx.reg.host, ctx.reg.port).await;
-                    if let Err(e) = &result {
-                        ctx.metrics.register_check_failure(&ctx.name, kind(check)).inc();
-                        if errors[i].as_deref() != Some(e.as_str()) && states[i].up {
-                            tracing::warn!(service = %ctx.name, check = kind(check), error = %e, "registration check failed");
-                        }
-                    }
-                    errors[i] = result.err();
-                    states[i].record(errors[i].is_none(), check.rise, check.fall);
-                }
-                next = tokio::time::Instant::now() + ctx.reg.check_interval.mul_f64(0.9 + 0.2 * fastrand::f64());
-            }
-            r = maintenance.changed() => if r.is_err() { break },
-            r = conn.changed() => if r.is_err() { break },
-        }
-        let up = states.iter().all(|s| s.up);
-        if up != was_up {
-            ctx.metrics
-                .register_transition(&ctx.name, if up { "up" } else { "down" });
-            tracing::info!(service = %ctx.name, up, "registered service changed state");
-            was_up = up;
-        }
-        up_gauge.set(i64::from(up));
-        let in_maintenance = *maintenance.borrow();
-        let client = conn.borrow().client.clone();
-        reconcile(&ctx, client.as_ref(), up && !in_maintenance, &mut node).await;
-        registered.set(i64::from(node.is_some()));
-        let mut view = ctx.view.lock().unwrap_or_else(|p| p.into_inner());
-        view.up = up;
-        view.maintenance = in_maintenance;
-        view.znode = node.as_ref().map(|n| n.path.clone());
-        view.checks = ctx
-            .reg
-            .checks
-            .iter()
-            .zip(&states)
-            .zip(&errors)
-            .map(|((c, s), e)| CheckView {
-                kind: kind(c).into(),
-                up: s.up,
-                last_error: e.clone(),
-            })
-            .collect();
-    }
-    let client = conn.borrow().client.clone();
-    if let (Some(n), Some(client)) = (node.take(), client) {
-        if n.session == client.session_id() {
-            match znode::delete(&client, &n.path).await {
-                Ok(()) => tracing::info!(service = %ctx.name, znode = %n.path, "deregistered"),
-                Err(e) => {
-                    tracing::warn!(service = %ctx.name, error = %e, "cannot delete the znode; it goes with the session")
-                }
-            }
-        }
-    }
-    registered.set(0);
-}
-
-/// How often a handed-over node is looked at while the successor has not replaced it.
-const HANDOVER_POLL: Duration = Duration::from_millis(100);
-
-/// Waits until `node` is gone: replaced by a successor registering the same instance, or gone with its
-/// session. Until then it stays registered, so consumers never see the instance missing.
-async fn wait_replaced(
-    ctx: &Ctx,
-    conn: &watch::Receiver<Conn>,
-    node: &Node,
-    stop: &CancellationToken,
-) {
-    loop {
-        let client = conn.borrow().client.clone();
-        let Some(client) = client.filter(|c| c.session_id() == node.session) else {
-            return;
-        };
-        match client.check_stat(&node.path).await {
-            Ok(None) => {
-                tracing::info!(service = %ctx.name, znode = %node.path, "znode replaced by the successor");
-                return;
-            }
-            Ok(Some(_)) => {}
-            Err(e) => {
-                tracing::debug!(service = %ctx.name, error = %e, "cannot look at the handed-over znode")
-            }
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(HANDOVER_POLL) => {}
-        }
-    }
-}
-
-/// Brings ZooKeeper in line with `desired`: creates the node (again, on a new session) or deletes it.
-async fn reconcile(ctx: &Ctx, client: Option<&zk::Client>, desired: bool, node: &mut Option<Node>) {
-    let Some(client) = client else {
-        // No session: an ephemeral node of an expired session is gone with it.
-        if node.is_some() {
-            *node = None;
-        }
-        return;
-    };
-    let session = client.session_id();
-    if node.as_ref().is_some_and(|n| n.session != session) {
-        *node = None;
-    }
-    match (desired, node.as_ref()) {
-        (true, None) => match znode::create(client, &ctx.reg, &ctx.instance).await {
-            Ok(path) => {
-                tracing::info!(service = %ctx.name, znode = %path, "registered");
-                *node = Some(Node { path, session });
-            }
-            Err(e) => {
-                tracing::warn!(service = %ctx.name, error = %e, "cannot register in ZooKeeper; retrying")
-            }
-        },
-        (false, Some(n)) => match znode::delete(client, &n.path).await {
-            Ok(()) => {
-                tracing::info!(service = %ctx.name, znode = %n.path, "deregistered");
-                *node = None;
-            }
-            Err(e) => {
-                tracing::warn!(service = %ctx.name, error = %e, "cannot delete the znode; retrying")
-            }
-        },
-        _ => {}
-    }
-}
-
-fn kind(check: &crate::config::register::Check) -> &'static str {
-    match check.kind {
-        crate::config::register::CheckKind::Tcp => "tcp",
-        crate::config::register::CheckKind::Http => "http",
-        crate::config::register::CheckKind::Exec => "exec",
-        crate::config::register::CheckKind::Redis => "redis",
-        crate::config::register::CheckKind::Rabbitmq => "rabbitmq",
-    }
 }

@@ -94,6 +94,11 @@ async fn remove_stale(
     Ok(())
 }
 
+/// Replaces the node's data in place (its name stays); `NoNode` when it is gone.
+pub async fn rewrite(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), zk::Error> {
+    client.set_data(path, data, None).await.map(drop)
+}
+
 /// Deletes the node; one already gone is fine.
 pub async fn delete(client: &zk::Client, path: &str) -> Result<(), zk::Error> {
     match client.delete(path, None).await {
