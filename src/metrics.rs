@@ -57,7 +57,9 @@ pub struct Metrics {
     service_rejected: IntCounterVec,
     task_panics: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    tls_failures: IntCounterVec,
     tls_reload_failures: IntCounterVec,
+    tls_expiry: IntGaugeVec,
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
@@ -116,21 +118,65 @@ pub struct ServiceMetrics {
     pub panic: IntGauge,
     /// Client connections refused by `max_client_connections`.
     pub rejected: IntCounter,
-    /// TLS handshakes that succeeded.
-    pub tls_ok: IntCounter,
-    /// TLS handshakes that failed.
-    pub tls_failed: IntCounter,
     /// Times the service entered panic mode.
     pub panics: IntCounter,
 }
 
-impl ServiceMetrics {
-    /// Counts a TLS handshake.
-    pub fn tls_handshake(&self, ok: bool) {
-        if ok {
-            self.tls_ok.inc();
-        } else {
-            self.tls_failed.inc();
+/// The TLS metric children of one service. `side` is `upstream` (sinew is the client) or `listen`
+/// (sinew is the server); every label value comes from a fixed set, so cardinality stays bounded.
+#[derive(Clone)]
+pub struct TlsMetrics {
+    service: String,
+    handshakes: IntCounterVec,
+    failures: IntCounterVec,
+    reload_failures: IntCounterVec,
+    expiry: IntGaugeVec,
+}
+
+/// The (side, kind) pairs of the certificate-expiry gauge.
+const TLS_CERT_KINDS: [(&str, &str); 4] = [
+    ("listen", "cert"),
+    ("listen", "ca"),
+    ("upstream", "cert"),
+    ("upstream", "ca"),
+];
+
+impl TlsMetrics {
+    /// Counts a handshake on `side`: `Ok`, or failed for `reason`.
+    pub fn handshake(&self, side: &str, result: Result<(), &str>) {
+        let s = self.service.as_str();
+        match result {
+            Ok(()) => self.handshakes.with_label_values(&[s, side, "ok"]).inc(),
+            Err(reason) => {
+                self.handshakes
+                    .with_label_values(&[s, side, "failed"])
+                    .inc();
+                self.failures.with_label_values(&[s, side, reason]).inc();
+            }
+        }
+    }
+
+    /// Counts changed certificate files on `side` that could not be used.
+    pub fn reload_failed(&self, side: &str) {
+        self.reload_failures
+            .with_label_values(&[self.service.as_str(), side])
+            .inc();
+    }
+
+    /// Sets the not-after time (unix seconds) of the `kind` (`cert` or `ca`) file on `side`.
+    pub fn expiry(&self, side: &str, kind: &str, not_after: i64) {
+        self.expiry
+            .with_label_values(&[self.service.as_str(), side, kind])
+            .set(not_after);
+    }
+
+    /// Drops the service's expiry series (before its TLS settings are loaded again).
+    pub fn forget_expiry(&self) {
+        for (side, kind) in TLS_CERT_KINDS {
+            // Removing a series that was never created is not an error worth reporting.
+            let _ = self
+                .expiry
+                .remove_label_values(&[self.service.as_str(), side, kind]);
         }
     }
 }
@@ -468,14 +514,26 @@ impl Metrics {
             tls_handshakes: counter(
                 &r,
                 "sinew_tls_handshakes_total",
-                "TLS handshakes with clients (listener) and backends (origination), by result.",
-                &["service", "result"],
+                "TLS handshakes with clients (side listen) and backends (side upstream, checks included), by result.",
+                &["service", "side", "result"],
+            )?,
+            tls_failures: counter(
+                &r,
+                "sinew_tls_handshake_failures_total",
+                "Failed TLS handshakes by reason (unknown_ca, expired, hostname_mismatch, no_client_cert, bad_certificate, protocol, io, timeout, other).",
+                &["service", "side", "reason"],
             )?,
             tls_reload_failures: counter(
                 &r,
                 "sinew_tls_certificate_reload_failures_total",
-                "Changed listener certificate files that could not be used (the previous certificate stays).",
-                s,
+                "Changed certificate, key or CA files that could not be used (the previous ones stay).",
+                &["service", "side"],
+            )?,
+            tls_expiry: gauge(
+                &r,
+                "sinew_tls_certificate_expiry_timestamp_seconds",
+                "Unix time at which the earliest-expiring certificate of a file in use expires (kind cert: presented by sinew; ca: trusted).",
+                &["service", "side", "kind"],
             )?,
             upgrade_handovers: counter(
                 &r,
@@ -500,8 +558,6 @@ impl Metrics {
             swaps: self.service_swaps.with_label_values(l),
             panic: self.service_panic.with_label_values(l),
             rejected: self.service_rejected.with_label_values(l),
-            tls_ok: self.tls_handshakes.with_label_values(&[service, "ok"]),
-            tls_failed: self.tls_handshakes.with_label_values(&[service, "failed"]),
             panics: self.service_panics.with_label_values(l),
         }
     }
@@ -579,9 +635,15 @@ impl Metrics {
             .inc();
     }
 
-    /// The certificate-reload failure counter of a service.
-    pub fn tls_reload_failures(&self, service: &str) -> IntCounter {
-        self.tls_reload_failures.with_label_values(&[service])
+    /// The TLS children of a service.
+    pub fn tls(&self, service: &str) -> TlsMetrics {
+        TlsMetrics {
+            service: service.to_string(),
+            handshakes: self.tls_handshakes.clone(),
+            failures: self.tls_failures.clone(),
+            reload_failures: self.tls_reload_failures.clone(),
+            expiry: self.tls_expiry.clone(),
+        }
     }
 
     /// The counter of handovers to a successor process that ended with `outcome`.

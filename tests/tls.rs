@@ -4,101 +4,13 @@
 
 mod support;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 use support::process::temp_file;
+use support::tls::*;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-    file: PathBuf,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let cert = params.self_signed(&key).unwrap();
-    let file = temp_file(&format!("{name}-ca.pem"), &cert.pem());
-    Ca { cert, key, file }
-}
-
-/// A leaf certificate for `names`, signed by `ca`: (cert file, key file).
-fn leaf(ca: &Ca, name: &str, names: &[&str]) -> (PathBuf, PathBuf) {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
-    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
-    (
-        temp_file(&format!("{name}.pem"), &cert.pem()),
-        temp_file(&format!("{name}.key"), &key.serialize_pem()),
-    )
-}
-
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn roots(ca: &Ca) -> rustls::RootCertStore {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(&ca.file).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    roots
-}
-
-/// A TLS backend that greets with `name`, optionally requiring a client certificate signed by `client_ca`.
-async fn tls_backend(
-    name: &'static str,
-    cert: &(PathBuf, PathBuf),
-    client_ca: Option<&Ca>,
-) -> SocketAddr {
-    let chain: Vec<_> = CertificateDer::pem_file_iter(&cert.0)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&cert.1).unwrap();
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        Some(ca) => builder.with_client_cert_verifier(
-            rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(ca)),
-                provider(),
-            )
-            .build()
-            .unwrap(),
-        ),
-        None => builder.with_no_client_auth(),
-    };
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(Arc::new(builder.with_single_cert(chain, key).unwrap()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(s).await {
-                    let _ = tls.write_all(format!("{name}\n").as_bytes()).await;
-                    let _ = tls.flush().await;
-                    let mut buf = [0u8; 64];
-                    let _ = tls.read(&mut buf).await;
-                }
-            });
-        }
-    });
-    addr
-}
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 
 fn service(backend: SocketAddr, tls: &str) -> String {
     format!(
@@ -158,7 +70,7 @@ async fn origination_verifies_the_backend() {
     assert_eq!(
         metric(
             &metrics,
-            "sinew_tls_handshakes_total{result=\"failed\",service=\"db\"}"
+            "sinew_tls_handshakes_total{result=\"failed\",service=\"db\",side=\"upstream\"}"
         ),
         Some(1.0)
     );
@@ -216,51 +128,12 @@ async fn mutual_tls_to_the_backend() {
         ),
     ))
     .await;
+    let greeting = greet(with.service_addr("db").unwrap()).await.unwrap();
     assert_eq!(
-        greet(with.service_addr("db").unwrap()).await.unwrap(),
-        "mtls-db"
+        greeting,
+        format!("mtls-db {}", serial_of_file(&client.0)),
+        "the backend saw sinew's client certificate"
     );
-}
-
-async fn tls_client(
-    addr: SocketAddr,
-    ca: &Ca,
-    cert: Option<&(PathBuf, PathBuf)>,
-) -> std::io::Result<String> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots(ca));
-    let config = match cert {
-        Some((c, k)) => builder
-            .with_client_auth_cert(
-                CertificateDer::pem_file_iter(c)
-                    .unwrap()
-                    .map(|c| c.unwrap())
-                    .collect(),
-                PrivateKeyDer::from_pem_file(k).unwrap(),
-            )
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    };
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let stream = TcpStream::connect(addr).await?;
-    let mut tls = connector
-        .connect(ServerName::try_from("127.0.0.1").unwrap(), stream)
-        .await?;
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    while tokio::time::timeout(Duration::from_secs(3), tls.read(&mut byte))
-        .await
-        .map_err(std::io::Error::other)??
-        == 1
-    {
-        if byte[0] == b'\n' {
-            break;
-        }
-        line.push(byte[0]);
-    }
-    Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
 #[tokio::test]
@@ -330,50 +203,6 @@ fn a_missing_or_bad_certificate_file_stops_the_start_with_its_name() {
     assert!(err.to_string().contains("not-a-cert.pem"), "{err}");
 }
 
-/// An HTTPS backend (HTTP/1.1 and h2 over TLS, ALPN) answering `name` and the protocol it saw.
-async fn https_backend(name: &'static str, cert: &(PathBuf, PathBuf)) -> SocketAddr {
-    use http_body_util::Full;
-    let chain: Vec<_> = CertificateDer::pem_file_iter(&cert.0)
-        .unwrap()
-        .map(|c| c.unwrap())
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(&cert.1).unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(s).await else {
-                    return;
-                };
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| async move {
-                        let body = format!("{name} over {:?}", req.version());
-                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                            bytes::Bytes::from(body),
-                        )))
-                    },
-                );
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                .await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn http_mode_speaks_tls_to_backends_with_alpn() {
     let (ca, other) = (ca("https"), ca("https-other"));
@@ -437,7 +266,7 @@ async fn a_rotated_listener_certificate_is_served_without_a_restart() {
     assert!(
         metric(
             &metrics,
-            "sinew_tls_certificate_reload_failures_total{service=\"db\"}"
+            "sinew_tls_certificate_reload_failures_total{service=\"db\",side=\"listen\"}"
         )
         .unwrap_or(0.0)
             >= 1.0

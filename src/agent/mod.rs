@@ -242,8 +242,8 @@ impl Agent {
         let mut running = self.running.lock().await;
         let mut summary = ReloadSummary::default();
         // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
-        for (name, svc) in &config.services {
-            crate::proxy::TlsSetup::load(name, svc)?;
+        for svc in config.services.values() {
+            crate::proxy::TlsSetup::check(svc)?;
         }
         // Start what is new (or moved to another address) before touching anything that runs.
         let mut started = BTreeMap::new();
@@ -272,6 +272,7 @@ impl Agent {
             if !keep {
                 r.stop(name);
                 if !config.services.contains_key(name) {
+                    self.shared.metrics.tls(name).forget_expiry();
                     summary.removed.push(name.clone());
                 }
             }

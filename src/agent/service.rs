@@ -72,14 +72,9 @@ impl Running {
             .await
             .map_err(bind_err)?;
         let listen = socket.local_addr().map_err(bind_err)?;
-        let tls = TlsSetup::load(name, config)?;
+        let tls = TlsSetup::load(name, config, shared.metrics.tls(name))?;
         let generation = shared.stop.child_token();
-        tls.watch(
-            name,
-            shared.metrics.tls_reload_failures(name),
-            &shared.tasks,
-            generation.clone(),
-        );
+        tls.watch(name, &shared.tasks, generation.clone());
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
         let slot = Arc::new(ArcSwap::new(proxy));
         let listener = shared.stop.child_token();
@@ -110,14 +105,9 @@ impl Running {
         config: &ServiceConfig,
         shared: &Shared,
     ) -> Result<(), AgentError> {
-        let tls = TlsSetup::load(name, config)?;
+        let tls = TlsSetup::load(name, config, shared.metrics.tls(name))?;
         let generation = shared.stop.child_token();
-        tls.watch(
-            name,
-            shared.metrics.tls_reload_failures(name),
-            &shared.tasks,
-            generation.clone(),
-        );
+        tls.watch(name, &shared.tasks, generation.clone());
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
         self.slot.store(proxy);
         self.generation.cancel();
@@ -172,12 +162,23 @@ fn build(
             svc.health_check.clone(),
             generation.clone(),
         );
+        let check_tls = tls
+            .upstream
+            .clone()
+            .map(|t| t as Arc<dyn crate::balance::probe::CheckTls>);
         let panics = shared.metrics.task_panics("health_checker");
         crate::supervise::spawn(
             &shared.tasks,
             format!("health checks of {name}"),
             panics,
-            move || checker::run(Arc::clone(&b), check.clone(), stop.clone()),
+            move || {
+                checker::run(
+                    Arc::clone(&b),
+                    check.clone(),
+                    check_tls.clone(),
+                    stop.clone(),
+                )
+            },
         );
     }
     if svc.discovery.is_some() {

@@ -7,7 +7,7 @@
 //! for services that have outlier ejection or slow start but no active checks.
 
 use super::health::{now_ms, CheckState, LastCheck};
-use super::probe::probe;
+use super::probe::{probe, CheckTls, ProbeTarget};
 use super::{Balancer, Entry};
 use crate::config::HealthCheck;
 use std::collections::HashMap;
@@ -20,7 +20,13 @@ use tokio_util::sync::CancellationToken;
 const REFRESH: Duration = Duration::from_millis(250);
 
 /// Runs until `shutdown`: keeps one check loop per backend in the current set, and refreshes weights.
-pub async fn run(balancer: Arc<Balancer>, check: Option<HealthCheck>, shutdown: CancellationToken) {
+/// With `tls`, checks handshake with the backends as the service's connections do.
+pub async fn run(
+    balancer: Arc<Balancer>,
+    check: Option<HealthCheck>,
+    tls: Option<Arc<dyn CheckTls>>,
+    shutdown: CancellationToken,
+) {
     let mut swaps = balancer.subscribe();
     let mut loops = JoinSet::new();
     let mut running: HashMap<String, AbortHandle> = HashMap::new();
@@ -28,7 +34,7 @@ pub async fn run(balancer: Arc<Balancer>, check: Option<HealthCheck>, shutdown: 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         if let Some(check) = &check {
-            sync(&balancer, check, &mut loops, &mut running);
+            sync(&balancer, check, tls.as_ref(), &mut loops, &mut running);
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -48,6 +54,7 @@ pub async fn run(balancer: Arc<Balancer>, check: Option<HealthCheck>, shutdown: 
 fn sync(
     balancer: &Arc<Balancer>,
     check: &HealthCheck,
+    tls: Option<&Arc<dyn CheckTls>>,
     loops: &mut JoinSet<()>,
     running: &mut HashMap<String, AbortHandle>,
 ) {
@@ -67,6 +74,7 @@ fn sync(
                 Arc::clone(balancer),
                 Arc::clone(entry),
                 check.clone(),
+                tls.cloned(),
             ));
             running.insert(key.to_string(), handle);
         }
@@ -74,12 +82,22 @@ fn sync(
 }
 
 /// Checks one backend forever (until aborted).
-async fn check_loop(balancer: Arc<Balancer>, entry: Arc<Entry>, check: HealthCheck) {
+async fn check_loop(
+    balancer: Arc<Balancer>,
+    entry: Arc<Entry>,
+    check: HealthCheck,
+    tls: Option<Arc<dyn CheckTls>>,
+) {
     let mut state = CheckState::new(entry.health.checked_up());
     // Spread first checks over the interval.
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64())).await;
     loop {
-        let result = probe(&entry.target, &entry.key, &check).await;
+        let target = ProbeTarget {
+            target: &entry.target,
+            key: &entry.key,
+            host: &entry.backend.host,
+        };
+        let result = probe(target, &check, tls.as_deref()).await;
         let passed = result.is_ok();
         if !passed {
             entry.stats.check_failures.inc();

@@ -1,4 +1,7 @@
 //! One active health check of one backend: a TCP connect, or an HTTP GET with an expected status and body.
+//! When the service speaks TLS to its backends, the check does too, with the same client config: a TCP
+//! check passes once the handshake succeeds, an HTTP check sends its GET over TLS (HTTP/2 when ALPN
+//! chose h2).
 
 use super::backend::Target;
 use crate::config::{CheckType, HealthCheck};
@@ -6,35 +9,88 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::HOST;
 use hyper::Request;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// TLS towards a service's backends, as checks use it (the proxy's upstream TLS implements it).
+pub trait CheckTls: Send + Sync {
+    /// Handshakes with the backend `host` over `stream`.
+    fn handshake<'a>(
+        &'a self,
+        host: &'a str,
+        stream: TcpStream,
+    ) -> Pin<Box<dyn Future<Output = io::Result<TlsStream<TcpStream>>> + Send + 'a>>;
+}
+
+/// The backend a probe checks.
+pub struct ProbeTarget<'a> {
+    /// Where to connect.
+    pub target: &'a Target,
+    /// `host:port`, the default `Host` header.
+    pub key: &'a str,
+    /// The host, the default TLS server name.
+    pub host: &'a str,
+}
 
 /// The most body read from an HTTP check.
 const MAX_BODY: usize = 64 * 1024;
 
 /// Runs one check; `Ok` with a short description on pass, `Err` with the reason on failure.
-pub async fn probe(target: &Target, key: &str, check: &HealthCheck) -> Result<String, String> {
-    match tokio::time::timeout(check.timeout, run(target, key, check)).await {
+pub async fn probe(
+    backend: ProbeTarget<'_>,
+    check: &HealthCheck,
+    tls: Option<&dyn CheckTls>,
+) -> Result<String, String> {
+    match tokio::time::timeout(check.timeout, run(backend, check, tls)).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {:?}", check.timeout)),
     }
 }
 
-async fn run(target: &Target, key: &str, check: &HealthCheck) -> Result<String, String> {
-    let stream = match target {
+async fn run(
+    backend: ProbeTarget<'_>,
+    check: &HealthCheck,
+    tls: Option<&dyn CheckTls>,
+) -> Result<String, String> {
+    let stream = match backend.target {
         Target::Addr(addr) => TcpStream::connect(addr).await,
         Target::Name(name) => TcpStream::connect(name.as_str()).await,
     }
     .map_err(|e| format!("connect: {e}"))?;
+    let Some(tls) = tls else {
+        return match check.kind {
+            CheckType::Tcp => Ok("connected".into()),
+            CheckType::Http => http(stream, false, backend.key, check).await,
+        };
+    };
+    let stream = tls
+        .handshake(backend.host, stream)
+        .await
+        .map_err(|e| format!("TLS handshake: {e}"))?;
     match check.kind {
-        CheckType::Tcp => Ok("connected".into()),
-        CheckType::Http => http(stream, key, check).await,
+        CheckType::Tcp => Ok("TLS handshake done".into()),
+        CheckType::Http => {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            http(stream, h2, backend.key, check).await
+        }
     }
 }
 
-async fn http(stream: TcpStream, key: &str, check: &HealthCheck) -> Result<String, String> {
+async fn http<S>(stream: S, h2: bool, key: &str, check: &HealthCheck) -> Result<String, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let host = check.host.as_deref().unwrap_or(key);
-    let (status, body) = http_get(stream, host, &check.path).await?;
+    let (status, body) = if h2 {
+        http2_get(stream, host, &check.path).await?
+    } else {
+        http_get(stream, host, &check.path).await?
+    };
     let status_ok = if check.expect_status.is_empty() {
         (200..400).contains(&status)
     } else {
@@ -52,30 +108,55 @@ async fn http(stream: TcpStream, key: &str, check: &HealthCheck) -> Result<Strin
 }
 
 /// One HTTP/1.1 GET over `stream`: the status and up to 64 KiB of body.
-pub async fn http_get(stream: TcpStream, host: &str, path: &str) -> Result<(u16, Bytes), String> {
+pub async fn http_get<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("http handshake: {e}"))?;
     let driver = tokio::spawn(conn);
-    let req = Request::get(path)
+    let result = send(sender.send_request(request(host, path)?)).await;
+    driver.abort();
+    result
+}
+
+/// One HTTP/2 GET over `stream` (a TLS connection whose ALPN chose h2).
+async fn http2_get<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("http2 handshake: {e}"))?;
+    let driver = tokio::spawn(conn);
+    // HTTP/2 carries the scheme and authority in the request itself.
+    let uri = format!("https://{host}{path}");
+    let result = send(sender.send_request(request(host, &uri)?)).await;
+    driver.abort();
+    result
+}
+
+/// A check's GET of `uri` (a path, or an absolute URI for HTTP/2).
+fn request(host: &str, uri: &str) -> Result<Request<Empty<Bytes>>, String> {
+    Request::get(uri)
         .header(HOST, host)
         .header("user-agent", "sinew-health-check")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad request: {e}"))?;
-    let result = async {
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("http: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| format!("reading body: {e}"))?
-            .to_bytes();
-        Ok((status, body))
-    }
-    .await;
-    driver.abort();
-    result
+        .map_err(|e| format!("bad request: {e}"))
+}
+
+/// Awaits a response and reads its status and up to 64 KiB of body.
+async fn send(
+    response: impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
+) -> Result<(u16, Bytes), String> {
+    let resp = response.await.map_err(|e| format!("http: {e}"))?;
+    let status = resp.status().as_u16();
+    let body = Limited::new(resp.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| format!("reading body: {e}"))?
+        .to_bytes();
+    Ok((status, body))
 }

@@ -54,12 +54,9 @@ pub async fn serve(
     tracing::info!(service = %service, "listener closed");
 }
 
-/// Time a client has to finish a TLS handshake on a listener that terminates TLS.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Serves one accepted connection: TLS first when the listener terminates it, then TCP or HTTP.
 async fn serve_one(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
-    let Some(acceptor) = proxy.tls.listen.clone() else {
+    let Some(tls) = proxy.tls.listen.clone() else {
         if proxy.http.is_some() {
             http::serve(stream, peer, proxy).await;
         } else {
@@ -67,22 +64,11 @@ async fn serve_one(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>
         }
         return;
     };
-    let accepted = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
-    let metrics = proxy.balancer.metrics();
-    let stream = match accepted {
-        Ok(Ok(s)) => {
-            metrics.tls_handshake(true);
-            s
-        }
-        Ok(Err(e)) => {
-            metrics.tls_handshake(false);
-            metrics.active.dec();
+    let stream = match tls.accept(stream).await {
+        Ok(s) => s,
+        Err(e) => {
+            proxy.balancer.metrics().active.dec();
             tracing::debug!(service = %proxy.balancer.service(), %peer, error = %e, "TLS handshake with a client failed");
-            return;
-        }
-        Err(_) => {
-            metrics.tls_handshake(false);
-            metrics.active.dec();
             return;
         }
     };

@@ -7,14 +7,17 @@ mod listener;
 mod ratelog;
 mod tcp;
 pub mod tls;
+mod tls_handshake;
+mod tls_reason;
 mod tls_reload;
 
 pub use http::PoolMetrics;
 pub use listener::serve;
+pub use tls_handshake::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
 use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, TlsMetrics};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -105,29 +108,40 @@ impl ServiceProxy {
 #[derive(Default)]
 pub struct TlsSetup {
     /// Towards the backends.
-    pub upstream: Option<(tokio_rustls::TlsConnector, crate::config::TlsUpstream)>,
+    pub upstream: Option<Arc<UpstreamTls>>,
     /// On the listener.
-    pub listen: Option<tokio_rustls::TlsAcceptor>,
-    /// The listener's certificate, reloaded when its files change.
-    pub listen_cert: Option<Arc<tls_reload::ReloadingCert>>,
+    pub listen: Option<Arc<ListenTls>>,
 }
 
 impl TlsSetup {
-    /// Starts watching the listener certificate's files, until `stop`.
-    pub fn watch(
-        &self,
-        service: &str,
-        failures: prometheus::IntCounter,
-        tasks: &TaskTracker,
-        stop: CancellationToken,
-    ) {
-        if let Some(cert) = &self.listen_cert {
-            tasks.spawn(Arc::clone(cert).watch(service.to_string(), failures, stop));
+    /// Starts watching the certificate, key and CA files of both sides, until `stop`.
+    pub fn watch(&self, service: &str, tasks: &TaskTracker, stop: CancellationToken) {
+        if let Some(up) = &self.upstream {
+            tasks.spawn(Arc::clone(up.config()).watch(service.to_string(), stop.clone()));
+        }
+        if let Some(listen) = &self.listen {
+            tasks.spawn(Arc::clone(listen.config()).watch(service.to_string(), stop));
         }
     }
 
+    /// Checks that the certificates, keys and CAs a service's config names can be used.
+    pub fn check(config: &ServiceConfig) -> Result<(), tls::TlsError> {
+        if let Some(t) = &config.tls_upstream {
+            tls::client_config(t)?;
+        }
+        if let Some(l) = &config.tls_listen {
+            tls::server_config(l)?;
+        }
+        Ok(())
+    }
+
     /// Reads the certificates and keys a service's config names.
-    pub fn load(service: &str, config: &ServiceConfig) -> Result<Self, tls::TlsError> {
+    pub fn load(
+        service: &str,
+        config: &ServiceConfig,
+        metrics: TlsMetrics,
+    ) -> Result<Self, tls::TlsError> {
+        metrics.forget_expiry();
         let upstream = match &config.tls_upstream {
             Some(t) => {
                 if !t.verify {
@@ -136,26 +150,45 @@ impl TlsSetup {
                         "tls_upstream.verify is false: backend certificates are NOT verified"
                     );
                 }
-                Some((
-                    tokio_rustls::TlsConnector::from(tls::client_config(t)?),
-                    t.clone(),
-                ))
+                let files = [&t.ca_file, &t.client_cert, &t.client_key]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                let cfg = t.clone();
+                let reloading = tls_reload::Reloading::load(
+                    "upstream",
+                    files,
+                    metrics.clone(),
+                    Box::new(move || tls::client_config(&cfg)),
+                )?;
+                Some(Arc::new(UpstreamTls::new(
+                    reloading,
+                    t.server_name.clone(),
+                    config.timeouts.connect,
+                    metrics.clone(),
+                )))
             }
             None => None,
         };
-        let (listen, listen_cert) = match &config.tls_listen {
+        let listen = match &config.tls_listen {
             Some(l) => {
-                let cert = tls_reload::ReloadingCert::load(l.cert.clone(), l.key.clone())?;
-                let acceptor =
-                    tokio_rustls::TlsAcceptor::from(tls::server_config(l, Arc::clone(&cert))?);
-                (Some(acceptor), Some(cert))
+                let files = [Some(&l.cert), Some(&l.key), l.client_ca.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .cloned()
+                    .collect();
+                let cfg = l.clone();
+                let reloading = tls_reload::Reloading::load(
+                    "listen",
+                    files,
+                    metrics.clone(),
+                    Box::new(move || tls::server_config(&cfg)),
+                )?;
+                Some(Arc::new(ListenTls::new(reloading, metrics)))
             }
-            None => (None, None),
+            None => None,
         };
-        Ok(Self {
-            upstream,
-            listen,
-            listen_cert,
-        })
+        Ok(Self { upstream, listen })
     }
 }

@@ -102,18 +102,10 @@ async fn dial(proxy: &ServiceProxy, target: &Target, host: &str) -> io::Result<B
         Target::Name(name) => TcpStream::connect(name.as_str()).await?,
     };
     let _ = stream.set_nodelay(true);
-    let Some((connector, cfg)) = &proxy.tls.upstream else {
-        return Ok(Box::new(stream));
-    };
-    let name = super::tls::server_name(cfg, host).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{host:?} is not a valid TLS server name"),
-        )
-    })?;
-    let result = connector.connect(name, stream).await;
-    proxy.balancer.metrics().tls_handshake(result.is_ok());
-    Ok(Box::new(result?))
+    match &proxy.tls.upstream {
+        Some(tls) => Ok(Box::new(tls.connect(host, stream).await?)),
+        None => Ok(Box::new(stream)),
+    }
 }
 
 /// Runs `f` when dropped.

@@ -1,12 +1,14 @@
 //! TLS with rustls (ring provider, no OpenSSL): client configs for backends (verification against a CA
 //! file or the Mozilla roots, optional client certificate) and server configs for listeners (optional
-//! client-certificate verification).
+//! client-certificate verification), each with the expiry time of the certificates it was built from.
 
 use crate::config::{TlsListen, TlsUpstream};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,24 +58,42 @@ fn key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-fn roots(path: &Path) -> Result<RootCertStore, TlsError> {
+/// The CAs of a PEM file, and the earliest not-after among them.
+fn roots(path: &Path) -> Result<(RootCertStore, Option<i64>), TlsError> {
     let mut roots = RootCertStore::empty();
-    for cert in certs(path)? {
+    let certs = certs(path)?;
+    let expiry = earliest_not_after(&certs);
+    for cert in certs {
         roots.add(cert).map_err(|e| TlsError::File {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
     }
-    Ok(roots)
+    Ok((roots, expiry))
+}
+
+/// A config built from files, with the expiry (unix seconds) of the certificates it holds.
+pub struct Loaded<T> {
+    /// The config.
+    pub config: Arc<T>,
+    /// Earliest not-after of the chain sinew presents (listener certificate, client certificate).
+    pub cert_expiry: Option<i64>,
+    /// Earliest not-after of the CA file it trusts.
+    pub ca_expiry: Option<i64>,
 }
 
 /// The client config for a service's backends.
-pub fn client_config(cfg: &TlsUpstream) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn client_config(cfg: &TlsUpstream) -> Result<Loaded<ClientConfig>, TlsError> {
     let builder =
         ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let mut ca_expiry = None;
     let builder = if cfg.verify {
         let roots = match &cfg.ca_file {
-            Some(path) => roots(path)?,
+            Some(path) => {
+                let (roots, expiry) = roots(path)?;
+                ca_expiry = expiry;
+                roots
+            }
             None => RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             },
@@ -84,18 +104,27 @@ pub fn client_config(cfg: &TlsUpstream) -> Result<Arc<ClientConfig>, TlsError> {
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
     };
+    let mut cert_expiry = None;
     let mut config = match (&cfg.client_cert, &cfg.client_key) {
-        (Some(cert), Some(k)) => builder.with_client_auth_cert(certs(cert)?, key(k)?)?,
+        (Some(cert), Some(k)) => {
+            let certified = certified_key(cert, k)?;
+            cert_expiry = earliest_not_after(&certified.cert);
+            builder.with_client_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))
+        }
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = cfg.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok(Loaded {
+        config: Arc::new(config),
+        cert_expiry,
+        ca_expiry,
+    })
 }
 
 /// A certificate chain and its key, checked to belong together.
-pub fn certified_key(cert: &Path, key_file: &Path) -> Result<rustls::sign::CertifiedKey, TlsError> {
+pub fn certified_key(cert: &Path, key_file: &Path) -> Result<CertifiedKey, TlsError> {
     let signing = provider().key_provider.load_private_key(key(key_file)?)?;
-    let certified = rustls::sign::CertifiedKey::new(certs(cert)?, signing);
+    let certified = CertifiedKey::new(certs(cert)?, signing);
     certified.keys_match().map_err(|e| TlsError::File {
         path: key_file.to_path_buf(),
         message: format!("does not match {}: {e}", cert.display()),
@@ -103,31 +132,39 @@ pub fn certified_key(cert: &Path, key_file: &Path) -> Result<rustls::sign::Certi
     Ok(certified)
 }
 
-/// The server config of a listener, serving whatever `cert` currently holds.
-pub fn server_config(
-    cfg: &TlsListen,
-    cert: Arc<super::tls_reload::ReloadingCert>,
-) -> Result<Arc<ServerConfig>, TlsError> {
+/// The server config of a listener.
+pub fn server_config(cfg: &TlsListen) -> Result<Loaded<ServerConfig>, TlsError> {
     let builder =
         ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let mut ca_expiry = None;
     let builder = match &cfg.client_ca {
         Some(ca) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots(ca)?),
-                provider(),
-            )
-            .build()
-            .map_err(|e| TlsError::Verifier(e.to_string()))?;
+            let (roots, expiry) = roots(ca)?;
+            ca_expiry = expiry;
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::Verifier(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
         None => builder.with_no_client_auth(),
     };
-    Ok(Arc::new(builder.with_cert_resolver(cert)))
+    let certified = certified_key(&cfg.cert, &cfg.key)?;
+    let cert_expiry = earliest_not_after(&certified.cert);
+    Ok(Loaded {
+        config: Arc::new(builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)))),
+        cert_expiry,
+        ca_expiry,
+    })
 }
 
-/// The name a backend's certificate must carry.
-pub fn server_name(cfg: &TlsUpstream, host: &str) -> Option<ServerName<'static>> {
-    ServerName::try_from(cfg.server_name.as_deref().unwrap_or(host).to_string()).ok()
+/// The earliest not-after time (unix seconds) in a chain; certificates x509-parser cannot read are
+/// skipped (rustls accepted them, so they are not ours to reject).
+fn earliest_not_after(chain: &[CertificateDer<'_>]) -> Option<i64> {
+    chain
+        .iter()
+        .filter_map(|c| x509_parser::parse_x509_certificate(c.as_ref()).ok())
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+        .min()
 }
 
 /// `verify: false`: accepts any certificate (signatures are still checked).

@@ -5,6 +5,7 @@ pub mod http;
 pub mod process;
 pub mod rabbitmq;
 pub mod register;
+pub mod tls;
 pub mod zk;
 
 use sinew::agent::Agent;

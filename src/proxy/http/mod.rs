@@ -42,7 +42,7 @@ impl HttpProxy {
         service: &str,
         config: &ServiceConfig,
         metrics: &Metrics,
-        tls: Option<(tokio_rustls::TlsConnector, crate::config::TlsUpstream)>,
+        tls: Option<Arc<crate::proxy::UpstreamTls>>,
     ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);

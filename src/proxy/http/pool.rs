@@ -2,7 +2,7 @@
 //! every new backend connection counted (opened, open now), so pool reuse is visible: requests minus
 //! connections opened.
 
-use crate::config::TlsUpstream;
+use crate::proxy::UpstreamTls;
 use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
@@ -10,6 +10,7 @@ use prometheus::{IntCounterVec, IntGauge, IntGaugeVec};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -30,16 +31,12 @@ pub struct PoolMetrics {
 pub struct CountingConnector {
     inner: HttpConnector,
     metrics: PoolMetrics,
-    tls: Option<(tokio_rustls::TlsConnector, TlsUpstream)>,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl CountingConnector {
     /// Wraps `inner`; with `tls`, every connection is TLS (ALPN `h2` makes hyper use HTTP/2).
-    pub fn new(
-        inner: HttpConnector,
-        metrics: PoolMetrics,
-        tls: Option<(tokio_rustls::TlsConnector, TlsUpstream)>,
-    ) -> Self {
+    pub fn new(inner: HttpConnector, metrics: PoolMetrics, tls: Option<Arc<UpstreamTls>>) -> Self {
         Self {
             inner,
             metrics,
@@ -162,11 +159,7 @@ impl tower_service::Service<Uri> for CountingConnector {
             let tcp = connecting.await?.into_inner();
             let stream = match tls {
                 None => Stream::Plain(tcp),
-                Some((connector, cfg)) => {
-                    let name = crate::proxy::tls::server_name(&cfg, &host)
-                        .ok_or_else(|| format!("{host:?} is not a valid TLS server name"))?;
-                    Stream::Tls(Box::new(connector.connect(name, tcp).await?))
-                }
+                Some(tls) => Stream::Tls(Box::new(tls.connect(&host, tcp).await?)),
             };
             let labels = [metrics.service.as_str(), backend.as_str()];
             metrics.opened.with_label_values(&labels).inc();
