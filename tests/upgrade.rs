@@ -62,6 +62,12 @@ async fn exit_code(proc: &mut Proc, limit: Duration) -> Option<i32> {
     None
 }
 
+/// Waits until the running sinew has created its upgrade socket (the last thing it does on start).
+async fn wait_offering(path: &Path) {
+    let found = eventually(Duration::from_secs(10), || path.exists()).await;
+    assert!(found, "{} never created", path.display());
+}
+
 fn running(proc: &mut Proc) -> bool {
     proc.0.try_wait().expect("try_wait").is_none()
 }
@@ -292,7 +298,7 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
     for a in [tcp, http, addr(admin_port)] {
         wait_listening(a).await;
     }
-    assert!(upgrade.exists(), "the upgrade socket is created");
+    wait_offering(&upgrade).await;
 
     // Long-lived connections on the old process: TCP sessions and a slow HTTP request.
     let mut long = Vec::new();
@@ -356,6 +362,8 @@ async fn takeover_under_load_drops_no_connection_and_the_old_process_drains() {
         "a connection accepted before the handover gets its request answered: {answer:?}"
     );
     assert!(pooled.conn.is_some(), "still on its first connection");
+    // Logged once the old process has stopped accepting (the line above comes a moment before).
+    wait_log(&old_log, "listener closed").await;
     assert_eq!(
         pooled.get("/").await,
         Ok(200),
@@ -496,6 +504,7 @@ async fn takeover_inherits_matching_listeners_and_binds_the_rest() {
     for p in [kept, dropped, old_admin] {
         wait_listening(addr(p)).await;
     }
+    wait_offering(&upgrade).await;
     let mut new = sinew(&new_config, Some(&upgrade), &new_log);
     let code = exit_code(&mut old, Duration::from_secs(15)).await;
     assert_eq!(code, Some(0), "{}", log(&old_log));
@@ -541,6 +550,7 @@ async fn registered_znodes_pass_to_the_new_process_without_a_gap() {
     let (old_log, new_log) = (temp_file("zk-old.log", ""), temp_file("zk-new.log", ""));
     let mut old = sinew(&config, None, &old_log);
     wait_listening(addr(port)).await;
+    wait_offering(&upgrade).await;
     let mut before = Vec::new();
     for _ in 0..250 {
         before = children().await;
@@ -624,6 +634,7 @@ async fn a_successor_that_fails_to_start_leaves_the_old_process_serving() {
     );
     let mut old = sinew(&config, None, &old_log);
     wait_listening(addr(port)).await;
+    wait_offering(&upgrade).await;
     let mut failed = sinew(&broken, Some(&upgrade), &new_log);
     let code = exit_code(&mut failed, Duration::from_secs(10)).await;
     assert_eq!(code, Some(1), "{}", log(&new_log));

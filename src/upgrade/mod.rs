@@ -29,20 +29,20 @@ use tokio::net::TcpListener;
 #[derive(Debug, thiserror::Error)]
 pub enum UpgradeError {
     /// Nothing accepts on the path given to `--takeover`.
-    #[error("cannot take over from {path}: nobody listens there ({source}); give the running sinew's admin.upgrade_socket")]
+    #[error("cannot take over from {path}: nobody listens there ({error}); give the running sinew's admin.upgrade_socket")]
     Connect {
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not repeated as a cause).
+        error: std::io::Error,
     },
     /// The upgrade socket could not be created.
-    #[error("admin.upgrade_socket {path}: {source}")]
+    #[error("admin.upgrade_socket {path}: {error}")]
     Bind {
         /// The path.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not repeated as a cause).
+        error: std::io::Error,
     },
     /// Another process serves the upgrade socket already.
     #[error("admin.upgrade_socket {path}: a running sinew serves it; start this one with --takeover {path}")]

@@ -38,9 +38,9 @@ impl Offer {
     /// Creates the upgrade socket at `path`, readable by this user only. A stale file is replaced; a
     /// file a live sinew still serves is an error unless `replace` (this process is taking over from it).
     pub fn bind(path: &Path, replace: bool) -> Result<Self, UpgradeError> {
-        let err = |source| UpgradeError::Bind {
+        let err = |error| UpgradeError::Bind {
             path: path.to_path_buf(),
-            source,
+            error,
         };
         if std::fs::symlink_metadata(path).is_ok() {
             if !replace && std::os::unix::net::UnixStream::connect(path).is_ok() {

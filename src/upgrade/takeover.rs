@@ -19,10 +19,10 @@ pub struct Predecessor {
 pub async fn take_over(path: &Path) -> Result<(Inherited, Predecessor), UpgradeError> {
     let stream = match tokio::time::timeout(STEP_TIMEOUT, UnixStream::connect(path)).await {
         Ok(Ok(s)) => s,
-        Ok(Err(source)) => {
+        Ok(Err(error)) => {
             return Err(UpgradeError::Connect {
                 path: path.to_path_buf(),
-                source,
+                error,
             })
         }
         Err(_) => return Err(UpgradeError::Timeout(STEP_TIMEOUT)),

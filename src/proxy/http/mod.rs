@@ -90,7 +90,23 @@ where
         service_fn(move |req| {
             started_tx.send_modify(|n| *n += 1);
             let (proxy, http) = (Arc::clone(&proxy), Arc::clone(&http));
-            async move { Ok::<_, Infallible>(forward::handle(req, proxy, &http, peer).await) }
+            async move {
+                let version = req.version();
+                let stop = proxy.stop.clone();
+                let mut response = forward::handle(req, proxy, &http, peer).await;
+                // Answered after the listener closed: tell the client in the response itself, so it
+                // never sends another request on a connection about to close.
+                if stop.is_cancelled()
+                    && version <= hyper::Version::HTTP_11
+                    && response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(response)
+            }
         })
     };
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -116,8 +132,8 @@ where
             // connection accepted just before the listener closed, with no request yet, gets that first
             // request (the client sent it in good time, and during a binary upgrade no other process
             // can answer it). On a handover every keep-alive connection waits for its next request and
-            // answers it with `Connection: close` (shutting down once it has started sets that header),
-            // like HAProxy's idle-close-on-response: the successor serves new connections meanwhile.
+            // answers it with `Connection: close` (set on every response made after the stop), like
+            // HAProxy's idle-close-on-response: the successor serves new connections meanwhile.
             let seen = *started.borrow();
             let (wait_next, limit) = match (seen, proxy.handover.load(Ordering::SeqCst)) {
                 (_, true) => (true, proxy.timeouts.idle),
