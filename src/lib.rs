@@ -8,6 +8,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod fault;
 pub mod metrics;
 pub mod proxy;
 pub mod register;

@@ -59,6 +59,7 @@ pub(super) async fn run(
                 return;
             }
             _ = tokio::time::sleep_until(next) => {
+                crate::fault::point("registration", &ctx.name).await;
                 for (i, check) in reg.checks.iter().enumerate() {
                     let result = checks::run(check, &reg.host, reg.port).await;
                     if let Err(e) = &result {

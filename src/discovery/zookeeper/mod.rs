@@ -60,6 +60,7 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 _ = tokio::time::sleep(spread) => {}
             }
         }
+        crate::fault::point("zookeeper_discovery", &service).await;
         let Conn { client, .. } = conn.borrow_and_update().clone();
         let Some(client) = client else {
             connected.set(0);
