@@ -2,7 +2,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod http;
+pub mod load;
+pub mod netns;
 pub mod process;
+pub mod pyhttp;
 pub mod rabbitmq;
 pub mod register;
 pub mod tls;

@@ -13,8 +13,12 @@ const CLASSPATH: &str = "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-sim
 
 /// A standalone ZooKeeper server.
 pub struct ZooKeeper {
-    /// Its client port on 127.0.0.1.
+    /// Its client port.
     pub port: u16,
+    /// The address clients reach it at (127.0.0.1 unless it runs in a namespace).
+    host: String,
+    /// The network namespace it runs in, if any.
+    netns: Option<String>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -28,11 +32,26 @@ impl ZooKeeper {
         zk
     }
 
+    /// Starts a server inside a network namespace, listening on every address there; clients (the
+    /// test's own, and `address()`) reach it at `via`, an address of the namespace.
+    pub async fn start_in(ns: &super::netns::Netns, via: std::net::Ipv4Addr) -> Self {
+        let mut zk = Self::configure_at(super::process::free_port(), "0.0.0.0", "", None);
+        zk.host = via.to_string();
+        zk.netns = Some(ns.name.clone());
+        zk.spawn();
+        zk.wait_serving().await;
+        zk
+    }
+
     fn configure(port: u16, servers: &str, myid: Option<usize>) -> Self {
+        Self::configure_at(port, "127.0.0.1", servers, myid)
+    }
+
+    fn configure_at(port: u16, bind: &str, servers: &str, myid: Option<usize>) -> Self {
         let dir = std::env::temp_dir().join(format!("sinew-zk-{}-{port}", std::process::id()));
         std::fs::create_dir_all(dir.join("data")).expect("zk data dir");
         let cfg = format!(
-            "tickTime=200\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n4lw.commands.whitelist=*\nforceSync=no\nminSessionTimeout=400\nmaxSessionTimeout=30000\n{servers}",
+            "tickTime=200\ninitLimit=20\nsyncLimit=5\ndataDir={}\nclientPort={port}\nclientPortAddress={bind}\nadmin.enableServer=false\n4lw.commands.whitelist=*\nforceSync=no\nminSessionTimeout=400\nmaxSessionTimeout=30000\n{servers}",
             dir.join("data").display()
         );
         std::fs::write(dir.join("zoo.cfg"), cfg).expect("zoo.cfg");
@@ -41,6 +60,8 @@ impl ZooKeeper {
         }
         Self {
             port,
+            host: "127.0.0.1".into(),
+            netns: None,
             dir,
             child: None,
         }
@@ -76,14 +97,27 @@ impl ZooKeeper {
         nodes
     }
 
-    /// `127.0.0.1:PORT`.
+    /// `HOST:PORT` (`127.0.0.1:PORT` unless it runs in a namespace).
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// `IP:PORT`: its client port at another of its addresses.
+    pub fn address_via(&self, ip: std::net::Ipv4Addr) -> String {
+        format!("{ip}:{}", self.port)
     }
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir.join("zk.log")).expect("zk log");
-        let child = Command::new("java")
+        let mut java = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "java"]);
+                c
+            }
+            None => Command::new("java"),
+        };
+        let child = java
             .args(["-Xms32m", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", CLASSPATH])
             .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
             .arg(self.dir.join("zoo.cfg"))

@@ -1,0 +1,165 @@
+//! Data-path isolation: discovery and registration tasks that hang or panic stop no traffic.
+
+use super::*;
+
+/// An agent with a ZooKeeper-discovered service `service` and a registered service `registered` (a
+/// TCP check on `port`), for the fault-injection cases; every name is unique to its case, since the
+/// injection points are shared by the whole test process.
+async fn faulty_agent(zk: &ZooKeeper, service: &str, registered: &str, port: u16) -> Agent {
+    agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  {service}:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{zk}], path: /nerve/services/{service}/services, session_timeout: 1s }}\nregister:\n  instance_id: i-{registered}\n  drain: 0s\n  services:\n    {registered}:\n      host: 127.0.0.1\n      port: {port}\n      zk_hosts: [{zk}]\n      zk_path: /nerve/services/{registered}/services\n      session_timeout: 1s\n      check_interval: 100ms\n      checks: [{{ type: tcp, timeout: 200ms, rise: 1, fall: 1 }}]\n",
+        zk = zk.address(),
+    ))
+    .await
+}
+
+/// Data-path isolation: discovery and registration tasks hung (not panicked) mid-work stop no traffic;
+/// released, they carry on where they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
+    let (svc, reg) = ("hungweb", "hungreg");
+    let (path, reg_path) = (
+        format!("/nerve/services/{svc}/services"),
+        format!("/nerve/services/{reg}/services"),
+    );
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{path}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    let agent = faulty_agent(&zk, svc, reg, b.addr.port()).await;
+    wait_backends_of(&agent, svc, &[&a.hostport()], Duration::from_secs(5)).await;
+    let registered = || async {
+        client
+            .list_children(&reg_path)
+            .await
+            .unwrap_or_default()
+            .len()
+    };
+    assert!(eventually_async(Duration::from_secs(5), || async { registered().await == 1 }).await);
+
+    let load = tcp_load(agent.service_addr(svc).unwrap(), Duration::from_secs(60));
+    load.wait_for(50, Duration::from_secs(10)).await;
+    let discovery = sinew::fault::hang("zookeeper_discovery", svc);
+    let registration = sinew::fault::hang("registration", reg);
+    // A change wakes discovery, which hangs before it reads; registration hangs in its next round.
+    put(
+        &client,
+        &format!("{path}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    let hung = eventually(Duration::from_secs(5), || {
+        sinew::fault::waiting("zookeeper_discovery", svc) == 1
+            && sinew::fault::waiting("registration", reg) == 1
+    })
+    .await;
+    assert!(hung, "both tasks are stuck");
+    load.wait_for(500, Duration::from_secs(20)).await;
+    assert_eq!(
+        backends_of(&agent, svc),
+        vec![a.hostport()],
+        "hung discovery changed nothing"
+    );
+    assert_eq!(
+        registered().await,
+        1,
+        "the registration stays while its task hangs"
+    );
+
+    drop(discovery);
+    drop(registration);
+    wait_backends_of(
+        &agent,
+        svc,
+        &[&a.hostport(), &b.hostport()],
+        Duration::from_secs(5),
+    )
+    .await;
+    let (status, _) = post(
+        agent.admin_addr(),
+        &format!("/api/register/{reg}/maintenance"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually_async(Duration::from_secs(5), || async { registered().await == 0 }).await,
+        "registration works again: maintenance removes the znode"
+    );
+    load.wait_for(50, Duration::from_secs(10)).await;
+    let tally = load.finish().await;
+    println!("hung tasks: {tally:?}");
+    tally.assert_clean(500, "hung background tasks");
+}
+
+/// Data-path isolation: discovery and registration tasks that panic mid-work are counted and restarted,
+/// and traffic never stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn panicking_discovery_and_registration_tasks_are_restarted_under_load() {
+    let (svc, reg) = ("crashweb", "crashreg");
+    let (path, reg_path) = (
+        format!("/nerve/services/{svc}/services"),
+        format!("/nerve/services/{reg}/services"),
+    );
+    let zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{path}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    let agent = faulty_agent(&zk, svc, reg, b.addr.port()).await;
+    wait_backends_of(&agent, svc, &[&a.hostport()], Duration::from_secs(5)).await;
+    let registered = || async {
+        client
+            .list_children(&reg_path)
+            .await
+            .unwrap_or_default()
+            .len()
+    };
+    assert!(eventually_async(Duration::from_secs(5), || async { registered().await == 1 }).await);
+
+    let load = tcp_load(agent.service_addr(svc).unwrap(), Duration::from_secs(60));
+    load.wait_for(50, Duration::from_secs(10)).await;
+    sinew::fault::panic_once("zookeeper_discovery", svc);
+    sinew::fault::panic_once("registration", reg);
+    put(
+        &client,
+        &format!("{path}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    let panics = |task: &str| format!("sinew_task_panics_total{{task=\"{task}\"}}");
+    for task in ["zookeeper_discovery", "registration"] {
+        assert!(
+            eventually_async(Duration::from_secs(5), || async {
+                agent_metric(&agent, &panics(task)).await == Some(1.0)
+            })
+            .await,
+            "the panic of {task} is counted"
+        );
+    }
+    // Restarted: discovery reads the change, registration keeps exactly one znode.
+    wait_backends_of(
+        &agent,
+        svc,
+        &[&a.hostport(), &b.hostport()],
+        Duration::from_secs(5),
+    )
+    .await;
+    load.wait_for(300, Duration::from_secs(20)).await;
+    assert!(eventually_async(Duration::from_secs(5), || async { registered().await == 1 }).await);
+    let tally = load.finish().await;
+    println!("panicking tasks: {tally:?}");
+    tally.assert_clean(300, "panicking background tasks");
+    assert!(
+        tally.from("b") > 0,
+        "the restarted discovery task moved traffic"
+    );
+}
