@@ -56,6 +56,7 @@ pub struct Metrics {
     service_panics: IntCounterVec,
     service_rejected: IntCounterVec,
     task_panics: IntCounterVec,
+    task_stalls: IntCounterVec,
     tls_handshakes: IntCounterVec,
     tls_failures: IntCounterVec,
     tls_reload_failures: IntCounterVec,
@@ -511,6 +512,12 @@ impl Metrics {
                 "Background tasks (discovery, checks, registration) that panicked and were restarted.",
                 &["task"],
             )?,
+            task_stalls: counter(
+                &r,
+                "sinew_task_stalls_total",
+                "Units of work of a background task (discovery, registration) that ran past their limit: a stuck task.",
+                &["task"],
+            )?,
             tls_handshakes: counter(
                 &r,
                 "sinew_tls_handshakes_total",
@@ -654,6 +661,11 @@ impl Metrics {
     /// The panic counter of a kind of background task.
     pub fn task_panics(&self, task: &str) -> IntCounter {
         self.task_panics.with_label_values(&[task])
+    }
+
+    /// The stall counter of a kind of background task.
+    pub fn task_stalls(&self, task: &str) -> IntCounter {
+        self.task_stalls.with_label_values(&[task])
     }
 
     /// The HTTP pool counters of one service.

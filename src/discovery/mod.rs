@@ -46,8 +46,16 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
             let sessions = Arc::clone(&ctx.zookeeper);
             let (zk, panics) = (zk.clone(), ctx.metrics.task_panics("zookeeper_discovery"));
             let name = format!("zookeeper discovery of {}", ctx.balancer.service());
+            let busy = crate::supervise::Busy::default();
+            crate::supervise::watchdog(
+                tasks,
+                name.clone(),
+                busy.clone(),
+                ctx.metrics.task_stalls("zookeeper_discovery"),
+                ctx.shutdown.clone(),
+            );
             crate::supervise::spawn(tasks, name, panics, move || {
-                zookeeper::run(zk.clone(), ctx.clone(), Arc::clone(&sessions))
+                zookeeper::run(zk.clone(), ctx.clone(), Arc::clone(&sessions), busy.clone())
             });
         }
     }

@@ -134,9 +134,17 @@ impl Registrar {
             view: Arc::clone(&view),
             metrics: Arc::clone(&self.metrics),
             handover: self.handover.clone(),
+            busy: crate::supervise::Busy::default(),
         };
         let (stop, tasks) = (self.stop.child_token(), TaskTracker::new());
         let token = stop.clone();
+        crate::supervise::watchdog(
+            &tasks,
+            format!("registration of {name}"),
+            ctx.busy.clone(),
+            self.metrics.task_stalls("registration"),
+            stop.clone(),
+        );
         crate::supervise::spawn(
             &tasks,
             format!("registration of {name}"),

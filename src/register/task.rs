@@ -23,6 +23,8 @@ pub(super) struct Ctx {
     pub metrics: Arc<Metrics>,
     /// Cancelled when a successor process takes over: leave the node to it.
     pub handover: CancellationToken,
+    /// Each round of checks, marked for the watchdog.
+    pub busy: crate::supervise::Busy,
 }
 
 /// The registered node: its path, the session that owns it, and the data written into it.
@@ -59,6 +61,9 @@ pub(super) async fn run(
                 return;
             }
             _ = tokio::time::sleep_until(next) => {
+                // The checks run one after the other, each within its timeout: twice their sum is ample.
+                let limit: Duration = reg.checks.iter().map(|c| c.timeout * 2).sum();
+                let _working = ctx.busy.start(limit);
                 crate::fault::point("registration", &ctx.name).await;
                 for (i, check) in reg.checks.iter().enumerate() {
                     let result = checks::run(check, &reg.host, reg.port).await;

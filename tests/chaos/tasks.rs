@@ -14,7 +14,7 @@ async fn faulty_agent(zk: &ZooKeeper, service: &str, registered: &str, port: u16
 }
 
 /// Data-path isolation: discovery and registration tasks hung (not panicked) mid-work stop no traffic;
-/// released, they carry on where they were.
+/// the watchdog logs and counts them; released, they carry on where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
     let (svc, reg) = ("hungweb", "hungreg");
@@ -70,6 +70,17 @@ async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
         1,
         "the registration stays while its task hangs"
     );
+    // The watchdog sees both stuck mid-work (limits: three 1 s session timeouts; the two-second floor).
+    let stalls = |task: &str| format!("sinew_task_stalls_total{{task=\"{task}\"}}");
+    for task in ["zookeeper_discovery", "registration"] {
+        assert!(
+            eventually_async(Duration::from_secs(10), || async {
+                agent_metric(&agent, &stalls(task)).await == Some(1.0)
+            })
+            .await,
+            "the stuck {task} task is counted"
+        );
+    }
 
     drop(discovery);
     drop(registration);

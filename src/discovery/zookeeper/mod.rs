@@ -19,6 +19,7 @@ pub mod session;
 use super::SourceContext;
 use crate::config::ZookeeperDiscovery;
 use crate::metrics::ZkDiscoveryMetrics;
+use crate::supervise::Busy;
 use children::{Children, Dirty, Found};
 use session::{Backoff, Conn, Sessions};
 use std::sync::Arc;
@@ -35,7 +36,15 @@ const READ_RETRY_MIN: Duration = Duration::from_millis(500);
 const READ_RETRY_MAX: Duration = Duration::from_secs(15);
 
 /// Watches `config.path` until shutdown.
-pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<Sessions>) {
+///
+/// Each read, from a change to the swap, is a unit of work marked on `busy` for the watchdog: it should
+/// end within three session timeouts. Waiting for a session or for the next change is not work.
+pub async fn run(
+    config: ZookeeperDiscovery,
+    ctx: SourceContext,
+    sessions: Arc<Sessions>,
+    busy: Busy,
+) {
     let service = ctx.balancer.service().to_string();
     let connected = ctx.metrics.zk_service_connected(&service);
     let last_update = ctx.metrics.zk_last_update(&service);
@@ -60,9 +69,11 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 _ = tokio::time::sleep(spread) => {}
             }
         }
+        let working = busy.start(config.session_timeout * 3);
         crate::fault::point("zookeeper_discovery", &service).await;
         let Conn { client, .. } = conn.borrow_and_update().clone();
         let Some(client) = client else {
+            drop(working);
             connected.set(0);
             if !wait_conn(&mut conn, &ctx).await {
                 return;
@@ -113,6 +124,7 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 last_update.set(unix_millis() / 1000);
             }
             Err(e) => {
+                drop(working);
                 connected.set(0);
                 ctx.metrics.discovery_error(&service, "zookeeper");
                 tracing::warn!(service = %service, zk_path = %config.path, error = %e, "cannot read from ZooKeeper; last known backends keep serving");
@@ -124,6 +136,7 @@ pub async fn run(config: ZookeeperDiscovery, ctx: SourceContext, sessions: Arc<S
                 continue;
             }
         }
+        drop(working);
         loop {
             tokio::select! {
                 _ = ctx.shutdown.cancelled() => return,
