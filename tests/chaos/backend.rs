@@ -1,4 +1,4 @@
-//! A backend process killed with SIGKILL under HTTP load.
+//! Backends failing under HTTP load: a process killed with SIGKILL, a backend that stops answering.
 
 use super::*;
 
@@ -58,5 +58,45 @@ async fn a_backend_killed_with_sigkill_is_retried_ejected_and_readmitted() {
     assert!(
         tally.from("victim") > served,
         "traffic returns to the restarted backend"
+    );
+}
+
+/// A backend that stops answering mid-request (as one cut off by a partition does): an idempotent
+/// request is retried on another backend after `timeouts.request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_left_unanswered_is_retried_after_the_request_timeout() {
+    let stuck = HttpBackend::slow("stuck", Duration::from_secs(5)).await;
+    let good = HttpBackend::start("good").await;
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    balance: round_robin\n    backends: [{}, {}]\n    timeouts: {{ request: 300ms }}\n    retries: {{ attempts: 1, on: [gateway_error], budget_percent: 100 }}\n",
+        stuck.hostport(),
+        good.hostport()
+    ))
+    .await;
+    let addr = agent.service_addr("web").unwrap();
+    let load = Load::start(2, 40, Duration::from_secs(30), move || {
+        http_get_once(addr, "/name")
+    });
+    let tally = loop {
+        if load.tally().ok + load.tally().failed >= 40 {
+            break load.finish().await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((tally.ok, tally.failed), (40, 0), "{tally:?}");
+    assert_eq!(tally.from("good"), 40);
+    assert!(
+        stuck.requests() > 0,
+        "some requests went to the stuck backend first"
+    );
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    assert!(
+        metric(
+            &body,
+            "sinew_http_errors_total{cause=\"timeout\",service=\"web\"}"
+        )
+        .unwrap_or(0.0)
+            == 0.0,
+        "no timeout reached a client"
     );
 }

@@ -28,7 +28,7 @@ async fn a_partitioned_backend_is_marked_down_and_gets_no_traffic() {
     .await;
     let agent = zk_agent(
         &zk.address(),
-        "    mode: http\n    timeouts: { connect: 300ms }\n    retries: { attempts: 2, on: [connect_failure, reset, gateway_error], budget_percent: 100 }\n    health_check: { type: http, path: /name, interval: 300ms, rise: 1, fall: 2, timeout: 300ms, jitter: 0 }\n",
+        "    mode: http\n    timeouts: { connect: 300ms, request: 2s }\n    retries: { attempts: 2, on: [connect_failure, reset, gateway_error], budget_percent: 100 }\n    health_check: { type: http, path: /name, interval: 300ms, rise: 1, fall: 2, timeout: 300ms, jitter: 0 }\n",
     )
     .await;
     let f = far.hostport();

@@ -132,6 +132,13 @@ pub async fn handle(
             {
                 last = f
             }
+            // No answer within the request timeout is a gateway error made here rather than by a
+            // proxy beyond: a backend cut off mid-request must not fail an idempotent request.
+            Attempt::Failed(f @ LocalReply::Timeout)
+                if idempotent && retries.on.contains(&RetryOn::GatewayError) =>
+            {
+                last = f
+            }
             Attempt::Failed(f) => {
                 last = f;
                 break;
