@@ -117,8 +117,12 @@ impl Fleet {
                 loaded |= !empty;
             }
         });
-        self.tasks
-            .spawn(zookeeper::run(config.clone(), ctx, sessions));
+        self.tasks.spawn(zookeeper::run(
+            config.clone(),
+            ctx,
+            sessions,
+            sinew::supervise::Busy::default(),
+        ));
         self.balancers.push(balancer);
         self.seen.push(seen);
     }

@@ -55,10 +55,12 @@ async fn zookeeper_killed_for_30_seconds_loses_no_connection() {
     );
     let during = load.tally();
     zk.restart().await;
+    let restarted = Instant::now();
     load.wait_for(50, Duration::from_secs(10)).await;
 
     // Back: a change made now reaches sinew (new session, watches armed again). The session manager
-    // retries with a backoff of up to 10 s, and re-reads within a 2 s spread: 30 s is ample.
+    // retries with a backoff of up to 10 s, and re-reads within a 2 s spread; a loaded machine adds
+    // to that, so the bound is generous.
     let client = zk.client().await;
     remove(&client, &format!("{PATH}/a")).await;
     put(
@@ -70,13 +72,14 @@ async fn zookeeper_killed_for_30_seconds_loses_no_connection() {
     wait_backends(
         &agent,
         &[&b.hostport(), &c.hostport()],
-        Duration::from_secs(30),
+        Duration::from_secs(60),
     )
     .await;
+    let caught_up = restarted.elapsed();
     load.wait_for(50, Duration::from_secs(10)).await;
     let tally = load.finish().await;
     println!(
-        "case 1: {tally:?}; during the 30 s outage: ok {}",
+        "case 1: {tally:?}; during the 30 s outage: ok {}; change seen {caught_up:?} after the restart",
         during.ok
     );
     tally.assert_clean(1000, "ZooKeeper down for 30 s");
