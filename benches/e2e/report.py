@@ -1,0 +1,35 @@
+"""Prints the median of each (target, mode) over rounds and the sinew/HAProxy ratios."""
+import statistics
+import sys
+from collections import defaultdict
+
+cells = defaultdict(list)
+with open(sys.argv[1]) as f:
+    for line in f:
+        name, mode, rps, p50, p99, errors = line.rstrip("\n").split("\t")
+        cells[(name, mode)].append((float(rps), float(p50), float(p99), int(errors)))
+
+
+def median(name, mode, i):
+    return statistics.median(r[i] for r in cells[(name, mode)])
+
+
+print()
+print(f"{'target':<14}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}")
+for (name, mode), rows in cells.items():
+    print(
+        f"{name:<14}{mode:<11}{median(name, mode, 0):>10.0f}{median(name, mode, 1):>9.3f}"
+        f"{median(name, mode, 2):>9.3f}{sum(r[3] for r in rows):>8}{len(rows):>8}"
+    )
+print()
+print(f"{'sinew/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}")
+for proto in ("http", "tcp"):
+    for mode in ("keepalive", "close"):
+        s, h = f"sinew-{proto}", f"haproxy-{proto}"
+        if (s, mode) in cells and (h, mode) in cells:
+            rps = median(s, mode, 0) / max(median(h, mode, 0), 1e-9)
+            p99 = median(s, mode, 2) / max(median(h, mode, 2), 1e-9)
+            print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}")
+print()
+print(f"sinew RSS after the load above: {int(sys.argv[2]) / 1024:.1f} MiB")
+print(f"sinew RSS with 100 services x 10 backends, idle: {int(sys.argv[3]) / 1024:.1f} MiB")

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# End-to-end comparison of sinew and HAProxy on this machine, side by side in one run.
+#
+# Three nginx backends (1 worker each, `return 200 "ok\n"`), HAProxy (1 thread, `http-reuse always`) and
+# sinew (release build) proxy them in HTTP mode (round robin) and TCP mode (least connections). Proxies and
+# backends are pinned to CPU 0, wrk to CPU 1. Each round runs wrk -t1 -c64 against direct, HAProxy and
+# sinew, keep-alive and `Connection: close`, interleaved; the table shows the median over rounds and the
+# sinew/HAProxy ratios. Then it reports sinew's RSS with 100 services of 10 backends each.
+#
+# usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
+# Installs haproxy, wrk and nginx-light from Debian when missing. Everything it starts it stops by PID.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rounds=${1:-3}
+secs=${2:-6}
+here=benches/e2e
+
+need=()
+for p in haproxy wrk nginx; do command -v "$p" >/dev/null || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy wrk nginx-light >/dev/null
+fi
+[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxies on CPU 0, load on CPU 1)" >&2; exit 1; }
+
+echo "== building sinew (release)"
+cargo build --release -q
+bin=$PWD/target/release/sinew
+
+work=$(mktemp -d /tmp/sinew-e2e.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  sleep 0.2
+  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin.
+read -r b1 b2 b3 hh ht sh st sa ra < <(python3 "$here/free_ports.py" 9)
+
+# Replace @NAME@ placeholders in a template.
+render() {
+  sed -e "s|@B1@|$b1|g; s|@B2@|$b2|g; s|@B3@|$b3|g; s|@HH@|$hh|g; s|@HT@|$ht|g" \
+      -e "s|@SH@|$sh|g; s|@ST@|$st|g; s|@SA@|$sa|g; s|@WORK@|$work|g" "$1" >"$2"
+}
+render "$here/nginx.conf" "$work/nginx.conf"
+render "$here/haproxy.cfg" "$work/haproxy.cfg"
+render "$here/sinew.yaml" "$work/sinew.yaml"
+
+wait_port() { # port
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "nothing listens on $1" >&2
+  return 1
+}
+
+nginx -c "$work/nginx.conf" -p "$work" -e "$work/nginx.err"
+for _ in $(seq 1 50); do [ -s "$work/nginx.pid" ] && break; sleep 0.05; done
+pids+=("$(cat "$work/nginx.pid")")
+haproxy -D -p "$work/haproxy.pid" -f "$work/haproxy.cfg"
+pids+=("$(cat "$work/haproxy.pid")")
+taskset -c 0 "$bin" run --config "$work/sinew.yaml" --log-level warn >"$work/sinew.log" 2>&1 &
+pids+=("$!")
+sinew_pid=$!
+for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st"; do wait_port "$p"; done
+for p in "${pids[@]}"; do
+  taskset -apc 0 "$p" >/dev/null
+  for c in $(pgrep -P "$p" || true); do taskset -apc 0 "$c" >/dev/null; done
+done
+
+results=$work/results.tsv
+run() { # name mode port extra-wrk-args...
+  local name=$1 mode=$2 port=$3 out
+  shift 3
+  out=$(taskset -c 1 timeout $((secs + 15)) wrk -t1 -c64 -d"${secs}s" --latency "$@" "http://127.0.0.1:$port/" 2>&1) || true
+  printf '%s\t%s\t%s\n' "$name" "$mode" "$(python3 "$here/wrk_parse.py" <<<"$out")" >>"$results"
+}
+echo "== $rounds rounds x 10 cells x ${secs}s"
+for r in $(seq 1 "$rounds"); do
+  for mode in keepalive close; do
+    extra=()
+    [ "$mode" = close ] && extra=(-H "Connection: close")
+    run direct "$mode" "$b1" "${extra[@]}"
+    run haproxy-http "$mode" "$hh" "${extra[@]}"
+    run sinew-http "$mode" "$sh" "${extra[@]}"
+    run haproxy-tcp "$mode" "$ht" "${extra[@]}"
+    run sinew-tcp "$mode" "$st" "${extra[@]}"
+  done
+  echo "   round $r done"
+done
+
+echo "== sinew RSS"
+rss_busy=$(awk '/VmRSS/{print $2}' "/proc/$sinew_pid/status")
+python3 "$here/many_services.py" "$work/many.yaml" "$ra"
+"$bin" run --config "$work/many.yaml" --log-level warn >"$work/many.log" 2>&1 &
+many=$!
+pids+=("$many")
+wait_port "$ra"
+sleep 2
+rss_many=$(awk '/VmRSS/{print $2}' "/proc/$many/status")
+
+python3 "$here/report.py" "$results" "$rss_busy" "$rss_many"
+echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"

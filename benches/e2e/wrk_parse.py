@@ -1,0 +1,34 @@
+"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms and error count, tab separated."""
+import re
+import sys
+
+text = sys.stdin.read()
+
+
+def ms(value):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
+    if not m:
+        return float("nan")
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M)
+p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
+errors = 0
+for m in re.finditer(r"(connect|read|write|timeout) (\d+)", text):
+    errors += int(m.group(2))
+non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+if non2xx:
+    errors += int(non2xx.group(1))
+print(
+    "\t".join(
+        [
+            rps.group(1) if rps else "0",
+            f"{ms(p50.group(1)):.3f}" if p50 else "nan",
+            f"{ms(p99.group(1)):.3f}" if p99 else "nan",
+            str(errors),
+        ]
+    )
+)
