@@ -6,8 +6,8 @@ from collections import defaultdict
 cells = defaultdict(list)
 with open(sys.argv[1]) as f:
     for line in f:
-        name, mode, rps, p50, p99, errors = line.rstrip("\n").split("\t")
-        cells[(name, mode)].append((float(rps), float(p50), float(p99), int(errors)))
+        name, mode, rps, p50, p99, errors, cpu = line.rstrip("\n").split("\t")
+        cells[(name, mode)].append((float(rps), float(p50), float(p99), int(errors), float(cpu)))
 
 
 def median(name, mode, i):
@@ -15,21 +15,26 @@ def median(name, mode, i):
 
 
 print()
-print(f"{'target':<14}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}")
+print(
+    f"{'target':<14}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}"
+    f"{'CPU us/req':>12}"
+)
 for (name, mode), rows in cells.items():
     print(
         f"{name:<14}{mode:<11}{median(name, mode, 0):>10.0f}{median(name, mode, 1):>9.3f}"
         f"{median(name, mode, 2):>9.3f}{sum(r[3] for r in rows):>8}{len(rows):>8}"
+        f"{median(name, mode, 4):>12.2f}"
     )
 print()
-print(f"{'sinew/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}")
+print(f"{'sinew/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")
 for proto in ("http", "tcp"):
     for mode in ("keepalive", "close"):
         s, h = f"sinew-{proto}", f"haproxy-{proto}"
         if (s, mode) in cells and (h, mode) in cells:
             rps = median(s, mode, 0) / max(median(h, mode, 0), 1e-9)
             p99 = median(s, mode, 2) / max(median(h, mode, 2), 1e-9)
-            print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}")
+            cpu = median(s, mode, 4) / max(median(h, mode, 4), 1e-9)
+            print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}")
 print()
 print(f"sinew RSS after the load above: {int(sys.argv[2]) / 1024:.1f} MiB")
 print(f"sinew RSS with 100 services x 10 backends, idle: {int(sys.argv[3]) / 1024:.1f} MiB")

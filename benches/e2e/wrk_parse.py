@@ -1,4 +1,7 @@
-"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms and error count, tab separated."""
+"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms, errors and CPU us per request.
+
+usage: wrk_parse.py CPU_NS (the CPU time the measured process used during the run)
+"""
 import re
 import sys
 
@@ -19,6 +22,8 @@ p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M)
 errors = 0
 for m in re.finditer(r"(connect|read|write|timeout) (\d+)", text):
     errors += int(m.group(2))
+total = re.search(r"(\d+) requests in", text)
+cpu_us = int(sys.argv[1]) / 1000 / max(int(total.group(1)) if total else 0, 1)
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if non2xx:
     errors += int(non2xx.group(1))
@@ -29,6 +34,7 @@ print(
             f"{ms(p50.group(1)):.3f}" if p50 else "nan",
             f"{ms(p99.group(1)):.3f}" if p99 else "nan",
             str(errors),
+            f"{cpu_us:.2f}",
         ]
     )
 )
