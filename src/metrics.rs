@@ -194,10 +194,8 @@ pub struct BackendMetrics {
     pub received: IntCounter,
     /// Failed connection attempts.
     pub connect_failures: IntCounter,
-    /// HTTP responses by status class (1xx..5xx).
-    pub responses: [IntCounter; 5],
-    /// HTTP time from sending a request to receiving the response head.
-    pub response_seconds: Histogram,
+    /// HTTP response series; only HTTP-mode services have them (a TCP backend's would stay empty).
+    pub http: Option<BackendHttpMetrics>,
     /// 1 when the backend gets new traffic (weight > 0, healthy, not ejected, or panic mode).
     pub usable: IntGauge,
     /// Outlier ejections.
@@ -206,7 +204,15 @@ pub struct BackendMetrics {
     pub check_failures: IntCounter,
 }
 
-impl BackendMetrics {
+/// Per-backend HTTP response series.
+pub struct BackendHttpMetrics {
+    /// HTTP responses by status class (1xx..5xx).
+    pub responses: [IntCounter; 5],
+    /// HTTP time from sending a request to receiving the response head.
+    pub response_seconds: Histogram,
+}
+
+impl BackendHttpMetrics {
     /// The response counter of a status code's class (codes outside 100-599 count as 5xx).
     pub fn response_class(&self, code: u16) -> &IntCounter {
         let class = usize::from(code / 100).clamp(1, 5) - 1;
@@ -569,8 +575,8 @@ impl Metrics {
         }
     }
 
-    /// The children of one backend of a service.
-    pub fn backend(&self, service: &str, backend: &str) -> BackendMetrics {
+    /// The children of one backend of a service; `http` adds the HTTP response series.
+    pub fn backend(&self, service: &str, backend: &str, http: bool) -> BackendMetrics {
         let l = &[service, backend];
         BackendMetrics {
             connections: self.backend_connections.with_label_values(l),
@@ -578,11 +584,13 @@ impl Metrics {
             sent: self.backend_sent.with_label_values(l),
             received: self.backend_received.with_label_values(l),
             connect_failures: self.backend_connect_failures.with_label_values(l),
-            responses: CLASSES.map(|c| {
-                self.backend_responses
-                    .with_label_values(&[service, backend, c])
+            http: http.then(|| BackendHttpMetrics {
+                responses: CLASSES.map(|c| {
+                    self.backend_responses
+                        .with_label_values(&[service, backend, c])
+                }),
+                response_seconds: self.backend_response_seconds.with_label_values(l),
             }),
-            response_seconds: self.backend_response_seconds.with_label_values(l),
             usable: self.backend_up.with_label_values(l),
             ejections: self.backend_ejections.with_label_values(l),
             check_failures: self.backend_check_failures.with_label_values(l),

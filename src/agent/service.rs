@@ -154,7 +154,8 @@ fn build(
             .with_fallback(fallback)
             .with_policy(policy)
             .with_outlier(svc.outlier)
-            .with_queue(svc.max_queue, svc.timeouts.queue),
+            .with_queue(svc.max_queue, svc.timeouts.queue)
+            .with_http_metrics(svc.mode == crate::config::Mode::Http),
     );
     if svc.health_check.is_some() || svc.outlier.is_some() || !svc.slow_start.is_zero() {
         let (b, check, stop) = (

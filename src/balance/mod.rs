@@ -54,6 +54,8 @@ pub struct Balancer {
     outlier: Option<Outlier>,
     queue: Arc<queue::Queue>,
     swapped: watch::Sender<u64>,
+    /// Whether backends get HTTP response series (HTTP-mode services).
+    http: bool,
 }
 
 /// The latest entry of every backend still known (in the set or draining), plus swap bookkeeping.
@@ -82,7 +84,14 @@ impl Balancer {
             outlier: None,
             queue,
             swapped: watch::channel(0).0,
+            http: false,
         }
+    }
+
+    /// Gives backends the HTTP response series (for HTTP-mode services).
+    pub fn with_http_metrics(mut self, http: bool) -> Self {
+        self.http = http;
+        self
     }
 
     /// Sets what is served when discovery reports no backends.
@@ -179,7 +188,7 @@ impl Balancer {
                     Arc::clone(&e.rtt),
                 ),
                 None => (
-                    Arc::new(self.metrics.backend(&self.service, &key)),
+                    Arc::new(self.metrics.backend(&self.service, &key, self.http)),
                     Arc::default(),
                     Arc::default(),
                 ),
@@ -354,6 +363,21 @@ mod tests {
 
     fn balancer(algorithm: Algorithm) -> Balancer {
         Balancer::new("svc", algorithm, Arc::new(Metrics::new().unwrap()))
+    }
+
+    #[test]
+    fn only_http_services_get_http_response_series() {
+        for http in [false, true] {
+            let metrics = Arc::new(Metrics::new().unwrap());
+            let b = Balancer::new("svc", Algorithm::RoundRobin, Arc::clone(&metrics))
+                .with_http_metrics(http);
+            b.update(vec![backend(1, 1)]);
+            let pick = b.pick(&[]).unwrap();
+            assert_eq!(pick.entry.stats.http.is_some(), http);
+            let text = metrics.render();
+            assert!(text.contains("sinew_backend_connections_total{"));
+            assert_eq!(text.contains("sinew_backend_http_responses_total{"), http);
+        }
     }
 
     #[test]

@@ -234,10 +234,11 @@ async fn send(
             Attempt::Failed(LocalReply::Reset)
         }
         Ok(Ok(resp)) => {
-            let stats = &pick.entry.stats;
-            stats.response_seconds.observe(sent.elapsed().as_secs_f64());
+            if let Some(stats) = &pick.entry.stats.http {
+                stats.response_seconds.observe(sent.elapsed().as_secs_f64());
+                stats.response_class(resp.status().as_u16()).inc();
+            }
             pick.entry.rtt.observe(sent.elapsed());
-            stats.response_class(resp.status().as_u16()).inc();
             balancer.observe(&pick.entry, !resp.status().is_server_error());
             Attempt::Response(resp, pick)
         }
