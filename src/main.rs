@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc: fewer CPU cycles per request than the system allocator on the proxy's hot paths.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// sinew: service discovery and local load balancing (Nerve + Synapse + HAProxy in one binary).
 #[derive(Parser)]
 #[command(version, about)]
