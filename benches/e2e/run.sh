@@ -106,12 +106,20 @@ done
 echo "== sinew RSS"
 rss_busy=$(awk '/VmRSS/{print $2}' "/proc/$sinew_pid/status")
 python3 "$here/many_services.py" "$work/many.yaml" "$ra"
-"$bin" run --config "$work/many.yaml" --log-level warn >"$work/many.log" 2>&1 &
-many=$!
-pids+=("$many")
-wait_port "$ra"
-sleep 2
-rss_many=$(awk '/VmRSS/{print $2}' "/proc/$many/status")
+# Idle RSS of the 100-service config: as built, and with lazy allocator commit (as in
+# examples/sinew.service).
+many_rss() { # env assignments...
+  env "$@" "$bin" run --config "$work/many.yaml" --log-level warn >"$work/many.log" 2>&1 &
+  local many=$!
+  pids+=("$many")
+  wait_port "$ra" >&2
+  sleep 2
+  awk '/VmRSS/{print $2}' "/proc/$many/status"
+  kill "$many"
+  wait "$many" 2>/dev/null || true
+}
+rss_many=$(many_rss SINEW_E2E=1)
+rss_lazy=$(many_rss MIMALLOC_ARENA_EAGER_COMMIT=0)
 
-python3 "$here/report.py" "$results" "$rss_busy" "$rss_many"
+python3 "$here/report.py" "$results" "$rss_busy" "$rss_many" "$rss_lazy"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"

@@ -14,9 +14,6 @@ use tokio::net::TcpStream;
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Copy buffer size per direction; larger than tokio's 8 KiB default to cut syscalls on bulk transfers.
-const BUFFER: usize = 32 * 1024;
-
 /// Serves one client connection (plain, or TLS terminated by the listener) to the end.
 pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
     let metrics = proxy.balancer.metrics();
@@ -43,7 +40,7 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
     let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
     let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
     tokio::select! {
-        r = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut backend, BUFFER, BUFFER) => {
+        r = super::copy::bidirectional(&mut client, &mut backend) => {
             if let Err(e) = r {
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
             }

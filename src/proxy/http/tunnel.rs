@@ -20,7 +20,7 @@ pub fn spawn(proxy: &ServiceProxy, client: OnUpgrade, upstream: OnUpgrade, pick:
         };
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            r = crate::proxy::copy::bidirectional(&mut client, &mut upstream) => {
                 if let Err(e) = r {
                     tracing::debug!(service = %service, backend = %pick.entry.key, error = %e, "tunnel ended with error");
                 }
