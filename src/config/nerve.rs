@@ -38,20 +38,33 @@ pub struct Translation {
     pub warnings: Vec<String>,
 }
 
-fn read(path: &Path) -> Result<Value, NerveError> {
-    let text = std::fs::read_to_string(path).map_err(|source| NerveError::Read {
+fn read_text(path: &Path) -> Result<String, NerveError> {
+    std::fs::read_to_string(path).map_err(|source| NerveError::Read {
         file: path.to_path_buf(),
         source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| NerveError::Invalid {
+    })
+}
+
+fn parse_json(text: &str, path: &Path) -> Result<Value, NerveError> {
+    serde_json::from_str(text).map_err(|e| NerveError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),
     })
 }
 
+fn read(path: &Path) -> Result<Value, NerveError> {
+    parse_json(&read_text(path)?, path)
+}
+
 /// Loads and translates a Nerve config.
 pub fn load(path: &Path) -> Result<Translation, NerveError> {
-    let root = read(path)?;
+    parse(&read_text(path)?, path)
+}
+
+/// Translates the text of a Nerve config; `path` names it in errors. A `service_conf_dir` it names is
+/// read from disk.
+pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
+    let root = parse_json(text, path)?;
     let invalid = |message: String| NerveError::Invalid {
         file: path.to_path_buf(),
         message,
@@ -112,10 +125,12 @@ enum Skip {
     Unsupported(String),
 }
 
+/// Nerve's seconds (a JSON number); beyond what a Duration holds becomes `Duration::MAX`, which
+/// validation then rejects with the field's name.
 fn seconds(v: Option<&Value>, default: Duration) -> Duration {
     v.and_then(Value::as_f64)
         .filter(|s| *s > 0.0 && s.is_finite())
-        .map(Duration::from_secs_f64)
+        .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX))
         .unwrap_or(default)
 }
 

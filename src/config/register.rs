@@ -116,6 +116,10 @@ pub struct Check {
     pub db: Option<u32>,
 }
 
+/// Longest check interval, check timeout and session timeout accepted: far beyond any sensible value,
+/// and far from where adding it to a clock reading overflows.
+const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
 impl Default for Register {
     fn default() -> Self {
         Self {
@@ -143,8 +147,11 @@ impl Register {
                     format!("{:?} must start with '/' and not end with one", r.zk_path),
                 ));
             }
-            if r.check_interval.is_zero() {
-                return Err((at("check_interval"), "must be greater than zero".into()));
+            if r.check_interval.is_zero() || r.check_interval > MAX_PERIOD {
+                return Err((at("check_interval"), "must be between 0 and 1 day".into()));
+            }
+            if r.session_timeout > MAX_PERIOD {
+                return Err((at("session_timeout"), "must be at most 1 day".into()));
             }
             if r.checks.is_empty() {
                 return Err((at("checks"), "at least one check is required".into()));
@@ -154,8 +161,8 @@ impl Register {
                 if c.rise == 0 || c.fall == 0 {
                     return Err((at("rise"), "rise and fall must be at least 1".into()));
                 }
-                if c.timeout.is_zero() {
-                    return Err((at("timeout"), "must be greater than zero".into()));
+                if c.timeout.is_zero() || c.timeout > MAX_PERIOD {
+                    return Err((at("timeout"), "must be between 0 and 1 day".into()));
                 }
                 if c.kind == CheckKind::Exec && c.command.is_empty() {
                     return Err((at("command"), "an exec check needs a command".into()));
@@ -203,5 +210,13 @@ mod tests {
         r.services.get_mut("q").unwrap().checks[0].vhost = Some("v".repeat(256));
         let (at, _) = r.validate().unwrap_err();
         assert_eq!(at, "services.q.checks[0].vhost");
+    }
+
+    #[test]
+    fn periods_are_bounded_at_load() {
+        let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 100000years\n    checks: [{ type: tcp }]\n";
+        let r: Register = serde_yaml::from_str(yaml).unwrap();
+        let (at, _) = r.validate().unwrap_err();
+        assert_eq!(at, "services.q.check_interval");
     }
 }

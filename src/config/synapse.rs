@@ -145,7 +145,13 @@ const HAPROXY_KEYS: [&str; 6] = [
 
 /// Loads and translates a Synapse config file (JSON, or YAML unless it ends in `.json`).
 pub fn load(path: &Path) -> Result<Translation, SynapseError> {
-    let root = read_value(path)?;
+    parse(&read_text(path)?, path)
+}
+
+/// Translates the text of a Synapse config; `path` names it in errors and decides the format like
+/// [`load`]. A `service_conf_dir` it names is read from disk.
+pub fn parse(text: &str, path: &Path) -> Result<Translation, SynapseError> {
+    let root = parse_value(text, path)?;
     let mut services: Vec<(String, Value)> = Vec::new();
     match root.get("services") {
         Some(Value::Object(map)) => {
@@ -190,14 +196,21 @@ pub fn load(path: &Path) -> Result<Translation, SynapseError> {
 }
 
 fn read_value(path: &Path) -> Result<Value, SynapseError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SynapseError::Read {
+    parse_value(&read_text(path)?, path)
+}
+
+fn read_text(path: &Path) -> Result<String, SynapseError> {
+    std::fs::read_to_string(path).map_err(|source| SynapseError::Read {
         file: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+fn parse_value(text: &str, path: &Path) -> Result<Value, SynapseError> {
     let parsed = if super::Format::of(path) == super::Format::Json {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+        serde_json::from_str(text).map_err(|e| e.to_string())
     } else {
-        serde_yaml::from_str(&text).map_err(|e| e.to_string())
+        serde_yaml::from_str(text).map_err(|e| e.to_string())
     };
     parsed.map_err(|message| SynapseError::Parse {
         file: path.to_path_buf(),

@@ -13,7 +13,7 @@
 //! reads are retried with jittered exponential backoff.
 
 mod children;
-mod decode;
+pub mod decode;
 pub mod session;
 
 use super::SourceContext;

@@ -1,0 +1,37 @@
+//! Inputs that once crashed a parser of outside input, fed to the same functions the fuzz targets in
+//! `fuzz/` call. Each must now be answered with an error naming the field, never a panic.
+
+use sinew::config::{Config, Format};
+use std::path::Path;
+
+/// Nerve's seconds beyond what a Duration holds (`Duration::from_secs_f64` panicked on them).
+#[test]
+fn nerve_seconds_too_large_for_a_duration() {
+    for (field, json) in [
+        (
+            "check_interval",
+            r#"{"services":{"w":{"host":"h","port":1,"zk_hosts":["z:1"],"zk_path":"/a","check_interval":1e300,"checks":[{"type":"tcp"}]}}}"#,
+        ),
+        (
+            "timeout",
+            r#"{"services":{"w":{"host":"h","port":1,"zk_hosts":["z:1"],"zk_path":"/a","checks":[{"type":"tcp","timeout":1e30}]}}}"#,
+        ),
+    ] {
+        let Err(err) = sinew::config::nerve::parse(json, Path::new("nerve.conf.json")) else {
+            panic!("{field} of 1e30 s or more is accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(field), "{err}");
+    }
+}
+
+/// A check interval that parses but would overflow the clock when the next round is scheduled.
+#[test]
+fn native_check_interval_too_large_for_the_clock() {
+    let yaml = "register:\n  services:\n    w:\n      host: h\n      port: 1\n      zk_hosts: [z:1]\n      zk_path: /a\n      check_interval: 100000years\n      checks: [{ type: tcp }]\n";
+    let Err(err) = Config::parse(yaml, Format::Yaml, Path::new("fuzz.yaml")) else {
+        panic!("a check interval of 100000 years is accepted");
+    };
+    let err = err.to_string();
+    assert!(err.contains("check_interval"), "{err}");
+}
