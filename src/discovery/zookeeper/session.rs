@@ -148,7 +148,7 @@ async fn manage(
                 failures += 1;
                 metrics.zk_event(&cluster, "connect_failed");
                 // One line when trouble starts, then one per 10 attempts.
-                if failures == 1 || failures % 10 == 0 {
+                if failures == 1 || failures.is_multiple_of(10) {
                     tracing::warn!(ensemble = %cluster, error = %e, attempts = failures, "cannot connect to ZooKeeper; last known backends keep serving");
                 }
                 let delay = backoff.next_delay(fastrand::f64());
