@@ -112,8 +112,9 @@ async fn the_znode_goes_when_the_broker_stops_and_comes_back_with_it() {
     drop(relay);
     // fall 2 at a 100 ms interval, plus slack.
     wait_nodes(&client, 0, Duration::from_secs(2)).await;
-    let view = wait_view(agent.admin_addr(), Duration::from_secs(2), |v| {
-        v.contains("connect 127.0.0.1")
+    // The service is down once `fall` checks in a row failed; the view may be read between two of them.
+    let view = wait_view(agent.admin_addr(), Duration::from_secs(5), |v| {
+        v.contains("connect 127.0.0.1") && v.contains("\"up\": false")
     })
     .await;
     assert!(
