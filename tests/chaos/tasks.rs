@@ -13,60 +13,99 @@ async fn faulty_agent(zk: &ZooKeeper, service: &str, registered: &str, port: u16
     .await
 }
 
+/// The znodes under `path`.
+async fn registered(client: &zookeeper_client::Client, path: &str) -> usize {
+    client.list_children(path).await.unwrap_or_default().len()
+}
+
+/// One case's world: ZooKeeper listing backend `a` of `svc`, an agent that discovers `svc` and
+/// registers `reg` (checked against backend `b`), both settled, and a TCP load running through `svc`.
+struct Scene {
+    _zk: ZooKeeper,
+    client: zookeeper_client::Client,
+    path: String,
+    reg_path: String,
+    a: EchoBackend,
+    b: EchoBackend,
+    agent: Agent,
+    load: Load,
+}
+
+impl Scene {
+    async fn start(svc: &str, reg: &str) -> Self {
+        let zk = ZooKeeper::start().await;
+        let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+        let client = zk.client().await;
+        let path = format!("/nerve/services/{svc}/services");
+        put(
+            &client,
+            &format!("{path}/a"),
+            &nerve("127.0.0.1", a.addr.port(), "a"),
+        )
+        .await;
+        let agent = faulty_agent(&zk, svc, reg, b.addr.port()).await;
+        wait_backends_of(&agent, svc, &[&a.hostport()], Duration::from_secs(5)).await;
+        let reg_path = format!("/nerve/services/{reg}/services");
+        assert!(
+            eventually_async(Duration::from_secs(5), || async {
+                registered(&client, &reg_path).await == 1
+            })
+            .await
+        );
+        let load = tcp_load(agent.service_addr(svc).unwrap(), Duration::from_secs(60));
+        load.wait_for(50, Duration::from_secs(10)).await;
+        Self {
+            _zk: zk,
+            client,
+            path,
+            reg_path,
+            a,
+            b,
+            agent,
+            load,
+        }
+    }
+
+    /// The znodes registered for `reg`.
+    async fn registered(&self) -> usize {
+        registered(&self.client, &self.reg_path).await
+    }
+
+    /// Lists backend `b` too.
+    async fn list_b(&self) {
+        put(
+            &self.client,
+            &format!("{}/b", self.path),
+            &nerve("127.0.0.1", self.b.addr.port(), "b"),
+        )
+        .await;
+    }
+}
+
 /// Data-path isolation: discovery and registration tasks hung (not panicked) mid-work stop no traffic;
 /// the watchdog logs and counts them; released, they carry on where they were.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
     let (svc, reg) = ("hungweb", "hungreg");
-    let (path, reg_path) = (
-        format!("/nerve/services/{svc}/services"),
-        format!("/nerve/services/{reg}/services"),
-    );
-    let zk = ZooKeeper::start().await;
-    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
-    let client = zk.client().await;
-    put(
-        &client,
-        &format!("{path}/a"),
-        &nerve("127.0.0.1", a.addr.port(), "a"),
-    )
-    .await;
-    let agent = faulty_agent(&zk, svc, reg, b.addr.port()).await;
-    wait_backends_of(&agent, svc, &[&a.hostport()], Duration::from_secs(5)).await;
-    let registered = || async {
-        client
-            .list_children(&reg_path)
-            .await
-            .unwrap_or_default()
-            .len()
-    };
-    assert!(eventually_async(Duration::from_secs(5), || async { registered().await == 1 }).await);
-
-    let load = tcp_load(agent.service_addr(svc).unwrap(), Duration::from_secs(60));
-    load.wait_for(50, Duration::from_secs(10)).await;
+    let scene = Scene::start(svc, reg).await;
     let discovery = sinew::fault::hang("zookeeper_discovery", svc);
     let registration = sinew::fault::hang("registration", reg);
     // A change wakes discovery, which hangs before it reads; registration hangs in its next round.
-    put(
-        &client,
-        &format!("{path}/b"),
-        &nerve("127.0.0.1", b.addr.port(), "b"),
-    )
-    .await;
+    scene.list_b().await;
     let hung = eventually(Duration::from_secs(5), || {
         sinew::fault::waiting("zookeeper_discovery", svc) == 1
             && sinew::fault::waiting("registration", reg) == 1
     })
     .await;
     assert!(hung, "both tasks are stuck");
-    load.wait_for(500, Duration::from_secs(20)).await;
+    scene.load.wait_for(500, Duration::from_secs(20)).await;
     assert_eq!(
-        backends_of(&agent, svc),
-        vec![a.hostport()],
+        backends_of(&scene.agent, svc),
+        vec![scene.a.hostport()],
         "hung discovery changed nothing"
     );
     assert_eq!(
-        registered().await,
+        scene.registered().await,
         1,
         "the registration stays while its task hangs"
     );
@@ -75,7 +114,7 @@ async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
     for task in ["zookeeper_discovery", "registration"] {
         assert!(
             eventually_async(Duration::from_secs(10), || async {
-                agent_metric(&agent, &stalls(task)).await == Some(1.0)
+                agent_metric(&scene.agent, &stalls(task)).await == Some(1.0)
             })
             .await,
             "the stuck {task} task is counted"
@@ -85,24 +124,27 @@ async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
     drop(discovery);
     drop(registration);
     wait_backends_of(
-        &agent,
+        &scene.agent,
         svc,
-        &[&a.hostport(), &b.hostport()],
+        &[&scene.a.hostport(), &scene.b.hostport()],
         Duration::from_secs(5),
     )
     .await;
     let (status, _) = post(
-        agent.admin_addr(),
+        scene.agent.admin_addr(),
         &format!("/api/register/{reg}/maintenance"),
     )
     .await;
     assert_eq!(status, 200);
     assert!(
-        eventually_async(Duration::from_secs(5), || async { registered().await == 0 }).await,
+        eventually_async(Duration::from_secs(5), || async {
+            scene.registered().await == 0
+        })
+        .await,
         "registration works again: maintenance removes the znode"
     );
-    load.wait_for(50, Duration::from_secs(10)).await;
-    let tally = load.finish().await;
+    scene.load.wait_for(50, Duration::from_secs(10)).await;
+    let tally = scene.load.finish().await;
     println!("hung tasks: {tally:?}");
     tally.assert_clean(500, "hung background tasks");
 }
@@ -112,45 +154,15 @@ async fn hung_discovery_and_registration_tasks_stop_no_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn panicking_discovery_and_registration_tasks_are_restarted_under_load() {
     let (svc, reg) = ("crashweb", "crashreg");
-    let (path, reg_path) = (
-        format!("/nerve/services/{svc}/services"),
-        format!("/nerve/services/{reg}/services"),
-    );
-    let zk = ZooKeeper::start().await;
-    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
-    let client = zk.client().await;
-    put(
-        &client,
-        &format!("{path}/a"),
-        &nerve("127.0.0.1", a.addr.port(), "a"),
-    )
-    .await;
-    let agent = faulty_agent(&zk, svc, reg, b.addr.port()).await;
-    wait_backends_of(&agent, svc, &[&a.hostport()], Duration::from_secs(5)).await;
-    let registered = || async {
-        client
-            .list_children(&reg_path)
-            .await
-            .unwrap_or_default()
-            .len()
-    };
-    assert!(eventually_async(Duration::from_secs(5), || async { registered().await == 1 }).await);
-
-    let load = tcp_load(agent.service_addr(svc).unwrap(), Duration::from_secs(60));
-    load.wait_for(50, Duration::from_secs(10)).await;
+    let scene = Scene::start(svc, reg).await;
     sinew::fault::panic_once("zookeeper_discovery", svc);
     sinew::fault::panic_once("registration", reg);
-    put(
-        &client,
-        &format!("{path}/b"),
-        &nerve("127.0.0.1", b.addr.port(), "b"),
-    )
-    .await;
+    scene.list_b().await;
     let panics = |task: &str| format!("sinew_task_panics_total{{task=\"{task}\"}}");
     for task in ["zookeeper_discovery", "registration"] {
         assert!(
             eventually_async(Duration::from_secs(5), || async {
-                agent_metric(&agent, &panics(task)).await == Some(1.0)
+                agent_metric(&scene.agent, &panics(task)).await == Some(1.0)
             })
             .await,
             "the panic of {task} is counted"
@@ -158,15 +170,20 @@ async fn panicking_discovery_and_registration_tasks_are_restarted_under_load() {
     }
     // Restarted: discovery reads the change, registration keeps exactly one znode.
     wait_backends_of(
-        &agent,
+        &scene.agent,
         svc,
-        &[&a.hostport(), &b.hostport()],
+        &[&scene.a.hostport(), &scene.b.hostport()],
         Duration::from_secs(5),
     )
     .await;
-    load.wait_for(300, Duration::from_secs(20)).await;
-    assert!(eventually_async(Duration::from_secs(5), || async { registered().await == 1 }).await);
-    let tally = load.finish().await;
+    scene.load.wait_for(300, Duration::from_secs(20)).await;
+    assert!(
+        eventually_async(Duration::from_secs(5), || async {
+            scene.registered().await == 1
+        })
+        .await
+    );
+    let tally = scene.load.finish().await;
     println!("panicking tasks: {tally:?}");
     tally.assert_clean(300, "panicking background tasks");
     assert!(
