@@ -5,8 +5,9 @@
 mod support;
 
 use std::time::Duration;
-use support::rabbitmq::{shared, Relay, PASSWORD, VHOST};
+use support::rabbitmq::{shared, PASSWORD, VHOST};
 use support::register::*;
+use support::relay::Relay;
 use support::zk::ZooKeeper;
 use support::*;
 

@@ -7,15 +7,20 @@ use sinew::agent::Agent;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use support::relay::Relay;
 use support::zk::{nerve, put, remove, ZooKeeper};
 use support::*;
 
 const PATH: &str = "/nerve/services/web/services";
 
 async fn start(zk: &ZooKeeper, extra: &str) -> Agent {
+    start_with(&zk.address(), "session_timeout: 1s", extra).await
+}
+
+/// An agent watching `PATH` on `hosts`, with `settings` in its `zookeeper` mapping.
+async fn start_with(hosts: &str, settings: &str, extra: &str) -> Agent {
     agent(&format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH}, session_timeout: 1s }}\n{extra}",
-        zk.address()
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{hosts}], path: {PATH}, {settings} }}\n{extra}",
     ))
     .await
 }
@@ -603,8 +608,8 @@ async fn discovery_continues_when_the_ensemble_loses_its_leader() {
     .await;
 }
 
-/// The ZooKeeper requests of service `web` so far: (list, get_data, exists).
-async fn requests(agent: &Agent) -> (f64, f64, f64) {
+/// The ZooKeeper requests of service `web` so far: (list, get_data, exists, watch).
+async fn requests(agent: &Agent) -> (f64, f64, f64, f64) {
     let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
     let kind = |k: &str| {
         metric(
@@ -613,7 +618,12 @@ async fn requests(agent: &Agent) -> (f64, f64, f64) {
         )
         .unwrap_or(0.0)
     };
-    (kind("list"), kind("get_data"), kind("exists"))
+    (
+        kind("list"),
+        kind("get_data"),
+        kind("exists"),
+        kind("watch"),
+    )
 }
 
 /// Observations in the write-to-swap histogram of service `web`.
@@ -639,16 +649,29 @@ async fn put_many(client: &zookeeper_client::Client, n: u16) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_change_reads_only_the_children_that_changed() {
+/// The requests a watcher in `watch` mode has made after each step of [`change_costs`].
+struct Costs {
+    first: (f64, f64, f64, f64),
+    rewritten: (f64, f64, f64, f64),
+    added: (f64, f64, f64, f64),
+    deleted: (f64, f64, f64, f64),
+}
+
+/// Reads 20 children, then rewrites one, adds one and deletes one, checking the requests after each.
+async fn change_costs(watch: &str, want: Costs) {
     let zk = ZooKeeper::start().await;
     let client = zk.client().await;
     put_many(&client, 20).await;
-    let agent = start(&zk, "").await;
+    let agent = start_with(
+        &zk.address(),
+        &format!("session_timeout: 1s, watch: {watch}"),
+        "",
+    )
+    .await;
     wait_ports(&agent, (21000..21020).collect(), Duration::from_secs(5)).await;
     assert_eq!(
         requests(&agent).await,
-        (1.0, 20.0, 0.0),
+        want.first,
         "first read: one listing, every child"
     );
     assert_eq!(
@@ -664,33 +687,122 @@ async fn a_change_reads_only_the_children_that_changed() {
         &nerve("127.0.0.1", 22005, "n05"),
     )
     .await;
-    let mut want: Vec<u16> = (21000..21020).filter(|p| *p != 21005).collect();
-    want.push(22005);
-    wait_ports(&agent, want.clone(), Duration::from_secs(2)).await;
-    assert_eq!(requests(&agent).await, (1.0, 21.0, 0.0));
+    let mut want_ports: Vec<u16> = (21000..21020).filter(|p| *p != 21005).collect();
+    want_ports.push(22005);
+    wait_ports(&agent, want_ports.clone(), Duration::from_secs(2)).await;
+    assert_eq!(requests(&agent).await, want.rewritten);
     assert_eq!(
         propagations(&agent).await,
         1.0,
         "the write-to-swap delay is recorded"
     );
 
-    // A new child: one listing, and the new child's data only.
     put(
         &client,
         &format!("{PATH}/n20"),
         &nerve("127.0.0.1", 21020, "n20"),
     )
     .await;
-    want.push(21020);
-    wait_ports(&agent, want.clone(), Duration::from_secs(2)).await;
-    assert_eq!(requests(&agent).await, (2.0, 22.0, 0.0));
+    want_ports.push(21020);
+    wait_ports(&agent, want_ports.clone(), Duration::from_secs(2)).await;
+    assert_eq!(requests(&agent).await, want.added);
     assert_eq!(propagations(&agent).await, 2.0);
 
-    // A child deleted: one listing, no data read.
     remove(&client, &format!("{PATH}/n00")).await;
-    want.retain(|p| *p != 21000);
-    wait_ports(&agent, want, Duration::from_secs(2)).await;
-    assert_eq!(requests(&agent).await, (3.0, 22.0, 0.0));
+    want_ports.retain(|p| *p != 21000);
+    wait_ports(&agent, want_ports, Duration::from_secs(2)).await;
+    assert_eq!(requests(&agent).await, want.deleted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_reads_only_the_children_that_changed() {
+    // The recursive watch names each child: a new one is read, a deleted one costs nothing, and the
+    // listing is never fetched again.
+    change_costs(
+        "recursive",
+        Costs {
+            first: (1.0, 20.0, 0.0, 1.0),
+            rewritten: (1.0, 21.0, 0.0, 1.0),
+            added: (1.0, 22.0, 0.0, 1.0),
+            deleted: (1.0, 22.0, 0.0, 1.0),
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_oneshot_watches_a_change_reads_only_the_children_that_changed() {
+    // One-shot watches: a new child costs a listing and its data, a deletion a listing.
+    change_costs(
+        "oneshot",
+        Costs {
+            first: (1.0, 20.0, 0.0, 0.0),
+            rewritten: (1.0, 21.0, 0.0, 0.0),
+            added: (2.0, 22.0, 0.0, 0.0),
+            deleted: (3.0, 22.0, 0.0, 0.0),
+        },
+    )
+    .await;
+}
+
+/// Cuts the agent's connection to ZooKeeper (a relay) for a moment, shorter than its session, and
+/// rewrites, adds and deletes children meanwhile: after the reconnection (same session) the agent
+/// has every change, although ZooKeeper does not replay a persistent watch's missed events.
+async fn changes_while_disconnected_are_caught_up(watch: &str) {
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put_many(&client, 10).await;
+    let target: std::net::SocketAddr = zk.address().parse().expect("zk address");
+    let relay = Relay::start(target).await;
+    let at = relay.addr;
+    let agent = start_with(
+        &at.to_string(),
+        &format!("session_timeout: 6s, watch: {watch}"),
+        "",
+    )
+    .await;
+    wait_ports(&agent, (21000..21010).collect(), Duration::from_secs(5)).await;
+    drop(relay);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put(
+        &client,
+        &format!("{PATH}/n03"),
+        &nerve("127.0.0.1", 22003, "n03"),
+    )
+    .await;
+    remove(&client, &format!("{PATH}/n05")).await;
+    put(
+        &client,
+        &format!("{PATH}/n10"),
+        &nerve("127.0.0.1", 21010, "n10"),
+    )
+    .await;
+    let _back = Relay::start_on(at, target).await;
+    let mut want: Vec<u16> = (21000..21011)
+        .filter(|p| *p != 21003 && *p != 21005)
+        .collect();
+    want.push(22003);
+    wait_ports(&agent, want, Duration::from_secs(10)).await;
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let expired = body
+        .lines()
+        .filter(|l| {
+            l.starts_with("sinew_discovery_zookeeper_session_events_total")
+                && l.contains("event=\"expired\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert_eq!(expired, 0.0, "the session survived the cut: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_disconnected_are_caught_up_with_a_recursive_watch() {
+    changes_while_disconnected_are_caught_up("recursive").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_while_disconnected_are_caught_up_with_oneshot_watches() {
+    changes_while_disconnected_are_caught_up("oneshot").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -717,7 +829,7 @@ async fn a_new_session_checks_versions_and_reads_only_changed_children() {
     put_many(&client, 10).await;
     let agent = start(&zk, "").await;
     wait_ports(&agent, (21000..21010).collect(), Duration::from_secs(5)).await;
-    assert_eq!(requests(&agent).await, (1.0, 10.0, 0.0));
+    assert_eq!(requests(&agent).await, (1.0, 10.0, 0.0, 1.0));
     // Frozen past the 1 s session timeout: the server expires sinew's session when it thaws.
     zk.pause();
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -731,13 +843,17 @@ async fn a_new_session_checks_versions_and_reads_only_changed_children() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (lists, reads, checks) = requests(&agent).await;
+    let (lists, reads, checks, watches) = requests(&agent).await;
     assert_eq!(
         (reads, checks),
         (10.0, 10.0),
         "every child checked, none read again"
     );
     assert!(lists >= 2.0);
+    assert_eq!(
+        watches, 2.0,
+        "the recursive watch is armed again on the new session"
+    );
     // The watches armed by the checks report changes.
     put(
         &client,

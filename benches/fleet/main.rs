@@ -14,7 +14,7 @@ mod writer;
 use agents::Fleet;
 use clap::Parser;
 use ensemble::Ensemble;
-use sinew::config::ZookeeperDiscovery;
+use sinew::config::{WatchMode, ZookeeperDiscovery};
 use std::time::{Duration, Instant};
 use writer::Writer;
 
@@ -51,6 +51,9 @@ struct Args {
     /// Coalescing window of the agents.
     #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     coalesce: Duration,
+    /// How the agents watch: `recursive` (one persistent recursive watch each) or `oneshot`.
+    #[arg(long, default_value = "recursive", value_parser = parse_watch)]
+    watch: WatchMode,
     /// Session timeout of the agents.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     session_timeout: Duration,
@@ -65,7 +68,7 @@ struct Args {
 /// Counters at one moment.
 struct Snap {
     at: Instant,
-    requests: [u64; 3],
+    requests: [u64; 4],
     propagation: Vec<(f64, u64)>,
     zk_cpu: f64,
     own_cpu: f64,
@@ -295,6 +298,7 @@ async fn run(args: Args) {
         decode: Default::default(),
         port_override: None,
         coalesce: args.coalesce,
+        watch: args.watch,
     };
     eprintln!("starting {} agents, {} at a time", args.agents, args.batch);
     let started = Instant::now();
@@ -428,4 +432,13 @@ async fn run(args: Args) {
     fleet.stop().await;
     drop(writer);
     drop(ens);
+}
+
+/// `--watch`: the name of a [`WatchMode`].
+fn parse_watch(s: &str) -> Result<WatchMode, String> {
+    match s {
+        "recursive" => Ok(WatchMode::Recursive),
+        "oneshot" => Ok(WatchMode::Oneshot),
+        _ => Err(format!("`{s}`: expected recursive or oneshot")),
+    }
 }

@@ -357,6 +357,21 @@ pub struct ZookeeperDiscovery {
     /// After a change event, how long to gather further events before re-reading (at most [`MAX_COALESCE`]).
     #[serde(default = "default_coalesce", with = "duration_serde")]
     pub coalesce: Duration,
+    /// How changes are watched.
+    #[serde(default)]
+    pub watch: WatchMode,
+}
+
+/// How ZooKeeper discovery learns of changes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    /// One persistent recursive watch on the path (ZooKeeper 3.6+): each event names the child, so a
+    /// change costs at most one read. Falls back to `oneshot` when the server does not support it.
+    #[default]
+    Recursive,
+    /// One-shot watches on the listing and on each child, re-armed by every read (any ZooKeeper).
+    Oneshot,
 }
 
 /// Longest accepted `discovery.zookeeper.coalesce`: a change is never held back longer than this.

@@ -8,6 +8,7 @@ pub mod process;
 pub mod pyhttp;
 pub mod rabbitmq;
 pub mod register;
+pub mod relay;
 pub mod tls;
 pub mod zk;
 

@@ -319,6 +319,7 @@ fn zookeeper(
         decode,
         port_override,
         coalesce: crate::config::default_coalesce(),
+        watch: Default::default(),
     }))
 }
 

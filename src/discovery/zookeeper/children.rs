@@ -1,27 +1,44 @@
-//! The children of a watched path as last read: decoded by name and version, each with its armed data
-//! watch, so that a change costs ZooKeeper only what changed.
+//! The children of a watched path as last read: decoded by name and version, so that a change costs
+//! ZooKeeper only what changed.
 //!
-//! A new child is read once; a child whose data watch fires is read again; a listing (after the child
-//! watch fires) reads only names not seen before and forgets names that are gone. On a new session
-//! every watch is gone, so each known child is re-armed with an `exists` watch whose reply (a `Stat`)
-//! tells whether it changed: only the changed ones are read again.
+//! Changes are learnt in one of two ways ([`WatchMode`]). With one persistent recursive watch on the
+//! path (ZooKeeper 3.6+), every event names its node: a new or rewritten child is read once, a deleted
+//! one is dropped without a request, and the listing is never fetched again while the connection
+//! holds. With one-shot watches (any ZooKeeper), a child watch on the path and a data watch per child
+//! are re-armed by each read: a listing reads only names not seen before and forgets names now gone.
+//!
+//! Events of a persistent watch may be lost while the connection is down (the server does not replay
+//! them), and every watch dies with its session. So after a reconnection the recursive mode lists again
+//! and checks each known child's version with `exists` (one-shot watches are re-armed by the server,
+//! which fires those that missed a change, so a listing suffices); on a new session both modes check
+//! every known child. Only children whose version changed are read again.
 
 use super::decode;
 use crate::balance::Backend;
-use crate::config::ZookeeperDiscovery;
+use crate::config::{WatchMode, ZookeeperDiscovery};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use zookeeper_client as zk;
 
 /// A one-shot watch waiting to fire.
 type Armed = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
 
+/// A pending `exists` check: the child's `Stat` (if it exists) and, in one-shot mode, its new watch.
+type Check<'a> =
+    Pin<Box<dyn Future<Output = Result<(Option<zk::Stat>, Option<Armed>), zk::Error>> + Send + 'a>>;
+
+/// A pending data read: the data, its `Stat` and, in one-shot mode, its new watch.
+type Read<'a> = Pin<
+    Box<dyn Future<Output = Result<(Vec<u8>, zk::Stat, Option<Armed>), zk::Error>> + Send + 'a>,
+>;
+
 /// Request kinds, indexes into [`crate::metrics::ZK_REQUEST_KINDS`].
 const LIST: usize = 0;
 const GET_DATA: usize = 1;
 const EXISTS: usize = 2;
+const WATCH: usize = 3;
 
 /// One child as last read.
 struct Child {
@@ -36,10 +53,12 @@ struct Child {
 /// What the next re-read must look at, gathered from fired watches.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Dirty {
-    /// List the children again (the child watch fired, the path appeared, or a reconnection).
+    /// List the children again (the path appeared or went, its child watch fired, or a reconnection).
     pub list: bool,
-    /// Read these children's data again (their data watch fired).
-    pub children: BTreeSet<String>,
+    /// Read these children's data (new, or changed).
+    pub read: BTreeSet<String>,
+    /// These children were deleted.
+    pub gone: BTreeSet<String>,
     /// A new session: every watch is gone and every known child is checked.
     pub revalidate: bool,
 }
@@ -49,24 +68,26 @@ impl Dirty {
     pub fn everything() -> Self {
         Self {
             list: true,
-            children: BTreeSet::new(),
             revalidate: true,
+            ..Self::default()
         }
     }
 
     /// Whether there is anything to read.
     pub fn any(&self) -> bool {
-        self.list || self.revalidate || !self.children.is_empty()
+        self.list || self.revalidate || !self.read.is_empty() || !self.gone.is_empty()
     }
 }
 
 /// A watch that fired.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Fired {
-    /// The child list changed, or the missing path was created.
+    /// The child list changed, or the path itself was created or deleted.
     List,
-    /// A child's data changed or the child was deleted.
-    Child(String),
+    /// A child was created or its data changed.
+    Changed(String),
+    /// A child was deleted.
+    Gone(String),
     /// The session ended: the session manager brings a new one.
     Session,
 }
@@ -76,22 +97,85 @@ pub enum Found {
     /// The backends (by child name), and the server's write time (ms since the epoch) of every child
     /// read because it was new or changed.
     Backends(Vec<Backend>, Vec<i64>),
-    /// The path does not exist; its watch fires when it is created.
+    /// The path does not exist; the watch reports its creation.
     Missing,
 }
 
 /// Requests one re-read made, by kind.
-pub type Requests = [u64; 3];
+pub type Requests = [u64; 4];
+
+/// How changes reach the watcher.
+enum Watches {
+    /// One persistent recursive watch on the path, once armed on the current session.
+    Recursive(Option<zk::PersistentWatcher>),
+    /// A one-shot child watch on the path and a one-shot data watch per child.
+    Oneshot {
+        list: Option<Armed>,
+        data: HashMap<String, Armed>,
+    },
+}
+
+impl Watches {
+    /// No watch armed yet, in `mode`.
+    fn new(mode: WatchMode) -> Self {
+        match mode {
+            WatchMode::Recursive => Self::Recursive(None),
+            WatchMode::Oneshot => Self::Oneshot {
+                list: None,
+                data: HashMap::new(),
+            },
+        }
+    }
+
+    /// Forgets every watch (they belong to a session that is gone), keeping the mode.
+    fn clear(&mut self) {
+        match self {
+            Self::Recursive(watcher) => *watcher = None,
+            Self::Oneshot { list, data } => {
+                *list = None;
+                data.clear();
+            }
+        }
+    }
+
+    /// Whether every event names its node.
+    fn recursive(&self) -> bool {
+        matches!(self, Self::Recursive(_))
+    }
+
+    /// Drops the one-shot data watches of children not in `keep`.
+    fn retain_data(&mut self, keep: impl Fn(&str) -> bool) {
+        if let Self::Oneshot { data, .. } = self {
+            data.retain(|name, _| keep(name));
+        }
+    }
+
+    /// Keeps `watch` as `name`'s data watch (one-shot mode).
+    fn arm_data(&mut self, name: &str, watch: Option<Armed>) {
+        if let (Self::Oneshot { data, .. }, Some(watch)) = (self, watch) {
+            data.insert(name.to_string(), watch);
+        }
+    }
+}
 
 /// The children of one path, and the watches that report their changes.
-#[derive(Default)]
 pub struct Children {
     known: BTreeMap<String, Child>,
-    list_watch: Option<Armed>,
-    data_watches: HashMap<String, Armed>,
+    watches: Watches,
+    /// The watched path without a trailing `/` (empty for the root).
+    base: String,
 }
 
 impl Children {
+    /// Nothing known yet about `path`, watched in `mode`.
+    pub fn new(mode: WatchMode, path: &str) -> Self {
+        Self {
+            known: BTreeMap::new(),
+            watches: Watches::new(mode),
+            base: path.trim_end_matches('/').to_string(),
+        }
+    }
+
     /// Reads what `dirty` names, arming the watches it needs; `dirty` is cleared only on success, so a
     /// failed re-read is repeated in full.
     pub async fn refresh(
@@ -105,61 +189,51 @@ impl Children {
     ) -> Result<Found, zk::Error> {
         if dirty.revalidate {
             // The watches belong to a session that is gone.
-            self.list_watch = None;
-            self.data_watches.clear();
+            self.watches.clear();
             dirty.list = true;
         }
+        // Armed before the listing, so that nothing written after it goes unreported.
+        self.arm(client, config, service, requests).await?;
+        let recursive = self.watches.recursive();
         let mut to_read: BTreeSet<String> = BTreeSet::new();
         let mut to_check: Vec<String> = Vec::new();
         if dirty.list {
-            requests[LIST] += 1;
-            let names = match client.list_and_watch_children(&config.path).await {
-                Ok((names, watch)) => {
-                    self.list_watch = Some(Box::pin(watch.changed()));
-                    names
-                }
-                Err(zk::Error::NoNode) => {
-                    requests[EXISTS] += 1;
-                    let (stat, watch) = client.check_and_watch_stat(&config.path).await?;
-                    if stat.is_some() {
-                        // Created while it was being looked at: list again.
-                        return Box::pin(
-                            self.refresh(client, config, service, dirty, requests, skipped),
-                        )
-                        .await;
-                    }
-                    self.known.clear();
-                    self.data_watches.clear();
-                    self.list_watch = Some(Box::pin(watch.changed()));
-                    *dirty = Dirty::default();
-                    return Ok(Found::Missing);
-                }
-                Err(e) => return Err(e),
+            let Some(listed) = self.list(client, &config.path, requests).await? else {
+                self.known.clear();
+                self.watches.retain_data(|_| false);
+                *dirty = Dirty::default();
+                return Ok(Found::Missing);
             };
-            let listed: BTreeSet<String> = names.into_iter().collect();
             self.known.retain(|name, _| listed.contains(name));
-            self.data_watches.retain(|name, _| listed.contains(name));
+            self.watches.retain_data(|name| listed.contains(name));
             for name in listed {
                 if !self.known.contains_key(&name) {
                     to_read.insert(name);
-                } else if dirty.revalidate {
+                } else if dirty.revalidate || recursive {
+                    // Persistent watches miss what happened while disconnected: check every child.
                     to_check.push(name);
                 }
             }
+        } else {
+            for name in &dirty.gone {
+                self.known.remove(name);
+                self.watches.retain_data(|n| n != name);
+            }
         }
+        // One-shot data watches fire only for known children; an event of the recursive watch may
+        // name a new one.
         to_read.extend(
             dirty
-                .children
+                .read
                 .iter()
-                .filter(|name| self.known.contains_key(*name))
+                .filter(|name| recursive || self.known.contains_key(*name))
                 .cloned(),
         );
         // Every request is sent when its future is created, so the checks go out back to back.
-        let base = config.path.trim_end_matches('/');
-        let checks: Vec<_> = to_check
+        let checks: Vec<(&String, Check)> = to_check
             .iter()
             .filter(|name| !to_read.contains(*name))
-            .map(|name| (name, client.check_and_watch_stat(&format!("{base}/{name}"))))
+            .map(|name| (name, self.check(client, name)))
             .collect();
         requests[EXISTS] += checks.len() as u64;
         for (name, reply) in checks {
@@ -168,8 +242,7 @@ impl Children {
                 (Some(stat), Some(known))
                     if stat.czxid == known.czxid && stat.mzxid == known.mzxid =>
                 {
-                    self.data_watches
-                        .insert(name.clone(), Box::pin(watch.changed()));
+                    self.watches.arm_data(name, watch);
                 }
                 (Some(_), _) => {
                     to_read.insert(name.clone());
@@ -179,25 +252,24 @@ impl Children {
                 }
             }
         }
-        let reads: Vec<_> = to_read
+        let reads: Vec<(&String, Read)> = to_read
             .iter()
-            .map(|name| (name, client.get_and_watch_data(&format!("{base}/{name}"))))
+            .map(|name| (name, self.read(client, name)))
             .collect();
         requests[GET_DATA] += reads.len() as u64;
         let mut written = Vec::with_capacity(reads.len());
         for (name, reply) in reads {
             let (data, stat, watch) = match reply.await {
                 Ok(found) => found,
-                // Deleted between the listing and the read (synapse#205): simply gone.
+                // Deleted between the listing (or the event) and the read (synapse#205): simply gone.
                 Err(zk::Error::NoNode) => {
                     self.known.remove(name);
-                    self.data_watches.remove(name);
+                    self.watches.retain_data(|n| n != name);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
-            self.data_watches
-                .insert(name.clone(), Box::pin(watch.changed()));
+            self.watches.arm_data(name, watch);
             let backend = match decode::decode(name, &data, &config.decode) {
                 Ok(mut backend) => {
                     if let Some(port) = config.port_override {
@@ -230,24 +302,116 @@ impl Children {
         Ok(Found::Backends(backends, written))
     }
 
-    /// Resolves with every watch that has fired; the others stay armed.
+    /// Arms the persistent recursive watch if the mode wants one and none is armed; a server without
+    /// persistent watches (before 3.6) turns the mode to one-shot for good.
+    async fn arm(
+        &mut self,
+        client: &zk::Client,
+        config: &ZookeeperDiscovery,
+        service: &str,
+        requests: &mut Requests,
+    ) -> Result<(), zk::Error> {
+        if !matches!(self.watches, Watches::Recursive(None)) {
+            return Ok(());
+        }
+        requests[WATCH] += 1;
+        match client
+            .watch(&config.path, zk::AddWatchMode::PersistentRecursive)
+            .await
+        {
+            Ok(watcher) => self.watches = Watches::Recursive(Some(watcher)),
+            Err(zk::Error::Unimplemented) => {
+                tracing::warn!(service, zk_path = %config.path, "ZooKeeper has no persistent watches (before 3.6); using one-shot watches");
+                self.watches = Watches::new(WatchMode::Oneshot);
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
+    /// Lists the path's children (arming the one-shot child watch); `None` if the path does not exist.
+    async fn list(
+        &mut self,
+        client: &zk::Client,
+        path: &str,
+        requests: &mut Requests,
+    ) -> Result<Option<BTreeSet<String>>, zk::Error> {
+        loop {
+            requests[LIST] += 1;
+            let Watches::Oneshot { list, .. } = &mut self.watches else {
+                // The recursive watch reports the path's creation.
+                return match client.list_children(path).await {
+                    Ok(names) => Ok(Some(names.into_iter().collect())),
+                    Err(zk::Error::NoNode) => Ok(None),
+                    Err(e) => Err(e),
+                };
+            };
+            match client.list_and_watch_children(path).await {
+                Ok((names, watch)) => {
+                    *list = Some(Box::pin(watch.changed()));
+                    return Ok(Some(names.into_iter().collect()));
+                }
+                Err(zk::Error::NoNode) => {
+                    requests[EXISTS] += 1;
+                    let (stat, watch) = client.check_and_watch_stat(path).await?;
+                    if stat.is_none() {
+                        *list = Some(Box::pin(watch.changed()));
+                        return Ok(None);
+                    }
+                    // Created while it was being looked at: list again.
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends an `exists` for child `name` (with a data watch in one-shot mode).
+    fn check<'a>(&self, client: &'a zk::Client, name: &str) -> Check<'a> {
+        let path = self.child_path(name);
+        if self.watches.recursive() {
+            let reply = client.check_stat(&path);
+            Box::pin(async move { Ok((reply.await?, None)) })
+        } else {
+            let reply = client.check_and_watch_stat(&path);
+            Box::pin(async move {
+                let (stat, watch) = reply.await?;
+                Ok((stat, Some(Box::pin(watch.changed()) as Armed)))
+            })
+        }
+    }
+
+    /// Sends a data read of child `name` (with a data watch in one-shot mode).
+    fn read<'a>(&self, client: &'a zk::Client, name: &str) -> Read<'a> {
+        let path = self.child_path(name);
+        if self.watches.recursive() {
+            let reply = client.get_data(&path);
+            Box::pin(async move {
+                let (data, stat) = reply.await?;
+                Ok((data, stat, None))
+            })
+        } else {
+            let reply = client.get_and_watch_data(&path);
+            Box::pin(async move {
+                let (data, stat, watch) = reply.await?;
+                Ok((data, stat, Some(Box::pin(watch.changed()) as Armed)))
+            })
+        }
+    }
+
+    /// The full path of child `name`.
+    fn child_path(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    /// Resolves with every watch that has fired (every queued event of the recursive watch); the
+    /// others stay armed.
     pub fn fired(&mut self) -> impl Future<Output = Vec<Fired>> + '_ {
         std::future::poll_fn(move |cx| {
             let mut fired = Vec::new();
-            if let Some(watch) = self.list_watch.as_mut() {
-                if let Poll::Ready(event) = watch.as_mut().poll(cx) {
-                    self.list_watch = None;
-                    fired.push(classify(event.event_type, None));
-                }
+            match &mut self.watches {
+                Watches::Recursive(watcher) => poll_recursive(watcher, &self.base, cx, &mut fired),
+                Watches::Oneshot { list, data } => poll_oneshot(list, data, cx, &mut fired),
             }
-            self.data_watches
-                .retain(|name, watch| match watch.as_mut().poll(cx) {
-                    Poll::Ready(event) => {
-                        fired.push(classify(event.event_type, Some(name)));
-                        false
-                    }
-                    Poll::Pending => true,
-                });
             if fired.is_empty() {
                 Poll::Pending
             } else {
@@ -257,23 +421,95 @@ impl Children {
     }
 }
 
-/// What a fired watch means: `child` is the child whose data watch it was.
+/// Drains the recursive watch's queued events into `fired`. After the session's terminal event the
+/// watcher is dropped: it must not be polled again, and the next session arms a new one.
+fn poll_recursive(
+    slot: &mut Option<zk::PersistentWatcher>,
+    base: &str,
+    cx: &mut Context<'_>,
+    fired: &mut Vec<Fired>,
+) {
+    while let Some(watcher) = slot.as_mut() {
+        let polled = std::pin::pin!(watcher.changed()).poll(cx);
+        let Poll::Ready(event) = polled else {
+            return;
+        };
+        if event.event_type == zk::EventType::Session {
+            if event.session_state.is_terminated() {
+                *slot = None;
+                fired.push(Fired::Session);
+            }
+            continue;
+        }
+        if let Some(f) = classify_recursive(event.event_type, &event.path, base) {
+            fired.push(f);
+        }
+    }
+}
+
+/// Collects the one-shot watches that fired into `fired`, dropping them.
+fn poll_oneshot(
+    list: &mut Option<Armed>,
+    data: &mut HashMap<String, Armed>,
+    cx: &mut Context<'_>,
+    fired: &mut Vec<Fired>,
+) {
+    if let Some(watch) = list.as_mut() {
+        if let Poll::Ready(event) = watch.as_mut().poll(cx) {
+            *list = None;
+            fired.push(classify(event.event_type, None));
+        }
+    }
+    data.retain(|name, watch| match watch.as_mut().poll(cx) {
+        Poll::Ready(event) => {
+            fired.push(classify(event.event_type, Some(name)));
+            false
+        }
+        Poll::Pending => true,
+    });
+}
+
+/// What an event of the recursive watch on `base` means; `None` for nodes below the children.
+fn classify_recursive(event: zk::EventType, path: &str, base: &str) -> Option<Fired> {
+    if path.trim_end_matches('/') == base {
+        return Some(Fired::List);
+    }
+    let name = path.strip_prefix(base)?.strip_prefix('/')?;
+    if name.is_empty() || name.contains('/') {
+        return None;
+    }
+    match event {
+        zk::EventType::NodeCreated | zk::EventType::NodeDataChanged => {
+            Some(Fired::Changed(name.to_string()))
+        }
+        zk::EventType::NodeDeleted => Some(Fired::Gone(name.to_string())),
+        zk::EventType::NodeChildrenChanged | zk::EventType::Session => None,
+    }
+}
+
+/// What a fired one-shot watch means: `child` is the child whose data watch it was.
 fn classify(event: zk::EventType, child: Option<&String>) -> Fired {
     match (event, child) {
         (zk::EventType::Session, _) => Fired::Session,
-        (_, Some(name)) => Fired::Child(name.clone()),
+        (zk::EventType::NodeDeleted, Some(name)) => Fired::Gone(name.clone()),
+        (_, Some(name)) => Fired::Changed(name.clone()),
         (_, None) => Fired::List,
     }
 }
 
 impl Dirty {
-    /// Adds what fired watches ask to be read.
+    /// Adds what fired watches ask to be read; the last event about a child decides.
     pub fn absorb(&mut self, fired: Vec<Fired>) {
         for f in fired {
             match f {
                 Fired::List => self.list = true,
-                Fired::Child(name) => {
-                    self.children.insert(name);
+                Fired::Changed(name) => {
+                    self.gone.remove(&name);
+                    self.read.insert(name);
+                }
+                Fired::Gone(name) => {
+                    self.read.remove(&name);
+                    self.gone.insert(name);
                 }
                 Fired::Session => {}
             }
@@ -289,13 +525,29 @@ mod tests {
     fn fired_watches_name_what_to_read() {
         let mut d = Dirty::default();
         assert!(!d.any());
-        d.absorb(vec![Fired::Child("b".into()), Fired::Session]);
-        assert_eq!(d.children.iter().collect::<Vec<_>>(), ["b"]);
+        d.absorb(vec![Fired::Changed("b".into()), Fired::Session]);
+        assert_eq!(d.read.iter().collect::<Vec<_>>(), ["b"]);
         assert!(!d.list && d.any());
-        d.absorb(vec![Fired::List, Fired::Child("a".into())]);
+        d.absorb(vec![Fired::List, Fired::Changed("a".into())]);
         assert!(d.list && !d.revalidate);
-        assert_eq!(d.children.len(), 2);
+        assert_eq!(d.read.len(), 2);
         assert!(Dirty::everything().revalidate && Dirty::everything().list);
+    }
+
+    #[test]
+    fn the_last_event_about_a_child_decides() {
+        let mut d = Dirty::default();
+        d.absorb(vec![Fired::Changed("a".into()), Fired::Gone("a".into())]);
+        assert!(d.read.is_empty());
+        assert_eq!(d.gone.iter().collect::<Vec<_>>(), ["a"]);
+        d.absorb(vec![Fired::Changed("a".into())]);
+        assert!(d.gone.is_empty());
+        assert_eq!(d.read.iter().collect::<Vec<_>>(), ["a"]);
+        assert!(Dirty {
+            gone: BTreeSet::from(["x".to_string()]),
+            ..Dirty::default()
+        }
+        .any());
     }
 
     #[test]
@@ -307,11 +559,51 @@ mod tests {
         );
         assert_eq!(
             classify(zk::EventType::NodeDeleted, Some(&name)),
-            Fired::Child(name.clone())
+            Fired::Gone(name.clone())
+        );
+        assert_eq!(
+            classify(zk::EventType::NodeDataChanged, Some(&name)),
+            Fired::Changed(name.clone())
         );
         assert_eq!(
             classify(zk::EventType::NodeChildrenChanged, None),
             Fired::List
         );
+    }
+
+    #[test]
+    fn recursive_events_name_direct_children_only() {
+        use zk::EventType::*;
+        let base = "/svc/web";
+        assert_eq!(
+            classify_recursive(NodeCreated, "/svc/web/n1", base),
+            Some(Fired::Changed("n1".into()))
+        );
+        assert_eq!(
+            classify_recursive(NodeDataChanged, "/svc/web/n1", base),
+            Some(Fired::Changed("n1".into()))
+        );
+        assert_eq!(
+            classify_recursive(NodeDeleted, "/svc/web/n1", base),
+            Some(Fired::Gone("n1".into()))
+        );
+        assert_eq!(
+            classify_recursive(NodeCreated, "/svc/web", base),
+            Some(Fired::List)
+        );
+        assert_eq!(
+            classify_recursive(NodeDeleted, "/svc/web", base),
+            Some(Fired::List)
+        );
+        assert_eq!(
+            classify_recursive(NodeCreated, "/svc/web/n1/deeper", base),
+            None
+        );
+        assert_eq!(classify_recursive(NodeCreated, "/svc/webx/n1", base), None);
+        assert_eq!(
+            classify_recursive(NodeCreated, "/n1", ""),
+            Some(Fired::Changed("n1".into()))
+        );
+        assert_eq!(classify_recursive(NodeDeleted, "/", ""), Some(Fired::List));
     }
 }

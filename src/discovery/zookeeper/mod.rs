@@ -1,16 +1,17 @@
 //! ZooKeeper discovery: the children of a path are the backends (Nerve or ServerSet znodes).
 //!
-//! The watcher lists the path with a one-shot child watch and reads each child with a one-shot data
-//! watch, keeping what it decoded by name and version ([`children`]). When watches fire it waits for
-//! the coalescing window (`coalesce`, 100 ms by default) so that a burst becomes one re-read and one
-//! swap, then re-reads only what changed: a listing when the child watch fired (reading only the new
-//! names), the data of the children whose data watch fired. After a reconnection of the same session
-//! (ZooKeeper re-arms its watches) it lists again; on a new session it checks every known child's
-//! version and reads only those that changed. Both wait a random part of [`RESYNC_SPREAD`] first, so a
-//! fleet reconnecting to a restarted ensemble does not re-read in the same instant. A path that does
-//! not exist yet is waited for; a malformed child is skipped with one warning per node version.
-//! Trouble talking to ZooKeeper never reaches the balancer: the last set keeps serving, and failed
-//! reads are retried with jittered exponential backoff.
+//! The watcher keeps what it decoded by name and version ([`children`]) and learns of changes from one
+//! persistent recursive watch on the path (ZooKeeper 3.6+; each event names the child, so a change
+//! costs at most one read), or from one-shot watches on the listing and on each child (`watch:
+//! oneshot`, and the fallback on older servers). When an event arrives it waits for the coalescing
+//! window (`coalesce`, 100 ms by default) so that a burst becomes one re-read and one swap, then reads
+//! only what changed. After a reconnection it lists again (checking every child's version where
+//! events may have been lost); on a new session it checks every known child's version and reads only
+//! those that changed. Both wait a random part of [`RESYNC_SPREAD`] first, so a fleet reconnecting to
+//! a restarted ensemble does not re-read in the same instant. A path that does not exist yet is waited
+//! for; a malformed child is skipped with one warning per node version. Trouble talking to ZooKeeper
+//! never reaches the balancer: the last set keeps serving, and failed reads are retried with jittered
+//! exponential backoff.
 
 mod children;
 pub mod decode;
@@ -51,7 +52,7 @@ pub async fn run(
     let skipped = ctx.metrics.zk_skipped(&service);
     let zm = ctx.metrics.zk_discovery(&service);
     let mut conn = sessions.get(&config.hosts, config.session_timeout);
-    let mut children = Children::default();
+    let mut children = Children::new(config.watch, &config.path);
     let mut dirty = Dirty::everything();
     // The session the armed watches belong to; a different one means every watch is gone.
     let mut session: Option<zk::SessionId> = None;
@@ -86,7 +87,7 @@ pub async fn run(
         }
         // Taken before the read, so a disconnect during it still reaches the gauge.
         let mut state = client.state_watcher();
-        let mut requests = [0; 3];
+        let mut requests = [0; 4];
         let found = children
             .refresh(
                 &client,
