@@ -18,6 +18,10 @@ use sinew::config::{WatchMode, ZookeeperDiscovery};
 use std::time::{Duration, Instant};
 use writer::Writer;
 
+/// The allocator of the `sinew` binary, so that the agents cost here what they cost in it.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The path of the big service.
 const PATH: &str = "/fleet/big/services";
 

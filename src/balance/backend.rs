@@ -49,11 +49,21 @@ pub struct Backend {
 impl Backend {
     /// The `host:port` key that identifies the backend across swaps (IPv6 hosts bracketed).
     pub fn key(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        let mut key = String::new();
+        self.write_key(&mut key);
+        key
+    }
+
+    /// Writes [`Backend::key`] into `buf` (cleared first), reusing its allocation.
+    pub fn write_key(&self, buf: &mut String) {
+        use std::fmt::Write;
+        buf.clear();
+        // Writing into a String cannot fail.
+        let _ = if self.host.contains(':') {
+            write!(buf, "[{}]:{}", self.host, self.port)
         } else {
-            format!("{}:{}", self.host, self.port)
-        }
+            write!(buf, "{}:{}", self.host, self.port)
+        };
     }
 
     /// The address to connect to: resolved now when the host is an IP, by name at connect time otherwise.

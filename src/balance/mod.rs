@@ -174,35 +174,47 @@ impl Balancer {
         let Some(backends) = self.fallback.apply(&self.service, backends, &current) else {
             return false;
         };
-        let mut seen = HashSet::with_capacity(backends.len());
+        // The entries taken into the new set, by address: a key met again is a duplicate, since the
+        // registry's entry for every key taken so far is the one taken.
+        let mut taken: HashSet<*const Entry> = HashSet::with_capacity(backends.len());
         let mut entries = Vec::with_capacity(backends.len());
+        let mut key = String::new();
         for backend in backends {
-            let key = backend.key();
-            if !seen.insert(key.clone()) {
+            backend.write_key(&mut key);
+            let found = reg.entries.get(key.as_str());
+            if found.is_some_and(|e| taken.contains(&Arc::as_ptr(e))) {
                 continue;
             }
-            let (stats, health, rtt) = match reg.entries.get(&key) {
-                Some(e) => (
-                    Arc::clone(&e.stats),
-                    Arc::clone(&e.health),
-                    Arc::clone(&e.rtt),
-                ),
-                None => (
-                    Arc::new(self.metrics.backend(&self.service, &key, self.http)),
-                    Arc::default(),
-                    Arc::default(),
-                ),
+            let entry = match found {
+                // The same backend as before: its entry serves on, with no allocation.
+                Some(e) if e.backend == backend => Arc::clone(e),
+                found => {
+                    let (stats, health, rtt) = match found {
+                        Some(e) => (
+                            Arc::clone(&e.stats),
+                            Arc::clone(&e.health),
+                            Arc::clone(&e.rtt),
+                        ),
+                        None => (
+                            Arc::new(self.metrics.backend(&self.service, &key, self.http)),
+                            Arc::default(),
+                            Arc::default(),
+                        ),
+                    };
+                    let entry = Arc::new(Entry {
+                        target: backend.target(),
+                        backend,
+                        key: key.clone(),
+                        stats,
+                        health,
+                        rtt,
+                        queue: Arc::clone(&self.queue),
+                    });
+                    reg.entries.insert(key.clone(), Arc::clone(&entry));
+                    entry
+                }
             };
-            let entry = Arc::new(Entry {
-                target: backend.target(),
-                backend,
-                key: key.clone(),
-                stats,
-                health,
-                rtt,
-                queue: Arc::clone(&self.queue),
-            });
-            reg.entries.insert(key, Arc::clone(&entry));
+            taken.insert(Arc::as_ptr(&entry));
             entries.push(entry);
         }
         let unchanged = current.entries().len() == entries.len()
@@ -210,7 +222,7 @@ impl Balancer {
                 .entries()
                 .iter()
                 .zip(&entries)
-                .all(|(a, b)| a.backend == b.backend);
+                .all(|(a, b)| Arc::ptr_eq(a, b) || a.backend == b.backend);
         if unchanged {
             return false;
         }
@@ -219,7 +231,7 @@ impl Balancer {
         reg.updates += 1;
         self.service_metrics.swaps.inc();
         self.service_metrics.backends.set(count as i64);
-        self.prune(&mut reg, &seen);
+        self.prune(&mut reg, &taken);
         self.swapped.send_replace(reg.updates);
         tracing::info!(service = %self.service, backends = count, "backend set swapped");
         true
@@ -297,9 +309,9 @@ impl Balancer {
     }
 
     /// Forgets entries that left the set and have no open connection.
-    fn prune(&self, reg: &mut Registry, keep: &HashSet<String>) {
+    fn prune(&self, reg: &mut Registry, keep: &HashSet<*const Entry>) {
         reg.entries.retain(|key, entry| {
-            let stay = keep.contains(key) || entry.stats.active.get() > 0;
+            let stay = keep.contains(&Arc::as_ptr(entry)) || entry.stats.active.get() > 0;
             if !stay {
                 self.metrics.forget_backend(&self.service, key);
             }
@@ -450,6 +462,35 @@ mod tests {
         b.update(vec![backend(1, 1)]);
         assert_eq!(b.view().swaps, 1);
         assert_eq!(b.metrics().swaps.get(), 1);
+    }
+
+    #[test]
+    fn a_backend_that_stays_keeps_its_entry_and_a_changed_one_its_counters() {
+        let b = balancer(Algorithm::RoundRobin);
+        b.update(vec![backend(1, 1), backend(2, 1)]);
+        let before = b.current();
+        // Port 1 stays as it is, port 2 changes weight (and comes twice), port 3 is new.
+        assert!(b.update(vec![
+            backend(1, 1),
+            backend(2, 7),
+            backend(2, 9),
+            backend(3, 1)
+        ]));
+        let after = b.current();
+        assert_eq!(ports_with_weight(&b), [(1, 100), (2, 700), (3, 100)]);
+        assert!(Arc::ptr_eq(&before.entries()[0], &after.entries()[0]));
+        assert!(!Arc::ptr_eq(&before.entries()[1], &after.entries()[1]));
+        assert!(Arc::ptr_eq(
+            &before.entries()[1].stats,
+            &after.entries()[1].stats
+        ));
+        // Port 2 left with no connection open: forgotten, so it comes back with fresh counters.
+        b.update(vec![backend(1, 1), backend(3, 1)]);
+        b.update(vec![backend(1, 1), backend(2, 7), backend(3, 1)]);
+        assert!(!Arc::ptr_eq(
+            &after.entries()[1].stats,
+            &b.current().entries()[1].stats
+        ));
     }
 
     fn ports_with_weight(b: &Balancer) -> Vec<(u16, u32)> {
