@@ -782,7 +782,16 @@ async fn changes_while_disconnected_are_caught_up(watch: &str) {
         .filter(|p| *p != 21003 && *p != 21005)
         .collect();
     want.push(22003);
-    wait_ports(&agent, want, Duration::from_secs(10)).await;
+    wait_ports(&agent, want.clone(), Duration::from_secs(10)).await;
+    // And the watch still reports what comes after.
+    put(
+        &client,
+        &format!("{PATH}/n11"),
+        &nerve("127.0.0.1", 21011, "n11"),
+    )
+    .await;
+    want.push(21011);
+    wait_ports(&agent, want, Duration::from_secs(2)).await;
     let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
     let expired = body
         .lines()

@@ -192,8 +192,12 @@ impl Children {
             self.watches.clear();
             dirty.list = true;
         }
-        // Armed before the listing, so that nothing written after it goes unreported.
-        self.arm(client, config, service, requests).await?;
+        // Armed before the listing, so that nothing written after it goes unreported. A listing after
+        // a reconnection arms the recursive watch anew: the client does not re-register persistent
+        // watches with the server when it reconnects (zookeeper-client 0.11 sends only one-shot
+        // watches in its SetWatches), so the old one may be dead.
+        self.arm(client, config, service, requests, dirty.list)
+            .await?;
         let recursive = self.watches.recursive();
         let mut to_read: BTreeSet<String> = BTreeSet::new();
         let mut to_check: Vec<String> = Vec::new();
@@ -302,17 +306,21 @@ impl Children {
         Ok(Found::Backends(backends, written))
     }
 
-    /// Arms the persistent recursive watch if the mode wants one and none is armed; a server without
-    /// persistent watches (before 3.6) turns the mode to one-shot for good.
+    /// Arms the persistent recursive watch if the mode wants one and none is armed, or anew with
+    /// `renew` (the old one is dropped once the new one is armed); a server without persistent
+    /// watches (before 3.6) turns the mode to one-shot for good.
     async fn arm(
         &mut self,
         client: &zk::Client,
         config: &ZookeeperDiscovery,
         service: &str,
         requests: &mut Requests,
+        renew: bool,
     ) -> Result<(), zk::Error> {
-        if !matches!(self.watches, Watches::Recursive(None)) {
-            return Ok(());
+        match self.watches {
+            Watches::Recursive(None) => {}
+            Watches::Recursive(Some(_)) if renew => {}
+            _ => return Ok(()),
         }
         requests[WATCH] += 1;
         match client
