@@ -69,6 +69,13 @@ impl ZooKeeper {
 
     /// Starts an ensemble of `n` servers and waits until every one serves (a leader was elected).
     pub async fn ensemble(n: usize) -> Vec<Self> {
+        Self::ensemble_with_observers(n, 0).await
+    }
+
+    /// Starts an ensemble of `voters` servers and `observers` observers (the last ones), and waits
+    /// until every one serves.
+    pub async fn ensemble_with_observers(voters: usize, observers: usize) -> Vec<Self> {
+        let n = voters + observers;
         let ports: Vec<[u16; 3]> = (0..n)
             .map(|_| {
                 [
@@ -81,12 +88,22 @@ impl ZooKeeper {
         let servers: String = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("server.{}=127.0.0.1:{}:{}\n", i + 1, p[1], p[2]))
+            .map(|(i, p)| {
+                let role = if i < voters { "" } else { ":observer" };
+                format!("server.{}=127.0.0.1:{}:{}{role}\n", i + 1, p[1], p[2])
+            })
             .collect();
         let mut nodes: Vec<Self> = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| Self::configure(p[0], &servers, Some(i + 1)))
+            .map(|(i, p)| {
+                let own = if i < voters {
+                    servers.clone()
+                } else {
+                    format!("peerType=observer\n{servers}")
+                };
+                Self::configure(p[0], &own, Some(i + 1))
+            })
             .collect();
         for node in nodes.iter_mut() {
             node.spawn();
@@ -142,7 +159,7 @@ impl ZooKeeper {
         );
     }
 
-    /// The server's mode (`standalone`, `leader`, `follower`) once it serves clients.
+    /// The server's mode (`standalone`, `leader`, `follower`, `observer`) once it serves clients.
     pub async fn mode(&self) -> Option<String> {
         let addr: SocketAddr = self.address().parse().ok()?;
         let Ok(Ok(mut s)) =
