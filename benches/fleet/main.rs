@@ -5,10 +5,14 @@
 //! the requests counted meanwhile are the fleet's re-reads). Prints, per scenario, write-to-swap delay, ZooKeeper requests per change,
 //! how the sessions came back, agents that ever held an empty set, and CPU.
 //!
+//! With `--at-rest S` it measures instead one `sinew` binary watching S services of 20 backends each,
+//! at rest: memory, CPU and ZooKeeper requests.
+//!
 //! `cargo bench --bench fleet -- --agents 1000` (see `--help`). Needs Debian's `zookeeper` and a JRE.
 
 mod agents;
 mod ensemble;
+mod rest;
 mod writer;
 
 use agents::Fleet;
@@ -64,6 +68,13 @@ struct Args {
     /// The whole run stops (and the ensemble with it) after this long.
     #[arg(long, default_value = "40m", value_parser = humantime::parse_duration)]
     limit: Duration,
+    /// Instead of the scenarios: one sinew binary watching this many services of
+    /// `--rest-backends` backends each, measured at rest.
+    #[arg(long)]
+    at_rest: Option<usize>,
+    /// Backends of each service with `--at-rest`.
+    #[arg(long, default_value_t = 20)]
+    rest_backends: usize,
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
@@ -294,6 +305,13 @@ async fn run(args: Args) {
     let mut ens = Ensemble::start(3, args.heap_mb).await;
     let hosts = ens.hosts();
     let mut writer = Writer::connect(&hosts, PATH).await;
+    if let Some(services) = args.at_rest {
+        println!(
+            "{}",
+            rest::measure(&writer, &hosts, services, args.rest_backends).await
+        );
+        return;
+    }
     writer.populate(args.backends).await;
     let config = ZookeeperDiscovery {
         hosts: hosts.clone(),

@@ -52,6 +52,17 @@ impl Writer {
         }
     }
 
+    /// A writer of another path on the same session.
+    pub fn at(&self, path: &str) -> Self {
+        Self {
+            client: self.client.clone(),
+            path: path.to_string(),
+            live: VecDeque::new(),
+            seq: self.seq,
+            newest: self.seq,
+        }
+    }
+
     /// Creates the path and `n` children, 100 per transaction.
     pub async fn populate(&mut self, n: usize) {
         self.client
