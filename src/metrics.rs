@@ -26,7 +26,7 @@ const REQUEST_COUNT_BUCKETS: [f64; 12] = [
 ];
 
 /// ZooKeeper request kinds, as `kind` label values.
-pub const ZK_REQUEST_KINDS: [&str; 4] = ["list", "get_data", "exists", "watch"];
+pub const ZK_REQUEST_KINDS: [&str; 5] = ["list", "get_data", "exists", "watch", "multi_read"];
 
 /// All metric families of one agent.
 pub struct Metrics {
@@ -259,7 +259,7 @@ fn histogram(
 /// Per-service ZooKeeper discovery children.
 pub struct ZkDiscoveryMetrics {
     /// Requests by kind, in the order of [`ZK_REQUEST_KINDS`].
-    pub requests: [IntCounter; 4],
+    pub requests: [IntCounter; 5],
     /// Requests made by each re-read.
     pub requests_per_read: Histogram,
     /// Delay from a znode's write to the swap that applied it.

@@ -608,22 +608,16 @@ async fn discovery_continues_when_the_ensemble_loses_its_leader() {
     .await;
 }
 
-/// The ZooKeeper requests of service `web` so far: (list, get_data, exists, watch).
-async fn requests(agent: &Agent) -> (f64, f64, f64, f64) {
+/// The ZooKeeper requests of service `web` so far: list, get_data, exists, watch, multi_read.
+async fn requests(agent: &Agent) -> [f64; 5] {
     let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
-    let kind = |k: &str| {
+    ["list", "get_data", "exists", "watch", "multi_read"].map(|k| {
         metric(
             &body,
             &format!("sinew_discovery_zookeeper_requests_total{{kind=\"{k}\",service=\"web\"}}"),
         )
         .unwrap_or(0.0)
-    };
-    (
-        kind("list"),
-        kind("get_data"),
-        kind("exists"),
-        kind("watch"),
-    )
+    })
 }
 
 /// Observations in the write-to-swap histogram of service `web`.
@@ -651,10 +645,10 @@ async fn put_many(client: &zookeeper_client::Client, n: u16) {
 
 /// The requests a watcher in `watch` mode has made after each step of [`change_costs`].
 struct Costs {
-    first: (f64, f64, f64, f64),
-    rewritten: (f64, f64, f64, f64),
-    added: (f64, f64, f64, f64),
-    deleted: (f64, f64, f64, f64),
+    first: [f64; 5],
+    rewritten: [f64; 5],
+    added: [f64; 5],
+    deleted: [f64; 5],
 }
 
 /// Reads 20 children, then rewrites one, adds one and deletes one, checking the requests after each.
@@ -717,14 +711,14 @@ async fn change_costs(watch: &str, want: Costs) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_reads_only_the_children_that_changed() {
     // The recursive watch names each child: a new one is read, a deleted one costs nothing, and the
-    // listing is never fetched again.
+    // listing is never fetched again. The first read fetches the 20 children in one multi-read.
     change_costs(
         "recursive",
         Costs {
-            first: (1.0, 20.0, 0.0, 1.0),
-            rewritten: (1.0, 21.0, 0.0, 1.0),
-            added: (1.0, 22.0, 0.0, 1.0),
-            deleted: (1.0, 22.0, 0.0, 1.0),
+            first: [1.0, 0.0, 0.0, 1.0, 1.0],
+            rewritten: [1.0, 1.0, 0.0, 1.0, 1.0],
+            added: [1.0, 2.0, 0.0, 1.0, 1.0],
+            deleted: [1.0, 2.0, 0.0, 1.0, 1.0],
         },
     )
     .await;
@@ -736,10 +730,10 @@ async fn with_oneshot_watches_a_change_reads_only_the_children_that_changed() {
     change_costs(
         "oneshot",
         Costs {
-            first: (1.0, 20.0, 0.0, 0.0),
-            rewritten: (1.0, 21.0, 0.0, 0.0),
-            added: (2.0, 22.0, 0.0, 0.0),
-            deleted: (3.0, 22.0, 0.0, 0.0),
+            first: [1.0, 20.0, 0.0, 0.0, 0.0],
+            rewritten: [1.0, 21.0, 0.0, 0.0, 0.0],
+            added: [2.0, 22.0, 0.0, 0.0, 0.0],
+            deleted: [3.0, 22.0, 0.0, 0.0, 0.0],
         },
     )
     .await;
@@ -832,38 +826,47 @@ async fn a_znode_deleted_and_created_again_under_its_name_is_read_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_session_checks_versions_and_reads_only_changed_children() {
+async fn many_children_are_read_in_batches() {
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put_many(&client, 450).await;
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, (21000..21450).collect(), Duration::from_secs(10)).await;
+    // 200 + 200 + 50 reads in three requests.
+    assert_eq!(requests(&agent).await, [1.0, 0.0, 0.0, 1.0, 3.0]);
+}
+
+/// Expires the agent's session with 10 children known, in `watch` mode: the new session fetches
+/// what it needs to learn which children changed (`after`, the requests so far), decodes none again,
+/// and its watch reports the next change (one more `get_data`).
+async fn new_session_costs(watch: &str, first: [f64; 5], after: [f64; 5]) {
     let zk = ZooKeeper::start().await;
     let client = zk.client().await;
     put_many(&client, 10).await;
-    let agent = start(&zk, "").await;
+    let agent = start_with(
+        &zk.address(),
+        &format!("session_timeout: 1s, watch: {watch}"),
+        "",
+    )
+    .await;
     wait_ports(&agent, (21000..21010).collect(), Duration::from_secs(5)).await;
-    assert_eq!(requests(&agent).await, (1.0, 10.0, 0.0, 1.0));
+    assert_eq!(requests(&agent).await, first);
     // Frozen past the 1 s session timeout: the server expires sinew's session when it thaws.
     zk.pause();
     tokio::time::sleep(Duration::from_secs(3)).await;
     zk.resume();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while requests(&agent).await.2 < 10.0 {
+    // The listing of the new session comes first, then the checks.
+    let revalidated = |r: [f64; 5]| r[0] >= 2.0 && r[1..] == after[1..];
+    while !revalidated(requests(&agent).await) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "no re-validation: {:?}",
+            "no re-validation: {:?}, want {after:?}",
             requests(&agent).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (lists, reads, checks, watches) = requests(&agent).await;
-    assert_eq!(
-        (reads, checks),
-        (10.0, 10.0),
-        "every child checked, none read again"
-    );
-    assert!(lists >= 2.0);
-    assert_eq!(
-        watches, 2.0,
-        "the recursive watch is armed again on the new session"
-    );
-    // The watches armed by the checks report changes.
+    assert_eq!(propagations(&agent).await, 0.0, "no child decoded again");
     put(
         &client,
         &format!("{PATH}/n03"),
@@ -873,5 +876,27 @@ async fn a_new_session_checks_versions_and_reads_only_changed_children() {
     let mut want: Vec<u16> = (21000..21010).filter(|p| *p != 21003).collect();
     want.push(22003);
     wait_ports(&agent, want, Duration::from_secs(5)).await;
-    assert_eq!(requests(&agent).await.1, 11.0);
+    assert_eq!(requests(&agent).await[1], after[1] + 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_fetches_children_in_a_batch_and_decodes_only_changed_ones() {
+    // A new recursive watch, one listing, one multi-read of the 10 children.
+    new_session_costs(
+        "recursive",
+        [1.0, 0.0, 0.0, 1.0, 1.0],
+        [2.0, 0.0, 0.0, 2.0, 2.0],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_oneshot_watches_a_new_session_checks_versions_and_reads_only_changed_children() {
+    // One listing and an `exists` per child (arming its data watch), no data read.
+    new_session_costs(
+        "oneshot",
+        [1.0, 10.0, 0.0, 0.0, 0.0],
+        [2.0, 10.0, 10.0, 0.0, 0.0],
+    )
+    .await;
 }

@@ -164,7 +164,7 @@ impl Fleet {
     }
 
     /// Fleet total of discovery's ZooKeeper requests, by kind (list, get_data, exists).
-    pub fn requests(&self) -> [u64; 4] {
+    pub fn requests(&self) -> [u64; 5] {
         self.metrics.zk_discovery(SERVICE).requests.map(|c| c.get())
     }
 

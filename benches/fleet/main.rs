@@ -83,7 +83,7 @@ struct Args {
 /// Counters at one moment.
 struct Snap {
     at: Instant,
-    requests: [u64; 4],
+    requests: [u64; 5],
     propagation: Vec<(f64, u64)>,
     zk_cpu: f64,
     own_cpu: f64,

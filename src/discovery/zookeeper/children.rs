@@ -8,10 +8,12 @@
 //! are re-armed by each read: a listing reads only names not seen before and forgets names now gone.
 //!
 //! Events of a persistent watch may be lost while the connection is down (the server does not replay
-//! them), and every watch dies with its session. So after a reconnection the recursive mode lists again
-//! and checks each known child's version with `exists` (one-shot watches are re-armed by the server,
-//! which fires those that missed a change, so a listing suffices); on a new session both modes check
-//! every known child. Only children whose version changed are read again.
+//! them), and every watch dies with its session. So after a reconnection the recursive mode lists
+//! again and fetches every known child's data in multi-read batches (a few requests for hundreds of
+//! children; multi-read, like persistent watches, is ZooKeeper 3.6+); one-shot watches are re-armed by
+//! the server, which fires those that missed a change, so a listing suffices there. On a new session
+//! the one-shot mode checks every known child with `exists`. Either way only children whose version
+//! changed are decoded again.
 
 use super::decode;
 use crate::balance::Backend;
@@ -25,20 +27,20 @@ use zookeeper_client as zk;
 /// A one-shot watch waiting to fire.
 type Armed = Pin<Box<dyn Future<Output = zk::WatchedEvent> + Send>>;
 
-/// A pending `exists` check: the child's `Stat` (if it exists) and, in one-shot mode, its new watch.
-type Check<'a> =
-    Pin<Box<dyn Future<Output = Result<(Option<zk::Stat>, Option<Armed>), zk::Error>> + Send + 'a>>;
-
-/// A pending data read: the data, its `Stat` and, in one-shot mode, its new watch.
-type Read<'a> = Pin<
-    Box<dyn Future<Output = Result<(Vec<u8>, zk::Stat, Option<Armed>), zk::Error>> + Send + 'a>,
->;
+/// Most reads in one multi-read request.
+const MULTI_READ_OPS: usize = 200;
+/// A multi-read request is closed once its children's data, by their last known size, adds up to
+/// this, so that a reply stays a few hundred KiB.
+const MULTI_READ_BYTES: usize = 256 * 1024;
+/// The size assumed for a child not read before.
+const UNKNOWN_BYTES: usize = 1024;
 
 /// Request kinds, indexes into [`crate::metrics::ZK_REQUEST_KINDS`].
 const LIST: usize = 0;
 const GET_DATA: usize = 1;
 const EXISTS: usize = 2;
 const WATCH: usize = 3;
+const MULTI_READ: usize = 4;
 
 /// One child as last read.
 struct Child {
@@ -46,6 +48,8 @@ struct Child {
     czxid: i64,
     /// Zxid of the last data change.
     mzxid: i64,
+    /// Size of its data.
+    bytes: usize,
     /// The decoded backend; `None` for a malformed node (skipped).
     backend: Option<Backend>,
 }
@@ -102,7 +106,7 @@ pub enum Found {
 }
 
 /// Requests one re-read made, by kind.
-pub type Requests = [u64; 4];
+pub type Requests = [u64; 5];
 
 /// How changes reach the watcher.
 enum Watches {
@@ -151,8 +155,8 @@ impl Watches {
     }
 
     /// Keeps `watch` as `name`'s data watch (one-shot mode).
-    fn arm_data(&mut self, name: &str, watch: Option<Armed>) {
-        if let (Self::Oneshot { data, .. }, Some(watch)) = (self, watch) {
+    fn arm_data(&mut self, name: &str, watch: Armed) {
+        if let Self::Oneshot { data, .. } = self {
             data.insert(name.to_string(), watch);
         }
     }
@@ -233,69 +237,73 @@ impl Children {
                 .filter(|name| recursive || self.known.contains_key(*name))
                 .cloned(),
         );
-        // Every request is sent when its future is created, so the checks go out back to back.
-        let checks: Vec<(&String, Check)> = to_check
-            .iter()
-            .filter(|name| !to_read.contains(*name))
-            .map(|name| (name, self.check(client, name)))
-            .collect();
-        requests[EXISTS] += checks.len() as u64;
-        for (name, reply) in checks {
-            let (stat, watch) = reply.await?;
-            match (stat, self.known.get(name)) {
-                (Some(stat), Some(known))
-                    if stat.czxid == known.czxid && stat.mzxid == known.mzxid =>
-                {
-                    self.watches.arm_data(name, watch);
-                }
-                (Some(_), _) => {
-                    to_read.insert(name.clone());
-                }
-                (None, _) => {
-                    self.known.remove(name);
+        let mut written = Vec::new();
+        if recursive {
+            // Checks and reads alike fetch the data, batched: an unchanged child is not decoded again.
+            to_check.retain(|name| !to_read.contains(name));
+            let names: Vec<String> = to_check.into_iter().chain(to_read).collect();
+            let nodes: Vec<(String, usize)> = names
+                .iter()
+                .map(|name| {
+                    let bytes = self.known.get(name).map_or(UNKNOWN_BYTES, |c| c.bytes);
+                    (self.child_path(name), bytes)
+                })
+                .collect();
+            let fetched = fetch(client, &nodes, requests).await?;
+            for (name, found) in names.iter().zip(fetched) {
+                match found {
+                    Some((data, stat)) => {
+                        written.extend(self.store(name, &data, &stat, config, service, skipped))
+                    }
+                    // Deleted after the listing or the event (synapse#205): simply gone.
+                    None => {
+                        self.known.remove(name);
+                    }
                 }
             }
-        }
-        let reads: Vec<(&String, Read)> = to_read
-            .iter()
-            .map(|name| (name, self.read(client, name)))
-            .collect();
-        requests[GET_DATA] += reads.len() as u64;
-        let mut written = Vec::with_capacity(reads.len());
-        for (name, reply) in reads {
-            let (data, stat, watch) = match reply.await {
-                Ok(found) => found,
-                // Deleted between the listing (or the event) and the read (synapse#205): simply gone.
-                Err(zk::Error::NoNode) => {
-                    self.known.remove(name);
-                    self.watches.retain_data(|n| n != name);
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            self.watches.arm_data(name, watch);
-            let backend = match decode::decode(name, &data, &config.decode) {
-                Ok(mut backend) => {
-                    if let Some(port) = config.port_override {
-                        backend.port = port;
+        } else {
+            // Every request is sent when its future is created, so the checks go out back to back.
+            let checks: Vec<_> = to_check
+                .iter()
+                .filter(|name| !to_read.contains(*name))
+                .map(|name| (name, client.check_and_watch_stat(&self.child_path(name))))
+                .collect();
+            requests[EXISTS] += checks.len() as u64;
+            for (name, reply) in checks {
+                let (stat, watch) = reply.await?;
+                match (stat, self.known.get(name)) {
+                    (Some(stat), Some(known))
+                        if stat.czxid == known.czxid && stat.mzxid == known.mzxid =>
+                    {
+                        self.watches.arm_data(name, Box::pin(watch.changed()));
                     }
-                    Some(backend)
+                    (Some(_), _) => {
+                        to_read.insert(name.clone());
+                    }
+                    (None, _) => {
+                        self.known.remove(name);
+                    }
                 }
-                Err(e) => {
-                    skipped.inc();
-                    tracing::warn!(service, zk_path = %config.path, node = %name, error = %e, "skipping malformed znode");
-                    None
-                }
-            };
-            written.push(stat.mtime);
-            self.known.insert(
-                name.clone(),
-                Child {
-                    czxid: stat.czxid,
-                    mzxid: stat.mzxid,
-                    backend,
-                },
-            );
+            }
+            let reads: Vec<_> = to_read
+                .iter()
+                .map(|name| (name, client.get_and_watch_data(&self.child_path(name))))
+                .collect();
+            requests[GET_DATA] += reads.len() as u64;
+            for (name, reply) in reads {
+                let (data, stat, watch) = match reply.await {
+                    Ok(found) => found,
+                    // Deleted between the listing and the read (synapse#205): simply gone.
+                    Err(zk::Error::NoNode) => {
+                        self.known.remove(name);
+                        self.watches.retain_data(|n| n != name);
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                self.watches.arm_data(name, Box::pin(watch.changed()));
+                written.extend(self.store(name, &data, &stat, config, service, skipped));
+            }
         }
         *dirty = Dirty::default();
         let backends = self
@@ -373,37 +381,47 @@ impl Children {
         }
     }
 
-    /// Sends an `exists` for child `name` (with a data watch in one-shot mode).
-    fn check<'a>(&self, client: &'a zk::Client, name: &str) -> Check<'a> {
-        let path = self.child_path(name);
-        if self.watches.recursive() {
-            let reply = client.check_stat(&path);
-            Box::pin(async move { Ok((reply.await?, None)) })
-        } else {
-            let reply = client.check_and_watch_stat(&path);
-            Box::pin(async move {
-                let (stat, watch) = reply.await?;
-                Ok((stat, Some(Box::pin(watch.changed()) as Armed)))
-            })
+    /// Keeps what child `name` holds now, decoded, unless it is the version already known; the
+    /// write time (ms since the epoch) of a new or changed child.
+    fn store(
+        &mut self,
+        name: &str,
+        data: &[u8],
+        stat: &zk::Stat,
+        config: &ZookeeperDiscovery,
+        service: &str,
+        skipped: &prometheus::IntCounter,
+    ) -> Option<i64> {
+        if self
+            .known
+            .get(name)
+            .is_some_and(|c| c.czxid == stat.czxid && c.mzxid == stat.mzxid)
+        {
+            return None;
         }
-    }
-
-    /// Sends a data read of child `name` (with a data watch in one-shot mode).
-    fn read<'a>(&self, client: &'a zk::Client, name: &str) -> Read<'a> {
-        let path = self.child_path(name);
-        if self.watches.recursive() {
-            let reply = client.get_data(&path);
-            Box::pin(async move {
-                let (data, stat) = reply.await?;
-                Ok((data, stat, None))
-            })
-        } else {
-            let reply = client.get_and_watch_data(&path);
-            Box::pin(async move {
-                let (data, stat, watch) = reply.await?;
-                Ok((data, stat, Some(Box::pin(watch.changed()) as Armed)))
-            })
-        }
+        let backend = match decode::decode(name, data, &config.decode) {
+            Ok(mut backend) => {
+                if let Some(port) = config.port_override {
+                    backend.port = port;
+                }
+                Some(backend)
+            }
+            Err(e) => {
+                skipped.inc();
+                tracing::warn!(service, zk_path = %config.path, node = %name, error = %e, "skipping malformed znode");
+                None
+            }
+        };
+        self.known.insert(
+            name.to_string(),
+            Child {
+                czxid: stat.czxid,
+                mzxid: stat.mzxid,
+                bytes: data.len(),
+                backend,
+            },
+        );
+        Some(stat.mtime)
     }
 
     /// The full path of child `name`.
@@ -427,6 +445,62 @@ impl Children {
             }
         })
     }
+}
+
+/// Reads the data of `nodes` (paths, with their expected sizes), in order, `None` for one that does
+/// not exist: one `get_data` for a single node, multi-read requests (ZooKeeper 3.6+, like
+/// persistent watches) for more, sent back to back.
+async fn fetch(
+    client: &zk::Client,
+    nodes: &[(String, usize)],
+    requests: &mut Requests,
+) -> Result<Vec<Option<(Vec<u8>, zk::Stat)>>, zk::Error> {
+    if let [(path, _)] = nodes {
+        requests[GET_DATA] += 1;
+        return match client.get_data(path).await {
+            Ok(found) => Ok(vec![Some(found)]),
+            Err(zk::Error::NoNode) => Ok(vec![None]),
+            Err(e) => Err(e),
+        };
+    }
+    let mut pending = Vec::new();
+    let mut reader = client.new_multi_reader();
+    let (mut ops, mut bytes) = (0, 0);
+    for (i, (path, size)) in nodes.iter().enumerate() {
+        reader.add_get_data(path)?;
+        ops += 1;
+        bytes += size;
+        if ops == MULTI_READ_OPS || bytes >= MULTI_READ_BYTES || i + 1 == nodes.len() {
+            pending.push((ops, reader.commit()));
+            (ops, bytes) = (0, 0);
+        }
+    }
+    requests[MULTI_READ] += pending.len() as u64;
+    let mut fetched = Vec::with_capacity(nodes.len());
+    for (ops, reply) in pending {
+        let results = reply.await?;
+        if results.len() != ops {
+            return Err(zk::Error::UnexpectedError(format!(
+                "multi-read of {ops} nodes answered {} results",
+                results.len()
+            )));
+        }
+        for result in results {
+            fetched.push(match result {
+                zk::MultiReadResult::Data { data, stat } => Some((data, stat)),
+                zk::MultiReadResult::Error {
+                    err: zk::Error::NoNode,
+                } => None,
+                zk::MultiReadResult::Error { err } => return Err(err),
+                _ => {
+                    return Err(zk::Error::UnexpectedError(
+                        "multi-read answered something other than data".into(),
+                    ))
+                }
+            });
+        }
+    }
+    Ok(fetched)
 }
 
 /// Drains the recursive watch's queued events into `fired`. After the session's terminal event the

@@ -87,7 +87,7 @@ pub async fn run(
         }
         // Taken before the read, so a disconnect during it still reaches the gauge.
         let mut state = client.state_watcher();
-        let mut requests = [0; 4];
+        let mut requests = [0; 5];
         let found = children
             .refresh(
                 &client,
