@@ -148,6 +148,34 @@ impl Fleet {
             .count()
     }
 
+    /// The agents that do not hold `host` (at most five): when their balancer was last updated and
+    /// when their session came back, in seconds before now.
+    pub fn laggards(&self, host: &str) -> String {
+        let now = std::time::SystemTime::now();
+        self.balancers
+            .iter()
+            .zip(&self.seen)
+            .enumerate()
+            .filter(|(_, (b, _))| !b.current().entries().iter().any(|e| e.backend.host == host))
+            .take(5)
+            .map(|(i, (b, s))| {
+                let updated = b.view().last_update_unix.map(|t| {
+                    let t = std::time::UNIX_EPOCH + Duration::from_secs_f64(t.max(0.0));
+                    now.duration_since(t).unwrap_or_default().as_secs()
+                });
+                let back: Vec<u64> = s
+                    .sessions
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.elapsed().as_secs())
+                    .collect();
+                format!("agent {i}: updated {updated:?} s ago, sessions back {back:?} s ago")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// For each agent, the first time its session came back after `since` (none if it did not).
     pub fn sessions_back(&self, since: Instant) -> Vec<Option<Instant>> {
         self.seen

@@ -228,6 +228,14 @@ async fn converge(fleet: &Fleet, host: &str) -> f64 {
     while fleet.holding(host) < fleet.len() && start.elapsed() < Duration::from_secs(120) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let holding = fleet.holding(host);
+    if holding < fleet.len() {
+        eprintln!(
+            "only {holding} of {} agents hold the newest backend after 120 s; {}",
+            fleet.len(),
+            fleet.laggards(host)
+        );
+    }
     start.elapsed().as_secs_f64()
 }
 
