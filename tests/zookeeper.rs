@@ -808,6 +808,66 @@ async fn changes_while_disconnected_are_caught_up_with_oneshot_watches() {
     changes_while_disconnected_are_caught_up("oneshot").await;
 }
 
+/// The `reconnected` session events an agent has counted.
+async fn reconnections(agent: &Agent) -> f64 {
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    body.lines()
+        .filter(|l| {
+            l.starts_with("sinew_discovery_zookeeper_session_events_total")
+                && l.contains("event=\"reconnected\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A reconnection that happens while a change waits out the coalescing window is not missed: the
+/// re-read after the window lists again (and arms the recursive watch anew), so what was written
+/// while disconnected arrives, and so does what is written afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnection_within_the_coalescing_window_is_caught_up() {
+    let zk = ZooKeeper::start().await;
+    let client = zk.client().await;
+    put_many(&client, 3).await;
+    let target: std::net::SocketAddr = zk.address().parse().expect("zk address");
+    let relay = Relay::start(target).await;
+    let at = relay.addr;
+    let agent = start_with(&at.to_string(), "session_timeout: 6s, coalesce: 5s", "").await;
+    wait_ports(&agent, (21000..21003).collect(), Duration::from_secs(5)).await;
+    // A change opens the window; the connection drops and comes back within it.
+    let opened = tokio::time::Instant::now();
+    put(
+        &client,
+        &format!("{PATH}/n03"),
+        &nerve("127.0.0.1", 21003, "n03"),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(relay);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    put(
+        &client,
+        &format!("{PATH}/n04"),
+        &nerve("127.0.0.1", 21004, "n04"),
+    )
+    .await;
+    let _back = Relay::start_on(at, target).await;
+    while reconnections(&agent).await < 1.0 {
+        assert!(
+            opened.elapsed() < Duration::from_millis(4500),
+            "the agent did not reconnect within the coalescing window"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_ports(&agent, (21000..21005).collect(), Duration::from_secs(10)).await;
+    put(
+        &client,
+        &format!("{PATH}/n05"),
+        &nerve("127.0.0.1", 21005, "n05"),
+    )
+    .await;
+    wait_ports(&agent, (21000..21006).collect(), Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_znode_deleted_and_created_again_under_its_name_is_read_again() {
     let zk = ZooKeeper::start().await;

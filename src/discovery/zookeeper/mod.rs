@@ -56,6 +56,9 @@ pub async fn run(
     let mut dirty = Dirty::everything();
     // The session the armed watches belong to; a different one means every watch is gone.
     let mut session: Option<zk::SessionId> = None;
+    // The connection epoch of the last successful read; a different one means a reconnection
+    // since, which may have lost events and the recursive watch, however the change was noticed.
+    let mut read_epoch: Option<u64> = None;
     // Propagation is recorded for changes, not for the first read of what already existed.
     let mut loaded = false;
     let mut retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
@@ -72,7 +75,7 @@ pub async fn run(
         }
         let working = busy.start(config.session_timeout * 3);
         crate::fault::point("zookeeper_discovery", &service).await;
-        let Conn { client, .. } = conn.borrow_and_update().clone();
+        let Conn { client, epoch } = conn.borrow_and_update().clone();
         let Some(client) = client else {
             drop(working);
             connected.set(0);
@@ -84,6 +87,9 @@ pub async fn run(
         };
         if session != Some(client.session_id()) {
             dirty = Dirty::everything();
+        }
+        if read_epoch != Some(epoch) {
+            dirty.list = true;
         }
         // Taken before the read, so a disconnect during it still reaches the gauge.
         let mut state = client.state_watcher();
@@ -102,6 +108,7 @@ pub async fn run(
         match found {
             Ok(Found::Backends(backends, written)) => {
                 session = Some(client.session_id());
+                read_epoch = Some(epoch);
                 retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
                 ctx.metrics.zk_znodes(&service).set(backends.len() as i64);
                 if ctx.balancer.update(backends) && loaded {
@@ -118,6 +125,7 @@ pub async fn run(
             }
             Ok(Found::Missing) => {
                 session = Some(client.session_id());
+                read_epoch = Some(epoch);
                 tracing::warn!(service = %service, zk_path = %config.path, "path does not exist; waiting for it");
                 ctx.balancer.update(Vec::new());
                 loaded = true;
@@ -146,7 +154,6 @@ pub async fn run(
                     if r.is_err() {
                         return;
                     }
-                    dirty.list = true;
                     resync = true;
                     break;
                 }
