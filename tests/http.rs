@@ -127,6 +127,49 @@ async fn requests_balance_per_request_over_pooled_connections() {
     );
 }
 
+/// Responses without a body (HEAD, 204) give their connection back to the pool like any other, and
+/// an idle pooled connection is closed once `pool_idle` has passed.
+#[tokio::test]
+async fn bodiless_responses_reuse_the_connection_and_idle_ones_expire() {
+    let a = HttpBackend::start("a").await;
+    let agent = agent(&config(
+        &[a.hostport()],
+        "    timeouts: { pool_idle: 500ms }\n",
+    ))
+    .await;
+    let addr = agent.service_addr("web").unwrap();
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(send(&c, addr, Method::HEAD, "/", "").await.status, 200);
+        assert_eq!(get(&c, addr, "/status/204").await.status, 204);
+        assert_eq!(get(&c, addr, "/").await.body, "a");
+    }
+    assert_eq!(a.requests(), 15);
+    assert_eq!(
+        a.connections(),
+        1,
+        "every request reused the first connection"
+    );
+    let open = format!(
+        "sinew_backend_http_connections_open{{backend=\"{}\",service=\"web\"}}",
+        a.hostport()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while metric(&metrics(&agent).await, &open) != Some(0.0) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle connection outlived pool_idle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(&c, addr, "/").await.body, "a");
+    assert_eq!(
+        a.connections(),
+        2,
+        "a new connection after the idle one closed"
+    );
+}
+
 #[tokio::test]
 async fn each_failure_has_its_status_and_marker() {
     let dead = dead_addr().await;

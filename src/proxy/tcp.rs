@@ -93,7 +93,11 @@ fn fail(proxy: &ServiceProxy, pick: &Pick, error: &str) {
 
 /// Connects to a backend, with TLS when the service originates it (the handshake counts as part of
 /// the connect, so a backend that fails it is retried like one that refuses).
-async fn dial(proxy: &ServiceProxy, target: &Target, host: &str) -> io::Result<Box<dyn Io>> {
+pub(crate) async fn dial(
+    proxy: &ServiceProxy,
+    target: &Target,
+    host: &str,
+) -> io::Result<Box<dyn Io>> {
     let stream = match target {
         Target::Addr(addr) => TcpStream::connect(addr).await?,
         Target::Name(name) => TcpStream::connect(name.as_str()).await?,

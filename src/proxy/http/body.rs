@@ -1,11 +1,13 @@
 //! Body types of the HTTP path, and a response body that keeps its backend counted as busy until the
-//! response has been fully sent (least-conn counts in-flight requests, not connections).
+//! response has been fully sent (least-conn counts in-flight requests, not connections) and then gives
+//! its connection back to the pool.
 
+use super::upstream::Lease;
 use crate::balance::Pick;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,18 +33,29 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// A body that holds a [`Pick`] (the backend's in-flight count) until it ends or is dropped.
+/// A backend's response body that holds the backend's [`Pick`] (its in-flight count) until it ends
+/// or is dropped, and gives its pooled connection back once it has been read to its end.
 pub struct Guarded {
-    inner: ProxyBody,
+    inner: Incoming,
     pick: Option<Pick>,
+    lease: Option<Lease>,
 }
 
 impl Guarded {
-    /// Wraps `inner`, releasing `pick` at the end of the stream.
-    pub fn new(inner: ProxyBody, pick: Pick) -> Self {
+    /// Wraps `inner`, releasing `pick` at the end of the stream and `lease` to its pool.
+    pub fn new(inner: Incoming, pick: Pick, lease: Option<Lease>) -> Self {
         Self {
             inner,
             pick: Some(pick),
+            lease,
+        }
+    }
+
+    /// The body has ended: the backend is done, and its connection can take another request.
+    fn done(&mut self) {
+        self.pick = None;
+        if let Some(lease) = self.lease.take() {
+            lease.release();
         }
     }
 }
@@ -56,10 +69,16 @@ impl Body for Guarded {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            self.pick = None;
+        match &polled {
+            Poll::Ready(None) => self.done(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
+            Poll::Ready(Some(Err(_))) => {
+                self.pick = None;
+                self.lease = None;
+            }
+            _ => {}
         }
-        polled
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -68,5 +87,15 @@ impl Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+impl Drop for Guarded {
+    /// A body never polled because it was empty (HEAD, 204, 304, `Content-Length: 0`) has still been
+    /// read to its end; one dropped before its end closes its connection.
+    fn drop(&mut self) {
+        if self.inner.is_end_stream() {
+            self.done();
+        }
     }
 }

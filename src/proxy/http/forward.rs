@@ -3,8 +3,9 @@
 
 use super::body::{boxed, full, Guarded, ProxyBody};
 use super::errors::LocalReply;
-use super::{headers, tunnel, HttpProxy};
-use crate::balance::{Balancer, Pick, Unavailable};
+use super::upstream::{Failure, Lease};
+use super::{headers, tunnel, Client, HttpProxy};
+use crate::balance::{Pick, Unavailable};
 use crate::config::{RetryOn, UpstreamProtocol};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
@@ -26,9 +27,19 @@ enum ReqBody {
     Streaming(Option<Incoming>),
 }
 
-/// What one attempt came to.
+/// A response from a backend, with what it holds: the backend's pick (its in-flight count) and,
+/// from sinew's own HTTP/1 pool, the connection to give back once the body has been read.
+struct Exchanged {
+    resp: Response<Incoming>,
+    pick: Pick,
+    lease: Option<Lease>,
+}
+
+/// What one attempt came to. Not boxed: it lives on the stack for one attempt, and a box would be an
+/// allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Attempt {
-    Response(Response<Incoming>, Pick),
+    Response(Exchanged),
     Failed(LocalReply),
 }
 
@@ -73,7 +84,7 @@ pub async fn handle(
     let retries = &proxy.retries;
     let mut tried: Vec<usize> = Vec::new();
     let mut last = LocalReply::NoBackend;
-    let mut last_response: Option<(Response<Incoming>, Pick)> = None;
+    let mut last_response: Option<Exchanged> = None;
     let mut _retry_slot = None;
     let mut attempts = 0;
     for attempt in 0..=retries.attempts {
@@ -116,16 +127,7 @@ pub async fn handle(
         tried.push(pick.index);
         let replayable = matches!(body, ReqBody::Replayable(_));
         let more = attempt < retries.attempts && replayable;
-        match send(
-            http,
-            &proxy.balancer,
-            &parts,
-            attempt_body,
-            pick,
-            proxy.timeouts.request,
-        )
-        .await
-        {
+        match send(http, &proxy, &parts, attempt_body, pick).await {
             Attempt::Failed(LocalReply::ConnectFailure) => last = LocalReply::ConnectFailure,
             Attempt::Failed(f @ LocalReply::Reset)
                 if idempotent && retries.on.contains(&RetryOn::Reset) =>
@@ -143,24 +145,23 @@ pub async fn handle(
                 last = f;
                 break;
             }
-            Attempt::Response(resp, pick)
-                if more && idempotent && retry_status(resp.status(), retries) =>
+            Attempt::Response(exchanged)
+                if more && idempotent && retry_status(exchanged.resp.status(), retries) =>
             {
-                last_response = Some((resp, pick));
+                last_response = Some(exchanged);
             }
-            Attempt::Response(resp, pick) => {
-                last_response = Some((resp, pick));
+            Attempt::Response(exchanged) => {
+                last_response = Some(exchanged);
                 break;
             }
         }
     }
     // The last response received is passed on, whether or not it was one worth retrying.
     match last_response {
-        Some((resp, pick)) => respond(
+        Some(exchanged) => respond(
             &proxy,
             http,
-            resp,
-            pick,
+            exchanged,
             client_upgrade,
             &parts,
             started,
@@ -188,59 +189,81 @@ async fn prepare(body: Incoming, max: usize) -> Result<ReqBody, LocalReply> {
 /// Sends one attempt to `pick`'s backend.
 async fn send(
     http: &HttpProxy,
-    balancer: &Balancer,
+    proxy: &ServiceProxy,
     parts: &Parts,
     body: ProxyBody,
     pick: Pick,
-    timeout: Duration,
 ) -> Attempt {
+    let balancer = &proxy.balancer;
+    let timeout = proxy.timeouts.request;
     let mut req = Request::new(body);
     *req.method_mut() = parts.method.clone();
     *req.headers_mut() = parts.headers.clone();
-    *req.version_mut() = match http.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::Http2 => Version::HTTP_2,
-    };
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    match Uri::builder()
-        .scheme("http")
-        .authority(pick.entry.key.as_str())
-        .path_and_query(path)
-        .build()
-    {
-        Ok(uri) => *req.uri_mut() = uri,
-        Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
-    }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let sent = Instant::now();
-    match tokio::time::timeout(timeout, http.client.request(req)).await {
+    let exchanged = match &http.client {
+        Client::Http1(upstream) => {
+            *req.version_mut() = Version::HTTP_11;
+            match Uri::try_from(path) {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
+            }
+            tokio::time::timeout(timeout, upstream.send(proxy, &pick, req))
+                .await
+                .map(|r| r.map(|(resp, lease)| (resp, Some(lease))))
+        }
+        Client::Generic(client) => {
+            *req.version_mut() = match http.protocol {
+                UpstreamProtocol::Http1 => Version::HTTP_11,
+                UpstreamProtocol::Http2 => Version::HTTP_2,
+            };
+            match Uri::builder()
+                .scheme("http")
+                .authority(pick.entry.key.as_str())
+                .path_and_query(path)
+                .build()
+            {
+                Ok(uri) => *req.uri_mut() = uri,
+                Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
+            }
+            tokio::time::timeout(timeout, client.request(req))
+                .await
+                .map(|r| {
+                    r.map(|resp| (resp, None)).map_err(|e| {
+                        if e.is_connect() {
+                            Failure::Connect(e.to_string())
+                        } else {
+                            Failure::Other(e.to_string())
+                        }
+                    })
+                })
+        }
+    };
+    match exchanged {
         Err(_) => {
             balancer.observe(&pick.entry, false);
             pick.entry.rtt.observe(timeout);
             Attempt::Failed(LocalReply::Timeout)
         }
-        Ok(Err(e)) if e.is_connect() => {
+        Ok(Err(Failure::Connect(error))) => {
             pick.entry.stats.connect_failures.inc();
             balancer.observe(&pick.entry, false);
-            tracing::debug!(backend = %pick.entry.key, error = %e, "connect failed");
+            tracing::debug!(backend = %pick.entry.key, error, "connect failed");
             Attempt::Failed(LocalReply::ConnectFailure)
         }
-        Ok(Err(e)) => {
-            tracing::debug!(backend = %pick.entry.key, error = %e, "request failed");
+        Ok(Err(Failure::Other(error))) => {
+            tracing::debug!(backend = %pick.entry.key, error, "request failed");
             balancer.observe(&pick.entry, false);
             Attempt::Failed(LocalReply::Reset)
         }
-        Ok(Ok(resp)) => {
+        Ok(Ok((resp, lease))) => {
             if let Some(stats) = &pick.entry.stats.http {
                 stats.response_seconds.observe(sent.elapsed().as_secs_f64());
                 stats.response_class(resp.status().as_u16()).inc();
             }
             pick.entry.rtt.observe(sent.elapsed());
             balancer.observe(&pick.entry, !resp.status().is_server_error());
-            Attempt::Response(resp, pick)
+            Attempt::Response(Exchanged { resp, pick, lease })
         }
     }
 }
@@ -279,13 +302,17 @@ fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 fn respond(
     proxy: &ServiceProxy,
     http: &HttpProxy,
-    mut resp: Response<Incoming>,
-    pick: Pick,
+    exchanged: Exchanged,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     parts: &Parts,
     started: Instant,
     attempts: u32,
 ) -> Response<ProxyBody> {
+    let Exchanged {
+        mut resp,
+        pick,
+        lease,
+    } = exchanged;
     let upstream_upgrade =
         (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut head, body) = resp.into_parts();
@@ -311,7 +338,7 @@ fn respond(
             if http.options.via {
                 headers::add_via(&mut head.headers);
             }
-            Response::from_parts(head, boxed(Guarded::new(boxed(body), pick)))
+            Response::from_parts(head, boxed(Guarded::new(body, pick, lease)))
         }
     }
 }

@@ -7,9 +7,10 @@ mod errors;
 mod forward;
 mod headers;
 mod pool;
+mod tunnel;
+mod upstream;
 
 pub use pool::PoolMetrics;
-mod tunnel;
 
 use super::io::{Activity, Metered};
 use super::ServiceProxy;
@@ -19,7 +20,6 @@ use body::ProxyBody;
 use budget::Budget;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
@@ -27,9 +27,17 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+/// How requests reach the backends.
+enum Client {
+    /// HTTP/1.1, plain or over TLS without `h2` in its ALPN: sinew's own pool.
+    Http1(Arc<upstream::Upstream>),
+    /// HTTP/2, or TLS that may negotiate it: hyper-util's pooled client.
+    Generic(Box<hyper_util::client::legacy::Client<pool::CountingConnector, ProxyBody>>),
+}
+
 /// The HTTP side of a service: upstream client pool, options and retry budget.
 pub struct HttpProxy {
-    client: Client<pool::CountingConnector, ProxyBody>,
+    client: Client,
     protocol: UpstreamProtocol,
     options: HttpOptions,
     budget: Budget,
@@ -44,25 +52,38 @@ impl HttpProxy {
         metrics: &Metrics,
         tls: Option<Arc<crate::proxy::UpstreamTls>>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.timeouts.connect));
-        connector.enforce_http(true);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .pool_idle_timeout(config.timeouts.pool_idle)
-            .pool_max_idle_per_host(config.http.max_idle_per_backend)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new());
-        if config.upstream_protocol == UpstreamProtocol::Http2 {
-            builder.http2_only(true);
-        }
-        Self {
-            client: builder.build(pool::CountingConnector::new(
+        let may_h2 = config
+            .tls_upstream
+            .as_ref()
+            .is_some_and(|t| t.alpn.iter().any(|p| p == "h2"));
+        let client = if config.upstream_protocol == UpstreamProtocol::Http1 && !may_h2 {
+            Client::Http1(upstream::Upstream::new(
+                config.http.max_idle_per_backend,
+                config.timeouts.pool_idle,
+                metrics.pool(service),
+            ))
+        } else {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(config.timeouts.connect));
+            connector.enforce_http(true);
+            let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+            builder
+                .pool_idle_timeout(config.timeouts.pool_idle)
+                .pool_max_idle_per_host(config.http.max_idle_per_backend)
+                .pool_timer(TokioTimer::new())
+                .timer(TokioTimer::new());
+            if config.upstream_protocol == UpstreamProtocol::Http2 {
+                builder.http2_only(true);
+            }
+            Client::Generic(Box::new(builder.build(pool::CountingConnector::new(
                 connector,
                 metrics.pool(service),
                 tls,
-            )),
+            ))))
+        };
+        Self {
+            client,
             protocol: config.upstream_protocol,
             options: config.http.clone(),
             budget: Budget::new(config.retries.budget_percent, config.retries.min_concurrent),

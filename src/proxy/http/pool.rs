@@ -46,28 +46,28 @@ impl CountingConnector {
 }
 
 /// A backend connection, plain or TLS.
-enum Stream {
+pub enum Stream {
+    /// Plain TCP.
     Plain(TcpStream),
+    /// TLS over TCP.
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// A backend connection that leaves the open-connections gauge when it closes.
-pub struct Counted {
-    stream: Stream,
+pub struct Counted<S = Stream> {
+    stream: S,
     open: IntGauge,
 }
 
-/// Applies `$call` to whichever stream a `Counted` holds.
-macro_rules! on_stream {
-    ($self:expr, $s:ident => $call:expr) => {
-        match &mut $self.get_mut().stream {
-            Stream::Plain($s) => $call,
-            Stream::Tls($s) => $call,
-        }
-    };
+impl<S> Counted<S> {
+    /// Counts `stream` in `open` until it is dropped.
+    pub fn new(stream: S, open: IntGauge) -> Self {
+        open.inc();
+        Self { stream, open }
+    }
 }
 
-impl Drop for Counted {
+impl<S> Drop for Counted<S> {
     fn drop(&mut self) {
         self.open.dec();
     }
@@ -90,7 +90,17 @@ impl Connection for Counted {
     }
 }
 
-impl AsyncRead for Counted {
+/// Applies `$call` to whichever stream a `Stream` is.
+macro_rules! on_stream {
+    ($self:expr, $s:ident => $call:expr) => {
+        match $self.get_mut() {
+            Stream::Plain($s) => $call,
+            Stream::Tls($s) => $call,
+        }
+    };
+}
+
+impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -100,7 +110,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl AsyncWrite for Stream {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -126,10 +136,50 @@ impl AsyncWrite for Counted {
     }
 
     fn is_write_vectored(&self) -> bool {
-        match &self.stream {
+        match self {
             Stream::Plain(s) => s.is_write_vectored(),
             Stream::Tls(s) => s.is_write_vectored(),
         }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 
@@ -164,8 +214,7 @@ impl tower_service::Service<Uri> for CountingConnector {
             let labels = [metrics.service.as_str(), backend.as_str()];
             metrics.opened.with_label_values(&labels).inc();
             let open = metrics.open.with_label_values(&labels);
-            open.inc();
-            Ok(TokioIo::new(Counted { stream, open }))
+            Ok(TokioIo::new(Counted::new(stream, open)))
         })
     }
 }

@@ -1,0 +1,185 @@
+//! The HTTP/1 upstream pool of a service that speaks HTTP/1.1 to its backends: idle keep-alive
+//! connections by backend, each lent to one request at a time ([`Lease`]) and taken back once the
+//! response has been read to its end, so the next request on it needs no new task and no channel of
+//! a generic client.
+//!
+//! A connection is a hyper HTTP/1 client connection whose I/O runs on its own task. A request that
+//! finds an idle connection closed by the backend (the race every keep-alive pool has) is sent on
+//! another one, or a new one, without counting as an attempt: hyper hands back a request it never
+//! wrote.
+
+use super::body::ProxyBody;
+use super::pool::{Counted, PoolMetrics};
+use crate::balance::Pick;
+use crate::proxy::ServiceProxy;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Why an exchange with a backend failed.
+#[derive(Debug)]
+pub enum Failure {
+    /// No connection could be made (refused, unreachable, timed out, TLS handshake failed).
+    Connect(String),
+    /// The connection failed after the request was sent, or before a response came.
+    Other(String),
+}
+
+/// Idle connections of one service, by backend.
+pub struct Upstream {
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    /// Most idle connections kept per backend.
+    max_idle: usize,
+    /// Idle connections older than this are closed.
+    idle_timeout: Duration,
+    metrics: PoolMetrics,
+}
+
+/// A connection waiting for its next request.
+struct Idle {
+    sender: http1::SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+/// A connection lent to one request: [`Lease::release`] gives it back to the pool; dropped
+/// otherwise, it is closed.
+pub struct Lease {
+    sender: http1::SendRequest<ProxyBody>,
+    backend: String,
+    pool: Weak<Upstream>,
+}
+
+impl Lease {
+    /// Returns the connection to the pool, unless it has closed.
+    pub fn release(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.check_in(self.backend, self.sender);
+        }
+    }
+}
+
+impl Upstream {
+    /// An empty pool keeping up to `max_idle` connections per backend for up to `idle_timeout`; a
+    /// task closes expired ones while the pool lives.
+    pub fn new(max_idle: usize, idle_timeout: Duration, metrics: PoolMetrics) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            idle: Mutex::new(HashMap::new()),
+            max_idle,
+            idle_timeout,
+            metrics,
+        });
+        let weak = Arc::downgrade(&pool);
+        let every = (idle_timeout / 2).max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.sweep();
+            }
+        });
+        pool
+    }
+
+    /// Sends `req` to `pick`'s backend on an idle connection, or a new one; the response and the
+    /// connection, to release once the response body has been read.
+    pub async fn send(
+        self: &Arc<Self>,
+        proxy: &ServiceProxy,
+        pick: &Pick,
+        mut req: Request<ProxyBody>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        let backend = pick.entry.key.as_str();
+        loop {
+            let (mut lease, reused) = match self.check_out(backend).await {
+                Some(lease) => (lease, true),
+                None => (self.open(proxy, pick).await?, false),
+            };
+            match lease.sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, lease)),
+                Err(mut e) => match e.take_message() {
+                    // Never written: the idle connection had closed. Another one takes it.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(Failure::Other(e.into_error().to_string())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection to `backend` that is still open.
+    async fn check_out(self: &Arc<Self>, backend: &str) -> Option<Lease> {
+        loop {
+            let mut idle = {
+                let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                map.get_mut(backend)?.pop()?
+            };
+            if idle.since.elapsed() > self.idle_timeout || idle.sender.ready().await.is_err() {
+                continue;
+            }
+            return Some(Lease {
+                sender: idle.sender,
+                backend: backend.to_string(),
+                pool: Arc::downgrade(self),
+            });
+        }
+    }
+
+    /// Opens a connection to `pick`'s backend (TLS when the service originates it).
+    async fn open(self: &Arc<Self>, proxy: &ServiceProxy, pick: &Pick) -> Result<Lease, Failure> {
+        let entry = &pick.entry;
+        let dialing = crate::proxy::tcp::dial(proxy, &entry.target, &entry.backend.host);
+        let stream = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(Failure::Connect(e.to_string())),
+            Err(_) => return Err(Failure::Connect("connect timeout".into())),
+        };
+        let labels = [self.metrics.service.as_str(), entry.key.as_str()];
+        self.metrics.opened.with_label_values(&labels).inc();
+        let open = self.metrics.open.with_label_values(&labels);
+        let io = TokioIo::new(Counted::new(stream, open));
+        let (sender, conn) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| Failure::Other(e.to_string()))?;
+        let key = entry.key.clone();
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %key, error = %e, "backend connection ended with error");
+            }
+        });
+        Ok(Lease {
+            sender,
+            backend: entry.key.clone(),
+            pool: Arc::downgrade(self),
+        })
+    }
+
+    /// Keeps `sender` as an idle connection of `backend`, unless it has closed or the backend has
+    /// enough idle ones already.
+    fn check_in(&self, backend: String, sender: http1::SendRequest<ProxyBody>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = map.entry(backend).or_default();
+        if list.len() < self.max_idle {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Closes idle connections that have expired or closed, and forgets backends with none left.
+    fn sweep(&self) {
+        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, list| {
+            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+            !list.is_empty()
+        });
+    }
+}
