@@ -142,13 +142,15 @@ async fn demo_balances_over_its_backends() {
 async fn metrics_pass_promtool_and_api_lists_services() {
     let backend = EchoBackend::start("a").await;
     let agent = agent(&format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    backends: [{}, 127.0.0.1:1]\n",
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    backends: [{}, 127.0.0.1:1]\n  www:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [127.0.0.1:1]\n",
         backend.hostport()
     ))
     .await;
     for _ in 0..4 {
         let _ = greet(agent.service_addr("web").unwrap()).await;
     }
+    let (status, _) = http_get(agent.service_addr("www").unwrap(), "/").await;
+    assert_eq!(status, 502);
     let (status, body) = http_get(agent.admin_addr(), "/metrics").await;
     assert_eq!(status, 200);
     for family in [
@@ -157,6 +159,9 @@ async fn metrics_pass_promtool_and_api_lists_services() {
         "sinew_backend_sent_bytes_total",
         "sinew_backend_received_bytes_total",
         "sinew_backend_connect_failures_total",
+        "sinew_backend_up",
+        "sinew_backend_http_responses_total",
+        "sinew_backend_http_response_duration_seconds",
         "sinew_service_retries_total",
         "sinew_service_backends",
         "sinew_service_backend_swaps_total",

@@ -196,7 +196,7 @@ impl Balancer {
                             Arc::clone(&e.rtt),
                         ),
                         None => (
-                            Arc::new(self.metrics.backend(&self.service, &key, self.http)),
+                            self.metrics.backend(&self.service, &key, self.http),
                             Arc::default(),
                             Arc::default(),
                         ),

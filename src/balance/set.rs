@@ -11,8 +11,8 @@ use super::queue::Queue;
 use super::random::Random;
 use super::round_robin::RoundRobin;
 use crate::config::Algorithm;
+use crate::metrics::backend::Gauge;
 use crate::metrics::BackendMetrics;
-use prometheus::IntGauge;
 use std::sync::Arc;
 
 /// A backend in a set, with the counters that outlive the set.
@@ -45,7 +45,7 @@ enum Picker {
 pub struct BackendSet {
     entries: Vec<Arc<Entry>>,
     /// The entries' active-connection gauges side by side: least-conn scans them without chasing entries.
-    loads: Vec<IntGauge>,
+    loads: Vec<Arc<Gauge>>,
     weights: Weights,
     max: Option<i64>,
     picker: Picker,

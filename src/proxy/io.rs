@@ -1,6 +1,6 @@
 //! Byte counting and idle tracking for proxied streams.
 
-use prometheus::IntCounter;
+use crate::metrics::backend::Counter;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,13 +46,13 @@ impl Activity {
 /// A stream whose reads are counted into a metric, and whose reads and writes mark the connection active.
 pub struct Metered<S> {
     inner: S,
-    read_bytes: Option<IntCounter>,
+    read_bytes: Option<Arc<Counter>>,
     activity: Arc<Activity>,
 }
 
 impl<S> Metered<S> {
     /// Wraps `inner`, counting bytes read from it into `read_bytes` when given.
-    pub fn new(inner: S, read_bytes: Option<IntCounter>, activity: Arc<Activity>) -> Self {
+    pub fn new(inner: S, read_bytes: Option<Arc<Counter>>, activity: Arc<Activity>) -> Self {
         Self {
             inner,
             read_bytes,

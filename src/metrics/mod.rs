@@ -1,10 +1,14 @@
 //! Prometheus metrics: one registry per agent, metric families defined here, children handed out per
 //! service and per backend so hot paths touch only pre-resolved atomics.
 
+pub mod backend;
+
+pub use backend::{BackendHttpMetrics, BackendMetrics};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
+use std::sync::Arc;
 
 /// HTTP status classes, as `code` label values.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -32,11 +36,8 @@ pub const ZK_REQUEST_KINDS: [&str; 5] = ["list", "get_data", "exists", "watch", 
 pub struct Metrics {
     /// The registry `/metrics` renders.
     pub registry: Registry,
-    backend_connections: IntCounterVec,
-    backend_active: IntGaugeVec,
-    backend_sent: IntCounterVec,
-    backend_received: IntCounterVec,
-    backend_connect_failures: IntCounterVec,
+    /// The per-backend series, rendered after the registry.
+    backends: backend::BackendSeries,
     service_connections: IntCounterVec,
     service_active: IntGaugeVec,
     service_no_backend: IntCounterVec,
@@ -45,13 +46,8 @@ pub struct Metrics {
     service_backends: IntGaugeVec,
     service_swaps: IntCounterVec,
     discovery_errors: IntCounterVec,
-    backend_responses: IntCounterVec,
-    backend_response_seconds: HistogramVec,
     http_errors: IntCounterVec,
     http_budget_exhausted: IntCounterVec,
-    backend_up: IntGaugeVec,
-    backend_ejections: IntCounterVec,
-    backend_check_failures: IntCounterVec,
     service_panic: IntGaugeVec,
     service_panics: IntCounterVec,
     service_rejected: IntCounterVec,
@@ -182,44 +178,6 @@ impl TlsMetrics {
     }
 }
 
-/// Per-backend metric children; the `active` gauge doubles as the least-conn load counter.
-pub struct BackendMetrics {
-    /// Connections opened to the backend.
-    pub connections: IntCounter,
-    /// Connections open (or being opened) to the backend now.
-    pub active: IntGauge,
-    /// Bytes sent to the backend.
-    pub sent: IntCounter,
-    /// Bytes received from the backend.
-    pub received: IntCounter,
-    /// Failed connection attempts.
-    pub connect_failures: IntCounter,
-    /// HTTP response series; only HTTP-mode services have them (a TCP backend's would stay empty).
-    pub http: Option<BackendHttpMetrics>,
-    /// 1 when the backend gets new traffic (weight > 0, healthy, not ejected, or panic mode).
-    pub usable: IntGauge,
-    /// Outlier ejections.
-    pub ejections: IntCounter,
-    /// Failed active health checks.
-    pub check_failures: IntCounter,
-}
-
-/// Per-backend HTTP response series.
-pub struct BackendHttpMetrics {
-    /// HTTP responses by status class (1xx..5xx).
-    pub responses: [IntCounter; 5],
-    /// HTTP time from sending a request to receiving the response head.
-    pub response_seconds: Histogram,
-}
-
-impl BackendHttpMetrics {
-    /// The response counter of a status code's class (codes outside 100-599 count as 5xx).
-    pub fn response_class(&self, code: u16) -> &IntCounter {
-        let class = usize::from(code / 100).clamp(1, 5) - 1;
-        &self.responses[class]
-    }
-}
-
 fn counter(
     registry: &Registry,
     name: &str,
@@ -289,36 +247,6 @@ impl Metrics {
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         Ok(Self {
-            backend_connections: counter(
-                &r,
-                "sinew_backend_connections_total",
-                "Connections opened to a backend.",
-                sb,
-            )?,
-            backend_active: gauge(
-                &r,
-                "sinew_backend_connections_active",
-                "Connections open to a backend now.",
-                sb,
-            )?,
-            backend_sent: counter(
-                &r,
-                "sinew_backend_sent_bytes_total",
-                "Bytes sent to a backend.",
-                sb,
-            )?,
-            backend_received: counter(
-                &r,
-                "sinew_backend_received_bytes_total",
-                "Bytes received from a backend.",
-                sb,
-            )?,
-            backend_connect_failures: counter(
-                &r,
-                "sinew_backend_connect_failures_total",
-                "Failed connection attempts to a backend (refused, unreachable or timed out).",
-                sb,
-            )?,
             service_connections: counter(
                 &r,
                 "sinew_service_connections_total",
@@ -367,24 +295,6 @@ impl Metrics {
                 "Discovery reads that failed or were rejected (the previous set stays).",
                 &["service", "source"],
             )?,
-            backend_responses: counter(
-                &r,
-                "sinew_backend_http_responses_total",
-                "HTTP responses received from a backend, by status class.",
-                &["service", "backend", "code"],
-            )?,
-            backend_response_seconds: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "sinew_backend_http_response_duration_seconds",
-                        "Time from sending a request to a backend to receiving its response head.",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    sb,
-                )?;
-                r.register(Box::new(h.clone()))?;
-                h
-            },
             http_errors: counter(
                 &r,
                 "sinew_http_errors_total",
@@ -396,19 +306,6 @@ impl Metrics {
                 "sinew_http_retry_budget_exhausted_total",
                 "HTTP retries not attempted because the retry budget was spent.",
                 s,
-            )?,
-            backend_up: gauge(
-                &r,
-                "sinew_backend_up",
-                "1 when the backend gets new traffic: weight above 0, passing health checks and not ejected (or panic mode).",
-                sb,
-            )?,
-            backend_ejections: counter(&r, "sinew_backend_ejections_total", "Outlier ejections of a backend.", sb)?,
-            backend_check_failures: counter(
-                &r,
-                "sinew_backend_health_check_failures_total",
-                "Failed active health checks of a backend.",
-                sb,
             )?,
             service_panic: gauge(
                 &r,
@@ -555,6 +452,7 @@ impl Metrics {
                 &["outcome"],
             )?,
             registry: r,
+            backends: backend::BackendSeries::default(),
         })
     }
 
@@ -575,26 +473,10 @@ impl Metrics {
         }
     }
 
-    /// The children of one backend of a service; `http` adds the HTTP response series.
-    pub fn backend(&self, service: &str, backend: &str, http: bool) -> BackendMetrics {
-        let l = &[service, backend];
-        BackendMetrics {
-            connections: self.backend_connections.with_label_values(l),
-            active: self.backend_active.with_label_values(l),
-            sent: self.backend_sent.with_label_values(l),
-            received: self.backend_received.with_label_values(l),
-            connect_failures: self.backend_connect_failures.with_label_values(l),
-            http: http.then(|| BackendHttpMetrics {
-                responses: CLASSES.map(|c| {
-                    self.backend_responses
-                        .with_label_values(&[service, backend, c])
-                }),
-                response_seconds: self.backend_response_seconds.with_label_values(l),
-            }),
-            usable: self.backend_up.with_label_values(l),
-            ejections: self.backend_ejections.with_label_values(l),
-            check_failures: self.backend_check_failures.with_label_values(l),
-        }
+    /// The series of one backend of a service; `http` adds the HTTP response series. A backend that
+    /// is still known gets the series it had.
+    pub fn backend(&self, service: &str, backend: &str, http: bool) -> Arc<BackendMetrics> {
+        self.backends.get(service, backend, http)
     }
 
     /// The connected gauge of a ZooKeeper ensemble.
@@ -706,24 +588,11 @@ impl Metrics {
 
     /// Drops a backend's series once it has left the set and drained, so label cardinality stays bounded.
     pub fn forget_backend(&self, service: &str, backend: &str) {
+        self.backends.forget(service, backend);
         let l = &[service, backend];
         // Removing a series that was never created is not an error worth reporting.
-        let _ = self.backend_connections.remove_label_values(l);
-        let _ = self.backend_active.remove_label_values(l);
-        let _ = self.backend_sent.remove_label_values(l);
-        let _ = self.backend_received.remove_label_values(l);
-        let _ = self.backend_connect_failures.remove_label_values(l);
-        let _ = self.backend_response_seconds.remove_label_values(l);
-        let _ = self.backend_up.remove_label_values(l);
         let _ = self.pool_opened.remove_label_values(l);
         let _ = self.pool_open.remove_label_values(l);
-        let _ = self.backend_ejections.remove_label_values(l);
-        let _ = self.backend_check_failures.remove_label_values(l);
-        for c in CLASSES {
-            let _ = self
-                .backend_responses
-                .remove_label_values(&[service, backend, c]);
-        }
     }
 
     /// Counts a failed or rejected discovery read.
@@ -740,6 +609,7 @@ impl Metrics {
         if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
             tracing::error!(error = %e, "cannot encode metrics");
         }
+        self.backends.render(&mut out);
         out
     }
 }

@@ -1,0 +1,333 @@
+//! Per-backend series: plain atomics owned by the backend's entry, rendered straight into the text
+//! format. An agent may hold tens of thousands of backends; a prometheus-crate child per series costs
+//! several hundred bytes (its own copy of the family's description and label pairs) and a protobuf
+//! copy at every scrape, where these cost the atomic itself.
+
+use super::{CLASSES, LATENCY_BUCKETS};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A monotonic counter.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `n`.
+    pub fn inc_by(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Subtracts one.
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// The value now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A histogram of durations over [`LATENCY_BUCKETS`].
+#[derive(Default)]
+pub struct Latency {
+    /// Observations per bucket (not cumulative); the last one is above every bound.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of the observations, in nanoseconds.
+    sum_nanos: AtomicU64,
+}
+
+impl Latency {
+    /// Records a duration of `seconds`.
+    pub fn observe(&self, seconds: f64) {
+        let i = LATENCY_BUCKETS.partition_point(|b| *b < seconds);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add((seconds.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+    }
+}
+
+/// The series of one backend; the `active` gauge doubles as the least-conn load counter.
+#[derive(Default)]
+pub struct BackendMetrics {
+    /// Connections opened to the backend.
+    pub connections: Counter,
+    /// Connections open (or being opened) to the backend now.
+    pub active: Arc<Gauge>,
+    /// Bytes sent to the backend.
+    pub sent: Arc<Counter>,
+    /// Bytes received from the backend.
+    pub received: Arc<Counter>,
+    /// Failed connection attempts.
+    pub connect_failures: Counter,
+    /// HTTP response series; only HTTP-mode services have them (a TCP backend's would stay empty).
+    pub http: Option<BackendHttpMetrics>,
+    /// 1 when the backend gets new traffic (weight > 0, healthy, not ejected, or panic mode).
+    pub usable: Gauge,
+    /// Outlier ejections.
+    pub ejections: Counter,
+    /// Failed active health checks.
+    pub check_failures: Counter,
+}
+
+/// The HTTP response series of one backend.
+#[derive(Default)]
+pub struct BackendHttpMetrics {
+    /// HTTP responses by status class (1xx..5xx).
+    pub responses: [Counter; 5],
+    /// HTTP time from sending a request to receiving the response head.
+    pub response_seconds: Latency,
+}
+
+impl BackendHttpMetrics {
+    /// The response counter of a status code's class (codes outside 100-599 count as 5xx).
+    pub fn response_class(&self, code: u16) -> &Counter {
+        let class = usize::from(code / 100).clamp(1, 5) - 1;
+        &self.responses[class]
+    }
+}
+
+/// The backends whose series `/metrics` shows, by service and backend.
+#[derive(Default)]
+pub struct BackendSeries {
+    live: Mutex<BTreeMap<(String, String), Arc<BackendMetrics>>>,
+}
+
+/// A family of plain (one value per backend) series: name, type, help, and how to read the value.
+type Plain = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&BackendMetrics) -> i64,
+);
+
+/// Every plain per-backend family, in rendering order.
+const PLAIN: [Plain; 8] = [
+    ("sinew_backend_connections_total", "counter", "Connections opened to a backend.", |m| {
+        m.connections.get() as i64
+    }),
+    ("sinew_backend_connections_active", "gauge", "Connections open to a backend now.", |m| {
+        m.active.get()
+    }),
+    ("sinew_backend_sent_bytes_total", "counter", "Bytes sent to a backend.", |m| {
+        m.sent.get() as i64
+    }),
+    ("sinew_backend_received_bytes_total", "counter", "Bytes received from a backend.", |m| {
+        m.received.get() as i64
+    }),
+    (
+        "sinew_backend_connect_failures_total",
+        "counter",
+        "Failed connection attempts to a backend (refused, unreachable or timed out).",
+        |m| m.connect_failures.get() as i64,
+    ),
+    (
+        "sinew_backend_up",
+        "gauge",
+        "1 when the backend gets new traffic: weight above 0, passing health checks and not ejected (or panic mode).",
+        |m| m.usable.get(),
+    ),
+    ("sinew_backend_ejections_total", "counter", "Outlier ejections of a backend.", |m| {
+        m.ejections.get() as i64
+    }),
+    (
+        "sinew_backend_health_check_failures_total",
+        "counter",
+        "Failed active health checks of a backend.",
+        |m| m.check_failures.get() as i64,
+    ),
+];
+
+impl BackendSeries {
+    /// The series of `backend` of `service`, created on first use; the same ones while it stays.
+    pub fn get(&self, service: &str, backend: &str, http: bool) -> Arc<BackendMetrics> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (service.to_string(), backend.to_string());
+        match live.get(&key) {
+            Some(m) if m.http.is_some() == http => Arc::clone(m),
+            _ => {
+                let m = Arc::new(BackendMetrics {
+                    http: http.then(BackendHttpMetrics::default),
+                    ..BackendMetrics::default()
+                });
+                live.insert(key, Arc::clone(&m));
+                m
+            }
+        }
+    }
+
+    /// Drops the series of a backend that has left the set and drained.
+    pub fn forget(&self, service: &str, backend: &str) {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.remove(&(service.to_string(), backend.to_string()));
+    }
+
+    /// Appends every family in the Prometheus text format (families without series are left out).
+    pub fn render(&self, out: &mut String) {
+        let live: Vec<((String, String), Arc<BackendMetrics>)> = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.iter()
+                .map(|(k, m)| (k.clone(), Arc::clone(m)))
+                .collect()
+        };
+        if live.is_empty() {
+            return;
+        }
+        let labels: Vec<String> = live
+            .iter()
+            .map(|((service, backend), _)| {
+                format!(
+                    "backend=\"{}\",service=\"{}\"",
+                    escape(backend),
+                    escape(service)
+                )
+            })
+            .collect();
+        for (name, kind, help, value) in PLAIN {
+            header(out, name, kind, help);
+            for (l, (_, m)) in labels.iter().zip(&live) {
+                let _ = writeln!(out, "{name}{{{l}}} {}", value(m));
+            }
+        }
+        let http: Vec<(&String, &BackendHttpMetrics)> = labels
+            .iter()
+            .zip(&live)
+            .filter_map(|(l, (_, m))| Some((l, m.http.as_ref()?)))
+            .collect();
+        if http.is_empty() {
+            return;
+        }
+        let name = "sinew_backend_http_responses_total";
+        header(
+            out,
+            name,
+            "counter",
+            "HTTP responses received from a backend, by status class.",
+        );
+        for ((service, backend), m) in live.iter().filter_map(|(k, m)| Some((k, m.http.as_ref()?)))
+        {
+            for (class, c) in CLASSES.iter().zip(&m.responses) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{backend=\"{}\",code=\"{class}\",service=\"{}\"}} {}",
+                    escape(backend),
+                    escape(service),
+                    c.get()
+                );
+            }
+        }
+        let name = "sinew_backend_http_response_duration_seconds";
+        header(
+            out,
+            name,
+            "histogram",
+            "Time from sending a request to a backend to receiving its response head.",
+        );
+        for (l, m) in http {
+            let h = &m.response_seconds;
+            let mut cumulative = 0;
+            for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
+                cumulative += bucket.load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{bound}\"}} {cumulative}");
+            }
+            cumulative += h.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+            let sum = h.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_sum{{{l}}} {sum}");
+            let _ = writeln!(out, "{name}_count{{{l}}} {cumulative}");
+        }
+    }
+}
+
+/// Writes a family's `HELP` and `TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A label value escaped for the text format (backslash, double quote, newline).
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_render_in_the_text_format_and_go_when_forgotten() {
+        let series = BackendSeries::default();
+        let m = series.get("web", "10.0.0.1:80", true);
+        m.connections.inc();
+        m.active.inc();
+        m.sent.inc_by(300);
+        let http = m.http.as_ref().unwrap();
+        http.response_class(204).inc();
+        http.response_class(999).inc();
+        http.response_seconds.observe(0.002);
+        http.response_seconds.observe(100.0);
+        assert!(Arc::ptr_eq(&m, &series.get("web", "10.0.0.1:80", true)));
+        series.get("tcp", "a\"b\\c:1", false);
+        let mut out = String::new();
+        series.render(&mut out);
+        let l = r#"backend="10.0.0.1:80",service="web""#;
+        for line in [
+            format!("sinew_backend_connections_total{{{l}}} 1"),
+            format!("sinew_backend_connections_active{{{l}}} 1"),
+            format!("sinew_backend_sent_bytes_total{{{l}}} 300"),
+            r#"sinew_backend_http_responses_total{backend="10.0.0.1:80",code="2xx",service="web"} 1"#.into(),
+            r#"sinew_backend_http_responses_total{backend="10.0.0.1:80",code="5xx",service="web"} 1"#.into(),
+            format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"0.001\"}} 0"),
+            format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"0.0025\"}} 1"),
+            format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"30\"}} 1"),
+            format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"+Inf\"}} 2"),
+            format!("sinew_backend_http_response_duration_seconds_sum{{{l}}} 100.002"),
+            format!("sinew_backend_http_response_duration_seconds_count{{{l}}} 2"),
+            r#"sinew_backend_up{backend="a\"b\\c:1",service="tcp"} 0"#.into(),
+        ] {
+            assert!(out.lines().any(|x| x == line), "{line} not in\n{out}");
+        }
+        assert_eq!(out.matches("# TYPE sinew_backend_up gauge").count(), 1);
+        // The TCP backend has no HTTP series.
+        assert!(!out.contains(r#"code="2xx",service="tcp""#));
+        series.forget("web", "10.0.0.1:80");
+        series.forget("tcp", "a\"b\\c:1");
+        let mut out = String::new();
+        series.render(&mut out);
+        assert!(out.is_empty(), "{out}");
+    }
+}
