@@ -9,6 +9,8 @@
 # when the CPU is the limit, and the one least disturbed by other load on the machine). Then it reports sinew's RSS with 100 services of 10 backends each.
 #
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
+# With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
+# the proxy sharing their CPU, as backends on other hosts would not (a diagnostic, not the default).
 # Installs haproxy, wrk and nginx-light from Debian when missing. Everything it starts it stops by PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -78,6 +80,10 @@ cpu_ns() {
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
 nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+if [ -n "${E2E_BACKENDS_BATCH:-}" ]; then
+  for c in $(pgrep -P "$(cat "$work/nginx.pid")"); do chrt -b -p 0 "$c"; done
+  echo "== nginx workers under SCHED_BATCH"
+fi
 haproxy_pid=$(cat "$work/haproxy.pid")
 
 results=$work/results.tsv
