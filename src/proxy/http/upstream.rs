@@ -32,12 +32,20 @@ pub enum Failure {
 
 /// Idle connections of one service, by backend.
 pub struct Upstream {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<IdleSet>,
     /// Most idle connections kept per backend.
     max_idle: usize,
     /// Idle connections older than this are closed.
     idle_timeout: Duration,
     metrics: PoolMetrics,
+}
+
+/// The idle connections, and whether a task is closing the expired ones (only while there are any, so
+/// a service without idle connections costs no wake-ups).
+#[derive(Default)]
+struct IdleSet {
+    by_backend: HashMap<String, Vec<Idle>>,
+    sweeping: bool,
 }
 
 /// A connection waiting for its next request.
@@ -64,25 +72,14 @@ impl Lease {
 }
 
 impl Upstream {
-    /// An empty pool keeping up to `max_idle` connections per backend for up to `idle_timeout`; a
-    /// task closes expired ones while the pool lives.
+    /// An empty pool keeping up to `max_idle` connections per backend for up to `idle_timeout`.
     pub fn new(max_idle: usize, idle_timeout: Duration, metrics: PoolMetrics) -> Arc<Self> {
-        let pool = Arc::new(Self {
-            idle: Mutex::new(HashMap::new()),
+        Arc::new(Self {
+            idle: Mutex::new(IdleSet::default()),
             max_idle,
             idle_timeout,
             metrics,
-        });
-        let weak = Arc::downgrade(&pool);
-        let every = (idle_timeout / 2).max(Duration::from_millis(100));
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                let Some(pool) = weak.upgrade() else { return };
-                pool.sweep();
-            }
-        });
-        pool
+        })
     }
 
     /// Sends `req` to `pick`'s backend on an idle connection, or a new one; the response and the
@@ -114,8 +111,8 @@ impl Upstream {
     async fn check_out(self: &Arc<Self>, backend: &str) -> Option<Lease> {
         loop {
             let mut idle = {
-                let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                map.get_mut(backend)?.pop()?
+                let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                idle.by_backend.get_mut(backend)?.pop()?
             };
             if idle.since.elapsed() > self.idle_timeout || idle.sender.ready().await.is_err() {
                 continue;
@@ -159,27 +156,50 @@ impl Upstream {
     }
 
     /// Keeps `sender` as an idle connection of `backend`, unless it has closed or the backend has
-    /// enough idle ones already.
-    fn check_in(&self, backend: String, sender: http1::SendRequest<ProxyBody>) {
+    /// enough idle ones already; starts the sweeping task if none runs.
+    fn check_in(self: &Arc<Self>, backend: String, sender: http1::SendRequest<ProxyBody>) {
         if sender.is_closed() || self.max_idle == 0 {
             return;
         }
-        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = map.entry(backend).or_default();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.by_backend.entry(backend).or_default();
         if list.len() < self.max_idle {
             list.push(Idle {
                 sender,
                 since: Instant::now(),
             });
         }
+        if !idle.sweeping {
+            idle.sweeping = true;
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
     }
 
-    /// Closes idle connections that have expired or closed, and forgets backends with none left.
-    fn sweep(&self) {
-        let mut map = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, list| {
+    /// Closes idle connections that have expired or closed; false once none is left.
+    fn sweep_once(&self) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.by_backend.retain(|_, list| {
             list.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
             !list.is_empty()
         });
+        idle.sweeping = !idle.by_backend.is_empty();
+        idle.sweeping
+    }
+}
+
+/// Closes expired idle connections every half `idle_timeout` while the pool lives and has any.
+async fn sweep(pool: Weak<Upstream>) {
+    let Some(every) = pool
+        .upgrade()
+        .map(|p| (p.idle_timeout / 2).max(Duration::from_millis(100)))
+    else {
+        return;
+    };
+    loop {
+        tokio::time::sleep(every).await;
+        match pool.upgrade() {
+            Some(pool) if pool.sweep_once() => {}
+            _ => return,
+        }
     }
 }
