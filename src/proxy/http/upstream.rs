@@ -1,7 +1,7 @@
 //! The HTTP/1 upstream pool of a service that speaks HTTP/1.1 to its backends: idle keep-alive
 //! connections by backend, each lent to one request at a time ([`Lease`]) and taken back once the
-//! response has been read to its end, so the next request on it needs no new task and no channel of
-//! a generic client.
+//! response has been read to its end, so no request needs a task of its own to wait until its
+//! connection can be reused (as hyper-util's generic client spawns one per request).
 //!
 //! A connection is a hyper HTTP/1 client connection whose I/O runs on its own task. A request that
 //! finds an idle connection closed by the backend (the race every keep-alive pool has) is sent on
