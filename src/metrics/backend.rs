@@ -3,11 +3,14 @@
 //! several hundred bytes (its own copy of the family's description and label pairs) and a protobuf
 //! copy at every scrape, where these cost the atomic itself.
 
-use super::{CLASSES, LATENCY_BUCKETS};
+use super::LATENCY_BUCKETS;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// HTTP status classes, as `code` label values.
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// A monotonic counter.
 #[derive(Default)]
@@ -192,35 +195,24 @@ impl BackendSeries {
 
     /// Appends every family in the Prometheus text format (families without series are left out).
     pub fn render(&self, out: &mut String) {
-        let live: Vec<((String, String), Arc<BackendMetrics>)> = {
+        let rows: Vec<Row> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.iter()
-                .map(|(k, m)| (k.clone(), Arc::clone(m)))
+                .map(|((service, backend), m)| Row::new(service, backend, Arc::clone(m)))
                 .collect()
         };
-        if live.is_empty() {
+        if rows.is_empty() {
             return;
         }
-        let labels: Vec<String> = live
-            .iter()
-            .map(|((service, backend), _)| {
-                format!(
-                    "backend=\"{}\",service=\"{}\"",
-                    escape(backend),
-                    escape(service)
-                )
-            })
-            .collect();
         for (name, kind, help, value) in PLAIN {
             header(out, name, kind, help);
-            for (l, (_, m)) in labels.iter().zip(&live) {
-                let _ = writeln!(out, "{name}{{{l}}} {}", value(m));
+            for row in &rows {
+                let _ = writeln!(out, "{name}{{{}}} {}", row.labels, value(&row.metrics));
             }
         }
-        let http: Vec<(&String, &BackendHttpMetrics)> = labels
+        let http: Vec<(&Row, &BackendHttpMetrics)> = rows
             .iter()
-            .zip(&live)
-            .filter_map(|(l, (_, m))| Some((l, m.http.as_ref()?)))
+            .filter_map(|row| Some((row, row.metrics.http.as_ref()?)))
             .collect();
         if http.is_empty() {
             return;
@@ -232,14 +224,12 @@ impl BackendSeries {
             "counter",
             "HTTP responses received from a backend, by status class.",
         );
-        for ((service, backend), m) in live.iter().filter_map(|(k, m)| Some((k, m.http.as_ref()?)))
-        {
+        for (row, m) in &http {
+            let (backend, service) = (&row.backend, &row.service);
             for (class, c) in CLASSES.iter().zip(&m.responses) {
                 let _ = writeln!(
                     out,
-                    "{name}{{backend=\"{}\",code=\"{class}\",service=\"{}\"}} {}",
-                    escape(backend),
-                    escape(service),
+                    "{name}{{backend=\"{backend}\",code=\"{class}\",service=\"{service}\"}} {}",
                     c.get()
                 );
             }
@@ -251,8 +241,8 @@ impl BackendSeries {
             "histogram",
             "Time from sending a request to a backend to receiving its response head.",
         );
-        for (l, m) in http {
-            let h = &m.response_seconds;
+        for (row, m) in http {
+            let (l, h) = (&row.labels, &m.response_seconds);
             let mut cumulative = 0;
             for (bound, bucket) in LATENCY_BUCKETS.iter().zip(&h.buckets) {
                 cumulative += bucket.load(Ordering::Relaxed);
@@ -263,6 +253,28 @@ impl BackendSeries {
             let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {cumulative}");
             let _ = writeln!(out, "{name}_sum{{{l}}} {sum}");
             let _ = writeln!(out, "{name}_count{{{l}}} {cumulative}");
+        }
+    }
+}
+
+/// One backend as rendered: its label values escaped once.
+struct Row {
+    backend: String,
+    service: String,
+    /// `backend="...",service="..."`.
+    labels: String,
+    metrics: Arc<BackendMetrics>,
+}
+
+impl Row {
+    fn new(service: &str, backend: &str, metrics: Arc<BackendMetrics>) -> Self {
+        let (backend, service) = (escape(backend).into_owned(), escape(service).into_owned());
+        let labels = format!("backend=\"{backend}\",service=\"{service}\"");
+        Self {
+            backend,
+            service,
+            labels,
+            metrics,
         }
     }
 }

@@ -3,15 +3,12 @@
 
 pub mod backend;
 
-pub use backend::{BackendHttpMetrics, BackendMetrics};
+pub use backend::BackendMetrics;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry,
 };
 use std::sync::Arc;
-
-/// HTTP status classes, as `code` label values.
-const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Buckets of the response-time histogram, in seconds (1 ms to 10 s).
 const LATENCY_BUCKETS: [f64; 14] = [
