@@ -739,6 +739,19 @@ async fn with_oneshot_watches_a_change_reads_only_the_children_that_changed() {
     .await;
 }
 
+/// The session events of kind `event` (`reconnected`, `expired`, ...) an agent has counted, summed
+/// over its ensembles.
+async fn session_events(agent: &Agent, event: &str) -> f64 {
+    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
+    let label = format!("event=\"{event}\"");
+    body.lines()
+        .filter(|l| {
+            l.starts_with("sinew_discovery_zookeeper_session_events_total") && l.contains(&label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Cuts the agent's connection to ZooKeeper (a relay) for a moment, shorter than its session, and
 /// rewrites, adds and deletes children meanwhile: after the reconnection (same session) the agent
 /// has every change, although ZooKeeper does not replay a persistent watch's missed events.
@@ -786,16 +799,8 @@ async fn changes_while_disconnected_are_caught_up(watch: &str) {
     .await;
     want.push(21011);
     wait_ports(&agent, want, Duration::from_secs(2)).await;
-    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
-    let expired = body
-        .lines()
-        .filter(|l| {
-            l.starts_with("sinew_discovery_zookeeper_session_events_total")
-                && l.contains("event=\"expired\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
-    assert_eq!(expired, 0.0, "the session survived the cut: {body}");
+    let expired = session_events(&agent, "expired").await;
+    assert_eq!(expired, 0.0, "the session survived the cut");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,18 +811,6 @@ async fn changes_while_disconnected_are_caught_up_with_a_recursive_watch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_while_disconnected_are_caught_up_with_oneshot_watches() {
     changes_while_disconnected_are_caught_up("oneshot").await;
-}
-
-/// The `reconnected` session events an agent has counted.
-async fn reconnections(agent: &Agent) -> f64 {
-    let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
-    body.lines()
-        .filter(|l| {
-            l.starts_with("sinew_discovery_zookeeper_session_events_total")
-                && l.contains("event=\"reconnected\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// A reconnection that happens while a change waits out the coalescing window is not missed: the
@@ -851,7 +844,7 @@ async fn a_reconnection_within_the_coalescing_window_is_caught_up() {
     )
     .await;
     let _back = Relay::start_on(at, target).await;
-    while reconnections(&agent).await < 1.0 {
+    while session_events(&agent, "reconnected").await < 1.0 {
         assert!(
             opened.elapsed() < Duration::from_millis(4500),
             "the agent did not reconnect within the coalescing window"
