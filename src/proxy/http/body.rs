@@ -1,8 +1,7 @@
 //! Body types of the HTTP path, and a response body that keeps its backend counted as busy until the
-//! response has been fully sent (least-conn counts in-flight requests, not connections) and then gives
-//! its connection back to the pool.
+//! response has been fully sent (least-conn counts in-flight requests, not connections).
 
-use super::upstream::Lease;
+use super::h1::ResponseBody;
 use crate::balance::Pick;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -33,29 +32,56 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// A backend's response body that holds the backend's [`Pick`] (its in-flight count) until it ends
-/// or is dropped, and gives its pooled connection back once it has been read to its end.
-pub struct Guarded {
-    inner: Incoming,
-    pick: Option<Pick>,
-    lease: Option<Lease>,
+/// A backend's response body: read by sinew's own HTTP/1 client, or by hyper's.
+pub enum UpBody {
+    /// From [`super::h1`].
+    Own(ResponseBody),
+    /// From hyper's client.
+    Hyper(Incoming),
 }
 
-impl Guarded {
-    /// Wraps `inner`, releasing `pick` at the end of the stream and `lease` to its pool.
-    pub fn new(inner: Incoming, pick: Pick, lease: Option<Lease>) -> Self {
-        Self {
-            inner,
-            pick: Some(pick),
-            lease,
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Own(b) => Pin::new(b).poll_frame(cx),
+            Self::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
-    /// The body has ended: the backend is done, and its connection can take another request.
-    fn done(&mut self) {
-        self.pick = None;
-        if let Some(lease) = self.lease.take() {
-            lease.release();
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Own(b) => b.is_end_stream(),
+            Self::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Own(b) => b.size_hint(),
+            Self::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// A backend's response body that holds the backend's [`Pick`] (its in-flight count) until it ends
+/// or is dropped.
+pub struct Guarded {
+    inner: UpBody,
+    pick: Option<Pick>,
+}
+
+impl Guarded {
+    /// Wraps `inner`, releasing `pick` at the end of the stream.
+    pub fn new(inner: UpBody, pick: Pick) -> Self {
+        Self {
+            inner,
+            pick: Some(pick),
         }
     }
 }
@@ -70,15 +96,11 @@ impl Body for Guarded {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) => self.done(),
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.done(),
-            Poll::Ready(Some(Err(_))) => {
-                self.pick = None;
-                self.lease = None;
-            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.pick = None,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.pick = None,
             _ => {}
         }
-        polled.map_err(Into::into)
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -87,15 +109,5 @@ impl Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-impl Drop for Guarded {
-    /// A body never polled because it was empty (HEAD, 204, 304, `Content-Length: 0`) has still been
-    /// read to its end; one dropped before its end closes its connection.
-    fn drop(&mut self) {
-        if self.inner.is_end_stream() {
-            self.done();
-        }
     }
 }

@@ -1,9 +1,9 @@
 //! One HTTP request through sinew: clean the head, pick a backend, send, retry what may be retried,
 //! answer precisely when nothing works.
 
-use super::body::{boxed, full, Guarded, ProxyBody};
+use super::body::{boxed, full, Guarded, ProxyBody, UpBody};
 use super::errors::LocalReply;
-use super::upstream::{Failure, Lease};
+use super::upstream::Failure;
 use super::{headers, tunnel, Client, HttpProxy};
 use crate::balance::{Pick, Unavailable};
 use crate::config::{RetryOn, UpstreamProtocol};
@@ -27,12 +27,28 @@ enum ReqBody {
     Streaming(Option<Incoming>),
 }
 
-/// A response from a backend, with what it holds: the backend's pick (its in-flight count) and,
-/// from sinew's own HTTP/1 pool, the connection to give back once the body has been read.
+/// What one attempt sends as the request body.
+enum AttemptBody {
+    /// The whole body, in memory.
+    Bytes(Bytes),
+    /// A body streamed from the client.
+    Stream(ProxyBody),
+}
+
+impl AttemptBody {
+    /// As a body for hyper's client.
+    fn into_body(self) -> ProxyBody {
+        match self {
+            Self::Bytes(b) => full(b),
+            Self::Stream(s) => s,
+        }
+    }
+}
+
+/// A response from a backend, with the backend's pick (its in-flight count).
 struct Exchanged {
-    resp: Response<Incoming>,
+    resp: Response<UpBody>,
     pick: Pick,
-    lease: Option<Lease>,
 }
 
 /// What one attempt came to. Not boxed: it lives on the stack for one attempt, and a box would be an
@@ -117,9 +133,9 @@ pub async fn handle(
             },
         };
         let attempt_body = match &mut body {
-            ReqBody::Replayable(bytes) => full(bytes.clone()),
+            ReqBody::Replayable(bytes) => AttemptBody::Bytes(bytes.clone()),
             ReqBody::Streaming(stream) => match stream.take() {
-                Some(s) => boxed(s),
+                Some(s) => AttemptBody::Stream(boxed(s)),
                 None => break,
             },
         };
@@ -127,7 +143,17 @@ pub async fn handle(
         tried.push(pick.index);
         let replayable = matches!(body, ReqBody::Replayable(_));
         let more = attempt < retries.attempts && replayable;
-        match send(http, &proxy, &parts, attempt_body, pick).await {
+        match send(
+            http,
+            &proxy,
+            &parts,
+            attempt_body,
+            pick,
+            upgrade,
+            idempotent,
+        )
+        .await
+        {
             Attempt::Failed(LocalReply::ConnectFailure) => last = LocalReply::ConnectFailure,
             Attempt::Failed(f @ LocalReply::Reset)
                 if idempotent && retries.on.contains(&RetryOn::Reset) =>
@@ -191,28 +217,35 @@ async fn send(
     http: &HttpProxy,
     proxy: &ServiceProxy,
     parts: &Parts,
-    body: ProxyBody,
+    body: AttemptBody,
     pick: Pick,
+    upgrade: bool,
+    idempotent: bool,
 ) -> Attempt {
     let balancer = &proxy.balancer;
     let timeout = proxy.timeouts.request;
-    let mut req = Request::new(body);
-    *req.method_mut() = parts.method.clone();
-    *req.headers_mut() = parts.headers.clone();
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let sent = Instant::now();
-    let exchanged = match &http.client {
-        Client::Http1(upstream) => {
+    let exchanged = match (&http.client, body) {
+        (Client::Http1(upstream), AttemptBody::Bytes(bytes)) if !upgrade => {
+            let exchange = upstream.exchange(proxy, &pick, parts, path, &bytes, idempotent);
+            tokio::time::timeout(timeout, exchange).await
+        }
+        (Client::Http1(upstream), body) => {
+            let mut req = Request::new(body.into_body());
+            *req.method_mut() = parts.method.clone();
+            *req.headers_mut() = parts.headers.clone();
             *req.version_mut() = Version::HTTP_11;
             match Uri::try_from(path) {
                 Ok(uri) => *req.uri_mut() = uri,
                 Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
             }
-            tokio::time::timeout(timeout, upstream.send(proxy, &pick, req))
-                .await
-                .map(|r| r.map(|(resp, lease)| (resp, Some(lease))))
+            tokio::time::timeout(timeout, upstream.send(proxy, &pick, req)).await
         }
-        Client::Generic(client) => {
+        (Client::Generic(client), body) => {
+            let mut req = Request::new(body.into_body());
+            *req.method_mut() = parts.method.clone();
+            *req.headers_mut() = parts.headers.clone();
             *req.version_mut() = match http.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
                 UpstreamProtocol::Http2 => Version::HTTP_2,
@@ -229,7 +262,7 @@ async fn send(
             tokio::time::timeout(timeout, client.request(req))
                 .await
                 .map(|r| {
-                    r.map(|resp| (resp, None)).map_err(|e| {
+                    r.map(|resp| resp.map(UpBody::Hyper)).map_err(|e| {
                         if e.is_connect() {
                             Failure::Connect(e.to_string())
                         } else {
@@ -256,14 +289,14 @@ async fn send(
             balancer.observe(&pick.entry, false);
             Attempt::Failed(LocalReply::Reset)
         }
-        Ok(Ok((resp, lease))) => {
+        Ok(Ok(resp)) => {
             if let Some(stats) = &pick.entry.stats.http {
                 stats.response_seconds.observe(sent.elapsed().as_secs_f64());
                 stats.response_class(resp.status().as_u16()).inc();
             }
             pick.entry.rtt.observe(sent.elapsed());
             balancer.observe(&pick.entry, !resp.status().is_server_error());
-            Attempt::Response(Exchanged { resp, pick, lease })
+            Attempt::Response(Exchanged { resp, pick })
         }
     }
 }
@@ -308,11 +341,7 @@ fn respond(
     started: Instant,
     attempts: u32,
 ) -> Response<ProxyBody> {
-    let Exchanged {
-        mut resp,
-        pick,
-        lease,
-    } = exchanged;
+    let Exchanged { mut resp, pick } = exchanged;
     let upstream_upgrade =
         (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut head, body) = resp.into_parts();
@@ -338,7 +367,7 @@ fn respond(
             if http.options.via {
                 headers::add_via(&mut head.headers);
             }
-            Response::from_parts(head, boxed(Guarded::new(body, pick, lease)))
+            Response::from_parts(head, boxed(Guarded::new(body, pick)))
         }
     }
 }

@@ -5,6 +5,7 @@ mod body;
 mod budget;
 mod errors;
 mod forward;
+mod h1;
 mod headers;
 mod pool;
 mod tunnel;

@@ -3,17 +3,21 @@
 //! response has been read to its end, so no request needs a task of its own to wait until its
 //! connection can be reused (as hyper-util's generic client spawns one per request).
 //!
-//! A connection is a hyper HTTP/1 client connection whose I/O runs on its own task. A request that
+//! A request whose body is in memory is written, and its response read, by sinew's own HTTP/1 client
+//! ([`super::h1`]) in the request's task; one that streams its body, or asks for an upgrade, is handed
+//! with its connection to hyper's client, and that connection is not pooled again. A request that
 //! finds an idle connection closed by the backend (the race every keep-alive pool has) is sent on
-//! another one, or a new one, without counting as an attempt: hyper hands back a request it never
-//! wrote.
+//! another one, or a new one, without counting as an attempt, when the backend cannot have acted on
+//! it.
 
-use super::body::ProxyBody;
+use super::body::{ProxyBody, UpBody};
+use super::h1::{Conn, ResponseBody};
 use super::pool::{Counted, PoolMetrics};
 use crate::balance::Pick;
 use crate::proxy::ServiceProxy;
-use hyper::body::Incoming;
+use bytes::Bytes;
 use hyper::client::conn::http1;
+use hyper::http::request::Parts;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::collections::HashMap;
@@ -50,24 +54,36 @@ struct IdleSet {
 
 /// A connection waiting for its next request.
 struct Idle {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
 }
 
 /// A connection lent to one request: [`Lease::release`] gives it back to the pool; dropped
 /// otherwise, it is closed.
 pub struct Lease {
-    sender: http1::SendRequest<ProxyBody>,
+    conn: Conn,
     backend: String,
     pool: Weak<Upstream>,
+    /// Taken from the idle connections (not opened for this request).
+    reused: bool,
 }
 
 impl Lease {
-    /// Returns the connection to the pool, unless it has closed.
+    /// Returns the connection to the pool.
     pub fn release(self) {
         if let Some(pool) = self.pool.upgrade() {
-            pool.check_in(self.backend, self.sender);
+            pool.check_in(self.backend, self.conn);
         }
+    }
+
+    /// The connection.
+    pub fn conn(&self) -> &Conn {
+        &self.conn
+    }
+
+    /// The connection, to read from.
+    pub fn conn_mut(&mut self) -> &mut Conn {
+        &mut self.conn
     }
 }
 
@@ -82,22 +98,72 @@ impl Upstream {
         })
     }
 
-    /// Sends `req` to `pick`'s backend on an idle connection, or a new one; the response and the
-    /// connection, to release once the response body has been read.
+    /// Sends a request with an in-memory `body` to `pick`'s backend with sinew's own HTTP/1 client,
+    /// on an idle connection or a new one; the response's body gives the connection back at its end.
+    pub async fn exchange(
+        self: &Arc<Self>,
+        proxy: &ServiceProxy,
+        pick: &Pick,
+        parts: &Parts,
+        path: &str,
+        body: &Bytes,
+        idempotent: bool,
+    ) -> Result<Response<UpBody>, Failure> {
+        let backend = pick.entry.key.as_str();
+        loop {
+            let mut lease = match self.check_out(backend) {
+                Some(lease) => lease,
+                None => self.open(proxy, pick).await?,
+            };
+            match lease.conn.exchange(parts, path, body).await {
+                Ok(head) => {
+                    let mut resp = Response::new(UpBody::Own(ResponseBody::new(
+                        head.framing,
+                        head.keep_alive,
+                        lease,
+                    )));
+                    *resp.status_mut() = head.status;
+                    *resp.headers_mut() = head.headers;
+                    return Ok(resp);
+                }
+                Err(e) if lease.reused && e.is_stale(idempotent) => {
+                    tracing::debug!(backend, error = %e, "idle connection had closed; resending");
+                }
+                Err(e) => return Err(Failure::Other(e.to_string())),
+            }
+        }
+    }
+
+    /// Sends `req` (a streamed body, or an upgrade) to `pick`'s backend with hyper's HTTP/1 client, on an
+    /// idle connection or a new one, which is not pooled again.
     pub async fn send(
         self: &Arc<Self>,
         proxy: &ServiceProxy,
         pick: &Pick,
         mut req: Request<ProxyBody>,
-    ) -> Result<(Response<Incoming>, Lease), Failure> {
+    ) -> Result<Response<UpBody>, Failure> {
         let backend = pick.entry.key.as_str();
         loop {
-            let (mut lease, reused) = match self.check_out(backend).await {
-                Some(lease) => (lease, true),
-                None => (self.open(proxy, pick).await?, false),
+            let lease = match self.check_out(backend) {
+                Some(lease) => lease,
+                None => self.open(proxy, pick).await?,
             };
-            match lease.sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, lease)),
+            let reused = lease.reused;
+            let Some(io) = lease.conn.into_io() else {
+                continue;
+            };
+            let (mut sender, conn) = http1::Builder::new()
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| Failure::Other(e.to_string()))?;
+            let key = pick.entry.key.clone();
+            tokio::spawn(async move {
+                if let Err(e) = conn.with_upgrades().await {
+                    tracing::debug!(backend = %key, error = %e, "backend connection ended with error");
+                }
+            });
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok(resp.map(UpBody::Hyper)),
                 Err(mut e) => match e.take_message() {
                     // Never written: the idle connection had closed. Another one takes it.
                     Some(unsent) if reused => req = unsent,
@@ -108,19 +174,20 @@ impl Upstream {
     }
 
     /// The most recently used idle connection to `backend` that is still open.
-    async fn check_out(self: &Arc<Self>, backend: &str) -> Option<Lease> {
+    fn check_out(self: &Arc<Self>, backend: &str) -> Option<Lease> {
         loop {
             let mut idle = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 idle.by_backend.get_mut(backend)?.pop()?
             };
-            if idle.since.elapsed() > self.idle_timeout || idle.sender.ready().await.is_err() {
+            if idle.since.elapsed() > self.idle_timeout || !idle.conn.is_usable() {
                 continue;
             }
             return Some(Lease {
-                sender: idle.sender,
+                conn: idle.conn,
                 backend: backend.to_string(),
                 pool: Arc::downgrade(self),
+                reused: true,
             });
         }
     }
@@ -137,35 +204,25 @@ impl Upstream {
         let labels = [self.metrics.service.as_str(), entry.key.as_str()];
         self.metrics.opened.with_label_values(&labels).inc();
         let open = self.metrics.open.with_label_values(&labels);
-        let io = TokioIo::new(Counted::new(stream, open));
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| Failure::Other(e.to_string()))?;
-        let key = entry.key.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(backend = %key, error = %e, "backend connection ended with error");
-            }
-        });
         Ok(Lease {
-            sender,
+            conn: Conn::new(Counted::new(stream, open)),
             backend: entry.key.clone(),
             pool: Arc::downgrade(self),
+            reused: false,
         })
     }
 
-    /// Keeps `sender` as an idle connection of `backend`, unless it has closed or the backend has
-    /// enough idle ones already; starts the sweeping task if none runs.
-    fn check_in(self: &Arc<Self>, backend: String, sender: http1::SendRequest<ProxyBody>) {
-        if sender.is_closed() || self.max_idle == 0 {
+    /// Keeps `conn` as an idle connection of `backend`, unless the backend has enough idle ones
+    /// already; starts the sweeping task if none runs.
+    fn check_in(self: &Arc<Self>, backend: String, conn: Conn) {
+        if self.max_idle == 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.by_backend.entry(backend).or_default();
         if list.len() < self.max_idle {
             list.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -179,7 +236,7 @@ impl Upstream {
     fn sweep_once(&self) -> bool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.by_backend.retain(|_, list| {
-            list.retain(|i| !i.sender.is_closed() && i.since.elapsed() <= self.idle_timeout);
+            list.retain_mut(|i| i.since.elapsed() <= self.idle_timeout && i.conn.is_usable());
             !list.is_empty()
         });
         idle.sweeping = !idle.by_backend.is_empty();

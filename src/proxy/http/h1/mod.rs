@@ -1,0 +1,159 @@
+//! sinew's HTTP/1.1 client side for requests whose body is already in memory: the request is written
+//! and the response read by the task serving the request itself, on a pooled connection it borrows
+//! for the exchange ([`Conn`]); no connection task, no channel between the two, and no copy of the
+//! request's header map. Requests that stream their body, and upgrades, go through hyper's client
+//! (see `upstream.rs`).
+
+mod body;
+mod chunked;
+mod head;
+
+pub use body::ResponseBody;
+pub use head::{Framing, Head};
+
+use crate::proxy::http::pool::Counted;
+use crate::proxy::tcp::Io;
+use bytes::{Bytes, BytesMut};
+use hyper::header::CONTENT_LENGTH;
+use hyper::http::request::Parts;
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
+
+/// Largest response head read from a backend (hyper's client allows about as much).
+const MAX_HEAD: usize = 256 * 1024;
+/// Buffer space made ready before each read from a backend.
+const READ_SPACE: usize = 8 * 1024;
+
+/// A backend connection with the bytes read from it and not yet consumed.
+pub struct Conn {
+    io: Counted<Box<dyn Io>>,
+    buf: BytesMut,
+    out: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The connection was closed or reset before any byte of a response came back.
+    #[error("connection closed before a response ({0})")]
+    Closed(String),
+    /// Writing the request failed before any of it was accepted.
+    #[error("request not sent: {0}")]
+    Unsent(std::io::Error),
+    /// The response head is not one sinew can pass on.
+    #[error(transparent)]
+    Head(#[from] head::HeadError),
+    /// The connection failed during the exchange.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl ExchangeError {
+    /// The backend cannot have acted on the request: nothing of it was sent, or (for an idempotent
+    /// request) no response began, the race of a keep-alive connection the backend closed.
+    pub fn is_stale(&self, idempotent: bool) -> bool {
+        match self {
+            Self::Unsent(_) => true,
+            Self::Closed(_) => idempotent,
+            _ => false,
+        }
+    }
+}
+
+impl Conn {
+    /// A fresh connection.
+    pub fn new(io: Counted<Box<dyn Io>>) -> Self {
+        Self {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The connection underneath, for hyper's client; `None` if bytes have been read ahead (never for
+    /// a connection that passed [`Conn::is_usable`]).
+    pub fn into_io(self) -> Option<Counted<Box<dyn Io>>> {
+        self.buf.is_empty().then_some(self.io)
+    }
+
+    /// An idle connection can take a request: the backend has neither closed it nor sent anything
+    /// unasked. Looks once, without waiting.
+    pub fn is_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.reserve(1);
+        // Ready means end of stream, an error, or bytes nobody asked for: not usable in any case.
+        poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.buf).is_pending()
+    }
+
+    /// Writes the request `parts` (target `path`, in-memory `body`) and reads the response head,
+    /// passing over interim (1xx) responses.
+    pub async fn exchange(
+        &mut self,
+        parts: &Parts,
+        path: &str,
+        body: &Bytes,
+    ) -> Result<Head, ExchangeError> {
+        self.out.clear();
+        let length =
+            (!body.is_empty() && !parts.headers.contains_key(CONTENT_LENGTH)).then_some(body.len());
+        head::encode_request(parts, path, length, &mut self.out);
+        self.out.extend_from_slice(body);
+        let first = match poll_fn(|cx| Pin::new(&mut self.io).poll_write(cx, &self.out)).await {
+            Ok(0) => return Err(ExchangeError::Unsent(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => n,
+            Err(e) => return Err(ExchangeError::Unsent(e)),
+        };
+        self.io.write_all(&self.out[first..]).await?;
+        self.io.flush().await?;
+        if self.out.capacity() > 2 * MAX_HEAD {
+            self.out = Vec::new();
+        }
+        loop {
+            if let Some(head) = head::parse_response(&mut self.buf, &parts.method)? {
+                if head.status.is_informational() {
+                    if head.status == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                        return Err(ExchangeError::Closed("unrequested protocol switch".into()));
+                    }
+                    continue;
+                }
+                return Ok(head);
+            }
+            if self.buf.len() >= MAX_HEAD {
+                return Err(head::HeadError::TooLarge.into());
+            }
+            let received = !self.buf.is_empty();
+            match self.read().await {
+                Ok(0) if !received => return Err(ExchangeError::Closed("end of stream".into())),
+                Ok(0) => return Err(ExchangeError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(e) if !received && is_reset(&e) => {
+                    return Err(ExchangeError::Closed(e.to_string()))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Reads what the backend has sent into the buffer; 0 at the end of the stream.
+    async fn read(&mut self) -> std::io::Result<usize> {
+        poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    /// Polls a read into the buffer.
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        self.buf.reserve(READ_SPACE);
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+}
+
+/// A reset or aborted connection, as a backend closing an idle keep-alive connection causes.
+fn is_reset(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
+}
