@@ -198,6 +198,31 @@ mod tests {
     }
 
     #[test]
+    fn mutated_bodies_never_panic_whatever_the_split() {
+        let valid = b"3;ext=1\r\nabc\r\n10 \r\n0123456789abcdef\r\n0\r\nX-Sum: 7\r\n\r\n";
+        let mut rng = fastrand::Rng::with_seed(9);
+        for _ in 0..20_000 {
+            let mut input = valid.to_vec();
+            for _ in 0..rng.usize(1..5) {
+                let at = rng.usize(..input.len());
+                input[at] = *rng
+                    .choice(b"\r\n;: 0123456789abcdefxX\x00\xff")
+                    .unwrap_or(&b'x');
+            }
+            let (mut dec, mut buf, mut fed) = (Chunked::default(), BytesMut::new(), 0);
+            while fed < input.len() {
+                let next = (fed + rng.usize(1..8)).min(input.len());
+                buf.extend_from_slice(&input[fed..next]);
+                fed = next;
+                match dec.step(&mut buf) {
+                    Ok(Step::End) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+
+    #[test]
     fn broken_framing_is_an_error() {
         for raw in [
             &b"x\r\n"[..],

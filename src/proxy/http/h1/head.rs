@@ -209,6 +209,56 @@ mod tests {
     }
 
     #[test]
+    fn empty_values_and_obsolete_folding_do_not_confuse_the_offsets() {
+        let head = parse(
+            "HTTP/1.1 200 OK\r\nX-Empty:\r\nX-Space: \r\nX-B: b\r\n\r\n",
+            Method::GET,
+        );
+        let head = head.unwrap().unwrap();
+        assert_eq!(head.headers["x-empty"], "");
+        assert_eq!(head.headers["x-space"], "");
+        assert_eq!(head.headers["x-b"], "b");
+        // Folded lines are rejected by httparse by default: an error, not a panic.
+        let _ = parse("HTTP/1.1 200 OK\r\nX-A: a\r\n b\r\n\r\n", Method::GET);
+    }
+
+    #[test]
+    fn mutated_and_random_heads_never_panic() {
+        let valid = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\nConnection: close\r\nX-A: b\r\n\r\nok\n";
+        let mut rng = fastrand::Rng::with_seed(8);
+        for round in 0..20_000 {
+            let mut input = if round % 4 == 0 {
+                (0..rng.usize(0..96))
+                    .map(|_| rng.u8(..))
+                    .collect::<Vec<u8>>()
+            } else {
+                valid.to_vec()
+            };
+            for _ in 0..rng.usize(0..6) {
+                if input.is_empty() {
+                    break;
+                }
+                let at = rng.usize(..input.len());
+                match rng.u8(0..4) {
+                    0 => input[at] = rng.u8(..),
+                    1 => input.truncate(at),
+                    2 => input.insert(
+                        at,
+                        *rng.choice(b"\r\n:, \t\x00\xff0123456789").unwrap_or(&b'x'),
+                    ),
+                    _ => {
+                        input.remove(at);
+                    }
+                }
+            }
+            for method in [Method::GET, Method::HEAD] {
+                let mut buf = BytesMut::from(&input[..]);
+                let _ = parse_response(&mut buf, &method);
+            }
+        }
+    }
+
+    #[test]
     fn a_partial_head_waits_for_more() {
         assert!(parse("HTTP/1.1 200 OK\r\nContent-Le", Method::GET)
             .unwrap()
