@@ -6,8 +6,10 @@ from collections import defaultdict
 cells = defaultdict(list)
 with open(sys.argv[1]) as f:
     for line in f:
-        name, mode, rps, p50, p99, errors, cpu = line.rstrip("\n").split("\t")
-        cells[(name, mode)].append((float(rps), float(p50), float(p99), int(errors), float(cpu)))
+        name, mode, rps, p50, p99, errors, cpu, switched = line.rstrip("\n").split("\t")
+        cells[(name, mode)].append(
+            (float(rps), float(p50), float(p99), int(errors), float(cpu), float(switched))
+        )
 
 
 def median(name, mode, i):
@@ -17,13 +19,13 @@ def median(name, mode, i):
 print()
 print(
     f"{'target':<14}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}"
-    f"{'CPU us/req':>12}"
+    f"{'CPU us/req':>12}{'preempted/req':>15}"
 )
 for (name, mode), rows in cells.items():
     print(
         f"{name:<14}{mode:<11}{median(name, mode, 0):>10.0f}{median(name, mode, 1):>9.3f}"
         f"{median(name, mode, 2):>9.3f}{sum(r[3] for r in rows):>8}{len(rows):>8}"
-        f"{median(name, mode, 4):>12.2f}"
+        f"{median(name, mode, 4):>12.2f}{median(name, mode, 5):>15.2f}"
     )
 print()
 print(f"{'sinew/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")

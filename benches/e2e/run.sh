@@ -6,7 +6,8 @@
 # backends are pinned to CPU 0, wrk to CPU 1. Each round runs wrk -t1 -c64 against direct, HAProxy and
 # sinew, keep-alive and `Connection: close`, interleaved; the table shows the median over rounds and the
 # sinew/HAProxy ratios, with the CPU time each proxy spent per request (the figure that decides throughput
-# when the CPU is the limit, and the one least disturbed by other load on the machine). Then it reports sinew's RSS with 100 services of 10 backends each.
+# when the CPU is the limit, and the one least disturbed by other load on the machine) and how often it
+# was preempted per request. Then it reports sinew's RSS with 100 services of 10 backends each.
 #
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
 # With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
@@ -82,6 +83,11 @@ done
 cpu_ns() {
   cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%.0f", s}'
 }
+# Times a process was preempted (involuntary context switches, all threads): on the shared CPU, mostly
+# by a backend woken by what the proxy sent it.
+preempted() {
+  cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {printf "%.0f", s}'
+}
 nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
 if [ -n "${E2E_BACKENDS_BATCH:-}" ]; then
   for c in $(pgrep -P "$(cat "$work/nginx.pid")"); do chrt -b -p 0 "$c"; done
@@ -94,9 +100,11 @@ run() { # name mode port pid extra-wrk-args...
   local name=$1 mode=$2 port=$3 pid=$4 out before after
   shift 4
   before=$(cpu_ns "$pid")
+  switched=$(preempted "$pid")
   out=$(taskset -c 1 timeout $((secs + 15)) wrk -t1 -c64 -d"${secs}s" --latency "$@" "http://127.0.0.1:$port/" 2>&1) || true
   after=$(cpu_ns "$pid")
-  printf '%s\t%s\t%s\n' "$name" "$mode" "$(python3 "$here/wrk_parse.py" $((after - before)) <<<"$out")" >>"$results"
+  switched=$(($(preempted "$pid") - switched))
+  printf '%s\t%s\t%s\n' "$name" "$mode" "$(python3 "$here/wrk_parse.py" $((after - before)) "$switched" <<<"$out")" >>"$results"
 }
 echo "== $rounds rounds x 10 cells x ${secs}s"
 for r in $(seq 1 "$rounds"); do

@@ -1,6 +1,8 @@
-"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms, errors and CPU us per request.
+"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms, errors, CPU us per request and
+preemptions per request.
 
-usage: wrk_parse.py CPU_NS (the CPU time the measured process used during the run)
+usage: wrk_parse.py CPU_NS PREEMPTED (the CPU time the measured process used during the run, and how
+many times it was preempted)
 """
 import re
 import sys
@@ -23,7 +25,9 @@ errors = 0
 for m in re.finditer(r"(connect|read|write|timeout) (\d+)", text):
     errors += int(m.group(2))
 total = re.search(r"(\d+) requests in", text)
-cpu_us = int(sys.argv[1]) / 1000 / max(int(total.group(1)) if total else 0, 1)
+requests = max(int(total.group(1)) if total else 0, 1)
+cpu_us = int(sys.argv[1]) / 1000 / requests
+preempted = int(sys.argv[2]) / requests
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if non2xx:
     errors += int(non2xx.group(1))
@@ -35,6 +39,7 @@ print(
             f"{ms(p99.group(1)):.3f}" if p99 else "nan",
             str(errors),
             f"{cpu_us:.2f}",
+            f"{preempted:.3f}",
         ]
     )
 )
