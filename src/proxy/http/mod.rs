@@ -1,5 +1,6 @@
 //! HTTP mode: a hyper server on the listener (HTTP/1.1 and h2c, detected per connection) and a pooled
-//! hyper client per service towards the backends; balancing, retries and errors are per request.
+//! client per service towards the backends (sinew's own HTTP/1.1 pool and client, or hyper's for HTTP/2);
+//! balancing, retries and errors are per request.
 
 mod body;
 mod budget;
