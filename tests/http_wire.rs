@@ -108,9 +108,18 @@ async fn serve(
     }
 }
 
-fn config(backend: SocketAddr) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{backend}]\n    retries: {{ attempts: 0 }}\n"
+/// An agent with one HTTP service on `backend` (no retries), its listener, and a client.
+async fn through_sinew(backend: &Scripted) -> (sinew::agent::Agent, SocketAddr, TestClient) {
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n    retries: {{ attempts: 0 }}\n",
+        backend.addr
+    ))
+    .await;
+    let web = agent.service_addr("web").unwrap();
+    (
+        agent,
+        web,
+        Client::builder(TokioExecutor::new()).build_http(),
     )
 }
 
@@ -170,9 +179,7 @@ async fn every_response_framing_passes_and_reuse_follows_it() {
         ("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast", false),
     ])
     .await;
-    let agent = agent(&config(backend.addr)).await;
-    let web = agent.service_addr("web").unwrap();
-    let c: TestClient = Client::builder(TokioExecutor::new()).build_http();
+    let (_agent, web, c) = through_sinew(&backend).await;
 
     assert_eq!(
         send(&c, web, Method::GET, "").await,
@@ -256,9 +263,7 @@ async fn malformed_responses_are_502_and_the_next_request_is_served() {
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
     ])
     .await;
-    let agent = agent(&config(backend.addr)).await;
-    let web = agent.service_addr("web").unwrap();
-    let c: TestClient = Client::builder(TokioExecutor::new()).build_http();
+    let (agent, web, c) = through_sinew(&backend).await;
 
     assert_eq!(
         send(&c, web, Method::GET, "").await.0,
