@@ -289,3 +289,63 @@ async fn malformed_responses_are_502_and_the_next_request_is_served() {
     let text = http_get(agent.admin_addr(), "/metrics").await.1;
     assert!(text.contains("sinew_http_errors_total"), "errors counted");
 }
+
+#[tokio::test]
+async fn a_request_lost_on_a_stale_connection_is_resent_once_on_a_new_one() {
+    // The first three requests are answered after a pause (so sinew opens three connections, then
+    // keeps them idle); every later request is met with a close, as a backend that crashes on it.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (reqs, acc) = (Arc::clone(&requests), Arc::clone(&accepted));
+    let task = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            acc.fetch_add(1, Ordering::SeqCst);
+            let reqs = Arc::clone(&reqs);
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while s.read(&mut buf).await.unwrap_or(0) > 0 {
+                    if reqs.fetch_add(1, Ordering::SeqCst) >= 3 {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if s.write_all(ok).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{addr}]\n    retries: {{ attempts: 0 }}\n"
+    ))
+    .await;
+    let web = agent.service_addr("web").unwrap();
+    let c: TestClient = Client::builder(TokioExecutor::new()).build_http();
+    let first = futures_join3(
+        send(&c, web, Method::GET, ""),
+        send(&c, web, Method::GET, ""),
+        send(&c, web, Method::GET, ""),
+    )
+    .await;
+    assert!(first.iter().all(|r| r.0 == 200), "{first:?}");
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+
+    let (status, _, _) = send(&c, web, Method::GET, "").await;
+    assert_eq!(status, 502);
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        5,
+        "sent on one idle connection, then on one new one: not on every idle connection in turn"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 4);
+    task.abort();
+}
+
+/// The three answers, in order.
+async fn futures_join3<F: std::future::Future>(a: F, b: F, c: F) -> Vec<F::Output> {
+    let (a, b, c) = tokio::join!(a, b, c);
+    vec![a, b, c]
+}

@@ -227,7 +227,9 @@ async fn send(
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let sent = Instant::now();
     let exchanged = match (&http.client, body) {
-        (Client::Http1(upstream), AttemptBody::Bytes(bytes)) if !upgrade => {
+        (Client::Http1(upstream), AttemptBody::Bytes(bytes))
+            if !upgrade && bytes.len() <= super::h1::MAX_BODY =>
+        {
             let exchange = upstream.exchange(proxy, &pick, parts, path, &bytes, idempotent);
             tokio::time::timeout(timeout, exchange).await
         }

@@ -110,8 +110,11 @@ impl Upstream {
         idempotent: bool,
     ) -> Result<Response<UpBody>, Failure> {
         let backend = pick.entry.key.as_str();
+        // After a stale idle connection, the request goes out once more, on a new connection.
+        let mut fresh = false;
         loop {
-            let mut lease = match self.check_out(backend) {
+            let idle = if fresh { None } else { self.check_out(backend) };
+            let mut lease = match idle {
                 Some(lease) => lease,
                 None => self.open(proxy, pick).await?,
             };
@@ -126,8 +129,9 @@ impl Upstream {
                     *resp.headers_mut() = head.headers;
                     return Ok(resp);
                 }
-                Err(e) if lease.reused && e.is_stale(idempotent) => {
+                Err(e) if lease.reused && e.is_stale(idempotent, lease.conn.is_tls()) => {
                     tracing::debug!(backend, error = %e, "idle connection had closed; resending");
+                    fresh = true;
                 }
                 Err(e) => return Err(Failure::Other(e.to_string())),
             }
@@ -205,7 +209,7 @@ impl Upstream {
         self.metrics.opened.with_label_values(&labels).inc();
         let open = self.metrics.open.with_label_values(&labels);
         Ok(Lease {
-            conn: Conn::new(Counted::new(stream, open)),
+            conn: Conn::new(Counted::new(stream, open), proxy.tls.upstream.is_some()),
             backend: entry.key.clone(),
             pool: Arc::downgrade(self),
             reused: false,

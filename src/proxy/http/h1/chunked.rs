@@ -47,6 +47,9 @@ enum State {
 #[derive(Debug, Default)]
 pub struct Chunked {
     state: State,
+    /// How far the buffer has been searched for the end of the current line or trailer section, so
+    /// bytes arriving one at a time are not searched again and again.
+    scanned: usize,
 }
 
 impl Chunked {
@@ -55,7 +58,7 @@ impl Chunked {
         loop {
             match self.state {
                 State::Size => {
-                    let Some(end) = find(buf, b"\r\n", MAX_SIZE_LINE)? else {
+                    let Some(end) = find(buf, b"\r\n", MAX_SIZE_LINE, &mut self.scanned)? else {
                         return Ok(Step::More);
                     };
                     let size = chunk_size(&buf[..end])?;
@@ -93,7 +96,7 @@ impl Chunked {
                         self.state = State::Done;
                         return Ok(Step::End);
                     }
-                    let Some(end) = find(buf, b"\r\n\r\n", MAX_TRAILERS)? else {
+                    let Some(end) = find(buf, b"\r\n\r\n", MAX_TRAILERS, &mut self.scanned)? else {
                         return Ok(Step::More);
                     };
                     let section = buf.split_to(end + 4);
@@ -107,13 +110,25 @@ impl Chunked {
 }
 
 /// Where `needle` starts in `buf`, or `None` when it may still come; an error once `limit` bytes have
-/// gone by without it.
-fn find(buf: &[u8], needle: &[u8], limit: usize) -> Result<Option<usize>, ChunkError> {
-    match buf.windows(needle.len()).position(|w| w == needle) {
-        Some(i) if i <= limit => Ok(Some(i)),
+/// gone by without it. `scanned` carries how far earlier calls searched, and is reset once found.
+fn find(
+    buf: &[u8],
+    needle: &[u8],
+    limit: usize,
+    scanned: &mut usize,
+) -> Result<Option<usize>, ChunkError> {
+    let from = scanned.saturating_sub(needle.len() - 1).min(buf.len());
+    match buf[from..].windows(needle.len()).position(|w| w == needle) {
+        Some(i) if from + i <= limit => {
+            *scanned = 0;
+            Ok(Some(from + i))
+        }
         Some(_) => Err(ChunkError("line too long")),
         None if buf.len() > limit => Err(ChunkError("line too long")),
-        None => Ok(None),
+        None => {
+            *scanned = buf.len();
+            Ok(None)
+        }
     }
 }
 

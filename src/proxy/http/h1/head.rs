@@ -26,6 +26,9 @@ pub enum HeadError {
     /// More than [`MAX_HEADERS`] header fields, or a head larger than the limit.
     #[error("response head too large")]
     TooLarge,
+    /// `101 Switching Protocols` to a request that asked for no upgrade.
+    #[error("unrequested protocol switch")]
+    Switch,
 }
 
 /// How the body of a response ends.
@@ -114,7 +117,15 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         headers.append(name, value);
     }
     let framing = framing(status, method, &headers)?;
-    let keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
+    let mut keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // The body is framed by Transfer-Encoding: a Content-Length beside it is not passed on, and a
+        // message framed both ways (or chunked in HTTP/1.0) is suspect, so its connection ends with it
+        // (RFC 9112 sections 6.1 and 6.3).
+        if headers.remove(CONTENT_LENGTH).is_some() || version == Version::HTTP_10 {
+            keep_alive = false;
+        }
+    }
     Ok(Some(Head {
         status,
         headers,
@@ -313,6 +324,19 @@ mod tests {
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: v\r\n")).collect();
         let raw = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
         assert!(matches!(parse(&raw, Method::GET), Err(HeadError::TooLarge)));
+    }
+
+    #[test]
+    fn transfer_encoding_wins_over_content_length_and_ends_the_connection() {
+        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n";
+        let head = parse(raw, Method::GET).unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Chunked);
+        assert!(!head.headers.contains_key(CONTENT_LENGTH), "not passed on");
+        assert!(!head.keep_alive);
+        let raw = "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(!parse(raw, Method::GET).unwrap().unwrap().keep_alive);
+        let raw = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(parse(raw, Method::GET).unwrap().unwrap().keep_alive);
     }
 
     #[test]

@@ -26,12 +26,20 @@ use tokio_util::io::poll_read_buf;
 const MAX_HEAD: usize = 256 * 1024;
 /// Buffer space made ready before each read from a backend.
 const READ_SPACE: usize = 8 * 1024;
+/// Largest request body this client sends: the whole request is written before the response is read,
+/// which socket buffers absorb at this size; larger bodies go through hyper's client, which reads an
+/// early response while it writes.
+pub const MAX_BODY: usize = 64 * 1024;
+/// Write buffer capacity an idle connection keeps.
+const KEEP_OUT: usize = 16 * 1024;
 
 /// A backend connection with the bytes read from it and not yet consumed.
 pub struct Conn {
     io: Counted<Box<dyn Io>>,
     buf: BytesMut,
     out: Vec<u8>,
+    /// TLS: a failed write may still have sent earlier records.
+    tls: bool,
 }
 
 /// Why an exchange failed.
@@ -52,11 +60,11 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    /// The backend cannot have acted on the request: nothing of it was sent, or (for an idempotent
-    /// request) no response began, the race of a keep-alive connection the backend closed.
-    pub fn is_stale(&self, idempotent: bool) -> bool {
+    /// The race of a keep-alive connection the backend closed, where sending again is safe: nothing of
+    /// the request was sent (over plain TCP), or it is idempotent and no response began.
+    pub fn is_stale(&self, idempotent: bool, tls: bool) -> bool {
         match self {
-            Self::Unsent(_) => true,
+            Self::Unsent(_) => idempotent || !tls,
             Self::Closed(_) => idempotent,
             _ => false,
         }
@@ -64,13 +72,19 @@ impl ExchangeError {
 }
 
 impl Conn {
-    /// A fresh connection.
-    pub fn new(io: Counted<Box<dyn Io>>) -> Self {
+    /// A fresh connection (`tls` when it carries TLS).
+    pub fn new(io: Counted<Box<dyn Io>>, tls: bool) -> Self {
         Self {
             io,
             buf: BytesMut::new(),
             out: Vec::new(),
+            tls,
         }
+    }
+
+    /// Whether the connection carries TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// The connection underneath, for hyper's client; `None` if bytes have been read ahead (never for
@@ -111,15 +125,18 @@ impl Conn {
         };
         self.io.write_all(&self.out[first..]).await?;
         self.io.flush().await?;
-        if self.out.capacity() > 2 * MAX_HEAD {
+        if self.out.capacity() > KEEP_OUT {
             self.out = Vec::new();
         }
+        // Whether any byte of a response came back (interim responses included).
+        let mut answered = false;
         loop {
             if let Some(head) = head::parse_response(&mut self.buf, &parts.method)? {
+                answered = true;
+                if head.status == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(head::HeadError::Switch.into());
+                }
                 if head.status.is_informational() {
-                    if head.status == hyper::StatusCode::SWITCHING_PROTOCOLS {
-                        return Err(ExchangeError::Closed("unrequested protocol switch".into()));
-                    }
                     continue;
                 }
                 return Ok(head);
@@ -127,7 +144,7 @@ impl Conn {
             if self.buf.len() >= MAX_HEAD {
                 return Err(head::HeadError::TooLarge.into());
             }
-            let received = !self.buf.is_empty();
+            let received = answered || !self.buf.is_empty();
             match self.read().await {
                 Ok(0) if !received => return Err(ExchangeError::Closed("end of stream".into())),
                 Ok(0) => return Err(ExchangeError::Io(std::io::ErrorKind::UnexpectedEof.into())),
