@@ -234,33 +234,26 @@ async fn send(
             tokio::time::timeout(timeout, exchange).await
         }
         (Client::Http1(upstream), body) => {
-            let mut req = Request::new(body.into_body());
-            *req.method_mut() = parts.method.clone();
-            *req.headers_mut() = parts.headers.clone();
-            *req.version_mut() = Version::HTTP_11;
-            match Uri::try_from(path) {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
-            }
+            let Ok(uri) = Uri::try_from(path) else {
+                return Attempt::Failed(LocalReply::BadRequestBody);
+            };
+            let req = hyper_request(parts, body, Version::HTTP_11, uri);
             tokio::time::timeout(timeout, upstream.send(proxy, &pick, req)).await
         }
         (Client::Generic(client), body) => {
-            let mut req = Request::new(body.into_body());
-            *req.method_mut() = parts.method.clone();
-            *req.headers_mut() = parts.headers.clone();
-            *req.version_mut() = match http.protocol {
+            let version = match http.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
                 UpstreamProtocol::Http2 => Version::HTTP_2,
             };
-            match Uri::builder()
+            let uri = Uri::builder()
                 .scheme("http")
                 .authority(pick.entry.key.as_str())
                 .path_and_query(path)
-                .build()
-            {
-                Ok(uri) => *req.uri_mut() = uri,
-                Err(_) => return Attempt::Failed(LocalReply::BadRequestBody),
-            }
+                .build();
+            let Ok(uri) = uri else {
+                return Attempt::Failed(LocalReply::BadRequestBody);
+            };
+            let req = hyper_request(parts, body, version, uri);
             tokio::time::timeout(timeout, client.request(req))
                 .await
                 .map(|r| {
@@ -301,6 +294,21 @@ async fn send(
             Attempt::Response(Exchanged { resp, pick })
         }
     }
+}
+
+/// A request for hyper's client: the method and headers of `parts`, with `body`, `version` and `uri`.
+fn hyper_request(
+    parts: &Parts,
+    body: AttemptBody,
+    version: Version,
+    uri: Uri,
+) -> Request<ProxyBody> {
+    let mut req = Request::new(body.into_body());
+    *req.method_mut() = parts.method.clone();
+    *req.headers_mut() = parts.headers.clone();
+    *req.version_mut() = version;
+    *req.uri_mut() = uri;
+    req
 }
 
 /// The hash key of a request: `hash_header`'s value when configured and present, else the client address.
