@@ -24,7 +24,8 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
         && connection_has(req.headers(), "upgrade")
 }
 
-fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+/// True when a `Connection` field of `headers` lists `token` (case-insensitive).
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()

@@ -1,10 +1,9 @@
 //! HTTP/1.1 message heads towards a backend: the request head sinew writes, and the response head it
 //! reads, with how the response body is framed (RFC 9112 section 6).
 
+use crate::proxy::http::headers::connection_has;
 use bytes::{Bytes, BytesMut};
-use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING,
-};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode, Version};
 
@@ -181,17 +180,9 @@ fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<F
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
 fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
     match version {
-        Version::HTTP_10 => has("keep-alive"),
-        _ => !has("close"),
+        Version::HTTP_10 => connection_has(headers, "keep-alive"),
+        _ => !connection_has(headers, "close"),
     }
 }
 
