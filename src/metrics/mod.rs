@@ -295,7 +295,7 @@ impl Metrics {
             http_errors: counter(
                 &r,
                 "sinew_http_errors_total",
-                "HTTP requests sinew answered itself, by cause (no_backend 503, connect_failure 502, reset 502, timeout 504).",
+                "HTTP requests sinew answered itself, by cause (no_backend 503, connect_failure 502, reset 502, timeout 504, bad_request 400, head_too_large 431, head_timeout 408, ...).",
                 &["service", "cause"],
             )?,
             http_budget_exhausted: counter(

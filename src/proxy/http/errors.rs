@@ -23,6 +23,13 @@ pub enum LocalReply {
     QueueFull,
     /// Every backend stayed at `max_connections` for the whole `timeouts.queue`.
     QueueTimeout,
+    /// The client's request head is not valid HTTP/1.
+    BadRequest,
+    /// The client's request head has more fields than `http.max_headers` or more bytes than
+    /// `http.max_header_bytes`.
+    HeadTooLarge,
+    /// The client did not send a whole request head within `timeouts.header_read`.
+    HeadTimeout,
 }
 
 impl LocalReply {
@@ -36,6 +43,9 @@ impl LocalReply {
             LocalReply::BadRequestBody => "bad_request_body",
             LocalReply::QueueFull => "queue_full",
             LocalReply::QueueTimeout => "queue_timeout",
+            LocalReply::BadRequest => "bad_request",
+            LocalReply::HeadTooLarge => "head_too_large",
+            LocalReply::HeadTimeout => "head_timeout",
         }
     }
 
@@ -47,7 +57,9 @@ impl LocalReply {
             }
             LocalReply::ConnectFailure | LocalReply::Reset => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::BadRequestBody => StatusCode::BAD_REQUEST,
+            LocalReply::BadRequestBody | LocalReply::BadRequest => StatusCode::BAD_REQUEST,
+            LocalReply::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            LocalReply::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -60,6 +72,9 @@ impl LocalReply {
             LocalReply::BadRequestBody => "the request body could not be read",
             LocalReply::QueueFull => "every backend is busy and the queue is full",
             LocalReply::QueueTimeout => "every backend stayed busy for the whole queue timeout",
+            LocalReply::BadRequest => "the request head is not valid HTTP/1",
+            LocalReply::HeadTooLarge => "the request head is too large",
+            LocalReply::HeadTimeout => "the request head did not arrive in time",
         }
     }
 

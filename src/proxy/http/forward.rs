@@ -59,7 +59,7 @@ enum Attempt {
     Failed(LocalReply),
 }
 
-/// Serves one request.
+/// Serves one request from hyper's server.
 pub async fn handle(
     mut req: Request<Incoming>,
     proxy: Arc<ServiceProxy>,
@@ -67,10 +67,39 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let client_upgrade = headers::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let body = match prepare(body, http.options.max_retry_body).await {
+        Ok(b) => b,
+        Err(failure) => return fail(&proxy, http, failure, &parts, started, 0),
+    };
+    forward(parts, body, client_upgrade, started, proxy, http, peer).await
+}
+
+/// Serves one request whose body is in memory, from sinew's own HTTP/1 server path.
+pub async fn handle_buffered(
+    parts: Parts,
+    body: Bytes,
+    proxy: Arc<ServiceProxy>,
+    http: &HttpProxy,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
+    let body = ReqBody::Replayable(body);
+    forward(parts, body, None, Instant::now(), proxy, http, peer).await
+}
+
+/// Cleans the head, then sends to backends until an answer worth passing on, or none is left.
+async fn forward(
+    mut parts: Parts,
+    mut body: ReqBody,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    started: Instant,
+    proxy: Arc<ServiceProxy>,
+    http: &HttpProxy,
+    peer: SocketAddr,
+) -> Response<ProxyBody> {
     let _active = http.budget.request();
-    let upgrade = headers::is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    let upgrade = client_upgrade.is_some();
     if !parts.headers.contains_key(HOST) {
         if let Some(value) = parts
             .uri
@@ -88,10 +117,6 @@ pub async fn handle(
         headers::add_via(&mut parts.headers);
     }
     let idempotent = headers::is_idempotent(&parts.method, &parts.headers);
-    let mut body = match prepare(body, http.options.max_retry_body).await {
-        Ok(b) => b,
-        Err(failure) => return fail(&proxy, http, failure, &parts, started, 0),
-    };
 
     let key = proxy
         .hashes_client()

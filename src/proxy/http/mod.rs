@@ -6,9 +6,11 @@ mod body;
 mod budget;
 mod errors;
 mod forward;
+mod front;
 mod h1;
 mod headers;
 mod pool;
+mod rewind;
 mod tunnel;
 mod upstream;
 
@@ -20,6 +22,7 @@ use crate::config::{HttpOptions, ServiceConfig, UpstreamProtocol};
 use crate::metrics::{HttpMetrics, Metrics};
 use body::ProxyBody;
 use budget::Budget;
+use bytes::BytesMut;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -94,7 +97,8 @@ impl HttpProxy {
     }
 }
 
-/// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops.
+/// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops: on
+/// sinew's own HTTP/1 path, handed to hyper's server at the first request that path leaves to it.
 pub async fn serve<S>(stream: S, peer: SocketAddr, proxy: Arc<ServiceProxy>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -105,11 +109,39 @@ where
         return;
     };
     let activity = Activity::new();
-    let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));
+    let mut io = Metered::new(stream, None, Arc::clone(&activity));
+    let mut buf = BytesMut::new();
+    let ended = tokio::select! {
+        ended = front::serve(&mut io, &mut buf, peer, &proxy, http) => ended,
+        _ = activity.idle(proxy.timeouts.idle) => {
+            metrics.idle_timeouts.inc();
+            front::Ended::Closed
+        }
+        _ = proxy.abort.cancelled() => front::Ended::Closed,
+    };
+    if let front::Ended::Handoff = ended {
+        let io = rewind::Rewind::new(buf.freeze(), io);
+        serve_hyper(io, peer, &proxy, http, &activity).await;
+    }
+    metrics.active.dec();
+}
+
+/// Serves a connection with hyper's server (HTTP/1.1 with upgrades and `Expect`, streamed bodies, h2c).
+async fn serve_hyper<S>(
+    stream: S,
+    peer: SocketAddr,
+    proxy: &Arc<ServiceProxy>,
+    http: &Arc<HttpProxy>,
+    activity: &Activity,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = proxy.balancer.metrics();
+    let io = TokioIo::new(stream);
     // Requests started on this connection: a stop waits for the next one (see below).
     let (started_tx, mut started) = tokio::sync::watch::channel(0u64);
     let svc = {
-        let (proxy, http) = (Arc::clone(&proxy), Arc::clone(http));
+        let (proxy, http) = (Arc::clone(proxy), Arc::clone(http));
         service_fn(move |req| {
             started_tx.send_modify(|n| *n += 1);
             let (proxy, http) = (Arc::clone(&proxy), Arc::clone(&http));
@@ -183,5 +215,4 @@ where
             }
         }
     }
-    metrics.active.dec();
 }

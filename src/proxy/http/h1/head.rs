@@ -1,9 +1,10 @@
 //! HTTP/1.1 message heads towards a backend: the request head sinew writes, and the response head it
 //! reads, with how the response body is framed (RFC 9112 section 6).
 
+use super::fields::{self, Span};
 use crate::proxy::http::headers::connection_has;
 use bytes::{Bytes, BytesMut};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
+use hyper::header::{HeaderMap, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::http::request::Parts;
 use hyper::{Method, StatusCode, Version};
 
@@ -96,25 +97,10 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Head
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
-    // Names and values are read from the received bytes once the head is taken out of the buffer:
-    // offsets on the stack, no copy per value.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let count = resp.headers.len();
-    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name, name + h.name.len(), value, value + h.value.len());
-    }
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = fields::record(buf, resp.headers, &mut spans);
     let raw: Bytes = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&raw[ns..ne])
-            .map_err(|_| HeadError::Header(String::from_utf8_lossy(&raw[ns..ne]).into_owned()))?;
-        let value = HeaderValue::from_maybe_shared(raw.slice(vs..ve))
-            .map_err(|_| HeadError::Header(name.to_string()))?;
-        headers.append(name, value);
-    }
+    let mut headers = fields::header_map(&raw, &spans[..count]).map_err(HeadError::Header)?;
     let framing = framing(status, method, &headers)?;
     let mut keep_alive = framing != Framing::Close && keeps_alive(version, &headers);
     if headers.contains_key(TRANSFER_ENCODING) {
@@ -179,7 +165,7 @@ fn framing(status: StatusCode, method: &Method, headers: &HeaderMap) -> Result<F
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; HTTP/1.0 only when told `keep-alive`.
-fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
+pub(super) fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
     match version {
         Version::HTTP_10 => connection_has(headers, "keep-alive"),
         _ => !connection_has(headers, "close"),
@@ -189,6 +175,7 @@ fn keeps_alive(version: Version, headers: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hyper::header::HeaderValue;
 
     fn parse(raw: &str, method: Method) -> Result<Option<Head>, HeadError> {
         let mut buf = BytesMut::from(raw);

@@ -1,4 +1,7 @@
-//! sinew's HTTP/1.1 client side for requests whose body is already in memory: the request is written
+//! sinew's HTTP/1 codec: request heads from clients and response heads towards them (for the own
+//! server path, `front.rs`), and the client side towards backends.
+//!
+//! The client side serves requests whose body is already in memory: the request is written
 //! and the response read by the task serving the request itself, on a pooled connection it borrows
 //! for the exchange ([`Conn`]); no connection task, no channel between the two, and no copy of the
 //! request's header map. Requests that stream their body, and upgrades, go through hyper's client
@@ -6,10 +9,16 @@
 
 mod body;
 mod chunked;
+mod date;
+mod fields;
 mod head;
+mod request;
+mod response;
 
 pub use body::ResponseBody;
 pub use head::{Framing, Head};
+pub use request::{parse_request, Parsed, Request, RequestError};
+pub use response::{chunk_size, encode_response, last_chunk, Delimit, Outgoing};
 
 use crate::proxy::http::pool::Counted;
 use crate::proxy::tcp::Io;
