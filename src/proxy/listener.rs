@@ -60,7 +60,7 @@ async fn serve_one(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>
         if proxy.http.is_some() {
             http::serve(stream, peer, proxy).await;
         } else {
-            tcp::handle(stream, peer, proxy).await;
+            tcp::handle_plain(stream, peer, proxy).await;
         }
         return;
     };

@@ -2,6 +2,7 @@
 //! picked backends.
 
 mod copy;
+mod early;
 mod http;
 mod io;
 mod listener;

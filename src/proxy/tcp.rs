@@ -7,22 +7,35 @@ use crate::balance::{BackendSet, Pick, Target};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A connected stream, plain or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Serves one client connection (plain, or TLS terminated by the listener) to the end.
+/// Serves one plain TCP client connection to the end; what the client has sent already goes to the
+/// backend with the connect (see `early.rs`).
+pub async fn handle_plain(client: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+    let mut early = [0u8; super::early::SIZE];
+    let n = super::early::read_ready(&client, &mut early);
+    serve(client, peer, proxy, &early[..n]).await
+}
+
+/// Serves one client connection (TLS terminated by the listener) to the end.
 pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+    serve(client, peer, proxy, &[]).await
+}
+
+/// Serves `client`, which has sent `early` already.
+async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: &[u8]) {
     let metrics = proxy.balancer.metrics();
     let _active = scopeguard(|| metrics.active.dec());
     let set = proxy.balancer.current();
     let key = proxy
         .hashes_client()
         .then(|| crate::balance::hash::hash(peer.ip().to_string().as_bytes()));
-    let Some((backend, pick)) = connect(&set, &proxy, key).await else {
+    let Some((backend, pick, sent)) = connect(&set, &proxy, key, early).await else {
         metrics.no_backend.inc();
         if let Some(suppressed) = proxy.warnings.allow() {
             tracing::warn!(
@@ -39,8 +52,15 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
     let activity = Activity::new();
     let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
     let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
+    let copy = async {
+        if sent < early.len() {
+            backend.write_all(&early[sent..]).await?;
+        }
+        stats.sent.inc_by(early.len() as u64);
+        super::copy::bidirectional(&mut client, &mut backend).await
+    };
     tokio::select! {
-        r = super::copy::bidirectional(&mut client, &mut backend) => {
+        r = copy => {
             if let Err(e) = r {
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
             }
@@ -54,11 +74,13 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
 }
 
 /// Connects to a backend of `set`, trying up to `1 + retries.attempts` distinct backends.
+/// Returns the stream, the pick and how many bytes of `early` went out with the connect.
 async fn connect(
     set: &BackendSet,
     proxy: &ServiceProxy,
     key: Option<u64>,
-) -> Option<(Box<dyn Io>, Pick)> {
+    early: &[u8],
+) -> Option<(Box<dyn Io>, Pick, usize)> {
     let mut tried: Vec<usize> = Vec::new();
     for attempt in 0..=proxy.retries.attempts {
         let pick = match proxy.balancer.pick_queued(set, &tried, key).await {
@@ -70,12 +92,12 @@ async fn connect(
         if attempt > 0 {
             proxy.balancer.metrics().retries.inc();
         }
-        let dialing = dial(proxy, &pick.entry.target, &pick.entry.backend.host);
+        let dialing = dial_sending(proxy, &pick.entry.target, &pick.entry.backend.host, early);
         match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
-            Ok(Ok(stream)) => {
+            Ok(Ok((stream, sent))) => {
                 proxy.balancer.observe(&pick.entry, true);
                 pick.entry.rtt.observe(started.elapsed());
-                return Some((stream, pick));
+                return Some((stream, pick, sent));
             }
             Ok(Err(e)) => fail(proxy, &pick, &e.to_string()),
             Err(_) => fail(proxy, &pick, "connect timeout"),
@@ -106,6 +128,23 @@ pub(crate) async fn dial(
     match &proxy.tls.upstream {
         Some(tls) => Ok(Box::new(tls.connect(host, stream).await?)),
         None => Ok(Box::new(stream)),
+    }
+}
+
+/// [`dial`], sending what it can of `early` at once on a plain connection to an address; returns how
+/// many bytes went.
+async fn dial_sending(
+    proxy: &ServiceProxy,
+    target: &Target,
+    host: &str,
+    early: &[u8],
+) -> io::Result<(Box<dyn Io>, usize)> {
+    match target {
+        Target::Addr(addr) if proxy.tls.upstream.is_none() => {
+            let (stream, sent) = super::early::connect(*addr, early).await?;
+            Ok((Box::new(stream), sent))
+        }
+        _ => Ok((dial(proxy, target, host).await?, 0)),
     }
 }
 

@@ -1,0 +1,109 @@
+//! Client bytes that have already arrived when a TCP connection is accepted, sent to the backend with
+//! the connect, as HAProxy's `tcp-smart-connect` does.
+//!
+//! A client such as an HTTP or Redis client has usually sent its first request by the time sinew
+//! accepts. That request is read at once, `TCP_QUICKACK` is turned off on the new backend socket so
+//! the last ACK of the handshake waits for data, and the request is written right after `connect(2)`
+//! (on a local network the handshake has often completed by the time it returns). The backend then
+//! sees the connection and its request together and wakes once for both, and sinew skips an
+//! event-loop turn and the `getsockopt(SO_ERROR)` of a normal connect. A protocol where the server
+//! speaks first reads nothing here and changes nothing: both steps only take what is ready, never
+//! wait, and the ACK is delayed only when data is about to follow it.
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use std::io;
+use std::net::SocketAddr;
+use tokio::net::TcpStream;
+
+/// Largest number of bytes read from a client before its backend is connected.
+pub const SIZE: usize = 2048;
+
+/// Reads what `client` has sent so far into `buf`, without waiting; 0 when nothing is there yet (or
+/// the client has already closed: its next read reports that).
+pub fn read_ready(client: &TcpStream, buf: &mut [u8]) -> usize {
+    rustix::net::recv(client, buf, RecvFlags::DONTWAIT).map_or(0, |(n, _)| n)
+}
+
+/// Connects to `addr` (TCP_NODELAY set) and sends as much of `early` as the new connection takes at
+/// once; returns the stream and how many bytes went out.
+pub async fn connect(addr: SocketAddr, early: &[u8]) -> io::Result<(TcpStream, usize)> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::INET,
+        SocketAddr::V6(_) => AddressFamily::INET6,
+    };
+    let fd = rustix::net::socket_with(
+        family,
+        SocketType::STREAM,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
+    if !early.is_empty() {
+        // The last ACK of the handshake waits for the first bytes and goes with them (HAProxy's
+        // tcp-smart-connect): the backend is woken once, for a connection with its request.
+        let _ = rustix::net::sockopt::set_tcp_quickack(&fd, false);
+    }
+    match rustix::net::connect(&fd, &addr) {
+        Ok(()) | Err(Errno::INPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let sent = if early.is_empty() {
+        Err(Errno::AGAIN)
+    } else {
+        rustix::net::send(&fd, early, SendFlags::NOSIGNAL)
+    };
+    let stream = TcpStream::from_std(std::net::TcpStream::from(fd))?;
+    match sent {
+        Ok(n) => Ok((stream, n)),
+        // Not connected yet: wait until it is, as a normal connect does.
+        Err(Errno::AGAIN) | Err(Errno::NOTCONN) => {
+            stream.writable().await?;
+            match stream.take_error()? {
+                Some(e) => Err(e),
+                None => Ok((stream, 0)),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn early_bytes_go_out_with_the_connect_and_ready_bytes_are_read_at_once() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (mut stream, sent) = connect(addr, b"PING\r\n").await.unwrap();
+        let (mut accepted, _) = l.accept().await.unwrap();
+        let mut got = vec![0u8; 6];
+        stream.write_all(&b"PING\r\n"[sent..]).await.unwrap();
+        let mut all = Vec::new();
+        while all.len() < 6 {
+            let n = accepted.read(&mut got).await.unwrap();
+            assert!(n > 0);
+            all.extend_from_slice(&got[..n]);
+        }
+        assert_eq!(all, b"PING\r\n");
+        // The other way: what has arrived is read without waiting; nothing is 0.
+        let mut buf = [0u8; SIZE];
+        assert_eq!(read_ready(&accepted, &mut buf), 0);
+        stream.write_all(b"+PONG\r\n").await.unwrap();
+        accepted.readable().await.unwrap();
+        let n = read_ready(&accepted, &mut buf);
+        assert_eq!(&buf[..n], b"+PONG\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connect_is_an_error_with_or_without_early_bytes() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        assert!(connect(addr, b"x").await.is_err());
+        assert!(connect(addr, b"").await.is_err());
+    }
+}
