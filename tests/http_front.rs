@@ -330,6 +330,13 @@ async fn request_heads_must_come_in_time_but_idle_keep_alive_waits() {
     assert!(started.elapsed() < Duration::from_millis(1500));
     assert!(c.closed().await);
     assert_eq!(backend.requests(), 2);
+    // A connection that never begins a request (a probe, a preconnect) is closed without an answer.
+    let mut probe = Conn::open(agent.service_addr("web").unwrap()).await;
+    assert!(
+        probe.closed().await,
+        "closed, and nothing sent: {:?}",
+        probe.text()
+    );
 }
 
 #[tokio::test]
@@ -367,4 +374,57 @@ async fn mangled_requests_never_take_routing_down() {
     let mut c = Conn::open(addr).await;
     c.send("GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert_eq!(c.response("GET").await.body(), "a");
+}
+
+#[tokio::test]
+async fn the_target_authority_wins_and_whole_heads_are_held_to_the_limit() {
+    let backend = HttpBackend::start("a").await;
+    let agent = agent(&config(&backend, "    http: { max_header_bytes: 8192 }\n")).await;
+    let addr = agent.service_addr("web").unwrap();
+    let mut c = Conn::open(addr).await;
+    c.send("GET http://other.example/headers HTTP/1.1\r\nHost: wrong\r\n\r\n")
+        .await;
+    let r = c.response("GET").await;
+    assert!(r.body().contains("host: other.example\n"), "{r:?}");
+    // Over the limit in one piece: 431, as if it had come in parts.
+    let big = format!(
+        "GET /status/200 HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "v".repeat(20_000)
+    );
+    let mut c = Conn::open(addr).await;
+    c.send(&big).await;
+    let r = c.response("GET").await;
+    assert!(r.head.starts_with("http/1.1 431"), "{r:?}");
+    assert!(r.head.contains("x-sinew-error: head_too_large"), "{r:?}");
+}
+
+#[tokio::test]
+async fn a_closing_connection_reads_what_follows_so_its_answer_arrives() {
+    let backend = HttpBackend::start("a").await;
+    let agent = agent(&config(&backend, "")).await;
+    let mut c = Conn::open(agent.service_addr("web").unwrap()).await;
+    // A request that closes the connection, with 200 KB pipelined behind it that will never be read
+    // as requests: the answer must still arrive whole (a close with unread bytes would reset it).
+    let junk = format!("GET /x HTTP/1.1\r\nX-Pad: {}\r\n", "j".repeat(200_000));
+    c.send(&format!(
+        "GET /status/200 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n{junk}"
+    ))
+    .await;
+    let r = c.response("GET").await;
+    assert!(
+        r.head.starts_with("http/1.1 200") && r.head.contains("connection: close"),
+        "{r:?}"
+    );
+    assert_eq!(r.body(), "a");
+    assert_eq!(backend.requests(), 1);
+    // The unread bytes were drained, not answered with a reset: the client may still send a little
+    // while it reads its answer, then sees a clean end of stream.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let more = c.s.write_all(b"more junk").await;
+    assert!(more.is_ok(), "no reset: {more:?}");
+    let mut rest = [0u8; 64];
+    let end = tokio::time::timeout(Duration::from_secs(5), c.s.read(&mut rest))
+        .await
+        .expect("ends in time");
+    assert!(matches!(end, Ok(0)), "a clean end of stream: {end:?}");
 }

@@ -17,25 +17,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// Serves one plain TCP client connection to the end; what the client has sent already goes to the
 /// backend with the connect (see `early.rs`).
 pub async fn handle_plain(client: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
-    let mut early = [0u8; super::early::SIZE];
-    let n = super::early::read_ready(&client, &mut early);
-    serve(client, peer, proxy, &early[..n]).await
+    let early = super::early::take_ready(&client);
+    serve(client, peer, proxy, early).await
 }
 
 /// Serves one client connection (TLS terminated by the listener) to the end.
 pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
-    serve(client, peer, proxy, &[]).await
+    serve(client, peer, proxy, Vec::new()).await
 }
 
 /// Serves `client`, which has sent `early` already.
-async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: &[u8]) {
+async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
     let metrics = proxy.balancer.metrics();
     let _active = scopeguard(|| metrics.active.dec());
     let set = proxy.balancer.current();
     let key = proxy
         .hashes_client()
         .then(|| crate::balance::hash::hash(peer.ip().to_string().as_bytes()));
-    let Some((backend, pick, sent)) = connect(&set, &proxy, key, early).await else {
+    let Some((backend, pick, sent)) = connect(&set, &proxy, key, &early).await else {
         metrics.no_backend.inc();
         if let Some(suppressed) = proxy.warnings.allow() {
             tracing::warn!(
@@ -52,11 +51,13 @@ async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
     let activity = Activity::new();
     let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
     let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
+    stats.sent.inc_by(sent as u64);
     let copy = async {
         if sent < early.len() {
             backend.write_all(&early[sent..]).await?;
+            stats.sent.inc_by((early.len() - sent) as u64);
         }
-        stats.sent.inc_by(early.len() as u64);
+        drop(early);
         super::copy::bidirectional(&mut client, &mut backend).await
     };
     tokio::select! {

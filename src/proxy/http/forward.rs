@@ -67,6 +67,7 @@ pub async fn handle(
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
+    let _active = http.budget.request();
     let client_upgrade = headers::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let body = match prepare(body, http.options.max_retry_body).await {
@@ -84,11 +85,13 @@ pub async fn handle_buffered(
     http: &HttpProxy,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    let _active = http.budget.request();
     let body = ReqBody::Replayable(body);
     forward(parts, body, None, Instant::now(), proxy, http, peer).await
 }
 
-/// Cleans the head, then sends to backends until an answer worth passing on, or none is left.
+/// Cleans the head, then sends to backends until an answer worth passing on, or none is left (the
+/// caller holds the request's place in the retry budget).
 async fn forward(
     mut parts: Parts,
     mut body: ReqBody,
@@ -98,16 +101,15 @@ async fn forward(
     http: &HttpProxy,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
-    let _active = http.budget.request();
     let upgrade = client_upgrade.is_some();
-    if !parts.headers.contains_key(HOST) {
-        if let Some(value) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(HOST, value);
-        }
+    // The target's authority (absolute form, or HTTP/2's `:authority`) wins over a `Host` field
+    // (RFC 9112 section 3.2.2).
+    if let Some(value) = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(HOST, value);
     }
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if http.options.forwarded_headers {

@@ -32,6 +32,10 @@ const GATHER: usize = 64 * 1024;
 const DIRECT: usize = 16 * 1024;
 /// Write buffer capacity a connection keeps between responses.
 const KEEP_OUT: usize = 16 * 1024;
+/// Longest a closing connection reads what the client still sends.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+/// Most bytes a closing connection reads and drops.
+const LINGER_BYTES: usize = 256 * 1024;
 
 /// How the own path ended with a connection.
 pub enum Ended {
@@ -140,6 +144,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
         loop {
             if !self.buf.is_empty() {
                 match h1::parse_request(self.buf, options.max_headers, max_body) {
+                    // A whole head that came in one read is held to the same limit.
+                    Ok(Parsed::Request(req)) if req.head_len > options.max_header_bytes => {
+                        return Next::Reject(LocalReply::HeadTooLarge)
+                    }
                     Ok(Parsed::Request(req)) => return Next::Request(req),
                     Ok(Parsed::Elsewhere) => return Next::Handoff,
                     Ok(Parsed::Partial) if self.buf.len() >= options.max_header_bytes => {
@@ -165,10 +173,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
                     _ => return Next::Close,
                 },
                 _ = until(deadline) => {
+                    // A connection that never began a request (a probe, a preconnect) is closed
+                    // without an answer, as HAProxy's `http-ignore-probes` and hyper do.
                     return match started {
-                        Some(_) if !self.buf.is_empty() || self.served == 0 => {
-                            Next::Reject(LocalReply::HeadTimeout)
-                        }
+                        Some(_) if !self.buf.is_empty() => Next::Reject(LocalReply::HeadTimeout),
                         _ => Next::Close,
                     };
                 }
@@ -312,9 +320,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
         Ok(())
     }
 
-    /// Ends the connection: what was written goes out, then the end of the stream.
+    /// Ends the connection: what was written goes out, then the end of the stream. When the client has
+    /// sent more (requests pipelined after the last one answered), that is read and dropped for a
+    /// moment before closing, so the close does not reset the connection before the client has read
+    /// its response (RFC 9112 section 9.6).
     async fn close(&mut self) {
         let _ = self.io.shutdown().await;
+        if self.buf.is_empty() {
+            return;
+        }
+        let drain = async {
+            let mut drained = 0;
+            while drained < LINGER_BYTES {
+                self.buf.clear();
+                self.buf.reserve(READ_SPACE);
+                match self.io.read_buf(self.buf).await {
+                    Ok(n) if n > 0 => drained += n,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER, drain).await;
     }
 }
 

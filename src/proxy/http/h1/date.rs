@@ -13,7 +13,8 @@ thread_local! {
 
 /// Appends the current date as an HTTP date to `out`.
 pub fn append(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
+    // A clock set before 1970 cannot be formatted: such a host says 1970.
+    let now = SystemTime::now().max(UNIX_EPOCH);
     let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
