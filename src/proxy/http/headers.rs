@@ -37,6 +37,10 @@ pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers and those named in `Connection`; keeps `TE: trailers` (gRPC needs it) and,
 /// for upgrades, `Connection: upgrade` + `Upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none of them: one pass over the names instead of a lookup per header.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
