@@ -223,23 +223,8 @@ mod tests {
             } else {
                 valid.to_vec()
             };
-            for _ in 0..rng.usize(0..6) {
-                if input.is_empty() {
-                    break;
-                }
-                let at = rng.usize(..input.len());
-                match rng.u8(0..4) {
-                    0 => input[at] = rng.u8(..),
-                    1 => input.truncate(at),
-                    2 => input.insert(
-                        at,
-                        *rng.choice(b"\r\n:, \t\x00\xff0123456789").unwrap_or(&b'x'),
-                    ),
-                    _ => {
-                        input.remove(at);
-                    }
-                }
-            }
+            let edits = rng.usize(0..6);
+            super::super::mutate(&mut rng, &mut input, edits, b"\r\n:, \t\x00\xff0123456789");
             for method in [Method::GET, Method::HEAD] {
                 let mut buf = BytesMut::from(&input[..]);
                 let _ = parse_response(&mut buf, &method);

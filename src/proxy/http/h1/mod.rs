@@ -183,3 +183,22 @@ fn is_reset(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe)
 }
+
+/// Seeded random edits of HTTP/1 input, for the parsers' no-panic tests.
+#[cfg(test)]
+fn mutate(rng: &mut fastrand::Rng, input: &mut Vec<u8>, edits: usize, alphabet: &[u8]) {
+    for _ in 0..edits {
+        if input.is_empty() {
+            break;
+        }
+        let at = rng.usize(..input.len());
+        match rng.u8(0..4) {
+            0 => input[at] = rng.u8(..),
+            1 => input.truncate(at),
+            2 => input.insert(at, *rng.choice(alphabet).unwrap_or(&b'x')),
+            _ => {
+                input.remove(at);
+            }
+        }
+    }
+}

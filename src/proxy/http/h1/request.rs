@@ -289,20 +289,8 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(6);
         for _ in 0..20_000 {
             let mut input = valid.to_vec();
-            for _ in 0..rng.usize(1..6) {
-                if input.is_empty() {
-                    break;
-                }
-                let at = rng.usize(..input.len());
-                match rng.u8(0..4) {
-                    0 => input[at] = rng.u8(..),
-                    1 => input.truncate(at),
-                    2 => input.insert(at, *rng.choice(b"\r\n:, \t\x00\xff09").unwrap_or(&b'x')),
-                    _ => {
-                        input.remove(at);
-                    }
-                }
-            }
+            let edits = rng.usize(1..6);
+            super::super::mutate(&mut rng, &mut input, edits, b"\r\n:, \t\x00\xff09");
             let mut buf = BytesMut::from(&input[..]);
             let _ = parse_request(&mut buf, 8, 16);
         }
