@@ -53,6 +53,16 @@ pub enum RequestError {
     Length,
 }
 
+/// What a scan of the buffer's start found.
+enum Scanned {
+    /// Part of a head.
+    Partial,
+    /// A request for hyper's server.
+    Elsewhere,
+    /// A complete head for the own path.
+    Complete(Scan),
+}
+
 /// What the scan of a complete head found, as offsets into the buffer.
 struct Scan {
     len: usize,
@@ -90,9 +100,9 @@ pub fn parse_request(
         scan(buf, &mut storage, spans, max_body)?
     };
     let scan = match scanned {
-        Some(Some(scan)) => scan,
-        Some(None) => return Ok(Parsed::Elsewhere),
-        None => return Ok(Parsed::Partial),
+        Scanned::Complete(scan) => scan,
+        Scanned::Elsewhere => return Ok(Parsed::Elsewhere),
+        Scanned::Partial => return Ok(Parsed::Partial),
     };
     let raw: Bytes = buf.split_to(scan.len).freeze();
     let headers = fields::header_map(&raw, &spans[..scan.fields]).map_err(RequestError::Header)?;
@@ -112,17 +122,17 @@ pub fn parse_request(
     }))
 }
 
-/// Scans `head`: `None` when partial, `Some(None)` when the request is for hyper's server.
+/// Scans `head`.
 fn scan<'b>(
     head: &'b [u8],
     storage: &mut [MaybeUninit<httparse::Header<'b>>],
     spans: &mut [Span],
     max_body: usize,
-) -> Result<Option<Option<Scan>>, RequestError> {
+) -> Result<Scanned, RequestError> {
     let mut req = httparse::Request::new(&mut []);
     let len = match req.parse_with_uninit_headers(head, storage) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) => return Ok(Scanned::Partial),
         Err(httparse::Error::TooManyHeaders) => return Err(RequestError::TooManyFields),
         Err(e) => return Err(RequestError::Syntax(e)),
     };
@@ -137,12 +147,12 @@ fn scan<'b>(
             .iter()
             .any(|n| name.eq_ignore_ascii_case(n))
         {
-            return Ok(Some(None));
+            return Ok(Scanned::Elsewhere);
         }
         if name.eq_ignore_ascii_case("content-length") {
             // A list (`5, 5`) is judged by hyper's server.
             if field.value.contains(&b',') {
-                return Ok(Some(None));
+                return Ok(Scanned::Elsewhere);
             }
             lengths += 1;
             body_len = decimal(field.value).ok_or(RequestError::Length)?;
@@ -150,13 +160,13 @@ fn scan<'b>(
     }
     // Repeated lengths are judged by hyper's server, larger bodies stream through it.
     if lengths > 1 || body_len > max_body || method == "CONNECT" {
-        return Ok(Some(None));
+        return Ok(Scanned::Elsewhere);
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| RequestError::Target)?;
     let base = head.as_ptr() as usize;
     let start = target.as_ptr() as usize - base;
     let fields = fields::record(head, req.headers, spans);
-    Ok(Some(Some(Scan {
+    Ok(Scanned::Complete(Scan {
         len,
         method,
         target: (start, start + target.len()),
@@ -167,7 +177,7 @@ fn scan<'b>(
         },
         fields,
         body_len,
-    })))
+    }))
 }
 
 /// A `Content-Length` value: one decimal number that fits.
