@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::http::HttpBackend;
+use support::http::{web_service, HttpBackend};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -25,13 +25,6 @@ fn h2_client() -> TestClient {
     Client::builder(TokioExecutor::new())
         .http2_only(true)
         .build_http()
-}
-
-fn config(backends: &[String], extra: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n{extra}",
-        backends.join(", ")
-    )
 }
 
 struct Reply {
@@ -81,7 +74,7 @@ async fn metrics(agent: &sinew::agent::Agent) -> String {
 #[tokio::test]
 async fn requests_balance_per_request_over_pooled_connections() {
     let (a, b) = (HttpBackend::start("a").await, HttpBackend::start("b").await);
-    let agent = agent(&config(&[a.hostport(), b.hostport()], "")).await;
+    let agent = agent(&web_service(&[a.hostport(), b.hostport()], "")).await;
     let addr = agent.service_addr("web").unwrap();
     let c = client();
     let mut names = Vec::new();
@@ -132,7 +125,7 @@ async fn requests_balance_per_request_over_pooled_connections() {
 #[tokio::test]
 async fn bodiless_responses_reuse_the_connection_and_idle_ones_expire() {
     let a = HttpBackend::start("a").await;
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[a.hostport()],
         "    timeouts: { pool_idle: 500ms }\n",
     ))
@@ -215,7 +208,7 @@ async fn idempotent_requests_retry_on_gateway_errors_and_posts_do_not() {
         HttpBackend::sick("sick").await,
         HttpBackend::start("good").await,
     );
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[sick.hostport(), good.hostport()],
         "    retries: { attempts: 2, on: [gateway_error], backoff: { base: 1ms, max: 5ms } }\n",
     ))
@@ -255,7 +248,7 @@ async fn retry_budget_caps_retries() {
         HttpBackend::sick("sick").await,
         HttpBackend::start("good").await,
     );
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[sick.hostport(), good.hostport()],
         "    retries: { attempts: 2, on: [5xx], budget_percent: 0, min_concurrent: 0 }\n",
     ))
@@ -301,7 +294,7 @@ async fn resetting_backend() -> (SocketAddr, tokio::task::JoinHandle<()>) {
 async fn resets_are_retried_for_idempotent_requests_only() {
     let (reset, task) = resetting_backend().await;
     let good = HttpBackend::start("good").await;
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[reset.to_string(), good.hostport()],
         "    retries: { attempts: 2, on: [reset], backoff: { base: 1ms, max: 2ms } }\n",
     ))
@@ -341,7 +334,7 @@ async fn stale_pooled_connections_are_retried_transparently() {
             });
         }
     });
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[addr.to_string()],
         "    retries: { attempts: 0 }\n",
     ))
@@ -358,7 +351,11 @@ async fn stale_pooled_connections_are_retried_transparently() {
 #[tokio::test]
 async fn headers_are_forwarded_cleanly() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&[backend.hostport()], "    http: { via: true }\n")).await;
+    let agent = agent(&web_service(
+        &[backend.hostport()],
+        "    http: { via: true }\n",
+    ))
+    .await;
     let mut s = TcpStream::connect(agent.service_addr("web").unwrap())
         .await
         .unwrap();
@@ -387,7 +384,7 @@ async fn headers_are_forwarded_cleanly() {
 #[tokio::test]
 async fn oversized_heads_get_431() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[backend.hostport()],
         "    http: { max_headers: 20 }\n",
     ))
@@ -416,7 +413,7 @@ async fn oversized_heads_get_431() {
 #[tokio::test]
 async fn slowloris_is_cut_after_header_read() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[backend.hostport()],
         "    timeouts: { header_read: 300ms }\n",
     ))
@@ -453,7 +450,7 @@ async fn slowloris_is_cut_after_header_read() {
 #[tokio::test]
 async fn large_bodies_stream_both_ways() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&[backend.hostport()], "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let payload = Bytes::from(vec![7u8; 8 * 1024 * 1024]);
     let req = Request::post(format!(
         "http://{}/echo",
@@ -471,7 +468,7 @@ async fn large_bodies_stream_both_ways() {
 #[tokio::test]
 async fn h2c_with_trailers_passes_through() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(
+    let agent = agent(&web_service(
         &[backend.hostport()],
         "    upstream_protocol: http2\n",
     ))
@@ -495,7 +492,7 @@ async fn h2c_with_trailers_passes_through() {
 #[tokio::test]
 async fn upgrades_are_tunnelled() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&[backend.hostport()], "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let mut s = TcpStream::connect(agent.service_addr("web").unwrap())
         .await
         .unwrap();
@@ -524,7 +521,7 @@ async fn upgrades_are_tunnelled() {
 #[tokio::test]
 async fn curl_works_as_an_outside_client() {
     let backend = HttpBackend::start("from-curl").await;
-    let agent = agent(&config(&[backend.hostport()], "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let url = format!("http://{}/", agent.service_addr("web").unwrap());
     let out = tokio::process::Command::new("curl")
         .args(["-sS", "--max-time", "5", &url])
@@ -552,7 +549,7 @@ async fn curl_works_as_an_outside_client() {
 #[tokio::test]
 async fn expect_100_continue_is_honoured() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&[backend.hostport()], "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let mut s = TcpStream::connect(agent.service_addr("web").unwrap())
         .await
         .unwrap();

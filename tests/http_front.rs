@@ -7,7 +7,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::http::HttpBackend;
+use support::http::{web_service, HttpBackend};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -137,17 +137,10 @@ impl Conn {
     }
 }
 
-fn config(backend: &HttpBackend, extra: &str) -> String {
-    format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n{extra}",
-        backend.hostport()
-    )
-}
-
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let mut c = Conn::open(agent.service_addr("web").unwrap()).await;
     c.send(concat!(
         "GET /status/201 HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -175,7 +168,7 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
 #[tokio::test]
 async fn http10_clients_get_http10_answers_and_their_keep_alive_choice() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let addr = agent.service_addr("web").unwrap();
 
     let mut c = Conn::open(addr).await;
@@ -256,7 +249,7 @@ async fn chunked_bodies_and_trailers_reach_http11_clients() {
 #[tokio::test]
 async fn bad_request_heads_get_400_with_a_marker_and_a_metric() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let addr = agent.service_addr("web").unwrap();
     for raw in [
         "G@T / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -285,7 +278,7 @@ async fn bad_request_heads_get_400_with_a_marker_and_a_metric() {
 #[tokio::test]
 async fn a_connection_moves_to_hyper_for_what_the_own_path_leaves() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let mut c = Conn::open(agent.service_addr("web").unwrap()).await;
     // Own path, then a chunked upload pipelined behind it (hyper's), then a plain request (hyper's too:
     // the connection stays with it).
@@ -314,7 +307,11 @@ async fn a_connection_moves_to_hyper_for_what_the_own_path_leaves() {
 #[tokio::test]
 async fn request_heads_must_come_in_time_but_idle_keep_alive_waits() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "    timeouts: { header_read: 300ms }\n")).await;
+    let agent = agent(&web_service(
+        &[backend.hostport()],
+        "    timeouts: { header_read: 300ms }\n",
+    ))
+    .await;
     let mut c = Conn::open(agent.service_addr("web").unwrap()).await;
     c.send("GET /status/200 HTTP/1.1\r\nHost: x\r\n\r\n").await;
     c.response("GET").await;
@@ -342,7 +339,11 @@ async fn request_heads_must_come_in_time_but_idle_keep_alive_waits() {
 #[tokio::test]
 async fn mangled_requests_never_take_routing_down() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "    timeouts: { header_read: 200ms }\n")).await;
+    let agent = agent(&web_service(
+        &[backend.hostport()],
+        "    timeouts: { header_read: 200ms }\n",
+    ))
+    .await;
     let addr = agent.service_addr("web").unwrap();
     let valid =
         b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
@@ -379,7 +380,11 @@ async fn mangled_requests_never_take_routing_down() {
 #[tokio::test]
 async fn the_target_authority_wins_and_whole_heads_are_held_to_the_limit() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "    http: { max_header_bytes: 8192 }\n")).await;
+    let agent = agent(&web_service(
+        &[backend.hostport()],
+        "    http: { max_header_bytes: 8192 }\n",
+    ))
+    .await;
     let addr = agent.service_addr("web").unwrap();
     let mut c = Conn::open(addr).await;
     c.send("GET http://other.example/headers HTTP/1.1\r\nHost: wrong\r\n\r\n")
@@ -401,7 +406,7 @@ async fn the_target_authority_wins_and_whole_heads_are_held_to_the_limit() {
 #[tokio::test]
 async fn a_closing_connection_reads_what_follows_so_its_answer_arrives() {
     let backend = HttpBackend::start("a").await;
-    let agent = agent(&config(&backend, "")).await;
+    let agent = agent(&web_service(&[backend.hostport()], "")).await;
     let mut c = Conn::open(agent.service_addr("web").unwrap()).await;
     // A request that closes the connection, with 200 KB pipelined behind it that will never be read
     // as requests: the answer must still arrive whole (a close with unread bytes would reset it).

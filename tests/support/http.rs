@@ -103,6 +103,15 @@ impl HttpBackend {
     }
 }
 
+/// An agent config with an admin listener and one HTTP service `web` on `backends`, then `extra`
+/// (more of the service's fields, indented by four spaces).
+pub fn web_service(backends: &[String], extra: &str) -> String {
+    format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n{extra}",
+        backends.join(", ")
+    )
+}
+
 impl Drop for HttpBackend {
     fn drop(&mut self) {
         self.task.abort();
