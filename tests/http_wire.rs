@@ -14,9 +14,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use support::http::web_service;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+/// The service's extra fields: no retries, so each request reaches the backend once.
+const NO_RETRIES: &str = "    retries: { attempts: 0 }\n";
 
 type TestClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -110,11 +114,7 @@ async fn serve(
 
 /// An agent with one HTTP service on `backend` (no retries), its listener, and a client.
 async fn through_sinew(backend: &Scripted) -> (sinew::agent::Agent, SocketAddr, TestClient) {
-    let agent = agent(&format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n    retries: {{ attempts: 0 }}\n",
-        backend.addr
-    ))
-    .await;
+    let agent = agent(&web_service(&[backend.addr.to_string()], NO_RETRIES)).await;
     let web = agent.service_addr("web").unwrap();
     (
         agent,
@@ -318,10 +318,7 @@ async fn a_request_lost_on_a_stale_connection_is_resent_once_on_a_new_one() {
             });
         }
     });
-    let agent = agent(&format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{addr}]\n    retries: {{ attempts: 0 }}\n"
-    ))
-    .await;
+    let agent = agent(&web_service(&[addr.to_string()], NO_RETRIES)).await;
     let web = agent.service_addr("web").unwrap();
     let c: TestClient = Client::builder(TokioExecutor::new()).build_http();
     let first = futures_join3(
