@@ -24,14 +24,10 @@ use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// Buffer space made ready before each read from a client.
-const READ_SPACE: usize = 8 * 1024;
 /// Response bytes gathered before they are written while the body goes on.
 const GATHER: usize = 64 * 1024;
 /// Body chunks at least this large are written as they are rather than copied.
 const DIRECT: usize = 16 * 1024;
-/// Write buffer capacity a connection keeps between responses.
-const KEEP_OUT: usize = 16 * 1024;
 /// Longest a closing connection reads what the client still sends.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Most bytes a closing connection reads and drops.
@@ -165,7 +161,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
                 started.get_or_insert_with(Instant::now);
             }
             let deadline = started.map(|t| t + timeouts.header_read).or(grace);
-            self.buf.reserve(READ_SPACE);
+            self.buf.reserve(h1::READ_SPACE);
             tokio::select! {
                 biased;
                 read = self.io.read_buf(self.buf) => match read {
@@ -232,7 +228,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
         };
         self.write_out().await?;
         self.io.flush().await?;
-        if self.out.capacity() > KEEP_OUT {
+        if self.out.capacity() > h1::KEEP_OUT {
             self.out = Vec::new();
         }
         Ok(keep_alive && complete)
@@ -333,7 +329,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
             let mut drained = 0;
             while drained < LINGER_BYTES {
                 self.buf.clear();
-                self.buf.reserve(READ_SPACE);
+                self.buf.reserve(h1::READ_SPACE);
                 match self.io.read_buf(self.buf).await {
                     Ok(n) if n > 0 => drained += n,
                     _ => return,

@@ -33,14 +33,14 @@ use tokio_util::io::poll_read_buf;
 
 /// Largest response head read from a backend (hyper's client allows about as much).
 const MAX_HEAD: usize = 256 * 1024;
-/// Buffer space made ready before each read from a backend.
-const READ_SPACE: usize = 8 * 1024;
+/// Buffer space made ready before each read from a peer (a backend, or a client on the own server path).
+pub const READ_SPACE: usize = 8 * 1024;
 /// Largest request body this client sends: the whole request is written before the response is read,
 /// which socket buffers absorb at this size; larger bodies go through hyper's client, which reads an
 /// early response while it writes.
 pub const MAX_BODY: usize = 64 * 1024;
-/// Write buffer capacity an idle connection keeps.
-const KEEP_OUT: usize = 16 * 1024;
+/// Write buffer capacity a connection keeps between messages (either side).
+pub const KEEP_OUT: usize = 16 * 1024;
 
 /// A backend connection with the bytes read from it and not yet consumed.
 pub struct Conn {
