@@ -18,7 +18,6 @@ use hyper::{Method, Response, Version};
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -181,12 +180,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
                     if !self.buf.is_empty() {
                         continue;
                     }
-                    let now = Instant::now();
-                    grace = match (self.proxy.handover.load(Ordering::SeqCst), self.served) {
-                        (true, _) => Some(now + timeouts.idle),
-                        (false, 0) => Some(now + timeouts.header_read),
-                        (false, _) => return Next::Close,
-                    };
+                    match super::grace_after_stop(self.proxy, self.served) {
+                        Some(wait) => grace = Some(Instant::now() + wait),
+                        None => return Next::Close,
+                    }
                     started = None;
                 }
             }

@@ -190,17 +190,13 @@ async fn serve_hyper<S>(
             // answers it with `Connection: close` (set on every response made after the stop), like
             // HAProxy's idle-close-on-response: the successor serves new connections meanwhile.
             let seen = *started.borrow();
-            let (wait_next, limit) = match (seen, proxy.handover.load(Ordering::SeqCst)) {
-                (_, true) => (true, proxy.timeouts.idle),
-                (0, false) => (true, proxy.timeouts.header_read),
-                (_, false) => (false, proxy.timeouts.header_read),
-            };
+            let grace = grace_after_stop(proxy, seen);
             let next_request = async {
-                if wait_next {
+                if grace.is_some() {
                     let _ = started.wait_for(|n| *n > seen).await;
                 }
             };
-            let wait = tokio::time::timeout(limit, next_request);
+            let wait = tokio::time::timeout(grace.unwrap_or_default(), next_request);
             let closed = tokio::select! {
                 _ = conn.as_mut() => true,
                 _ = wait => false,
@@ -214,5 +210,16 @@ async fn serve_hyper<S>(
                 }
             }
         }
+    }
+}
+
+/// After a stop, how long a client connection that has started `served` requests still waits for its
+/// next one: on a handover every connection does (within the idle timeout), otherwise only one with no
+/// request yet (within the header-read timeout); `None`: it closes at once.
+fn grace_after_stop(proxy: &ServiceProxy, served: u64) -> Option<std::time::Duration> {
+    match (proxy.handover.load(Ordering::SeqCst), served) {
+        (true, _) => Some(proxy.timeouts.idle),
+        (false, 0) => Some(proxy.timeouts.header_read),
+        (false, _) => None,
     }
 }
