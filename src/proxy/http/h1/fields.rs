@@ -1,6 +1,7 @@
-//! Header fields of a parsed HTTP/1 head as a `HeaderMap` whose values are slices of the received
-//! bytes: httparse's borrowed fields are recorded as offsets, the head is split off the buffer, and
-//! every value shares its bytes (no copy per value).
+//! Header fields of HTTP/1 heads. A parsed head's fields become a `HeaderMap` whose values are slices
+//! of the received bytes: httparse's borrowed fields are recorded as offsets, the head is split off
+//! the buffer, and every value shares its bytes (no copy per value). Heads being written get their
+//! fields appended one by one.
 
 use bytes::Bytes;
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
@@ -42,4 +43,12 @@ pub fn header_map(raw: &Bytes, spans: &[Span]) -> Result<HeaderMap, String> {
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Appends one header field (`name: value` and CRLF) to a head being written.
+pub fn append(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }

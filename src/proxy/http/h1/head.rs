@@ -65,15 +65,14 @@ pub fn encode_request(parts: &Parts, path: &str, length: Option<usize>, out: &mu
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        fields::append(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if let Some(n) = length {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-        out.extend_from_slice(b"\r\n");
+        fields::append(
+            out,
+            b"content-length",
+            itoa::Buffer::new().format(n).as_bytes(),
+        );
     }
     out.extend_from_slice(b"\r\n");
 }

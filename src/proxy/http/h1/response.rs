@@ -2,7 +2,7 @@
 //! framed: by the length the response declares or its body knows, else chunked (HTTP/1.1) or by
 //! closing the connection (HTTP/1.0), as RFC 9112 section 6 has it.
 
-use super::date;
+use super::{date, fields};
 use hyper::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
 use hyper::{StatusCode, Version};
 
@@ -69,7 +69,7 @@ pub fn encode_response(
         if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION {
             continue;
         }
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        fields::append(out, name.as_str().as_bytes(), value.as_bytes());
     }
     let length = match delimit {
         Delimit::Length(n) => Some(n),
@@ -78,18 +78,18 @@ pub fn encode_response(
         _ => None,
     };
     if let Some(n) = length {
-        field(
+        fields::append(
             out,
             b"content-length",
             itoa::Buffer::new().format(n).as_bytes(),
         );
     }
     if delimit == Delimit::Chunked {
-        field(out, b"transfer-encoding", b"chunked");
+        fields::append(out, b"transfer-encoding", b"chunked");
     }
     match (version, *keep_alive) {
-        (Version::HTTP_10, true) => field(out, b"connection", b"keep-alive"),
-        (Version::HTTP_11, false) => field(out, b"connection", b"close"),
+        (Version::HTTP_10, true) => fields::append(out, b"connection", b"keep-alive"),
+        (Version::HTTP_11, false) => fields::append(out, b"connection", b"close"),
         _ => {}
     }
     if !resp.headers.contains_key(DATE) {
@@ -99,14 +99,6 @@ pub fn encode_response(
     }
     out.extend_from_slice(b"\r\n");
     delimit
-}
-
-/// Appends one header field.
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// The response's `Content-Length`, when it is one number.
@@ -130,7 +122,7 @@ pub fn chunk_size(len: usize, out: &mut Vec<u8>) {
 pub fn last_chunk(trailers: Option<&HeaderMap>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"0\r\n");
     for (name, value) in trailers.into_iter().flatten() {
-        field(out, name.as_str().as_bytes(), value.as_bytes());
+        fields::append(out, name.as_str().as_bytes(), value.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
 }
