@@ -1,6 +1,6 @@
 //! The accept loop of one service's local listener.
 
-use super::{http, tcp, ServiceProxy};
+use super::{http, tcp, ListenTls, ServiceProxy};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,7 +42,12 @@ pub async fn serve(
                 metrics.active.inc();
                 let conns = proxy.conns.clone();
                 let _ = stream.set_nodelay(true);
-                conns.spawn(serve_one(stream, peer, proxy));
+                // One task type per kind of connection, so each task is only as large as its own state.
+                match (proxy.tls.listen.clone(), proxy.http.is_some()) {
+                    (Some(tls), _) => conns.spawn(serve_tls(tls, stream, peer, proxy)),
+                    (None, true) => conns.spawn(http::serve(stream, peer, proxy)),
+                    (None, false) => conns.spawn(tcp::handle_plain(stream, peer, proxy)),
+                };
             }
             Err(e) => {
                 // Out of file descriptors or a transient kernel error: back off briefly instead of spinning.
@@ -54,16 +59,13 @@ pub async fn serve(
     tracing::info!(service = %service, "listener closed");
 }
 
-/// Serves one accepted connection: TLS first when the listener terminates it, then TCP or HTTP.
-async fn serve_one(stream: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
-    let Some(tls) = proxy.tls.listen.clone() else {
-        if proxy.http.is_some() {
-            http::serve(stream, peer, proxy).await;
-        } else {
-            tcp::handle_plain(stream, peer, proxy).await;
-        }
-        return;
-    };
+/// Serves one accepted connection on a listener that terminates TLS.
+async fn serve_tls(
+    tls: Arc<ListenTls>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<ServiceProxy>,
+) {
     let stream = match tls.accept(stream).await {
         Ok(s) => s,
         Err(e) => {
