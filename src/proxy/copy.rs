@@ -1,10 +1,13 @@
 //! Copying both ways between two streams with recycled buffers.
 //!
 //! `tokio::io::copy_bidirectional` allocates and zeroes a fresh buffer per direction for every
-//! connection; with short connections that zeroing is a visible share of the CPU. Here each direction
-//! borrows a buffer from a small per-thread pool and gives it back when the connection ends, so a buffer
-//! is zeroed once in its life. The copy semantics are tokio's: each direction copies until EOF, flushes,
-//! then shuts the writer down (a half-close is passed on), and the whole copy ends when both are done.
+//! connection and keeps it until the connection ends; with short connections that zeroing is a visible
+//! share of the CPU, and with many connections the buffers are most of the memory. Here a direction
+//! borrows a buffer from a small per-thread pool only while it has bytes in flight, and gives it back
+//! as soon as its reader has nothing more for now (as HAProxy releases empty buffers). An idle
+//! connection holds no buffer, the few buffers in use stay hot in the cache, and each is zeroed once
+//! in its life. The copy semantics are tokio's: each direction copies until EOF, flushes, then shuts
+//! the writer down (a half-close is passed on), and the whole copy ends when both are done.
 
 use std::cell::RefCell;
 use std::future::poll_fn;
@@ -45,9 +48,10 @@ impl Drop for Buffer {
     }
 }
 
-/// One direction: the buffer, what of it is still to be written, and how far the copy got.
+/// One direction: the buffer while bytes are in flight, what of it is still to be written, and how
+/// far the copy got.
 struct Half {
-    buf: Buffer,
+    buf: Option<Buffer>,
     pos: usize,
     end: usize,
     eof: bool,
@@ -66,7 +70,7 @@ enum State {
 impl Half {
     fn new() -> Self {
         Self {
-            buf: Buffer::take(),
+            buf: None,
             pos: 0,
             end: 0,
             eof: false,
@@ -109,7 +113,8 @@ impl Half {
     {
         loop {
             if self.pos == self.end && !self.eof {
-                let mut read = ReadBuf::new(&mut self.buf.0);
+                let buf = self.buf.get_or_insert_with(Buffer::take);
+                let mut read = ReadBuf::new(&mut buf.0);
                 match Pin::new(&mut *r).poll_read(cx, &mut read) {
                     Poll::Ready(Ok(())) => {
                         let n = read.filled().len();
@@ -117,7 +122,9 @@ impl Half {
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => {
-                        // Nothing to read now: push out what was written (TLS streams buffer it).
+                        // Nothing to read now: the empty buffer goes back to the pool, and what was
+                        // written is pushed out (TLS streams buffer it).
+                        self.buf = None;
                         if self.flush {
                             ready!(Pin::new(&mut *w).poll_flush(cx))?;
                             self.flush = false;
@@ -126,8 +133,8 @@ impl Half {
                     }
                 }
             }
-            while self.pos < self.end {
-                let n = ready!(Pin::new(&mut *w).poll_write(cx, &self.buf.0[self.pos..self.end]))?;
+            while let Some(buf) = self.buf.as_ref().filter(|_| self.pos < self.end) {
+                let n = ready!(Pin::new(&mut *w).poll_write(cx, &buf.0[self.pos..self.end]))?;
                 if n == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
@@ -136,6 +143,7 @@ impl Half {
                 self.flush = true;
             }
             if self.eof {
+                self.buf = None;
                 ready!(Pin::new(&mut *w).poll_flush(cx))?;
                 return Poll::Ready(Ok(()));
             }
@@ -189,6 +197,49 @@ mod tests {
         server.shutdown().await.unwrap();
         assert_eq!(writer.await.unwrap(), b"done");
         assert_eq!(copy.await.unwrap().unwrap(), (100_000, 4));
+    }
+
+    #[tokio::test]
+    async fn a_direction_holds_a_buffer_only_while_bytes_are_in_flight() {
+        let (mut client, mut proxy_a) = tokio::io::duplex(8);
+        let (mut proxy_b, mut server) = tokio::io::duplex(1024);
+        let mut half = Half::new();
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(half.poll(&mut cx, &mut proxy_a, &mut proxy_b).is_pending());
+        assert!(
+            half.buf.is_none(),
+            "a direction with nothing to read holds no buffer"
+        );
+        client.write_all(b"hello").await.unwrap();
+        assert!(half.poll(&mut cx, &mut proxy_a, &mut proxy_b).is_pending());
+        assert!(
+            half.buf.is_none(),
+            "once the bytes are written on, the buffer goes back"
+        );
+        let mut got = [0u8; 5];
+        server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+
+        // A writer that takes only part of the bytes: the rest waits in the held buffer.
+        let (mut slow_b, mut slow_server) = tokio::io::duplex(4);
+        client.write_all(b"12345678").await.unwrap();
+        assert!(half.poll(&mut cx, &mut proxy_a, &mut slow_b).is_pending());
+        assert!(
+            half.buf.is_some(),
+            "bytes the writer has not taken stay in the buffer"
+        );
+        let mut got = [0u8; 4];
+        slow_server.read_exact(&mut got).await.unwrap();
+        assert!(half.poll(&mut cx, &mut proxy_a, &mut slow_b).is_pending());
+        slow_server.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"5678", "the held bytes go out in order");
+        assert!(half.poll(&mut cx, &mut proxy_a, &mut slow_b).is_pending());
+        assert!(
+            half.buf.is_none(),
+            "drained and idle again, the buffer goes back"
+        );
+        assert_eq!(half.copied, 13);
     }
 
     #[test]
