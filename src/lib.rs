@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod fault;
+pub mod fdlimit;
 pub mod metrics;
 pub mod proxy;
 pub mod register;

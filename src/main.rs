@@ -202,6 +202,13 @@ async fn run(
     activated: Vec<(std::os::fd::OwnedFd, Option<String>)>,
 ) -> anyhow::Result<()> {
     let config = source.load()?;
+    match sinew::fdlimit::raise() {
+        Ok((before, after)) if before < after => {
+            tracing::info!(before, after, "open-file limit raised to the hard limit")
+        }
+        Ok((_, limit)) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let mut grace = config.shutdown_grace;
     let upgrade_socket = config.admin.upgrade_socket.clone();
     let took_over = takeover.is_some();
