@@ -44,3 +44,13 @@ print(
     f"  the same with MIMALLOC_ARENA_EAGER_COMMIT=0 (examples/sinew.service): "
     f"{int(sys.argv[4]) / 1024:.1f} MiB"
 )
+idle_count = int(sys.argv[5])
+print(f"RSS growth per idle keep-alive client connection ({idle_count} held open, one request each):")
+
+
+def per_conn(value):
+    return f"{int(value):>7,} B" if value.lstrip("-").isdigit() and int(value) >= 0 else "    n/a"
+
+
+for proto, hap, sinew in (("http", sys.argv[6], sys.argv[7]), ("tcp", sys.argv[8], sys.argv[9])):
+    print(f"  {proto:<5} HAProxy {per_conn(hap)}   sinew {per_conn(sinew)}")

@@ -7,7 +7,8 @@
 # sinew, keep-alive and `Connection: close`, interleaved; the table shows the median over rounds and the
 # sinew/HAProxy ratios, with the CPU time each proxy spent per request (the figure that decides throughput
 # when the CPU is the limit, and the one least disturbed by other load on the machine) and how often it
-# was preempted per request. Then it reports sinew's RSS with 100 services of 10 backends each.
+# was preempted per request. Then it reports the memory each proxy holds per idle keep-alive client
+# connection, and sinew's RSS with 100 services of 10 backends each.
 #
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
 # With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
@@ -120,8 +121,16 @@ for r in $(seq 1 "$rounds"); do
   echo "   round $r done"
 done
 
-echo "== sinew RSS"
+echo "== memory"
 rss_busy=$(awk '/VmRSS/{print $2}' "/proc/$sinew_pid/status")
+# RSS growth per idle keep-alive client connection (one request answered on each), both proxies.
+idle_conns=2000
+idle() { # pid http-port tcp-port
+  timeout 120 python3 "$here/idle_conns.py" "$1" "$idle_conns" "$2" "$3" || echo "-1 -1"
+}
+read -r idle_hap_http idle_hap_tcp < <(idle "$haproxy_pid" "$hh" "$ht")
+sleep 1
+read -r idle_sinew_http idle_sinew_tcp < <(idle "$sinew_pid" "$sh" "$st")
 python3 "$here/many_services.py" "$work/many.yaml" "$ra"
 # Idle RSS of the 100-service config: as built, and with lazy allocator commit (as in
 # examples/sinew.service).
@@ -138,5 +147,6 @@ many_rss() { # env assignments...
 rss_many=$(many_rss SINEW_E2E=1)
 rss_lazy=$(many_rss MIMALLOC_ARENA_EAGER_COMMIT=0)
 
-python3 "$here/report.py" "$results" "$rss_busy" "$rss_many" "$rss_lazy"
+python3 "$here/report.py" "$results" "$rss_busy" "$rss_many" "$rss_lazy" "$idle_conns" \
+  "$idle_hap_http" "$idle_sinew_http" "$idle_hap_tcp" "$idle_sinew_tcp"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"
