@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// When a connection last moved a byte, in milliseconds since it opened.
@@ -96,6 +97,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A stream that can wait for bytes to read without a buffer to read them into, so a connection waiting
+/// between requests holds no read buffer.
+pub trait WaitReadable {
+    /// Ready once a read would not wait (bytes, EOF or an error), or at once when the stream cannot
+    /// tell; it may be ready with nothing to read, like any readiness.
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl WaitReadable for TcpStream {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
+}
+
+/// A TLS session may hold decrypted bytes, or records already read, that the socket's readiness does
+/// not show: it reads into a buffer as it always did.
+impl<S> WaitReadable for tokio_rustls::server::TlsStream<S> {
+    fn poll_readable(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: WaitReadable> WaitReadable for Metered<S> {
+    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.inner.poll_readable(cx)
     }
 }
 

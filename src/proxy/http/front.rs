@@ -11,6 +11,7 @@ use super::body::ProxyBody;
 use super::errors::LocalReply;
 use super::h1::{self, Delimit, Outgoing, Parsed, RequestError};
 use super::{forward, HttpProxy};
+use crate::proxy::io::WaitReadable;
 use crate::proxy::ServiceProxy;
 use bytes::BytesMut;
 use hyper::body::{Body, Frame};
@@ -72,7 +73,7 @@ pub async fn serve<S>(
     http: &HttpProxy,
 ) -> Ended
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + WaitReadable + Unpin,
 {
     let mut front = Front {
         io,
@@ -118,7 +119,7 @@ where
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
+impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
     /// Waits for the next request head. The first request must be whole within `timeouts.header_read`
     /// of the accept, later ones within it of their first byte; a stop (`stop`, seen once) ends a
     /// connection waiting between requests, except that a connection with no request yet, or any
@@ -160,10 +161,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
                 started.get_or_insert_with(Instant::now);
             }
             let deadline = started.map(|t| t + timeouts.header_read).or(grace);
-            self.buf.reserve(h1::READ_SPACE);
             tokio::select! {
                 biased;
-                read = self.io.read_buf(self.buf) => match read {
+                read = read_more(self.io, self.buf) => match read {
                     Ok(n) if n > 0 => {}
                     _ => return Next::Close,
                 },
@@ -337,10 +337,70 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Front<'_, S> {
     }
 }
 
+/// Reads more of a request into `buf`. With nothing buffered (between requests) it waits for bytes
+/// without holding a read buffer, so an idle keep-alive connection holds none, as HAProxy releases
+/// empty buffers.
+async fn read_more<S>(io: &mut S, buf: &mut BytesMut) -> std::io::Result<usize>
+where
+    S: AsyncRead + WaitReadable + Unpin,
+{
+    if buf.is_empty() {
+        let ready = poll_fn(|cx| Poll::Ready(io.poll_readable(cx))).await;
+        if ready.is_pending() {
+            *buf = BytesMut::new();
+            poll_fn(|cx| io.poll_readable(cx)).await?;
+        }
+    }
+    buf.reserve(h1::READ_SPACE);
+    io.read_buf(buf).await
+}
+
 /// Resolves at `deadline`; never without one.
 async fn until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use tokio::net::{TcpListener, TcpStream};
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_its_next_request_holds_no_read_buffer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let mut buf = BytesMut::new();
+        client.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        while buf.len() < 16 {
+            read_more(&mut server, &mut buf).await.unwrap();
+        }
+        client.write_all(b"Host: a\r\n\r\n").await.unwrap();
+        read_more(&mut server, &mut buf).await.unwrap();
+        assert_eq!(&buf[..], b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert!(buf.capacity() > 0, "a request being read has its buffer");
+
+        // The request is taken; nothing more has come.
+        buf.clear();
+        {
+            let read = read_more(&mut server, &mut buf);
+            tokio::pin!(read);
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            assert!(read.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            buf.capacity(),
+            0,
+            "the empty buffer was let go while waiting"
+        );
+        client.write_all(b"GET /next").await.unwrap();
+        read_more(&mut server, &mut buf).await.unwrap();
+        assert!(b"GET /next".starts_with(&buf[..]) && !buf.is_empty());
     }
 }

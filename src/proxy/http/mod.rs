@@ -101,7 +101,12 @@ impl HttpProxy {
 /// sinew's own HTTP/1 path, handed to hyper's server at the first request that path leaves to it.
 pub async fn serve<S>(stream: S, peer: SocketAddr, proxy: Arc<ServiceProxy>)
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + crate::proxy::io::WaitReadable
+        + Unpin
+        + Send
+        + 'static,
 {
     let metrics = proxy.balancer.metrics();
     let Some(http) = proxy.http.as_ref() else {
