@@ -265,7 +265,13 @@ async fn send(
                 return Attempt::Failed(LocalReply::BadRequestBody);
             };
             let req = hyper_request(parts, body, Version::HTTP_11, uri);
-            tokio::time::timeout(timeout, upstream.send(proxy, &pick, req)).await
+            // Boxed here and below: hyper's request state is larger than the own client's, and
+            // would otherwise size every request's future (and each client connection's task).
+            Box::pin(tokio::time::timeout(
+                timeout,
+                upstream.send(proxy, &pick, req),
+            ))
+            .await
         }
         (Client::Generic(client), body) => {
             let version = match http.protocol {
@@ -281,7 +287,7 @@ async fn send(
                 return Attempt::Failed(LocalReply::BadRequestBody);
             };
             let req = hyper_request(parts, body, version, uri);
-            tokio::time::timeout(timeout, client.request(req))
+            Box::pin(tokio::time::timeout(timeout, client.request(req)))
                 .await
                 .map(|r| {
                     r.map(|resp| resp.map(UpBody::Hyper)).map_err(|e| {

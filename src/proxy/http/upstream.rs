@@ -116,7 +116,9 @@ impl Upstream {
             let idle = if fresh { None } else { self.check_out(backend) };
             let mut lease = match idle {
                 Some(lease) => lease,
-                None => self.open(proxy, pick).await?,
+                // Boxed: connecting is rare next to reusing, and its state would otherwise make every
+                // waiting request's future (and each idle client connection's task) larger.
+                None => Box::pin(self.open(proxy, pick)).await?,
             };
             match lease.conn.exchange(parts, path, body).await {
                 Ok(head) => {
