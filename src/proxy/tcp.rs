@@ -34,7 +34,9 @@ async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
     let key = proxy
         .hashes_client()
         .then(|| crate::balance::hash::hash(peer.ip().to_string().as_bytes()));
-    let Some((backend, pick, sent)) = connect(&set, &proxy, key, &early).await else {
+    // Boxed: connecting (queue, timeout, dial) takes more state than copying, and only for a moment;
+    // unboxed it would size the task for the connection's whole life.
+    let Some((backend, pick, sent)) = Box::pin(connect(&set, &proxy, key, &early)).await else {
         metrics.no_backend.inc();
         if let Some(suppressed) = proxy.warnings.allow() {
             tracing::warn!(
