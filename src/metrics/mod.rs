@@ -73,6 +73,9 @@ pub struct Metrics {
     register_check_failures: IntCounterVec,
     register_transitions: IntCounterVec,
     upgrade_handovers: IntCounterVec,
+    accept_errors: IntCounterVec,
+    local_errors: IntCounterVec,
+    client_errors: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -88,6 +91,33 @@ impl HttpMetrics {
     pub fn error(&self, cause: &str) -> IntCounter {
         self.errors
             .with_label_values(&[self.service.as_str(), cause])
+    }
+}
+
+/// Per-service counters of failures that are not a backend's: accept errors, local resource limits
+/// and client faults. Labelled by kind when they happen (they are rare), from fixed sets of kinds.
+#[derive(Clone)]
+pub struct FaultMetrics {
+    service: String,
+    accept: IntCounterVec,
+    local: IntCounterVec,
+    client: IntCounterVec,
+}
+
+impl FaultMetrics {
+    /// Counts a failed accept of `kind`.
+    pub fn accept_error(&self, kind: &str) {
+        self.accept.with_label_values(&[&self.service, kind]).inc();
+    }
+
+    /// Counts a backend connect that failed for the local resource `kind`.
+    pub fn local_error(&self, kind: &str) {
+        self.local.with_label_values(&[&self.service, kind]).inc();
+    }
+
+    /// Counts a request that failed by the client's fault `kind`.
+    pub fn client_error(&self, kind: &str) {
+        self.client.with_label_values(&[&self.service, kind]).inc();
     }
 }
 
@@ -448,6 +478,24 @@ impl Metrics {
                 "Listening sockets offered to a successor process, by outcome (handed_over, aborted, refused).",
                 &["outcome"],
             )?,
+            accept_errors: counter(
+                &r,
+                "sinew_listener_accept_errors_total",
+                "Failed accepts on a service's listener, by kind (emfile, enfile, enobufs, enomem, other).",
+                &["service", "kind"],
+            )?,
+            local_errors: counter(
+                &r,
+                "sinew_service_local_errors_total",
+                "Backend connects that failed for a local resource limit (emfile, enfile, enobufs, enomem, eaddrnotavail); never charged to the backend.",
+                &["service", "kind"],
+            )?,
+            client_errors: counter(
+                &r,
+                "sinew_service_client_errors_total",
+                "Requests that failed by the client's fault, by kind (bad_request, head_too_large, head_timeout, bad_request_body, client_aborted, body_timeout); never charged to a backend.",
+                &["service", "kind"],
+            )?,
             registry: r,
             backends: backend::BackendSeries::default(),
         })
@@ -571,6 +619,16 @@ impl Metrics {
             wait_seconds: self.queue_wait.with_label_values(&[service]),
             full: self.queue_rejected.with_label_values(&[service, "full"]),
             timeouts: self.queue_rejected.with_label_values(&[service, "timeout"]),
+        }
+    }
+
+    /// The counters of one service's failures that no backend is charged with.
+    pub fn faults(&self, service: &str) -> FaultMetrics {
+        FaultMetrics {
+            service: service.to_string(),
+            accept: self.accept_errors.clone(),
+            local: self.local_errors.clone(),
+            client: self.client_errors.clone(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Proxying: local listeners and the forwarding of client connections (TCP) or requests (HTTP) to
 //! picked backends.
 
+mod blame;
 mod copy;
 mod early;
 mod http;
@@ -19,7 +20,7 @@ pub use tls_handshake::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
 use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
-use crate::metrics::{Metrics, TlsMetrics};
+use crate::metrics::{FaultMetrics, Metrics, TlsMetrics};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,7 @@ pub struct ServiceProxy {
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
     warnings: ratelog::RateLimited,
+    faults: FaultMetrics,
 }
 
 /// The agent's shutdown handles, shared by every service.
@@ -78,6 +80,7 @@ impl ServiceProxy {
         life: Lifecycle,
         tls: TlsSetup,
     ) -> Self {
+        let faults = metrics.faults(balancer.service());
         let http = (config.mode == Mode::Http).then(|| {
             Arc::new(http::HttpProxy::new(
                 balancer.service(),
@@ -102,6 +105,7 @@ impl ServiceProxy {
             http,
             tls,
             warnings: ratelog::RateLimited::default(),
+            faults,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! TCP forwarding: pick a backend, connect (retrying others on failure), then copy both ways until
 //! both sides are done or the connection has been idle too long.
 
+use super::blame::{blame, Blame, ClientBody, Resource, Seen};
 use super::io::{Activity, Metered};
 use super::ServiceProxy;
 use crate::balance::{BackendSet, Pick, Target};
@@ -36,17 +37,31 @@ async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
         .then(|| crate::balance::hash::hash(peer.ip().to_string().as_bytes()));
     // Boxed: connecting (queue, timeout, dial) takes more state than copying, and only for a moment;
     // unboxed it would size the task for the connection's whole life.
-    let Some((backend, pick, sent)) = Box::pin(connect(&set, &proxy, key, &early)).await else {
-        metrics.no_backend.inc();
-        if let Some(suppressed) = proxy.warnings.allow() {
-            tracing::warn!(
-                service = %proxy.balancer.service(),
-                backends = set.entries().len(),
-                suppressed,
-                "no backend reachable; client connection closed"
-            );
+    let (backend, pick, sent) = match Box::pin(connect(&set, &proxy, key, &early)).await {
+        Ok(connected) => connected,
+        Err(None) => {
+            metrics.no_backend.inc();
+            if let Some(suppressed) = proxy.warnings.allow() {
+                tracing::warn!(
+                    service = %proxy.balancer.service(),
+                    backends = set.entries().len(),
+                    suppressed,
+                    "no backend reachable; client connection closed"
+                );
+            }
+            return;
         }
-        return;
+        Err(Some(resource)) => {
+            if let Some(suppressed) = proxy.warnings.allow() {
+                tracing::warn!(
+                    service = %proxy.balancer.service(),
+                    resource = resource.label(),
+                    suppressed,
+                    "cannot connect to a backend: out of a local resource; client connection closed, the backend is not charged"
+                );
+            }
+            return;
+        }
     };
     let stats = &pick.entry.stats;
     stats.connections.inc();
@@ -77,43 +92,53 @@ async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
 }
 
 /// Connects to a backend of `set`, trying up to `1 + retries.attempts` distinct backends.
-/// Returns the stream, the pick and how many bytes of `early` went out with the connect.
+/// Returns the stream, the pick and how many bytes of `early` went out with the connect; or the local
+/// resource that ran out (no other backend is tried then: it would fail the same way), or `None`
+/// when no backend could be reached.
 async fn connect(
     set: &BackendSet,
     proxy: &ServiceProxy,
     key: Option<u64>,
     early: &[u8],
-) -> Option<(Box<dyn Io>, Pick, usize)> {
+) -> Result<(Box<dyn Io>, Pick, usize), Option<Resource>> {
     let mut tried: Vec<usize> = Vec::new();
     for attempt in 0..=proxy.retries.attempts {
         let pick = match proxy.balancer.pick_queued(set, &tried, key).await {
             Ok(p) => p,
             // With nothing tried yet this is "no backend" or a queue rejection; later, all were tried.
-            Err(_) => return None,
+            Err(_) => return Err(None),
         };
         let started = tokio::time::Instant::now();
         if attempt > 0 {
             proxy.balancer.metrics().retries.inc();
         }
         let dialing = dial_sending(proxy, &pick.entry.target, &pick.entry.backend.host, early);
-        match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
+        let seen = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
             Ok(Ok((stream, sent))) => {
                 proxy.balancer.observe(&pick.entry, true);
                 pick.entry.rtt.observe(started.elapsed());
-                return Some((stream, pick, sent));
+                return Ok((stream, pick, sent));
             }
-            Ok(Err(e)) => fail(proxy, &pick, &e.to_string()),
-            Err(_) => fail(proxy, &pick, "connect timeout"),
+            Ok(Err(e)) => (Seen::ConnectFailed(e.raw_os_error()), e.to_string()),
+            Err(_) => (Seen::ConnectTimeout, "connect timeout".to_string()),
+        };
+        let (seen, error) = seen;
+        // Nothing of the client's body is in play while connecting.
+        match blame(seen, ClientBody::Sent) {
+            Blame::Local(resource) => {
+                proxy.faults.local_error(resource.label());
+                tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed for a local resource limit");
+                return Err(Some(resource));
+            }
+            _ => {
+                pick.entry.stats.connect_failures.inc();
+                proxy.balancer.observe(&pick.entry, false);
+                tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
+            }
         }
         tried.push(pick.index);
     }
-    None
-}
-
-fn fail(proxy: &ServiceProxy, pick: &Pick, error: &str) {
-    pick.entry.stats.connect_failures.inc();
-    proxy.balancer.observe(&pick.entry, false);
-    tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
+    Err(None)
 }
 
 /// Connects to a backend, with TLS when the service originates it (the handshake counts as part of

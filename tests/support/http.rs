@@ -19,7 +19,8 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// An HTTP backend on loopback.
 ///
 /// Routes: `/` answers its name; `/status/N` answers status N; `/slow/MS` answers after MS ms;
-/// `/echo` streams the request body back; `/headers` lists the request headers; `/trailers` sends a body
+/// `/echo` streams the request body back; `/drain` reads the whole request body, then answers its
+/// length; `/headers` lists the request headers; `/trailers` sends a body
 /// and a `grpc-status: 0` trailer; `/upgrade` switches protocols and echoes bytes. A `sick` backend
 /// answers 503 to everything.
 pub struct HttpBackend {
@@ -145,6 +146,10 @@ async fn route(
             text(200, name.to_string())
         }
         (Some("echo"), _) => Response::new(req.into_body().boxed()),
+        (Some("drain"), _) => match req.into_body().collect().await {
+            Ok(body) => text(200, format!("{} bytes\n", body.to_bytes().len())),
+            Err(_) => text(400, "bad body\n"),
+        },
         (Some("headers"), _) => {
             let mut out = String::new();
             for (k, v) in req.headers() {

@@ -1,14 +1,19 @@
-//! Body types of the HTTP path, and a response body that keeps its backend counted as busy until the
-//! response has been fully sent (least-conn counts in-flight requests, not connections).
+//! Body types of the HTTP path, a response body that keeps its backend counted as busy until the
+//! response has been fully sent (least-conn counts in-flight requests, not connections), and a request
+//! body that records how far the client got with it (so its failures are charged to the client).
 
 use super::h1::ResponseBody;
 use crate::balance::Pick;
+use crate::proxy::blame::ClientBody;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use tokio::time::Instant;
 
 /// Any error a body can carry.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -110,4 +115,102 @@ impl Body for Guarded {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
+}
+
+/// How far a client's streamed request body has come, shared between the body being forwarded and
+/// the request that decides, when an attempt fails, whose fault it was.
+#[derive(Default)]
+pub struct Progress {
+    state: AtomicU8,
+    ended: OnceLock<Instant>,
+}
+
+const FLOWING: u8 = 0;
+const WAITING: u8 = 1;
+const SENT: u8 = 2;
+const MALFORMED: u8 = 3;
+const ABORTED: u8 = 4;
+
+impl Progress {
+    /// Where the body stands now.
+    pub fn state(&self) -> ClientBody {
+        match self.state.load(Ordering::Acquire) {
+            WAITING => ClientBody::Waiting,
+            SENT => ClientBody::Sent,
+            MALFORMED => ClientBody::Malformed,
+            ABORTED => ClientBody::Aborted,
+            _ => ClientBody::Flowing,
+        }
+    }
+
+    /// When the client's last body byte came, once it has.
+    pub fn ended(&self) -> Option<Instant> {
+        self.ended.get().copied()
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::Release);
+        if state == SENT {
+            let _ = self.ended.set(Instant::now());
+        }
+    }
+}
+
+/// A client's request body on its way to a backend, recording its [`Progress`].
+pub struct Tracked {
+    inner: Incoming,
+    progress: Arc<Progress>,
+}
+
+impl Tracked {
+    /// Wraps the client's body `inner`, recording into `progress`.
+    pub fn new(inner: Incoming, progress: Arc<Progress>) -> Self {
+        Self { inner, progress }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let state = match &polled {
+            Poll::Pending => WAITING,
+            Poll::Ready(None) => SENT,
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => SENT,
+            Poll::Ready(Some(Ok(_))) => FLOWING,
+            Poll::Ready(Some(Err(e))) if malformed(e) => MALFORMED,
+            Poll::Ready(Some(Err(_))) => ABORTED,
+        };
+        self.progress.set(state);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// True when a client's body failed because its framing is invalid (hyper's decoder reports those as
+/// `InvalidInput` or `InvalidData`), rather than because its connection ended.
+fn malformed(e: &hyper::Error) -> bool {
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidInput | std::io::ErrorKind::InvalidData
+            );
+        }
+        next = e.source();
+    }
+    e.is_parse()
 }

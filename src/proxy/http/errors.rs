@@ -2,6 +2,7 @@
 //! an `x-sinew-error` header so nobody mistakes them for a backend's.
 
 use super::body::{full, ProxyBody};
+use crate::proxy::blame::ClientFault;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -30,6 +31,14 @@ pub enum LocalReply {
     HeadTooLarge,
     /// The client did not send a whole request head within `timeouts.header_read`.
     HeadTimeout,
+    /// The client closed or reset its connection before sending its whole request body.
+    ClientAborted,
+    /// The client stopped sending its request body, and the backend waited for it until
+    /// `timeouts.request`.
+    BodyTimeout,
+    /// This host ran out of a resource (open files, memory, socket buffers, local ports) connecting
+    /// to a backend.
+    LocalLimit,
 }
 
 impl LocalReply {
@@ -46,20 +55,26 @@ impl LocalReply {
             LocalReply::BadRequest => "bad_request",
             LocalReply::HeadTooLarge => "head_too_large",
             LocalReply::HeadTimeout => "head_timeout",
+            LocalReply::ClientAborted => "client_aborted",
+            LocalReply::BodyTimeout => "body_timeout",
+            LocalReply::LocalLimit => "local_limit",
         }
     }
 
     /// The status sent to the client.
     pub fn status(self) -> StatusCode {
         match self {
-            LocalReply::NoBackend | LocalReply::QueueFull | LocalReply::QueueTimeout => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            LocalReply::NoBackend
+            | LocalReply::QueueFull
+            | LocalReply::QueueTimeout
+            | LocalReply::LocalLimit => StatusCode::SERVICE_UNAVAILABLE,
             LocalReply::ConnectFailure | LocalReply::Reset => StatusCode::BAD_GATEWAY,
             LocalReply::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            LocalReply::BadRequestBody | LocalReply::BadRequest => StatusCode::BAD_REQUEST,
+            LocalReply::BadRequestBody | LocalReply::BadRequest | LocalReply::ClientAborted => {
+                StatusCode::BAD_REQUEST
+            }
             LocalReply::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            LocalReply::HeadTimeout => StatusCode::REQUEST_TIMEOUT,
+            LocalReply::HeadTimeout | LocalReply::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -75,6 +90,31 @@ impl LocalReply {
             LocalReply::BadRequest => "the request head is not valid HTTP/1",
             LocalReply::HeadTooLarge => "the request head is too large",
             LocalReply::HeadTimeout => "the request head did not arrive in time",
+            LocalReply::ClientAborted => "the client closed before sending the whole request body",
+            LocalReply::BodyTimeout => "the request body did not arrive in time",
+            LocalReply::LocalLimit => "sinew is out of open files or memory; try again",
+        }
+    }
+
+    /// True when the client caused this answer (it is counted as a client error).
+    pub fn is_client(self) -> bool {
+        matches!(
+            self,
+            LocalReply::BadRequestBody
+                | LocalReply::BadRequest
+                | LocalReply::HeadTooLarge
+                | LocalReply::HeadTimeout
+                | LocalReply::ClientAborted
+                | LocalReply::BodyTimeout
+        )
+    }
+
+    /// The answer to a failure that is the client's.
+    pub fn of_client(fault: ClientFault) -> Self {
+        match fault {
+            ClientFault::BodyFraming => LocalReply::BadRequestBody,
+            ClientFault::BodyAborted => LocalReply::ClientAborted,
+            ClientFault::BodyTimeout => LocalReply::BodyTimeout,
         }
     }
 

@@ -1,12 +1,13 @@
 //! One HTTP request through sinew: clean the head, pick a backend, send, retry what may be retried,
 //! answer precisely when nothing works.
 
-use super::body::{boxed, full, Guarded, ProxyBody, UpBody};
+use super::body::{boxed, full, Guarded, Progress, ProxyBody, Tracked, UpBody};
 use super::errors::LocalReply;
 use super::upstream::Failure;
 use super::{headers, tunnel, Client, HttpProxy};
 use crate::balance::{Pick, Unavailable};
 use crate::config::{RetryOn, UpstreamProtocol};
+use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
@@ -23,16 +24,16 @@ use tokio::time::Instant;
 enum ReqBody {
     /// Small enough to keep: every attempt gets a copy.
     Replayable(Bytes),
-    /// Streamed through: only the first attempt can send it.
-    Streaming(Option<Incoming>),
+    /// Streamed through: only the first attempt can send it; `Progress` says how far the client got.
+    Streaming(Option<Incoming>, Arc<Progress>),
 }
 
 /// What one attempt sends as the request body.
 enum AttemptBody {
     /// The whole body, in memory.
     Bytes(Bytes),
-    /// A body streamed from the client.
-    Stream(ProxyBody),
+    /// A body streamed from the client, and how far the client got with it.
+    Stream(ProxyBody, Arc<Progress>),
 }
 
 impl AttemptBody {
@@ -40,7 +41,15 @@ impl AttemptBody {
     fn into_body(self) -> ProxyBody {
         match self {
             Self::Bytes(b) => full(b),
-            Self::Stream(s) => s,
+            Self::Stream(s, _) => s,
+        }
+    }
+
+    /// How far the client got with this body (an in-memory one is whole).
+    fn progress(&self) -> Option<Arc<Progress>> {
+        match self {
+            Self::Bytes(_) => None,
+            Self::Stream(_, p) => Some(Arc::clone(p)),
         }
     }
 }
@@ -161,8 +170,11 @@ async fn forward(
         };
         let attempt_body = match &mut body {
             ReqBody::Replayable(bytes) => AttemptBody::Bytes(bytes.clone()),
-            ReqBody::Streaming(stream) => match stream.take() {
-                Some(s) => AttemptBody::Stream(boxed(s)),
+            ReqBody::Streaming(stream, progress) => match stream.take() {
+                Some(s) => AttemptBody::Stream(
+                    boxed(Tracked::new(s, Arc::clone(progress))),
+                    Arc::clone(progress),
+                ),
                 None => break,
             },
         };
@@ -235,7 +247,7 @@ async fn prepare(body: Incoming, max: usize) -> Result<ReqBody, LocalReply> {
             .await
             .map(|c| ReqBody::Replayable(c.to_bytes()))
             .map_err(|_| LocalReply::BadRequestBody),
-        _ => Ok(ReqBody::Streaming(Some(body))),
+        _ => Ok(ReqBody::Streaming(Some(body), Arc::default())),
     }
 }
 
@@ -253,6 +265,7 @@ async fn send(
     let timeout = proxy.timeouts.request;
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let sent = Instant::now();
+    let progress = body.progress();
     let exchanged = match (&http.client, body) {
         (Client::Http1(upstream), AttemptBody::Bytes(bytes))
             if !upgrade && bytes.len() <= super::h1::MAX_BODY =>
@@ -262,7 +275,7 @@ async fn send(
         }
         (Client::Http1(upstream), body) => {
             let Ok(uri) = Uri::try_from(path) else {
-                return Attempt::Failed(LocalReply::BadRequestBody);
+                return Attempt::Failed(LocalReply::BadRequest);
             };
             let req = hyper_request(parts, body, Version::HTTP_11, uri);
             // Boxed here and below: hyper's request state is larger than the own client's, and
@@ -284,7 +297,7 @@ async fn send(
                 .path_and_query(path)
                 .build();
             let Ok(uri) = uri else {
-                return Attempt::Failed(LocalReply::BadRequestBody);
+                return Attempt::Failed(LocalReply::BadRequest);
             };
             let req = hyper_request(parts, body, version, uri);
             Box::pin(tokio::time::timeout(timeout, client.request(req)))
@@ -292,39 +305,70 @@ async fn send(
                 .map(|r| {
                     r.map(|resp| resp.map(UpBody::Hyper)).map_err(|e| {
                         if e.is_connect() {
-                            Failure::Connect(e.to_string())
+                            Failure::connect(&e)
                         } else {
-                            Failure::Other(e.to_string())
+                            Failure::exchange(e)
                         }
                     })
                 })
         }
     };
-    match exchanged {
-        Err(_) => {
-            balancer.observe(&pick.entry, false);
-            pick.entry.rtt.observe(timeout);
-            Attempt::Failed(LocalReply::Timeout)
-        }
-        Ok(Err(Failure::Connect(error))) => {
-            pick.entry.stats.connect_failures.inc();
-            balancer.observe(&pick.entry, false);
-            tracing::debug!(backend = %pick.entry.key, error, "connect failed");
-            Attempt::Failed(LocalReply::ConnectFailure)
-        }
-        Ok(Err(Failure::Other(error))) => {
-            tracing::debug!(backend = %pick.entry.key, error, "request failed");
-            balancer.observe(&pick.entry, false);
-            Attempt::Failed(LocalReply::Reset)
-        }
+    let failure = match exchanged {
         Ok(Ok(resp)) => {
+            // The backend's time starts when it has the whole request: a client that takes its time
+            // sending the body does not make the backend look slow.
+            let from = progress
+                .as_ref()
+                .and_then(|p| p.ended())
+                .map_or(sent, |ended| ended.max(sent));
+            let took = from.elapsed();
             if let Some(stats) = &pick.entry.stats.http {
-                stats.response_seconds.observe(sent.elapsed().as_secs_f64());
+                stats.response_seconds.observe(took.as_secs_f64());
                 stats.response_class(resp.status().as_u16()).inc();
             }
-            pick.entry.rtt.observe(sent.elapsed());
+            pick.entry.rtt.observe(took);
             balancer.observe(&pick.entry, !resp.status().is_server_error());
-            Attempt::Response(Exchanged { resp, pick })
+            return Attempt::Response(Exchanged { resp, pick });
+        }
+        Ok(Err(failure)) => failure,
+        Err(_) => Failure {
+            seen: Seen::ResponseTimeout,
+            error: "no response head within timeouts.request".into(),
+        },
+    };
+    let client = progress.map_or(ClientBody::Sent, |p| p.state());
+    let service = balancer.service();
+    let backend = &pick.entry.key;
+    let error = failure.error;
+    match blame(failure.seen, client) {
+        Blame::Client(fault) => {
+            tracing::debug!(service, %backend, error, ?fault, "request failed by the client");
+            Attempt::Failed(LocalReply::of_client(fault))
+        }
+        Blame::Local(resource) => {
+            proxy.faults.local_error(resource.label());
+            if let Some(suppressed) = proxy.warnings.allow() {
+                tracing::warn!(service, %backend, error, suppressed, "cannot connect to a backend: out of a local resource; the backend is not charged");
+            }
+            Attempt::Failed(LocalReply::LocalLimit)
+        }
+        Blame::Backend => {
+            balancer.observe(&pick.entry, false);
+            match failure.seen {
+                Seen::ResponseTimeout => {
+                    pick.entry.rtt.observe(timeout);
+                    Attempt::Failed(LocalReply::Timeout)
+                }
+                Seen::ConnectFailed(_) | Seen::ConnectTimeout => {
+                    pick.entry.stats.connect_failures.inc();
+                    tracing::debug!(service, %backend, error, "connect failed");
+                    Attempt::Failed(LocalReply::ConnectFailure)
+                }
+                Seen::ExchangeFailed => {
+                    tracing::debug!(service, %backend, error, "request failed");
+                    Attempt::Failed(LocalReply::Reset)
+                }
+            }
         }
     }
 }
@@ -424,6 +468,9 @@ fn fail(
     attempts: u32,
 ) -> Response<ProxyBody> {
     http.metrics.error(failure.cause()).inc();
+    if failure.is_client() {
+        proxy.faults.client_error(failure.cause());
+    }
     if http.options.access_log {
         tracing::info!(
             target: "sinew::access",

@@ -95,6 +95,9 @@ where
             Next::Close => return Ended::Closed,
             Next::Reject(reply) => {
                 http.metrics.error(reply.cause()).inc();
+                if reply.is_client() {
+                    proxy.faults.client_error(reply.cause());
+                }
                 let resp = reply.response(proxy.balancer.service());
                 let _ = front.respond(resp, Version::HTTP_11, false, false).await;
                 front.close().await;

@@ -14,6 +14,7 @@ use super::body::{ProxyBody, UpBody};
 use super::h1::{Conn, ResponseBody};
 use super::pool::{Counted, PoolMetrics};
 use crate::balance::Pick;
+use crate::proxy::blame::{os_error, Seen};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
 use hyper::client::conn::http1;
@@ -25,13 +26,31 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Why an exchange with a backend failed.
+/// Why an exchange with a backend failed: what was seen, and the error to log.
 #[derive(Debug)]
-pub enum Failure {
-    /// No connection could be made (refused, unreachable, timed out, TLS handshake failed).
-    Connect(String),
+pub struct Failure {
+    /// What went wrong, for [`crate::proxy::blame::blame`].
+    pub seen: Seen,
+    /// The error, for the log.
+    pub error: String,
+}
+
+impl Failure {
+    /// No connection could be made (refused, unreachable, out of descriptors, TLS handshake failed).
+    pub fn connect(e: &(dyn std::error::Error + 'static)) -> Self {
+        Self {
+            seen: Seen::ConnectFailed(os_error(e)),
+            error: e.to_string(),
+        }
+    }
+
     /// The connection failed after the request was sent, or before a response came.
-    Other(String),
+    pub fn exchange(error: impl ToString) -> Self {
+        Self {
+            seen: Seen::ExchangeFailed,
+            error: error.to_string(),
+        }
+    }
 }
 
 /// Idle connections of one service, by backend.
@@ -135,7 +154,7 @@ impl Upstream {
                     tracing::debug!(backend, error = %e, "idle connection had closed; resending");
                     fresh = true;
                 }
-                Err(e) => return Err(Failure::Other(e.to_string())),
+                Err(e) => return Err(Failure::exchange(e)),
             }
         }
     }
@@ -161,7 +180,7 @@ impl Upstream {
             let (mut sender, conn) = http1::Builder::new()
                 .handshake(TokioIo::new(io))
                 .await
-                .map_err(|e| Failure::Other(e.to_string()))?;
+                .map_err(Failure::exchange)?;
             let key = pick.entry.key.clone();
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
@@ -173,7 +192,7 @@ impl Upstream {
                 Err(mut e) => match e.take_message() {
                     // Never written: the idle connection had closed. Another one takes it.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(Failure::Other(e.into_error().to_string())),
+                    _ => return Err(Failure::exchange(e.into_error())),
                 },
             }
         }
@@ -204,8 +223,13 @@ impl Upstream {
         let dialing = crate::proxy::tcp::dial(proxy, &entry.target, &entry.backend.host);
         let stream = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(Failure::Connect(e.to_string())),
-            Err(_) => return Err(Failure::Connect("connect timeout".into())),
+            Ok(Err(e)) => return Err(Failure::connect(&e)),
+            Err(_) => {
+                return Err(Failure {
+                    seen: Seen::ConnectTimeout,
+                    error: "connect timeout".into(),
+                })
+            }
         };
         let labels = [self.metrics.service.as_str(), entry.key.as_str()];
         self.metrics.opened.with_label_values(&labels).inc();
