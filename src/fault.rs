@@ -1,5 +1,6 @@
 //! Fault injection for the test suite: named points inside background tasks (discovery, registration)
-//! that a test can make hang or panic, to prove that a stuck or crashed task never stops traffic. Compiled in only with the
+//! and client connection tasks (`connection`) that a test can make hang or panic, to prove that a
+//! stuck or crashed task never stops traffic nor keeps what it held. Compiled in only with the
 //! `fault-injection` feature, which the test suite turns on; without it every point is an empty
 //! function the compiler removes.
 

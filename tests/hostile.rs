@@ -129,3 +129,66 @@ async fn shutdown_loses_no_in_flight_request() {
         "the listener is closed"
     );
 }
+
+/// Opens `n` connections to `addr` and proves each is served (a TCP echo greets, an HTTP one answers a
+/// keep-alive request); returns them open.
+async fn served(addr: SocketAddr, n: usize, http: bool) -> Vec<TcpStream> {
+    let mut held = Vec::new();
+    for i in 0..n {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if http {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .map_or(0, |r| r.unwrap_or(0));
+            let got = String::from_utf8_lossy(&buf[..n]);
+            assert!(got.starts_with("HTTP/1.1 200"), "connection {i}: {got:?}");
+        } else {
+            assert_eq!(
+                read_line(&mut s).await,
+                Ok("a".to_string()),
+                "connection {i}"
+            );
+        }
+        held.push(s);
+    }
+    held
+}
+
+#[tokio::test]
+async fn a_connection_task_that_panics_gives_its_admission_slot_back() {
+    let http = support::http::HttpBackend::start("a").await;
+    let tcp = EchoBackend::start("a").await;
+    for (mode, backend) in [("http", http.hostport()), ("tcp", tcp.hostport())] {
+        let agent = agent(&format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: {mode}\n    backends: [{backend}]\n    max_client_connections: 2\n",
+        ))
+        .await;
+        let addr = agent.service_addr("web").unwrap();
+        for _ in 0..3 {
+            sinew::fault::panic_once("connection", "web");
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            let mut buf = [0u8; 8];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("the panicked task's connection closes");
+            assert!(matches!(n, Ok(0) | Err(_)), "{mode}: {n:?}");
+        }
+        // Three tasks panicked; the limit of two still admits two at once.
+        let held = served(addr, 2, mode == "http").await;
+        let (_, metrics) = http_get(agent.admin_addr(), "/metrics").await;
+        assert_eq!(
+            metric(
+                &metrics,
+                "sinew_service_connections_active{service=\"web\"}"
+            ),
+            Some(2.0),
+            "{mode}"
+        );
+        drop(held);
+        agent.shutdown(Duration::from_secs(1)).await;
+    }
+}

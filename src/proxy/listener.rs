@@ -1,5 +1,6 @@
 //! The accept loop of one service's local listener.
 
+use super::admission::{holding, Slot};
 use super::{http, tcp, ListenTls, ServiceProxy};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -27,26 +28,26 @@ pub async fn serve(
             Ok((stream, peer)) => {
                 let proxy = slot.load_full();
                 let metrics = proxy.balancer.metrics();
-                if proxy
-                    .max_clients
-                    .is_some_and(|max| metrics.active.get() >= i64::from(max))
-                {
+                // Taken here, before the task runs, so a burst cannot slip past the limit; the task
+                // holds it and gives it back when it ends, however it ends.
+                let Some(slot) = Slot::take(metrics, proxy.max_clients) else {
                     // Closed before any byte is read: the flood costs a socket for a moment, nothing more.
                     metrics.rejected.inc();
                     drop(stream);
                     continue;
-                }
-                // Counted here, before the task runs, so a burst cannot slip past the limit; the
-                // connection's task takes the count down when it ends.
+                };
                 metrics.connections.inc();
-                metrics.active.inc();
                 let conns = proxy.conns.clone();
                 let _ = stream.set_nodelay(true);
                 // One task type per kind of connection, so each task is only as large as its own state.
                 match (proxy.tls.listen.clone(), proxy.http.is_some()) {
-                    (Some(tls), _) => conns.spawn(serve_tls(tls, stream, peer, proxy)),
-                    (None, true) => conns.spawn(http::serve(stream, peer, proxy)),
-                    (None, false) => conns.spawn(tcp::handle_plain(stream, peer, proxy)),
+                    (Some(tls), _) => {
+                        conns.spawn(holding(slot, serve_tls(tls, stream, peer, proxy)))
+                    }
+                    (None, true) => conns.spawn(holding(slot, http::serve(stream, peer, proxy))),
+                    (None, false) => {
+                        conns.spawn(holding(slot, tcp::handle_plain(stream, peer, proxy)))
+                    }
                 };
             }
             Err(e) => {
@@ -69,7 +70,6 @@ async fn serve_tls(
     let stream = match tls.accept(stream).await {
         Ok(s) => s,
         Err(e) => {
-            proxy.balancer.metrics().active.dec();
             tracing::debug!(service = %proxy.balancer.service(), %peer, error = %e, "TLS handshake with a client failed");
             return;
         }

@@ -1,6 +1,7 @@
 //! Proxying: local listeners and the forwarding of client connections (TCP) or requests (HTTP) to
 //! picked backends.
 
+mod admission;
 mod blame;
 mod copy;
 mod early;

@@ -30,7 +30,7 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
 /// Serves `client`, which has sent `early` already.
 async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
     let metrics = proxy.balancer.metrics();
-    let _active = scopeguard(|| metrics.active.dec());
+    crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
     let key = proxy
         .hashes_client()
@@ -174,17 +174,4 @@ async fn dial_sending(
         }
         _ => Ok((dial(proxy, target, host).await?, 0)),
     }
-}
-
-/// Runs `f` when dropped.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f();
-            }
-        }
-    }
-    Guard(Some(f))
 }

@@ -110,9 +110,9 @@ where
 {
     let metrics = proxy.balancer.metrics();
     let Some(http) = proxy.http.as_ref() else {
-        metrics.active.dec();
         return;
     };
+    crate::fault::point("connection", proxy.balancer.service()).await;
     let activity = Activity::new();
     let mut io = Metered::new(stream, None, Arc::clone(&activity));
     let mut buf = BytesMut::new();
@@ -130,7 +130,6 @@ where
         // and few connections get here.
         Box::pin(serve_hyper(io, peer, &proxy, http, &activity)).await;
     }
-    metrics.active.dec();
 }
 
 /// Serves a connection with hyper's server (HTTP/1.1 with upgrades and `Expect`, streamed bodies, h2c).
