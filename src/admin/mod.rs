@@ -52,22 +52,39 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// A request that takes longer than this to arrive is dropped.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Descriptors held back for the admin API, released one at a time when the process is out of them,
+/// so an operator can still read `/metrics` and `/api` while the proxy is full.
+const SPARE_DESCRIPTORS: usize = 4;
+
 /// Serves the admin API until `stop` fires.
 pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: CancellationToken) {
+    let spare = Arc::new(crate::fdlimit::Spare::new(SPARE_DESCRIPTORS));
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    let mut failed = 0u64;
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
+                // Out of descriptors: one held back is closed and the accept tried again at once (the
+                // connection is still in the backlog); it is taken back when that connection ends.
+                Err(e) if crate::fdlimit::is_exhausted(&e) && spare.release() => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
+                    failed += 1;
+                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        tracing::warn!(error = %e, failed, "admin accept failed");
+                        last_warning = Some(tokio::time::Instant::now());
+                        failed = 0;
+                    }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
             },
         };
+        spare.refill();
         let state = Arc::clone(&state);
         let stop = stop.clone();
+        let spare = Arc::clone(&spare);
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 let state = Arc::clone(&state);
@@ -82,6 +99,8 @@ pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: Can
                 r = conn => if let Err(e) = r { tracing::debug!(error = %e, "admin connection error") },
                 _ = stop.cancelled() => {}
             }
+            // This connection's descriptor is closed by now: it goes back to the spare set.
+            spare.refill();
         });
     }
 }

@@ -1,6 +1,13 @@
 //! The accept loop of one service's local listener.
+//!
+//! Out of descriptors (`EMFILE`, `ENFILE`), `accept` fails at once for as long as the condition lasts:
+//! the loop then pauses accepting for a moment, as HAProxy and Envoy do, leaving new connections in
+//! the kernel's backlog rather than spinning, and says so once a second with a count, not once per
+//! failure.
 
 use super::admission::{holding, Slot};
+use super::blame::Resource;
+use super::ratelog::RateLimited;
 use super::{http, tcp, ListenTls, ServiceProxy};
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -19,6 +26,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let service = slot.load().balancer.service().to_string();
+    let warnings = RateLimited::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -51,13 +59,27 @@ pub async fn serve(
                 };
             }
             Err(e) => {
-                // Out of file descriptors or a transient kernel error: back off briefly instead of spinning.
-                tracing::warn!(service = %service, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                let resource = Resource::of_error(&e);
+                let kind = resource.map_or("other", Resource::label);
+                slot.load().faults.accept_error(kind);
+                if let Some(suppressed) = warnings.allow() {
+                    tracing::warn!(service = %service, error = %e, kind, suppressed, "accept failed");
+                }
+                tokio::time::sleep(accept_pause(resource)).await;
             }
         }
     }
     tracing::info!(service = %service, "listener closed");
+}
+
+/// How long the listener stops accepting after a failed accept: out of descriptors, until some are
+/// likely to have been freed; otherwise (a transient kernel error), just enough not to spin.
+fn accept_pause(resource: Option<Resource>) -> Duration {
+    match resource {
+        Some(r) if r.is_descriptors() => Duration::from_millis(100),
+        Some(_) => Duration::from_millis(50),
+        None => Duration::from_millis(20),
+    }
 }
 
 /// Serves one accepted connection on a listener that terminates TLS.
