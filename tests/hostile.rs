@@ -1,6 +1,7 @@
 //! Hostile and careless clients, and stopping under load: a connection flood beyond
-//! `max_client_connections` is refused cleanly while the admitted ones keep working; state-changing
-//! admin endpoints can demand a token; SIGTERM-style shutdown loses no in-flight HTTP request.
+//! `max_client_connections` is refused cleanly while the admitted ones keep working, and a connection
+//! task that panics gives its place back; state-changing admin endpoints can demand a token;
+//! SIGTERM-style shutdown loses no in-flight HTTP request.
 
 mod support;
 

@@ -18,16 +18,16 @@ pub enum Blame {
     Local(Resource),
 }
 
-/// What the client did wrong.
+/// What the client did wrong with its request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientFault {
-    /// Its request body is not valid HTTP framing (a bad chunk-size line, say).
-    BodyFraming,
-    /// It closed or reset its connection before sending its whole request body.
-    BodyAborted,
-    /// It stopped sending its request body, and the backend waited for the rest until the request
+    /// The body is not valid HTTP framing (a bad chunk-size line, say).
+    Framing,
+    /// The client closed or reset its connection before sending the whole body.
+    Aborted,
+    /// The client stopped sending the body, and the backend waited for the rest until the request
     /// timeout.
-    BodyTimeout,
+    Stalled,
 }
 
 /// A local resource that ran out.
@@ -129,14 +129,14 @@ pub enum ClientBody {
 pub fn blame(seen: Seen, body: ClientBody) -> Blame {
     match (seen, body) {
         // Whatever the backend did after that, the client broke the request first.
-        (_, ClientBody::Malformed) => Blame::Client(ClientFault::BodyFraming),
-        (_, ClientBody::Aborted) => Blame::Client(ClientFault::BodyAborted),
+        (_, ClientBody::Malformed) => Blame::Client(ClientFault::Framing),
+        (_, ClientBody::Aborted) => Blame::Client(ClientFault::Aborted),
         (Seen::ConnectFailed(Some(errno)), _) => match Resource::of_errno(errno) {
             Some(r) => Blame::Local(r),
             None => Blame::Backend,
         },
         // A backend cannot answer a request whose body it is still waiting for.
-        (Seen::ResponseTimeout, ClientBody::Waiting) => Blame::Client(ClientFault::BodyTimeout),
+        (Seen::ResponseTimeout, ClientBody::Waiting) => Blame::Client(ClientFault::Stalled),
         (Seen::ConnectFailed(None), _)
         | (Seen::ConnectTimeout, _)
         | (Seen::ExchangeFailed, _)
@@ -198,36 +198,20 @@ mod tests {
             (
                 Seen::ExchangeFailed,
                 Malformed,
-                Client(ClientFault::BodyFraming),
+                Client(ClientFault::Framing),
             ),
-            (
-                Seen::ExchangeFailed,
-                Aborted,
-                Client(ClientFault::BodyAborted),
-            ),
+            (Seen::ExchangeFailed, Aborted, Client(ClientFault::Aborted)),
             // No answer in time: the client's while the backend still waits for its body.
             (Seen::ResponseTimeout, Sent, Backend),
             (Seen::ResponseTimeout, Flowing, Backend),
-            (
-                Seen::ResponseTimeout,
-                Waiting,
-                Client(ClientFault::BodyTimeout),
-            ),
+            (Seen::ResponseTimeout, Waiting, Client(ClientFault::Stalled)),
             (
                 Seen::ResponseTimeout,
                 Malformed,
-                Client(ClientFault::BodyFraming),
+                Client(ClientFault::Framing),
             ),
-            (
-                Seen::ResponseTimeout,
-                Aborted,
-                Client(ClientFault::BodyAborted),
-            ),
-            (
-                Seen::ConnectTimeout,
-                Aborted,
-                Client(ClientFault::BodyAborted),
-            ),
+            (Seen::ResponseTimeout, Aborted, Client(ClientFault::Aborted)),
+            (Seen::ConnectTimeout, Aborted, Client(ClientFault::Aborted)),
         ];
         for &(seen, body, want) in table {
             assert_eq!(blame(seen, body), want, "{seen:?} with the body {body:?}");

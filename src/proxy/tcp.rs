@@ -1,7 +1,7 @@
 //! TCP forwarding: pick a backend, connect (retrying others on failure), then copy both ways until
 //! both sides are done or the connection has been idle too long.
 
-use super::blame::{blame, Blame, ClientBody, Resource, Seen};
+use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
 use super::io::{Activity, Metered};
 use super::ServiceProxy;
 use crate::balance::{BackendSet, Pick, Target};
@@ -113,16 +113,15 @@ async fn connect(
             proxy.balancer.metrics().retries.inc();
         }
         let dialing = dial_sending(proxy, &pick.entry.target, &pick.entry.backend.host, early);
-        let seen = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
+        let (seen, error) = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
             Ok(Ok((stream, sent))) => {
                 proxy.balancer.observe(&pick.entry, true);
                 pick.entry.rtt.observe(started.elapsed());
                 return Ok((stream, pick, sent));
             }
-            Ok(Err(e)) => (Seen::ConnectFailed(e.raw_os_error()), e.to_string()),
+            Ok(Err(e)) => (Seen::ConnectFailed(os_error(&e)), e.to_string()),
             Err(_) => (Seen::ConnectTimeout, "connect timeout".to_string()),
         };
-        let (seen, error) = seen;
         // Nothing of the client's body is in play while connecting.
         match blame(seen, ClientBody::Sent) {
             Blame::Local(resource) => {
@@ -130,7 +129,7 @@ async fn connect(
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed for a local resource limit");
                 return Err(Some(resource));
             }
-            _ => {
+            Blame::Backend | Blame::Client(_) => {
                 pick.entry.stats.connect_failures.inc();
                 proxy.balancer.observe(&pick.entry, false);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");

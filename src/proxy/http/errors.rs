@@ -112,9 +112,9 @@ impl LocalReply {
     /// The answer to a failure that is the client's.
     pub fn of_client(fault: ClientFault) -> Self {
         match fault {
-            ClientFault::BodyFraming => LocalReply::BadRequestBody,
-            ClientFault::BodyAborted => LocalReply::ClientAborted,
-            ClientFault::BodyTimeout => LocalReply::BodyTimeout,
+            ClientFault::Framing => LocalReply::BadRequestBody,
+            ClientFault::Aborted => LocalReply::ClientAborted,
+            ClientFault::Stalled => LocalReply::BodyTimeout,
         }
     }
 
