@@ -73,6 +73,7 @@ pub struct Metrics {
     register_check_failures: IntCounterVec,
     register_transitions: IntCounterVec,
     upgrade_handovers: IntCounterVec,
+    admin_refused: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -243,6 +244,15 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let admin_refused = counter(
+            &r,
+            "sinew_admin_requests_refused_total",
+            "Admin API requests refused, by reason (host: not localhost or an IP address; origin: cross-site; token: missing or wrong admin.token).",
+            &["reason"],
+        )?;
+        for reason in ["host", "origin", "token"] {
+            admin_refused.with_label_values(&[reason]);
+        }
         Ok(Self {
             service_connections: counter(
                 &r,
@@ -448,6 +458,7 @@ impl Metrics {
                 "Listening sockets offered to a successor process, by outcome (handed_over, aborted, refused).",
                 &["outcome"],
             )?,
+            admin_refused,
             registry: r,
             backends: backend::BackendSeries::default(),
         })
@@ -543,6 +554,11 @@ impl Metrics {
     /// The counter of handovers to a successor process that ended with `outcome`.
     pub fn upgrade_handover(&self, outcome: &str) -> IntCounter {
         self.upgrade_handovers.with_label_values(&[outcome])
+    }
+
+    /// The counter of admin API requests refused for `reason` (host, origin, token).
+    pub fn admin_refused(&self, reason: &str) -> IntCounter {
+        self.admin_refused.with_label_values(&[reason])
     }
 
     /// The panic counter of a kind of background task.
