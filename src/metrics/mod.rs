@@ -2,11 +2,12 @@
 //! service and per backend so hot paths touch only pre-resolved atomics.
 
 pub mod backend;
+mod family;
 
 pub use backend::BackendMetrics;
+use family::{counter, gauge, histogram, Families, ServiceFamilies};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// The per-backend series, rendered after the registry.
     backends: backend::BackendSeries,
+    /// The families holding series of proxied services, for removing a service.
+    service_families: ServiceFamilies,
     service_connections: IntCounterVec,
     service_active: IntGaugeVec,
     service_no_backend: IntCounterVec,
@@ -176,42 +179,6 @@ impl TlsMetrics {
     }
 }
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, prometheus::Error> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    buckets: &[f64],
-) -> Result<HistogramVec, prometheus::Error> {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        &["service"],
-    )?;
-    registry.register(Box::new(h.clone()))?;
-    Ok(h)
-}
-
 /// Per-service ZooKeeper discovery children.
 pub struct ZkDiscoveryMetrics {
     /// Requests by kind, in the order of [`ZK_REQUEST_KINDS`].
@@ -234,7 +201,7 @@ impl Metrics {
 
     /// Creates and registers every metric family.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let r = Registry::new();
+        let r = Families::new();
         let sb = &["service", "backend"];
         let s = &["service"];
         let build = gauge(
@@ -322,18 +289,12 @@ impl Metrics {
             )?,
             service_panics: counter(&r, "sinew_service_panic_total", "Times the service entered panic mode.", s)?,
             queue_depth: gauge(&r, "sinew_service_queue_depth", "Connections or requests waiting for a backend slot.", s)?,
-            queue_wait: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "sinew_service_queue_wait_seconds",
-                        "Time waited in the queue by connections or requests that got a backend.",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    s,
-                )?;
-                r.register(Box::new(h.clone()))?;
-                h
-            },
+            queue_wait: histogram(
+                &r,
+                "sinew_service_queue_wait_seconds",
+                "Time waited in the queue by connections or requests that got a backend.",
+                &LATENCY_BUCKETS,
+            )?,
             queue_rejected: counter(
                 &r,
                 "sinew_service_queue_rejected_total",
@@ -459,7 +420,8 @@ impl Metrics {
                 &["outcome"],
             )?,
             admin_refused,
-            registry: r,
+            registry: r.registry(),
+            service_families: r.take_service_families(),
             backends: backend::BackendSeries::default(),
         })
     }
@@ -602,10 +564,20 @@ impl Metrics {
     /// Drops a backend's series once it has left the set and drained, so label cardinality stays bounded.
     pub fn forget_backend(&self, service: &str, backend: &str) {
         self.backends.forget(service, backend);
+        self.forget_pool(service, backend);
+    }
+
+    /// Drops the HTTP pool series of a backend.
+    fn forget_pool(&self, service: &str, backend: &str) {
         let l = &[service, backend];
         // Removing a series that was never created is not an error worth reporting.
         let _ = self.pool_opened.remove_label_values(l);
         let _ = self.pool_open.remove_label_values(l);
+    }
+
+    /// Drops every series of a service that a reload removed (its backends' go with their last owner).
+    pub fn forget_service(&self, service: &str) {
+        self.service_families.forget(service);
     }
 
     /// Counts a failed or rejected discovery read.
@@ -617,6 +589,9 @@ impl Metrics {
 
     /// Renders the registry in the Prometheus text format.
     pub fn render(&self) -> String {
+        for (service, backend) in self.backends.sweep() {
+            self.forget_pool(&service, &backend);
+        }
         let mut out = String::new();
         let families = self.registry.gather();
         if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {
