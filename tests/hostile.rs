@@ -1,7 +1,8 @@
 //! Hostile and careless clients, and stopping under load: a connection flood beyond
 //! `max_client_connections` is refused cleanly while the admitted ones keep working, and a connection
-//! task that panics gives its place back; state-changing admin endpoints can demand a token;
-//! SIGTERM-style shutdown loses no in-flight HTTP request.
+//! task that panics gives its place back; state-changing admin endpoints can demand a token; web pages
+//! cannot use the admin API through cross-site requests or DNS rebinding; SIGTERM-style shutdown loses
+//! no in-flight HTTP request.
 
 mod support;
 
@@ -77,7 +78,7 @@ async fn state_changing_admin_endpoints_need_the_token() {
     .await;
     let admin = agent.admin_addr();
     let post = |auth: &str| {
-        format!("POST /api/register/web/maintenance HTTP/1.1\r\nHost: a\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
+        format!("POST /api/register/web/maintenance HTTP/1.1\r\nHost: {admin}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n")
     };
     assert!(request(admin, &post("")).await.starts_with("HTTP/1.1 401"));
     assert!(request(admin, &post("Authorization: Bearer wrong\r\n"))
@@ -92,6 +93,103 @@ async fn state_changing_admin_endpoints_need_the_token() {
         http_get(admin, "/metrics").await.0,
         200,
         "reading needs no token"
+    );
+}
+
+/// The status line of `METHOD path` sent with the given extra header lines.
+async fn admin_status(admin: SocketAddr, method: &str, path: &str, headers: &str) -> String {
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\n{headers}Content-Type: text/plain\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let out = request(admin, &head).await;
+    out.lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn web_pages_cannot_use_the_admin_api_across_sites_or_by_dns_rebinding() {
+    // No token: the default, where any page in a browser on this host could reach the API.
+    let agent = agent(
+        "admin: { listen: 127.0.0.1:0 }\nservices:\n  web:\n    listen: 127.0.0.1:0\n    backends: [127.0.0.1:1]\n",
+    )
+    .await;
+    let admin = agent.admin_addr();
+    let port = admin.port();
+    let local = format!("Host: {admin}\r\n");
+    // A cross-site form post (text/plain needs no preflight): refused before it reaches the endpoint.
+    let evil = format!("{local}Origin: http://evil.example\r\n");
+    for (method, path) in [
+        ("POST", "/api/reload"),
+        ("POST", "/api/register/web/maintenance"),
+        ("DELETE", "/api/register/web/maintenance"),
+    ] {
+        let status = admin_status(admin, method, path, &evil).await;
+        assert!(
+            status.starts_with("HTTP/1.1 403"),
+            "{method} {path}: {status}"
+        );
+    }
+    // DNS rebinding: a page of evil.example re-pointed at 127.0.0.1 is same-origin with itself, but
+    // its Host names its own domain. Reads are served whatever the Host, as scrapers use DNS names.
+    let rebound = format!("Host: evil.example:{port}\r\nOrigin: http://evil.example:{port}\r\n");
+    let status = admin_status(admin, "POST", "/api/register/web/maintenance", &rebound).await;
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    for path in ["/api/services", "/metrics", "/"] {
+        let status = admin_status(
+            admin,
+            "GET",
+            path,
+            &format!("Host: evil.example:{port}\r\n"),
+        )
+        .await;
+        assert!(status.starts_with("HTTP/1.1 200"), "GET {path}: {status}");
+    }
+    // What must keep working: the status page's own requests, curl, `sinew status`, by IP or localhost.
+    let page = format!("{local}Origin: http://{admin}\r\n");
+    let status = admin_status(admin, "POST", "/api/register/web/maintenance", &page).await;
+    assert!(
+        status.starts_with("HTTP/1.1 404"),
+        "same-origin, past the checks: {status}"
+    );
+    for host in [
+        admin.to_string(),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let status =
+            admin_status(admin, "GET", "/api/services", &format!("Host: {host}\r\n")).await;
+        assert!(status.starts_with("HTTP/1.1 200"), "Host {host}: {status}");
+    }
+    assert!(sinew::status::fetch(admin).await.is_ok(), "sinew status");
+    let (_, metrics) = http_get(admin, "/metrics").await;
+    let refused = |reason: &str| {
+        metric(
+            &metrics,
+            &format!("sinew_admin_requests_refused_total{{reason=\"{reason}\"}}"),
+        )
+    };
+    assert_eq!(refused("origin"), Some(3.0), "{metrics}");
+    assert_eq!(refused("host"), Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_admin_token_is_trusted_from_any_host() {
+    let agent = agent(
+        "admin: { listen: 127.0.0.1:0, token: s3cret }\nservices:\n  web:\n    listen: 127.0.0.1:0\n    backends: [127.0.0.1:1]\n",
+    )
+    .await;
+    let admin = agent.admin_addr();
+    // A scraper reaches the admin server by a DNS name and reads without the token; a script that
+    // changes state by that name sends the token.
+    let named = "Host: sinew.internal.example:3212\r\n";
+    let status = admin_status(admin, "GET", "/metrics", named).await;
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let status = admin_status(admin, "POST", "/api/register/web/maintenance", named).await;
+    assert!(status.starts_with("HTTP/1.1 403"), "{status}");
+    let with_token = format!("{named}Authorization: Bearer s3cret\r\n");
+    let status = admin_status(admin, "POST", "/api/register/web/maintenance", &with_token).await;
+    assert!(
+        status.starts_with("HTTP/1.1 404"),
+        "past the checks: {status}"
     );
 }
 

@@ -177,7 +177,7 @@ async fn sighup_and_api_reload_apply_good_configs_and_reject_broken_ones() {
 async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
@@ -195,4 +195,132 @@ async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
             .map(|(_, b)| b.to_string())
             .unwrap_or_default(),
     )
+}
+
+/// The `/metrics` page, polled until `check` holds (5 s at most); the last page either way.
+async fn metrics_until(admin: SocketAddr, check: impl Fn(&str) -> bool) -> String {
+    let mut page = String::new();
+    for _ in 0..100 {
+        page = http_get(admin, "/metrics").await.1;
+        if check(&page) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    page
+}
+
+#[tokio::test]
+async fn a_reload_removes_the_series_of_removed_services_and_backends() {
+    let (a, b, c, d) = (
+        EchoBackend::start("a").await,
+        EchoBackend::start("b").await,
+        EchoBackend::start("c").await,
+        EchoBackend::start("d").await,
+    );
+    let agent = sinew::agent::Agent::start(config(&[
+        service("one", &a, "127.0.0.1:0"),
+        service("two", &b, "127.0.0.1:0"),
+        service("gone", &d, "127.0.0.1:0"),
+    ]))
+    .await
+    .unwrap();
+    let two = agent.service_addr("two").unwrap();
+    assert_eq!(greet(two).await.unwrap(), "b");
+    assert_eq!(
+        greet(agent.service_addr("gone").unwrap()).await.unwrap(),
+        "d"
+    );
+    let admin = agent.admin_addr();
+    let gone = "service=\"gone\"";
+    let old_backend = format!("backend=\"{}\"", b.hostport());
+    let page = metrics_until(admin, |p| {
+        metric(p, "sinew_service_connections_total{service=\"gone\"}") == Some(1.0)
+    })
+    .await;
+    assert!(page.contains(&old_backend), "{page}");
+
+    // "two" moves from backend b to c; "gone" is removed.
+    agent
+        .reload(config(&[
+            service("one", &a, "127.0.0.1:0"),
+            service("two", &c, &two.to_string()),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(greet(two).await.unwrap(), "c");
+    let page = metrics_until(admin, |p| !p.contains(gone) && !p.contains(&old_backend)).await;
+    for stale in [gone, old_backend.as_str()] {
+        let lines: Vec<&str> = page.lines().filter(|l| l.contains(stale)).collect();
+        assert!(lines.is_empty(), "series of {stale} left: {lines:#?}");
+    }
+    for (service, backend) in [("one", &a), ("two", &c)] {
+        let up = format!(
+            "sinew_backend_up{{backend=\"{}\",service=\"{service}\"}}",
+            backend.hostport()
+        );
+        assert_eq!(metric(&page, &up), Some(1.0), "{up} in\n{page}");
+    }
+    assert_eq!(
+        metric(&page, "sinew_service_connections_total{service=\"two\"}"),
+        Some(2.0),
+        "a changed service keeps its series"
+    );
+}
+
+#[tokio::test]
+async fn a_backend_removed_by_discovery_is_down_while_it_drains_and_then_gone() {
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let file = temp_file(
+        "drain-series.json",
+        &format!("[\"{}\", \"{}\"]", a.hostport(), b.hostport()),
+    );
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    balance: round_robin\n    discovery: {{ file: {} }}\n",
+        file.display()
+    );
+    let agent = agent(&yaml).await;
+    let (addr, admin) = (agent.service_addr("web").unwrap(), agent.admin_addr());
+    let up = |backend: &EchoBackend| {
+        format!(
+            "sinew_backend_up{{backend=\"{}\",service=\"web\"}}",
+            backend.hostport()
+        )
+    };
+    let page = metrics_until(admin, |p| {
+        metric(p, "sinew_service_backends{service=\"web\"}") == Some(2.0)
+    })
+    .await;
+    assert_eq!(metric(&page, &up(&b)), Some(1.0), "{page}");
+    // A connection to b stays open while discovery drops b.
+    let mut held = None;
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if read_line(&mut s).await.unwrap() == "b" {
+            held = Some(s);
+            break;
+        }
+    }
+    let mut held = held.expect("round robin reaches b");
+    std::fs::write(&file, format!("[\"{}\"]", a.hostport())).unwrap();
+    let page = metrics_until(admin, |p| {
+        metric(p, "sinew_service_backends{service=\"web\"}") == Some(1.0)
+    })
+    .await;
+    assert_eq!(
+        metric(&page, &up(&b)),
+        Some(0.0),
+        "draining, so no new traffic:\n{page}"
+    );
+    assert_eq!(echo(&mut held, "still served").await, "still served");
+
+    drop(held);
+    let old_backend = format!("backend=\"{}\"", b.hostport());
+    let page = metrics_until(admin, |p| !p.contains(&old_backend)).await;
+    let lines: Vec<&str> = page.lines().filter(|l| l.contains(&old_backend)).collect();
+    assert!(
+        lines.is_empty(),
+        "series of the drained backend left: {lines:#?}"
+    );
+    assert_eq!(metric(&page, &up(&a)), Some(1.0), "{page}");
 }

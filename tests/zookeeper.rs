@@ -953,3 +953,44 @@ async fn with_oneshot_watches_a_new_session_checks_versions_and_reads_only_chang
     )
     .await;
 }
+
+/// ZooKeeper down for 5 s, then back: a znode written once it serves is routed within 2 s. The
+/// session (1 s) expires during the outage, so sinew's own reconnect backoff finds the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_zookeeper_restart_a_change_is_routed_within_2_seconds() {
+    let mut zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    drop(client);
+    let agent = start(&zk, "").await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    zk.kill();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    zk.restart().await;
+    let serving = tokio::time::Instant::now();
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    let mut want = vec![a.addr.port(), b.addr.port()];
+    want.sort_unstable();
+    while ports(&agent) != want && serving.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = serving.elapsed();
+    eprintln!("routed {took:?} after ZooKeeper served again");
+    assert_eq!(ports(&agent), want);
+    assert!(
+        took < Duration::from_secs(2),
+        "routed {took:?} after ZooKeeper served again"
+    );
+}

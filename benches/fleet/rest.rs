@@ -135,7 +135,7 @@ async fn metrics(admin: u16) -> Option<String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", admin))
         .await
         .ok()?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sinew\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
     let mut body = String::new();

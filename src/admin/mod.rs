@@ -1,7 +1,9 @@
 //! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON)
-//! and `POST /api/reload`.
+//! and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
+//! requests, the token).
 
 mod api;
+mod guard;
 
 pub use api::ServiceInfo;
 
@@ -11,7 +13,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST, ORIGIN};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -58,6 +60,11 @@ const SPARE_DESCRIPTORS: usize = 4;
 
 /// Serves the admin API until `stop` fires.
 pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: CancellationToken) {
+    if let Ok(addr) = listener.local_addr() {
+        if exposed(addr, state.token.is_some()) {
+            tracing::warn!(admin = %addr, "the admin API listens beyond loopback without admin.token: anyone who can reach it can reload the config and take services out of ZooKeeper; set admin.token or listen on 127.0.0.1");
+        }
+    }
     let spare = Arc::new(crate::fdlimit::Spare::new(SPARE_DESCRIPTORS));
     let mut last_warning: Option<tokio::time::Instant> = None;
     let mut failed = 0u64;
@@ -105,13 +112,34 @@ pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: Can
     }
 }
 
+/// True when the admin API is reachable beyond this host and asks no token.
+fn exposed(addr: std::net::SocketAddr, has_token: bool) -> bool {
+    !addr.ip().is_loopback() && !has_token
+}
+
 async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
-    if changes_state && !authorized(state, req) {
-        return text(
-            StatusCode::UNAUTHORIZED,
-            "this endpoint needs Authorization: Bearer <admin.token>\n".into(),
-        );
+    let token = match (&state.token, authorized(state, req)) {
+        (None, _) => guard::Token::NotConfigured,
+        (Some(_), true) => guard::Token::Valid,
+        (Some(_), false) => guard::Token::Missing,
+    };
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    // An absolute-form request line carries the authority in place of Host.
+    let host = header(HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if let Err(refusal) = guard::admit(host, header(ORIGIN), changes_state, token) {
+        state.metrics.admin_refused(refusal.reason()).inc();
+        // Counted, and logged at debug level only: a hostile page could repeat them at will.
+        tracing::debug!(method = %req.method(), path = req.uri().path(), host, origin = header(ORIGIN), reason = refusal.reason(), "admin request refused");
+        let status = match refusal {
+            guard::Refusal::Token => StatusCode::UNAUTHORIZED,
+            guard::Refusal::Host | guard::Refusal::Origin => StatusCode::FORBIDDEN,
+        };
+        return text(status, format!("{refusal}\n"));
     }
     if let Some(rest) = req.uri().path().strip_prefix("/api/register") {
         return register(state, req.method(), rest);
@@ -290,4 +318,19 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_admin_api_beyond_loopback_without_a_token_is_exposed() {
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert!(!exposed(addr("127.0.0.1:3210"), false));
+        assert!(!exposed(addr("[::1]:3210"), false));
+        assert!(exposed(addr("0.0.0.0:3210"), false));
+        assert!(exposed(addr("10.1.2.3:3210"), false));
+        assert!(!exposed(addr("0.0.0.0:3210"), true));
+    }
 }

@@ -272,7 +272,7 @@ impl Agent {
             if !keep {
                 r.stop(name);
                 if !config.services.contains_key(name) {
-                    self.shared.metrics.tls(name).forget_expiry();
+                    self.shared.metrics.forget_service(name);
                     summary.removed.push(name.clone());
                 }
             }

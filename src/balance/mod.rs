@@ -267,6 +267,7 @@ impl Balancer {
         }
         self.service_metrics.panic.set(i64::from(weights.panic));
         for (e, w) in entries.iter().zip(&weights.weights) {
+            e.stats.set_member(true);
             e.stats.usable.set(i64::from(*w > 0));
         }
         self.current.store(Arc::new(BackendSet::new(
@@ -311,7 +312,11 @@ impl Balancer {
     /// Forgets entries that left the set and have no open connection.
     fn prune(&self, reg: &mut Registry, keep: &HashSet<*const Entry>) {
         reg.entries.retain(|key, entry| {
-            let stay = keep.contains(&Arc::as_ptr(entry)) || entry.stats.active.get() > 0;
+            let member = keep.contains(&Arc::as_ptr(entry));
+            if !member {
+                entry.stats.set_member(false);
+            }
+            let stay = member || entry.stats.active.get() > 0;
             if !stay {
                 self.metrics.forget_backend(&self.service, key);
             }

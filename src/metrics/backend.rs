@@ -2,12 +2,17 @@
 //! format. An agent may hold tens of thousands of backends; a prometheus-crate child per series costs
 //! several hundred bytes (its own copy of the family's description and label pairs) and a protobuf
 //! copy at every scrape, where these cost the atomic itself.
+//!
+//! The series live as long as their owner: the registry holds them weakly, so a backend that no set,
+//! draining entry or connection holds any more (its service removed or rebuilt by a reload) leaves
+//! `/metrics` with it. A backend that left its service's set and has no connection left is not shown
+//! either, even while its entry waits to be pruned.
 
 use super::LATENCY_BUCKETS;
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 /// HTTP status classes, as `code` label values.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -99,6 +104,24 @@ pub struct BackendMetrics {
     pub ejections: Counter,
     /// Failed active health checks.
     pub check_failures: Counter,
+    /// Set while the backend is out of its service's current set (removed, maybe draining).
+    departed: AtomicBool,
+}
+
+impl BackendMetrics {
+    /// Marks the backend as in its service's current set (`true`) or out of it; out of it, it is not
+    /// usable, and its series leave `/metrics` once no connection to it is left.
+    pub fn set_member(&self, member: bool) {
+        if !member {
+            self.usable.set(0);
+        }
+        self.departed.store(!member, Ordering::Relaxed);
+    }
+
+    /// True while the series belong in `/metrics`: in the set, or still serving connections.
+    fn shown(&self) -> bool {
+        !self.departed.load(Ordering::Relaxed) || self.active.get() > 0
+    }
 }
 
 /// The HTTP response series of one backend.
@@ -118,10 +141,11 @@ impl BackendHttpMetrics {
     }
 }
 
-/// The backends whose series `/metrics` shows, by service and backend.
+/// The backends whose series `/metrics` shows, by service and backend; held weakly, so they go with
+/// their last owner.
 #[derive(Default)]
 pub struct BackendSeries {
-    live: Mutex<BTreeMap<(String, String), Arc<BackendMetrics>>>,
+    live: Mutex<BTreeMap<(String, String), Weak<BackendMetrics>>>,
 }
 
 /// A family of plain (one value per backend) series: name, type, help, and how to read the value.
@@ -174,14 +198,14 @@ impl BackendSeries {
     pub fn get(&self, service: &str, backend: &str, http: bool) -> Arc<BackendMetrics> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let key = (service.to_string(), backend.to_string());
-        match live.get(&key) {
-            Some(m) if m.http.is_some() == http => Arc::clone(m),
+        match live.get(&key).and_then(Weak::upgrade) {
+            Some(m) if m.http.is_some() == http => m,
             _ => {
                 let m = Arc::new(BackendMetrics {
                     http: http.then(BackendHttpMetrics::default),
                     ..BackendMetrics::default()
                 });
-                live.insert(key, Arc::clone(&m));
+                live.insert(key, Arc::downgrade(&m));
                 m
             }
         }
@@ -193,12 +217,29 @@ impl BackendSeries {
         live.remove(&(service.to_string(), backend.to_string()));
     }
 
+    /// Drops the series nothing holds any more, returning their (service, backend) labels.
+    pub fn sweep(&self) -> Vec<(String, String)> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<(String, String)> = live
+            .iter()
+            .filter(|(_, m)| m.strong_count() == 0)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in &gone {
+            live.remove(key);
+        }
+        gone
+    }
+
     /// Appends every family in the Prometheus text format (families without series are left out).
     pub fn render(&self, out: &mut String) {
         let rows: Vec<Row> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.iter()
-                .map(|((service, backend), m)| Row::new(service, backend, Arc::clone(m)))
+                .filter_map(|((service, backend), m)| {
+                    let m = m.upgrade().filter(|m| m.shown())?;
+                    Some(Row::new(service, backend, m))
+                })
                 .collect()
         };
         if rows.is_empty() {
@@ -313,7 +354,7 @@ mod tests {
         http.response_seconds.observe(0.002);
         http.response_seconds.observe(100.0);
         assert!(Arc::ptr_eq(&m, &series.get("web", "10.0.0.1:80", true)));
-        series.get("tcp", "a\"b\\c:1", false);
+        let _tcp = series.get("tcp", "a\"b\\c:1", false);
         let mut out = String::new();
         series.render(&mut out);
         let l = r#"backend="10.0.0.1:80",service="web""#;
@@ -341,5 +382,62 @@ mod tests {
         let mut out = String::new();
         series.render(&mut out);
         assert!(out.is_empty(), "{out}");
+    }
+
+    fn rendered(series: &BackendSeries) -> String {
+        let mut out = String::new();
+        series.render(&mut out);
+        out
+    }
+
+    #[test]
+    fn series_go_with_their_last_owner() {
+        let series = BackendSeries::default();
+        let first = series.get("web", "10.0.0.1:80", false);
+        let second = series.get("web", "10.0.0.1:80", false);
+        assert!(Arc::ptr_eq(&first, &second), "one series per backend");
+        first.usable.set(1);
+        drop(first);
+        assert!(rendered(&series)
+            .contains(r#"sinew_backend_up{backend="10.0.0.1:80",service="web"} 1"#));
+        assert!(series.sweep().is_empty(), "still held");
+        drop(second);
+        assert!(rendered(&series).is_empty(), "{}", rendered(&series));
+        assert_eq!(
+            series.sweep(),
+            [("web".to_string(), "10.0.0.1:80".to_string())]
+        );
+        assert!(series.sweep().is_empty());
+    }
+
+    #[test]
+    fn a_departed_backend_shows_while_it_drains_and_not_after() {
+        let series = BackendSeries::default();
+        let m = series.get("web", "10.0.0.1:80", false);
+        m.usable.set(1);
+        m.active.inc();
+        m.set_member(false);
+        let out = rendered(&series);
+        assert!(
+            out.contains(r#"sinew_backend_up{backend="10.0.0.1:80",service="web"} 0"#),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                r#"sinew_backend_connections_active{backend="10.0.0.1:80",service="web"} 1"#
+            ),
+            "{out}"
+        );
+        m.active.dec();
+        assert!(
+            rendered(&series).is_empty(),
+            "drained: {}",
+            rendered(&series)
+        );
+        // Back in the set before its entry was pruned: shown again, counts kept.
+        m.connections.inc();
+        m.set_member(true);
+        assert!(rendered(&series)
+            .contains(r#"sinew_backend_connections_total{backend="10.0.0.1:80",service="web"} 1"#));
     }
 }

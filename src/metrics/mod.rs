@@ -2,11 +2,12 @@
 //! service and per backend so hot paths touch only pre-resolved atomics.
 
 pub mod backend;
+mod family;
 
 pub use backend::BackendMetrics;
+use family::{counter, gauge, histogram, Families, ServiceFamilies};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// The per-backend series, rendered after the registry.
     backends: backend::BackendSeries,
+    /// The families holding series of proxied services, for removing a service.
+    service_families: ServiceFamilies,
     service_connections: IntCounterVec,
     service_active: IntGaugeVec,
     service_no_backend: IntCounterVec,
@@ -76,6 +79,7 @@ pub struct Metrics {
     accept_errors: IntCounterVec,
     local_errors: IntCounterVec,
     client_errors: IntCounterVec,
+    admin_refused: IntCounterVec,
 }
 
 /// Per-service HTTP metric children.
@@ -205,42 +209,6 @@ impl TlsMetrics {
     }
 }
 
-fn counter(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntCounterVec, prometheus::Error> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> Result<IntGaugeVec, prometheus::Error> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn histogram(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    buckets: &[f64],
-) -> Result<HistogramVec, prometheus::Error> {
-    let h = HistogramVec::new(
-        HistogramOpts::new(name, help).buckets(buckets.to_vec()),
-        &["service"],
-    )?;
-    registry.register(Box::new(h.clone()))?;
-    Ok(h)
-}
-
 /// Per-service ZooKeeper discovery children.
 pub struct ZkDiscoveryMetrics {
     /// Requests by kind, in the order of [`ZK_REQUEST_KINDS`].
@@ -263,7 +231,7 @@ impl Metrics {
 
     /// Creates and registers every metric family.
     pub fn new() -> Result<Self, prometheus::Error> {
-        let r = Registry::new();
+        let r = Families::new();
         let sb = &["service", "backend"];
         let s = &["service"];
         let build = gauge(
@@ -273,6 +241,15 @@ impl Metrics {
             &["version"],
         )?;
         build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let admin_refused = counter(
+            &r,
+            "sinew_admin_requests_refused_total",
+            "Admin API requests refused, by reason (host: not localhost or an IP address; origin: cross-site; token: missing or wrong admin.token).",
+            &["reason"],
+        )?;
+        for reason in ["host", "origin", "token"] {
+            admin_refused.with_label_values(&[reason]);
+        }
         Ok(Self {
             service_connections: counter(
                 &r,
@@ -342,18 +319,12 @@ impl Metrics {
             )?,
             service_panics: counter(&r, "sinew_service_panic_total", "Times the service entered panic mode.", s)?,
             queue_depth: gauge(&r, "sinew_service_queue_depth", "Connections or requests waiting for a backend slot.", s)?,
-            queue_wait: {
-                let h = HistogramVec::new(
-                    HistogramOpts::new(
-                        "sinew_service_queue_wait_seconds",
-                        "Time waited in the queue by connections or requests that got a backend.",
-                    )
-                    .buckets(LATENCY_BUCKETS.to_vec()),
-                    s,
-                )?;
-                r.register(Box::new(h.clone()))?;
-                h
-            },
+            queue_wait: histogram(
+                &r,
+                "sinew_service_queue_wait_seconds",
+                "Time waited in the queue by connections or requests that got a backend.",
+                &LATENCY_BUCKETS,
+            )?,
             queue_rejected: counter(
                 &r,
                 "sinew_service_queue_rejected_total",
@@ -496,7 +467,9 @@ impl Metrics {
                 "Requests that failed by the client's fault, by kind (bad_request, head_too_large, head_timeout, bad_request_body, client_aborted, body_timeout); never charged to a backend.",
                 &["service", "kind"],
             )?,
-            registry: r,
+            admin_refused,
+            registry: r.registry(),
+            service_families: r.take_service_families(),
             backends: backend::BackendSeries::default(),
         })
     }
@@ -593,6 +566,11 @@ impl Metrics {
         self.upgrade_handovers.with_label_values(&[outcome])
     }
 
+    /// The counter of admin API requests refused for `reason` (host, origin, token).
+    pub fn admin_refused(&self, reason: &str) -> IntCounter {
+        self.admin_refused.with_label_values(&[reason])
+    }
+
     /// The panic counter of a kind of background task.
     pub fn task_panics(&self, task: &str) -> IntCounter {
         self.task_panics.with_label_values(&[task])
@@ -644,10 +622,20 @@ impl Metrics {
     /// Drops a backend's series once it has left the set and drained, so label cardinality stays bounded.
     pub fn forget_backend(&self, service: &str, backend: &str) {
         self.backends.forget(service, backend);
+        self.forget_pool(service, backend);
+    }
+
+    /// Drops the HTTP pool series of a backend.
+    fn forget_pool(&self, service: &str, backend: &str) {
         let l = &[service, backend];
         // Removing a series that was never created is not an error worth reporting.
         let _ = self.pool_opened.remove_label_values(l);
         let _ = self.pool_open.remove_label_values(l);
+    }
+
+    /// Drops every series of a service that a reload removed (its backends' go with their last owner).
+    pub fn forget_service(&self, service: &str) {
+        self.service_families.forget(service);
     }
 
     /// Counts a failed or rejected discovery read.
@@ -659,6 +647,9 @@ impl Metrics {
 
     /// Renders the registry in the Prometheus text format.
     pub fn render(&self) -> String {
+        for (service, backend) in self.backends.sweep() {
+            self.forget_pool(&service, &backend);
+        }
         let mut out = String::new();
         let families = self.registry.gather();
         if let Err(e) = prometheus::TextEncoder::new().encode_utf8(&families, &mut out) {

@@ -72,7 +72,7 @@ pub async fn wait_view(admin: SocketAddr, within: Duration, pred: impl Fn(&str) 
 pub async fn post(addr: SocketAddr, method: &str, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );
     tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
         .await

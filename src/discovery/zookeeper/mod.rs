@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use zookeeper_client as zk;
 
-/// After a reconnection, each watcher re-reads after a random delay up to this.
+/// After a reconnection of the same session, each watcher re-reads after a random delay up to this.
 pub const RESYNC_SPREAD: Duration = Duration::from_secs(2);
 /// First retry delay after a failed read on a session that still looks usable; doubles up to
 /// [`READ_RETRY_MAX`], jittered.
@@ -62,17 +62,12 @@ pub async fn run(
     // Propagation is recorded for changes, not for the first read of what already existed.
     let mut loaded = false;
     let mut retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
-    // Set by a reconnection or a new session: re-read at a random moment of the spread, so that a
-    // fleet does not re-read at once.
+    // Set by a reconnection or a new session: the re-read that follows a reconnection of the same
+    // session waits a random moment of the spread, so that a fleet does not re-read at once. The
+    // ZooKeeper client retries a lost connection with little jitter, so the fleet comes back nearly
+    // together; a new session was already spread by the jittered reconnect backoff, and re-reads at once.
     let mut resync = false;
     loop {
-        if std::mem::take(&mut resync) && loaded {
-            let spread = RESYNC_SPREAD.mul_f64(fastrand::f64());
-            tokio::select! {
-                _ = ctx.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(spread) => {}
-            }
-        }
         let working = busy.start(config.session_timeout * 3);
         crate::fault::point("zookeeper_discovery", &service).await;
         let Conn { client, epoch } = conn.borrow_and_update().clone();
@@ -85,6 +80,15 @@ pub async fn run(
             resync = true;
             continue;
         };
+        if std::mem::take(&mut resync) && loaded && session == Some(client.session_id()) {
+            drop(working);
+            let spread = RESYNC_SPREAD.mul_f64(fastrand::f64());
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(spread) => {}
+            }
+            continue;
+        }
         if session != Some(client.session_id()) {
             dirty = Dirty::everything();
         }
