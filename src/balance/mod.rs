@@ -55,6 +55,8 @@ pub struct Balancer {
     fallback: Fallback,
     policy: Policy,
     outlier: Option<Outlier>,
+    /// Decay time constant of each backend's latency estimate (`p2c_ewma`).
+    ewma_decay: Duration,
     queue: Arc<queue::Queue>,
     swapped: watch::Sender<u64>,
     /// Told whenever the set's selection state is rebuilt, so the clock task recomputes its deadline.
@@ -87,6 +89,7 @@ impl Balancer {
             fallback: Fallback::default(),
             policy: Policy::default(),
             outlier: None,
+            ewma_decay: ewma::DEFAULT_DECAY,
             queue,
             swapped: watch::channel(0).0,
             rebuilt: Notify::new(),
@@ -135,6 +138,12 @@ impl Balancer {
     /// Enables passive outlier ejection.
     pub fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
         self.outlier = outlier;
+        self
+    }
+
+    /// Sets how fast backends' latency estimates decay when they get no samples (`p2c_ewma`).
+    pub fn with_ewma_decay(mut self, decay: Duration) -> Self {
+        self.ewma_decay = decay;
         self
     }
 
@@ -204,7 +213,7 @@ impl Balancer {
                         None => (
                             self.metrics.backend(&self.service, &key, self.http),
                             Arc::default(),
-                            Arc::default(),
+                            Arc::new(ewma::PeakEwma::new(self.ewma_decay)),
                         ),
                     };
                     let entry = Arc::new(Entry {
