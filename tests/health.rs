@@ -1,6 +1,7 @@
 //! Health from the balancing side against real backends: active TCP and HTTP checks take a backend out
 //! and bring it back, a backend that accepts but never answers fails its HTTP check by timeout, and
-//! passive outlier detection ejects a backend that fails real traffic.
+//! passive outlier detection ejects a backend that fails real traffic, and takes it back when the
+//! ejection ends.
 
 mod support;
 
@@ -142,6 +143,47 @@ async fn outlier_detection_ejects_a_backend_failing_real_traffic() {
             )
         ),
         Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_backend_takes_traffic_again_when_its_ejection_ends() {
+    // Outlier ejection only: no active checks, no slow start, so only the clock can end the ejection.
+    let (steady, flaky) = (
+        HttpBackend::start("steady").await,
+        HttpBackend::start("flaky").await,
+    );
+    let flaky_addr = flaky.addr;
+    let agent = agent(&support::http::web_service(
+        &[steady.hostport(), flaky.hostport()],
+        "    outlier: { consecutive_failures: 2, base_ejection: 2s }\n",
+    ))
+    .await;
+    let (addr, admin) = (agent.service_addr("web").unwrap(), agent.admin_addr());
+    drop(flaky);
+    for _ in 0..10 {
+        assert_eq!(
+            http_get(addr, "/").await,
+            (200, "steady".into()),
+            "connect failures are retried"
+        );
+    }
+    assert_eq!(
+        backend_state(admin, &flaky_addr.to_string()).await,
+        "ejected"
+    );
+    let _back = HttpBackend::start_on(flaky_addr, "flaky").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(backend_state(admin, &flaky_addr.to_string()).await, "up");
+    let mut reached = 0;
+    for _ in 0..20 {
+        if http_get(addr, "/").await.1 == "flaky" {
+            reached += 1;
+        }
+    }
+    assert!(
+        reached >= 8,
+        "round robin over two backends again: {reached} of 20"
     );
 }
 

@@ -154,6 +154,7 @@ fn build(
             .with_fallback(fallback)
             .with_policy(policy)
             .with_outlier(svc.outlier)
+            .with_ewma_decay(svc.ewma_decay)
             .with_queue(svc.max_queue, svc.timeouts.queue)
             .with_http_metrics(svc.mode == crate::config::Mode::Http),
     );

@@ -1,6 +1,10 @@
 //! The one place that decides which backends get new traffic and how much: weight > 0, checked up,
 //! not ejected; all of them when too few are usable (panic threshold); ramped during slow start.
 //! Algorithms only ever see the weights computed here.
+//!
+//! Weights depend on the clock (an ejection runs out, a ramp climbs), but the pick path never reads it:
+//! [`next_change`] says when the weights computed here next differ, and the balancer's clock task
+//! rebuilds the set then.
 
 use super::set::Entry;
 use std::sync::Arc;
@@ -10,6 +14,8 @@ use std::time::Duration;
 pub const SCALE: u32 = 100;
 /// Slow start begins at this percentage of the weight.
 const SLOW_START_FLOOR: u64 = 10;
+/// A ramp is rebuilt at most this often (and at least every 1 % of the slow start period otherwise).
+const RAMP_STEP_MIN_MS: u64 = 250;
 
 /// Balancing policy beyond the algorithm.
 #[derive(Debug, Clone, Copy, Default)]
@@ -29,8 +35,6 @@ pub struct Weights {
     pub weights: Vec<u32>,
     /// True when the panic threshold overrode health.
     pub panic: bool,
-    /// True when some backend is still ramping up.
-    pub ramping: bool,
 }
 
 /// Computes effective weights at `now` (milliseconds on the health clock).
@@ -43,7 +47,6 @@ pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
     let panic = policy.panic_threshold > 0
         && candidates > 0
         && (usable as u64) * 100 < u64::from(policy.panic_threshold) * candidates as u64;
-    let mut ramping = false;
     let weights = entries
         .iter()
         .map(|e| {
@@ -56,14 +59,28 @@ pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
             if slow == 0 || elapsed >= slow {
                 return base;
             }
-            ramping = true;
             let percent = (elapsed * 100 / slow).max(SLOW_START_FLOOR);
             ((u64::from(base) * percent / 100) as u32).max(1)
         })
         .collect();
-    Weights {
-        weights,
-        panic,
-        ramping,
-    }
+    Weights { weights, panic }
+}
+
+/// The next time after `now` at which [`weights`] may give a different answer with no other event: the
+/// end of the earliest ejection, or the next step of a slow start ramp. `None` when only an event (a
+/// check, an ejection, a swap) can change them.
+pub fn next_change(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Option<u64> {
+    let slow = policy.slow_start.as_millis() as u64;
+    let step = (slow / 100).max(RAMP_STEP_MIN_MS);
+    entries
+        .iter()
+        .filter(|e| e.backend.weight > 0)
+        .filter_map(|e| {
+            if e.health.ejected(now) {
+                return Some(e.health.ejected_until());
+            }
+            let end = e.health.usable_since().saturating_add(slow);
+            (slow > 0 && e.health.usable(now) && end > now).then(|| end.min(now + step))
+        })
+        .min()
 }

@@ -11,9 +11,18 @@ use tokio::time::Instant;
 
 /// Milliseconds on sinew's monotonic clock (tokio's, so tests can pause it); never 0.
 pub fn now_ms() -> u64 {
+    base().elapsed().as_millis() as u64
+}
+
+/// The instant at which [`now_ms`] reads `ms`, for sleeping until a deadline on that clock.
+pub fn instant_at(ms: u64) -> Instant {
+    base() + Duration::from_millis(ms)
+}
+
+/// The clock's zero, one millisecond before its first reading.
+fn base() -> Instant {
     static BASE: OnceLock<Instant> = OnceLock::new();
-    let base = *BASE.get_or_init(|| Instant::now() - Duration::from_millis(1));
-    base.elapsed().as_millis() as u64
+    *BASE.get_or_init(|| Instant::now() - Duration::from_millis(1))
 }
 
 /// The outcome of the last active check.
@@ -65,9 +74,12 @@ impl BackendHealth {
 
     /// Milliseconds of ejection left.
     pub fn ejected_for(&self, now: u64) -> u64 {
-        self.ejected_until_ms
-            .load(Ordering::Relaxed)
-            .saturating_sub(now)
+        self.ejected_until().saturating_sub(now)
+    }
+
+    /// When the current or last ejection ends (0 if there never was one).
+    pub fn ejected_until(&self) -> u64 {
+        self.ejected_until_ms.load(Ordering::Relaxed)
     }
 
     /// Usable: checked up and not ejected.

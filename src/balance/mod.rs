@@ -8,6 +8,9 @@
 //!
 //! Health never enters the pick path: when a backend's health changes, the set's selection state is
 //! rebuilt with new effective weights (see `eligible`), so algorithms only pick among usable backends.
+//! Changes that come with time alone (an ejection running out, a slow start ramp) are rebuilt by the
+//! service's clock task (see `checker`), which sleeps until the deadline
+//! [`Balancer::refresh`] gives.
 
 mod backend;
 pub mod checker;
@@ -39,7 +42,7 @@ use health::now_ms;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// The backends of one service and how to pick among them.
 pub struct Balancer {
@@ -52,8 +55,12 @@ pub struct Balancer {
     fallback: Fallback,
     policy: Policy,
     outlier: Option<Outlier>,
+    /// Decay time constant of each backend's latency estimate (`p2c_ewma`).
+    ewma_decay: Duration,
     queue: Arc<queue::Queue>,
     swapped: watch::Sender<u64>,
+    /// Told whenever the set's selection state is rebuilt, so the clock task recomputes its deadline.
+    rebuilt: Notify,
     /// Whether backends get HTTP response series (HTTP-mode services).
     http: bool,
 }
@@ -82,8 +89,10 @@ impl Balancer {
             fallback: Fallback::default(),
             policy: Policy::default(),
             outlier: None,
+            ewma_decay: ewma::DEFAULT_DECAY,
             queue,
             swapped: watch::channel(0).0,
+            rebuilt: Notify::new(),
             http: false,
         }
     }
@@ -129,6 +138,12 @@ impl Balancer {
     /// Enables passive outlier ejection.
     pub fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
         self.outlier = outlier;
+        self
+    }
+
+    /// Sets how fast backends' latency estimates decay when they get no samples (`p2c_ewma`).
+    pub fn with_ewma_decay(mut self, decay: Duration) -> Self {
+        self.ewma_decay = decay;
         self
     }
 
@@ -198,7 +213,7 @@ impl Balancer {
                         None => (
                             self.metrics.backend(&self.service, &key, self.http),
                             Arc::default(),
-                            Arc::default(),
+                            Arc::new(ewma::PeakEwma::new(self.ewma_decay)),
                         ),
                     };
                     let entry = Arc::new(Entry {
@@ -227,7 +242,8 @@ impl Balancer {
             return false;
         }
         let count = entries.len();
-        self.install(entries);
+        let weights = eligible::weights(&entries, &self.policy, now_ms());
+        self.install(entries, weights);
         reg.updates += 1;
         self.service_metrics.swaps.inc();
         self.service_metrics.backends.set(count as i64);
@@ -237,27 +253,29 @@ impl Balancer {
         true
     }
 
-    /// Rebuilds the selection state if health, ejections or slow start changed the effective weights.
-    pub fn refresh(&self) {
+    /// Rebuilds the selection state if health, ejections or slow start changed the effective weights,
+    /// and says when time alone next changes them (an ejection running out, a slow start ramp step) on
+    /// the [`health::now_ms`] clock; `None` while only an event can. Both are as of one reading of the
+    /// clock, so no deadline can fall between the rebuild and the next one.
+    pub fn refresh(&self) -> Option<u64> {
         let _reg = self.lock();
+        let now = now_ms();
         let current = self.current.load_full();
-        let weights = eligible::weights(current.entries(), &self.policy, now_ms());
+        let weights = eligible::weights(current.entries(), &self.policy, now);
         if &weights != current.weights() {
-            self.install(current.entries().to_vec());
+            self.install(current.entries().to_vec(), weights);
         }
+        eligible::next_change(current.entries(), &self.policy, now)
     }
 
-    /// True while time alone can change effective weights (an ejection running out, a slow start ramp).
-    pub fn time_dependent(&self) -> bool {
-        let set = self.current.load();
-        let now = now_ms();
-        set.weights().ramping || set.entries().iter().any(|e| e.health.ejected(now))
+    /// Resolves once the set's selection state has been rebuilt since the last call (the deadline
+    /// [`refresh`](Self::refresh) gave may have moved).
+    pub async fn rebuilt(&self) {
+        self.rebuilt.notified().await
     }
 
-    /// Builds and stores a set over `entries` with their current effective weights.
-    fn install(&self, entries: Vec<Arc<Entry>>) {
-        let now = now_ms();
-        let weights = eligible::weights(&entries, &self.policy, now);
+    /// Builds and stores a set over `entries` with their effective `weights`.
+    fn install(&self, entries: Vec<Arc<Entry>>, weights: eligible::Weights) {
         let was_panic = self.current.load().weights().panic;
         if weights.panic && !was_panic {
             self.service_metrics.panics.inc();
@@ -276,6 +294,7 @@ impl Balancer {
             weights,
             self.policy.max_connections,
         )));
+        self.rebuilt.notify_one();
     }
 
     /// Reports the outcome of real traffic to a backend; enough consecutive failures eject it.
@@ -574,13 +593,12 @@ mod tests {
             "starts at the 10 % floor"
         );
         tokio::time::advance(Duration::from_secs(5)).await;
-        assert!(b.time_dependent());
-        b.refresh();
+        assert!(b.refresh().is_some(), "still ramping");
         assert_eq!(ports_with_weight(&b), vec![(1, 100), (2, 50)]);
         tokio::time::advance(Duration::from_secs(5)).await;
         b.refresh();
         assert_eq!(ports_with_weight(&b), vec![(1, 100), (2, 100)]);
-        assert!(!b.time_dependent());
+        assert_eq!(b.refresh(), None);
     }
 
     #[tokio::test(start_paused = true)]

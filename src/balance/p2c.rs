@@ -35,6 +35,9 @@ impl P2c {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::ewma::PeakEwma;
+    use crate::balance::health::now_ms;
+    use std::time::Duration;
 
     #[test]
     fn prefers_the_cheaper_backend() {
@@ -54,5 +57,35 @@ mod tests {
         let p = P2c::new(&[0, 1]);
         assert_eq!(p.pick(&[], |_| 1.0), Some(1));
         assert_eq!(p.pick(&[1], |_| 1.0), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_slow_once_takes_traffic_again_within_a_few_decay_periods() {
+        let decay = Duration::from_secs(10);
+        let p = P2c::new(&[1, 1]);
+        let rtts = [PeakEwma::new(decay), PeakEwma::new(decay)];
+        // Backend 0 answered one request in 1 s; from now on both answer in 10 ms.
+        rtts[0].observe(Duration::from_secs(1));
+        let mut picks = [0u32; 8];
+        // One request every 100 ms for eight decay periods, counted per period for backend 0.
+        for step in 0..800 {
+            tokio::time::advance(Duration::from_millis(100)).await;
+            let now = now_ms();
+            let i = p.pick(&[], |i| rtts[i].estimate(now)).unwrap();
+            rtts[i].observe(Duration::from_millis(10));
+            if i == 0 {
+                picks[step / 100] += 1;
+            }
+        }
+        // 1 s decays below 10 ms after ln(100) = 4.6 periods.
+        assert_eq!(picks[..4], [0; 4], "avoided while its estimate is higher");
+        assert!(
+            picks[4] + picks[5] > 0,
+            "tried again within six periods: {picks:?}"
+        );
+        assert!(
+            picks[6] >= 30 && picks[7] >= 30,
+            "then it takes its share again: {picks:?}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use super::backend::{Backend, Target};
 use super::eligible::Weights;
 use super::ewma::PeakEwma;
 use super::hash::Ring;
-use super::health::BackendHealth;
+use super::health::{now_ms, BackendHealth};
 use super::least_conn::LeastConn;
 use super::p2c::P2c;
 use super::queue::Queue;
@@ -159,10 +159,14 @@ impl BackendSet {
             Picker::RoundRobin(rr) => rr.pick(skip),
             Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].get().max(0) as u64),
             Picker::Random(r) => r.pick(skip),
-            Picker::P2c(p) => p.pick(skip, |i| {
-                let pending = self.loads[i].get().max(0) as f64;
-                self.entries[i].rtt.estimate() * (pending + 1.0)
-            }),
+            Picker::P2c(p) => {
+                // One clock reading per pick, for both candidates' decayed estimates.
+                let now = now_ms();
+                p.pick(skip, |i| {
+                    let pending = self.loads[i].get().max(0) as f64;
+                    self.entries[i].rtt.estimate(now) * (pending + 1.0)
+                })
+            }
             Picker::Hash(ring) => ring.pick(key.unwrap_or_else(|| fastrand::u64(..)), skip),
         }
     }

@@ -213,6 +213,10 @@ pub struct ServiceConfig {
     /// A backend that becomes usable ramps its weight up over this period (0s: at once).
     #[serde(default, with = "duration")]
     pub slow_start: Duration,
+    /// `balance: p2c_ewma`: time constant of the latency estimates' decay, so a backend that was slow
+    /// once and got no traffic since is tried again after a few periods.
+    #[serde(default = "default_ewma_decay", with = "duration")]
+    pub ewma_decay: Duration,
 }
 
 impl ServiceConfig {
@@ -241,6 +245,7 @@ impl ServiceConfig {
             outlier: None,
             panic_threshold: default_panic_threshold(),
             slow_start: Duration::ZERO,
+            ewma_decay: default_ewma_decay(),
         }
     }
 }
@@ -529,6 +534,9 @@ fn default_queue() -> Duration {
 fn default_max_queue() -> usize {
     1000
 }
+fn default_ewma_decay() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_panic_threshold() -> u32 {
     50
 }
@@ -709,6 +717,12 @@ impl Config {
             if let Some(hc) = &svc.health_check {
                 hc.validate()
                     .map_err(|(f, m)| invalid(at(&format!("health_check.{f}")), m))?;
+            }
+            if svc.ewma_decay.is_zero() {
+                return Err(invalid(
+                    at("ewma_decay"),
+                    "must be greater than zero".into(),
+                ));
             }
             if svc.panic_threshold > 100 {
                 return Err(invalid(
@@ -897,6 +911,21 @@ mod tests {
         .unwrap();
         let yaml = serde_yaml::to_string(&c).unwrap();
         assert_eq!(parse(&yaml).unwrap(), c, "{yaml}");
+    }
+
+    #[test]
+    fn ewma_decay_defaults_to_10s_and_must_be_positive() {
+        let base = "services:\n  web:\n    listen: 127.0.0.1:1\n    backends: [127.0.0.1:1]\n";
+        let svc = |c: Config| c.services["web"].ewma_decay;
+        assert_eq!(svc(parse(base).unwrap()), Duration::from_secs(10));
+        let set = parse(&format!("{base}    ewma_decay: 2s\n")).unwrap();
+        assert_eq!(svc(set), Duration::from_secs(2));
+        let e = parse(&format!("{base}    ewma_decay: 0s\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("services.web.ewma_decay: must be greater than zero"),
+            "{e}"
+        );
     }
 
     #[test]

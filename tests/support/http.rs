@@ -47,12 +47,22 @@ impl HttpBackend {
         Self::serve(name, false, delay).await
     }
 
+    /// Starts a healthy backend on a given address (e.g. to bring a stopped one back).
+    pub async fn start_on(addr: SocketAddr, name: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind");
+        Self::serve_on(listener, name, false, Duration::ZERO)
+    }
+
     async fn start_with(name: &str, sick: bool) -> Self {
         Self::serve(name, sick, Duration::ZERO).await
     }
 
     async fn serve(name: &str, sick: bool, delay: Duration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve_on(listener, name, sick, delay)
+    }
+
+    fn serve_on(listener: TcpListener, name: &str, sick: bool, delay: Duration) -> Self {
         let addr = listener.local_addr().expect("addr");
         let (connections, requests) =
             (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
