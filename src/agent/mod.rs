@@ -46,6 +46,12 @@ pub enum AgentError {
     /// The upgrade socket could not be created.
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
+    /// The new config has no services and does not say that none is meant (a truncated file).
+    #[error("reload refused: the new config has no services and would stop every running one ({running}); a config meant to run none says `services: {{}}`")]
+    WouldStopEverything {
+        /// The running services, comma-separated.
+        running: String,
+    },
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -237,9 +243,16 @@ impl Agent {
     }
 
     /// Applies a new config. Listeners of added or moved services are bound first: if one cannot be,
-    /// nothing changes and the error is returned. Admin address changes need a restart.
+    /// nothing changes and the error is returned. A config without services that does not say
+    /// `services: {}` is refused while services run. Admin address changes need a restart.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AgentError> {
         let mut running = self.running.lock().await;
+        if config.services.is_empty() && !config.services_explicit && !running.is_empty() {
+            let names: Vec<&str> = running.keys().map(String::as_str).collect();
+            return Err(AgentError::WouldStopEverything {
+                running: names.join(", "),
+            });
+        }
         let mut summary = ReloadSummary::default();
         // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
         for svc in config.services.values() {

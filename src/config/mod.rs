@@ -11,11 +11,13 @@ mod http;
 pub mod nerve;
 pub mod register;
 pub mod synapse;
+mod text;
 mod tls;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
+pub use text::TextError;
 pub use tls::{TlsListen, TlsUpstream};
 
 use serde::{Deserialize, Serialize};
@@ -81,6 +83,10 @@ pub struct Config {
     /// This host's services to health-check and register in ZooKeeper.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<register::Register>,
+    /// True when the file names its `services`, even as `services: {}`: no services was meant, so a
+    /// reload may stop every running one. Set by the loaders, never read from the file.
+    #[serde(skip)]
+    pub services_explicit: bool,
 }
 
 impl Default for Config {
@@ -92,6 +98,7 @@ impl Default for Config {
             file_output: None,
             services: BTreeMap::new(),
             register: None,
+            services_explicit: false,
         }
     }
 }
@@ -580,7 +587,8 @@ impl Config {
             message,
             line,
         };
-        let config: Config = match format {
+        text::check(text).map_err(|e| parse_err(String::new(), e.to_string(), None))?;
+        let mut config: Config = match format {
             Format::Yaml => {
                 let de = serde_yaml::Deserializer::from_str(text);
                 serde_path_to_error::deserialize(de).map_err(|e| {
@@ -601,6 +609,7 @@ impl Config {
                 })?
             }
         };
+        config.services_explicit = !config.services.is_empty() || names_services(text, format);
         config.validate(file)?;
         Ok(config)
     }
@@ -730,6 +739,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// True when the document gives `services` a value (`services: {}`), not merely leaves it out or
+/// empty (`services:` alone, as a truncated file may end).
+fn names_services(text: &str, format: Format) -> bool {
+    #[derive(Deserialize)]
+    struct Keys {
+        services: Option<serde::de::IgnoredAny>,
+    }
+    let keys: Option<Keys> = match format {
+        Format::Yaml => serde_yaml::from_str(text).ok(),
+        Format::Json => serde_json::from_str(text).ok(),
+    };
+    keys.is_some_and(|k| k.services.is_some())
 }
 
 /// HTTP-mode ranges: the field (relative to the service) and what is wrong.
@@ -897,6 +920,31 @@ mod tests {
         .unwrap();
         let yaml = serde_yaml::to_string(&c).unwrap();
         assert_eq!(parse(&yaml).unwrap(), c, "{yaml}");
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_and_services_explicit_records_an_empty_set_on_purpose() {
+        for text in ["", "# nothing here\n", "---\n"] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.to_string().contains("empty or holds only comments"),
+                "{e}"
+            );
+            let e = Config::parse(text, Format::Json, Path::new("c.json")).unwrap_err();
+            assert!(
+                e.to_string().contains("empty or holds only comments"),
+                "{e}"
+            );
+        }
+        let explicit = |text: &str| parse(text).unwrap().services_explicit;
+        assert!(explicit("services: {}\n"));
+        assert!(explicit(
+            "services:\n  web: { listen: 127.0.0.1:1, backends: [127.0.0.1:2] }\n"
+        ));
+        assert!(!explicit("admin: { listen: 127.0.0.1:1 }\n"));
+        assert!(!explicit("admin: { listen: 127.0.0.1:1 }\nservices:\n"));
+        let json = Config::parse(r#"{"services": {}}"#, Format::Json, Path::new("c.json"));
+        assert!(json.unwrap().services_explicit);
     }
 
     #[test]

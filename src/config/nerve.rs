@@ -46,6 +46,10 @@ fn read_text(path: &Path) -> Result<String, NerveError> {
 }
 
 fn parse_json(text: &str, path: &Path) -> Result<Value, NerveError> {
+    super::text::check(text).map_err(|e| NerveError::Invalid {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     serde_json::from_str(text).map_err(|e| NerveError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),

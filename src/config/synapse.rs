@@ -207,6 +207,10 @@ fn read_text(path: &Path) -> Result<String, SynapseError> {
 }
 
 fn parse_value(text: &str, path: &Path) -> Result<Value, SynapseError> {
+    super::text::check(text).map_err(|e| SynapseError::Parse {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let parsed = if super::Format::of(path) == super::Format::Json {
         serde_json::from_str(text).map_err(|e| e.to_string())
     } else {
@@ -349,6 +353,11 @@ fn translate(
         });
     }
     let config = Config {
+        services_explicit: !out.is_empty()
+            || matches!(
+                root.get("services"),
+                Some(Value::Object(_) | Value::Array(_))
+            ),
         services: out,
         state_file,
         file_output,
