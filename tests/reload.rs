@@ -242,6 +242,89 @@ async fn a_reload_without_services_is_refused_unless_it_says_so() {
     assert_eq!(summary.removed, vec!["one".to_string()]);
 }
 
+#[tokio::test]
+async fn a_listen_address_moves_between_services_without_a_gap() {
+    let (a, b, c) = (
+        EchoBackend::start("a").await,
+        EchoBackend::start("b").await,
+        EchoBackend::start("c").await,
+    );
+    let agent = sinew::agent::Agent::start(config(&[
+        service("web", &a, "127.0.0.1:0"),
+        service("api", &b, "127.0.0.1:0"),
+    ]))
+    .await
+    .unwrap();
+    let (web, api) = (
+        agent.service_addr("web").unwrap(),
+        agent.service_addr("api").unwrap(),
+    );
+    let mut held = TcpStream::connect(web).await.unwrap();
+    assert_eq!(read_line(&mut held).await.unwrap(), "a");
+
+    // Clients keep connecting to the address while it changes hands: none is refused.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let prober = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let (mut ok, mut refused) = (0u32, 0u32);
+            for _ in 0..2000 {
+                if stop.is_cancelled() {
+                    break;
+                }
+                match greet(web).await {
+                    Ok(_) => ok += 1,
+                    Err(_) => refused += 1,
+                }
+            }
+            (ok, refused)
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+
+    // `web` is renamed `web2` on the same address, and `api` moves to a new name too: both swap.
+    let summary = agent
+        .reload(config(&[
+            service("web2", &c, &web.to_string()),
+            service("api2", &a, &api.to_string()),
+        ]))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.cancel();
+    let (ok, refused) = prober.await.unwrap();
+    assert_eq!(summary.added, vec!["api2".to_string(), "web2".to_string()]);
+    assert_eq!(summary.removed, vec!["api".to_string(), "web".to_string()]);
+    assert_eq!(agent.service_addr("web2"), Some(web));
+    assert_eq!(
+        greet(web).await.unwrap(),
+        "c",
+        "the new service serves the address"
+    );
+    assert_eq!(greet(api).await.unwrap(), "a");
+    assert!(ok > 0, "the prober ran");
+    assert_eq!(
+        refused, 0,
+        "{ok} connections served, {refused} failed during the handover"
+    );
+    assert_eq!(
+        echo(&mut held, "kept").await,
+        "kept",
+        "open connections finish"
+    );
+
+    // Two services swap addresses in one reload.
+    agent
+        .reload(config(&[
+            service("web2", &c, &api.to_string()),
+            service("api2", &a, &web.to_string()),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(greet(api).await.unwrap(), "c");
+    assert_eq!(greet(web).await.unwrap(), "a");
+}
+
 async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(

@@ -268,7 +268,15 @@ impl Agent {
             if running.contains_key(name) && !moved {
                 continue;
             }
-            match Running::start(name, svc, &self.shared, &mut Inherited::default()).await {
+            // A service that stops or moves away in this reload hands its socket over (a rename, a swap).
+            let vacated = running
+                .iter()
+                .find(|(n, r)| r.vacates(config.services.get(*n), svc.listen));
+            let result = match vacated {
+                Some((_, from)) => Running::start_handed(name, svc, &self.shared, from),
+                None => Running::start(name, svc, &self.shared, &mut Inherited::default()).await,
+            };
+            match result {
                 Ok(r) => {
                     started.insert(name.clone(), r);
                 }
