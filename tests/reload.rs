@@ -325,10 +325,58 @@ async fn a_listen_address_moves_between_services_without_a_gap() {
     assert_eq!(greet(web).await.unwrap(), "a");
 }
 
+#[tokio::test]
+async fn a_new_admin_token_applies_on_reload() {
+    let a = EchoBackend::start("a").await;
+    let with_token = |token: &str| {
+        let yaml = format!(
+            "admin: {{ listen: 127.0.0.1:0, token: {token} }}\nservices:\n{}",
+            service("one", &a, "127.0.0.1:0")
+        );
+        Config::parse(&yaml, Format::Yaml, Path::new("reload.yaml")).unwrap()
+    };
+    let agent = sinew::agent::Agent::start(with_token("leaked"))
+        .await
+        .unwrap();
+    let admin = agent.admin_addr();
+    // No register section: an authorized request gets 404, an unauthorized one 401.
+    let path = "/api/register/one/maintenance";
+    assert_eq!(post_auth(admin, path, Some("leaked")).await.0, 404);
+    assert_eq!(post_auth(admin, path, Some("fresh")).await.0, 401);
+
+    let summary = agent.reload(with_token("fresh")).await.unwrap();
+    assert!(summary.token_changed);
+    assert!(
+        summary.to_string().contains("admin.token replaced"),
+        "{summary}"
+    );
+    assert_eq!(
+        post_auth(admin, path, Some("leaked")).await.0,
+        401,
+        "the old token is refused"
+    );
+    assert_eq!(
+        post_auth(admin, path, Some("fresh")).await.0,
+        404,
+        "the new token works"
+    );
+    assert_eq!(post_auth(admin, path, None).await.0, 401);
+
+    let summary = agent.reload(with_token("fresh")).await.unwrap();
+    assert!(!summary.token_changed, "an unchanged token is not reported");
+}
+
 async fn post(addr: SocketAddr, path: &str) -> (u16, String) {
+    post_auth(addr, path, None).await
+}
+
+async fn post_auth(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: admin\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();

@@ -39,8 +39,8 @@ pub struct AdminState {
     pub reload_unclaimed: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
     /// The registration side, when configured.
     pub registrar: Option<Arc<Registrar>>,
-    /// Required bearer token of state-changing requests, when set.
-    pub token: Option<String>,
+    /// Required bearer token of state-changing requests, when set (replaced on reload).
+    pub token: Arc<arc_swap::ArcSwapOption<String>>,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -158,7 +158,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
 
 /// True when no token is configured, or the request carries it.
 fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
-    let Some(token) = &state.token else {
+    let Some(token) = state.token.load_full() else {
         return true;
     };
     let given = req

@@ -68,6 +68,10 @@ pub struct Agent {
     handover: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     /// Stops the ZooKeeper sessions, last of all, so that znodes live through the drain.
     sessions_stop: CancellationToken,
+    /// The admin server's token, which a reload replaces.
+    admin_token: Arc<arc_swap::ArcSwapOption<String>>,
+    /// The admin settings that only a restart changes: listen address and upgrade socket.
+    admin_fixed: (SocketAddr, Option<std::path::PathBuf>),
 }
 
 /// How a shutdown went.
@@ -90,6 +94,8 @@ pub struct ReloadSummary {
     pub unchanged: usize,
     /// What changed on the registration side.
     pub registration: RegisterChanges,
+    /// `admin.token` was set, replaced or removed.
+    pub token_changed: bool,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -102,6 +108,9 @@ impl std::fmt::Display for ReloadSummary {
             self.changed.join(", "),
             self.unchanged
         )?;
+        if self.token_changed {
+            write!(f, "; admin.token replaced")?;
+        }
         let r = &self.registration;
         if r != &RegisterChanges::default() {
             write!(
@@ -212,13 +221,16 @@ impl Agent {
             &shared.zookeeper,
             &shared.metrics,
         ));
+        let admin_token = Arc::new(arc_swap::ArcSwapOption::from(
+            config.admin.token.clone().map(Arc::new),
+        ));
         let state = Arc::new(AdminState {
             services: Arc::clone(&view),
             metrics: Arc::clone(&shared.metrics),
             reload: reload_tx,
             reload_unclaimed: Arc::clone(&reloads),
             registrar: Some(Arc::clone(&registrar)),
-            token: config.admin.token.clone(),
+            token: Arc::clone(&admin_token),
         });
         shared
             .tasks
@@ -239,6 +251,8 @@ impl Agent {
             registrar,
             handover: std::sync::Mutex::new(handover),
             sessions_stop,
+            admin_token,
+            admin_fixed: (config.admin.listen, config.admin.upgrade_socket.clone()),
         })
     }
 
@@ -314,9 +328,36 @@ impl Agent {
             running.insert(name, r);
         }
         self.view.store(Arc::new(infos(&running)));
+        summary.token_changed = self.apply_admin(&config.admin);
         summary.registration = self.registrar.reload(config.register.as_ref()).await;
         tracing::info!(%summary, "config reloaded");
         Ok(summary)
+    }
+
+    /// Applies a reloaded `admin` section: a new token takes effect at once (the old one is refused from
+    /// the next request); a new address or upgrade socket waits for a restart, and says so. True when
+    /// the token changed.
+    fn apply_admin(&self, admin: &crate::config::AdminConfig) -> bool {
+        if (admin.listen, admin.upgrade_socket.clone()) != self.admin_fixed {
+            tracing::warn!(listen = %admin.listen, "admin.listen and admin.upgrade_socket change only at a restart; the admin server keeps its current ones");
+        }
+        let old = self.admin_token.load_full();
+        if old.as_deref() == admin.token.as_ref() {
+            return false;
+        }
+        self.admin_token.store(admin.token.clone().map(Arc::new));
+        match (&old, &admin.token) {
+            (_, None) => tracing::warn!(
+                "admin.token removed: state-changing admin endpoints no longer need a token"
+            ),
+            (None, Some(_)) => tracing::info!(
+                "admin.token set: state-changing admin endpoints need it from now on"
+            ),
+            (Some(_), Some(_)) => {
+                tracing::info!("admin.token replaced: the old token is refused from now on")
+            }
+        }
+        true
     }
 
     /// Reload requests from the admin API (`POST /api/reload`); taken once by whoever owns the config file.
