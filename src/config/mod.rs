@@ -13,6 +13,7 @@ pub mod register;
 pub mod synapse;
 mod text;
 mod tls;
+mod unique;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use health::{CheckType, HealthCheck, Outlier};
@@ -78,7 +79,7 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_output: Option<FileOutput>,
     /// The services this host depends on, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub services: BTreeMap<String, ServiceConfig>,
     /// This host's services to health-check and register in ZooKeeper.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -594,8 +595,14 @@ impl Config {
                 serde_path_to_error::deserialize(de).map_err(|e| {
                     let field = e.path().to_string();
                     let inner = e.into_inner();
-                    let line = inner.location().map(|l| (l.line(), l.column()));
-                    let message = strip_path(&field, &strip_location(&inner.to_string()));
+                    let mut line = inner.location().map(|l| (l.line(), l.column()));
+                    let mut message = strip_path(&field, &strip_location(&inner.to_string()));
+                    if let Some(both) =
+                        line.and_then(|(l, _)| unique::lines(text, &message, l, false))
+                    {
+                        message = format!("{message} {both}");
+                        line = None;
+                    }
                     parse_err(field, message, line)
                 })?
             }
@@ -604,8 +611,13 @@ impl Config {
                 serde_path_to_error::deserialize(&mut de).map_err(|e| {
                     let field = e.path().to_string();
                     let inner = e.into_inner();
-                    let line = Some((inner.line(), inner.column()));
-                    parse_err(field, strip_location(&inner.to_string()), line)
+                    let mut line = Some((inner.line(), inner.column()));
+                    let mut message = strip_location(&inner.to_string());
+                    if let Some(both) = unique::lines(text, &message, inner.line(), true) {
+                        message = format!("{message} {both}");
+                        line = None;
+                    }
+                    parse_err(field, message, line)
                 })?
             }
         };

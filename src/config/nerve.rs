@@ -50,10 +50,20 @@ fn parse_json(text: &str, path: &Path) -> Result<Value, NerveError> {
         file: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    serde_json::from_str(text).map_err(|e| NerveError::Invalid {
-        file: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    // Strict: a service (or any key) given twice is an error naming both lines, not "the last wins".
+    serde_json::from_str::<super::unique::StrictValue>(text)
+        .map(|v| v.0)
+        .map_err(|e| {
+            let message = e.to_string();
+            let both = super::unique::lines(text, &message, e.line(), true);
+            NerveError::Invalid {
+                file: path.to_path_buf(),
+                message: match both {
+                    Some(b) => format!("{} {b}", super::strip_location(&message)),
+                    None => message,
+                },
+            }
+        })
 }
 
 fn read(path: &Path) -> Result<Value, NerveError> {

@@ -17,7 +17,7 @@ pub struct Register {
     #[serde(default = "default_drain", with = "duration")]
     pub drain: Duration,
     /// The services to register, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique::map")]
     pub services: BTreeMap<String, Registration>,
 }
 
@@ -43,7 +43,11 @@ pub struct Registration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// Labels written into the znode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::unique::option_map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub labels: Option<BTreeMap<String, String>>,
     /// HAProxy server options written into the znode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
