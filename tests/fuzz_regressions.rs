@@ -35,3 +35,23 @@ fn native_check_interval_too_large_for_the_clock() {
     let err = err.to_string();
     assert!(err.contains("check_interval"), "{err}");
 }
+
+/// An HAProxy time whose multiplication by its unit overflowed (a panic in debug builds, a wrapped,
+/// tiny timeout in release builds), in every place a Synapse config carries one.
+#[test]
+fn haproxy_time_too_large_for_a_duration() {
+    for (field, defaults, options) in [
+        ("haproxy.defaults", "timeout connect 300000000000000d", ""),
+        ("haproxy.defaults", "timeout server 213503982334601h", ""),
+        ("server_options", "", "check inter 300000000000000d"),
+    ] {
+        let json = format!(
+            r#"{{"haproxy": {{"defaults": ["{defaults}"]}}, "services": {{"web": {{"default_servers": [{{"host": "127.0.0.1", "port": 9}}], "haproxy": {{"port": 4001, "server_options": "{options}"}}}}}}}}"#
+        );
+        let Err(err) = sinew::config::synapse::parse(&json, Path::new("synapse.json")) else {
+            panic!("{defaults}{options} is accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains(field) && err.contains("too long"), "{err}");
+    }
+}

@@ -218,7 +218,7 @@ mod tests {
 
     #[test]
     fn periods_are_bounded_at_load() {
-        let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 100000years\n    checks: [{ type: tcp }]\n";
+        let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 2d\n    checks: [{ type: tcp }]\n";
         let r: Register = serde_yaml::from_str(yaml).unwrap();
         let (at, _) = r.validate().unwrap_err();
         assert_eq!(at, "services.q.check_interval");
