@@ -637,8 +637,7 @@ impl Config {
             r.validate()
                 .map_err(|(field, message)| invalid(format!("register.{field}"), message))?;
         }
-        let mut listeners: BTreeMap<SocketAddr, &str> = BTreeMap::new();
-        listeners.insert(self.admin.listen, "admin");
+        let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
             let at = |f: &str| format!("services.{name}.{f}");
             if name.is_empty()
@@ -651,14 +650,18 @@ impl Config {
                     "service names may use only letters, digits, '_', '-' and '.'".into(),
                 ));
             }
-            if svc.listen.port() != 0 {
-                if let Some(other) = listeners.insert(svc.listen, name) {
-                    return Err(invalid(
-                        at("listen"),
-                        format!("{} is already used by {other}", svc.listen),
-                    ));
-                }
+            if let Some((addr, other)) = listeners
+                .iter()
+                .find(|(a, _)| addr::overlaps(*a, svc.listen))
+            {
+                let message = if *addr == svc.listen {
+                    format!("{addr} is already used by {other}")
+                } else {
+                    format!("{} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers", svc.listen)
+                };
+                return Err(invalid(at("listen"), message));
             }
+            listeners.push((svc.listen, name));
             match &svc.discovery {
                 None if svc.backends.is_empty() => {
                     return Err(invalid(
@@ -863,6 +866,29 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("services.b.listen: 127.0.0.1:5000 is already used by a"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_wildcard_listen_beside_an_address_it_covers_is_rejected() {
+        let two = |a: &str, b: &str| {
+            parse(&format!("admin: {{ listen: 127.0.0.1:3210 }}\nservices:\n  a: {{ listen: \"{a}\", backends: [127.0.0.1:1] }}\n  b: {{ listen: \"{b}\", backends: [127.0.0.1:1] }}\n"))
+        };
+        let e = two("0.0.0.0:4001", "127.0.0.1:4001")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.b.listen: 127.0.0.1:4001 overlaps 0.0.0.0:4001 of a"),
+            "{e}"
+        );
+        assert!(two("[::]:4001", "127.0.0.1:4001").is_err());
+        assert!(two("127.0.0.1:4001", "127.0.0.2:4001").is_ok());
+        let e = two("0.0.0.0:3210", "127.0.0.1:4001")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.a.listen: 0.0.0.0:3210 overlaps 127.0.0.1:3210 of admin"),
             "{e}"
         );
     }
