@@ -55,3 +55,24 @@ fn haproxy_time_too_large_for_a_duration() {
         assert!(err.contains(field) && err.contains("too long"), "{err}");
     }
 }
+
+/// Flow collections nested 100,000 deep (200 KB) kept the YAML parser busy for 25 s of CPU before any
+/// error; the pre-scan refuses them at once, for native and Synapse configs alike.
+#[test]
+fn deeply_nested_yaml_is_refused_before_parsing() {
+    let deep = format!("services: {}{}\n", "[".repeat(100_000), "]".repeat(100_000));
+    let started = std::time::Instant::now();
+    let Err(err) = Config::parse(&deep, Format::Yaml, Path::new("deep.yaml")) else {
+        panic!("100,000 levels are accepted");
+    };
+    assert!(err.to_string().contains("nested deeper than 64"), "{err}");
+    let Err(err) = sinew::config::synapse::parse(&deep, Path::new("deep.yaml")) else {
+        panic!("100,000 levels are accepted");
+    };
+    assert!(err.to_string().contains("nested deeper than 64"), "{err}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -243,6 +243,49 @@ async fn a_reload_without_services_is_refused_unless_it_says_so() {
 }
 
 #[tokio::test]
+async fn a_large_rejected_reload_gives_its_memory_back() {
+    let a = EchoBackend::start("a").await;
+    let (p1, admin) = (free_port(), free_port());
+    let head = format!("admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n");
+    let one = format!(
+        "  one: {{ listen: 127.0.0.1:{p1}, backends: [{}] }}\n",
+        a.hostport()
+    );
+    let path = temp_file("large.yaml", &format!("{head}{one}"));
+    let sinew = Proc::run(&path);
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_listening(format!("127.0.0.1:{p1}").parse().unwrap()).await;
+    let before = sinew.rss_kib();
+
+    // Just under the size cap, with a mistake in its last line: parsing peaks at some 150 MB.
+    let mut large = format!("{head}{one}");
+    let mut i = 0;
+    while large.len() < (4 << 20) - 200 {
+        large.push_str(&format!(
+            "  s{i}: {{ listen: 127.0.0.1:{}, backends: [127.0.0.1:9, 127.0.0.1:10] }}\n",
+            10_000 + i % 50_000
+        ));
+        i += 1;
+    }
+    large.push_str("  last: { listen: nowhere, backends: [127.0.0.1:9] }\n");
+    std::fs::write(&path, &large).unwrap();
+    let (status, body) = post(admin_addr, "/api/reload").await;
+    assert_eq!(status, 400, "{body}");
+    let after = sinew.rss_kib();
+    assert!(
+        after < before + 40 * 1024,
+        "resident memory grew from {before} KiB to {after} KiB after a rejected reload"
+    );
+
+    // Beyond the cap, the file is not even read.
+    large.push_str(&"#".repeat(1 << 20));
+    std::fs::write(&path, &large).unwrap();
+    let (status, body) = post(admin_addr, "/api/reload").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("larger than 4 MiB"), "{body}");
+}
+
+#[tokio::test]
 async fn a_listen_address_moves_between_services_without_a_gap() {
     let (a, b, c) = (
         EchoBackend::start("a").await,

@@ -569,7 +569,7 @@ impl Format {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = text::read(path).map_err(|source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
         })?;

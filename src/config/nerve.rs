@@ -39,7 +39,7 @@ pub struct Translation {
 }
 
 fn read_text(path: &Path) -> Result<String, NerveError> {
-    std::fs::read_to_string(path).map_err(|source| NerveError::Read {
+    super::text::read(path).map_err(|source| NerveError::Read {
         file: path.to_path_buf(),
         source,
     })

@@ -201,7 +201,7 @@ fn read_value(path: &Path) -> Result<Value, SynapseError> {
 }
 
 fn read_text(path: &Path) -> Result<String, SynapseError> {
-    std::fs::read_to_string(path).map_err(|source| SynapseError::Read {
+    super::text::read(path).map_err(|source| SynapseError::Read {
         file: path.to_path_buf(),
         source,
     })
