@@ -96,11 +96,8 @@ fn too_deep(text: &str) -> Option<usize> {
         } else if let Some(q) = quote {
             step(c, &mut naive);
             match c {
-                '\\' if q == '"' => {
-                    if chars.next() == Some('\n') {
-                        line += 1;
-                    }
-                }
+                // An escaped character, a line break included, never ends the scalar.
+                '\\' if q == '"' => line += usize::from(chars.next() == Some('\n')),
                 '\'' if q == '\'' && chars.peek() == Some(&'\'') => {
                     chars.next();
                 }
