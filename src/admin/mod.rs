@@ -41,8 +41,8 @@ pub struct AdminState {
     pub reload_unclaimed: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
     /// The registration side, when configured.
     pub registrar: Option<Arc<Registrar>>,
-    /// Required bearer token of state-changing requests, when set.
-    pub token: Option<String>,
+    /// Required bearer token of state-changing requests, when set (replaced on reload).
+    pub token: Arc<arc_swap::ArcSwapOption<String>>,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -61,7 +61,7 @@ const SPARE_DESCRIPTORS: usize = 4;
 /// Serves the admin API until `stop` fires.
 pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: CancellationToken) {
     if let Ok(addr) = listener.local_addr() {
-        if exposed(addr, state.token.is_some()) {
+        if exposed(addr, state.token.load().is_some()) {
             tracing::warn!(admin = %addr, "the admin API listens beyond loopback without admin.token: anyone who can reach it can reload the config and take services out of ZooKeeper; set admin.token or listen on 127.0.0.1");
         }
     }
@@ -119,11 +119,7 @@ fn exposed(addr: std::net::SocketAddr, has_token: bool) -> bool {
 
 async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
-    let token = match (&state.token, authorized(state, req)) {
-        (None, _) => guard::Token::NotConfigured,
-        (Some(_), true) => guard::Token::Valid,
-        (Some(_), false) => guard::Token::Missing,
-    };
+    let token = token(state, req);
     let header = |name| {
         req.headers()
             .get(name)
@@ -203,10 +199,10 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     }
 }
 
-/// True when no token is configured, or the request carries it.
-fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
-    let Some(token) = &state.token else {
-        return true;
+/// Whether a token is configured (as of now: a reload may replace it) and the request carries it.
+fn token(state: &AdminState, req: &Request<Incoming>) -> guard::Token {
+    let Some(token) = state.token.load_full() else {
+        return guard::Token::NotConfigured;
     };
     let given = req
         .headers()
@@ -214,13 +210,18 @@ fn authorized(state: &AdminState, req: &Request<Incoming>) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     // Compare in constant time so the token cannot be guessed byte by byte.
-    given.is_some_and(|g| {
+    let valid = given.is_some_and(|g| {
         g.len() == token.len()
             && g.bytes()
                 .zip(token.bytes())
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
-    })
+    });
+    if valid {
+        guard::Token::Valid
+    } else {
+        guard::Token::Missing
+    }
 }
 
 /// `GET /api/register`, and `POST`/`DELETE /api/register/{service}/maintenance`.

@@ -46,6 +46,12 @@ pub enum AgentError {
     /// The upgrade socket could not be created.
     #[error(transparent)]
     Upgrade(#[from] crate::upgrade::UpgradeError),
+    /// The new config has no services and does not say that none is meant (a truncated file).
+    #[error("reload refused: the new config has no services and would stop every running one ({running}); a config meant to run none says `services: {{}}`")]
+    WouldStopEverything {
+        /// The running services, comma-separated.
+        running: String,
+    },
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -62,6 +68,10 @@ pub struct Agent {
     handover: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     /// Stops the ZooKeeper sessions, last of all, so that znodes live through the drain.
     sessions_stop: CancellationToken,
+    /// The admin server's token, which a reload replaces.
+    admin_token: Arc<arc_swap::ArcSwapOption<String>>,
+    /// The admin settings that only a restart changes: listen address and upgrade socket.
+    admin_fixed: (SocketAddr, Option<std::path::PathBuf>),
 }
 
 /// How a shutdown went.
@@ -84,6 +94,8 @@ pub struct ReloadSummary {
     pub unchanged: usize,
     /// What changed on the registration side.
     pub registration: RegisterChanges,
+    /// `admin.token` was set, replaced or removed.
+    pub token_changed: bool,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -96,6 +108,9 @@ impl std::fmt::Display for ReloadSummary {
             self.changed.join(", "),
             self.unchanged
         )?;
+        if self.token_changed {
+            write!(f, "; admin.token replaced")?;
+        }
         let r = &self.registration;
         if r != &RegisterChanges::default() {
             write!(
@@ -206,13 +221,16 @@ impl Agent {
             &shared.zookeeper,
             &shared.metrics,
         ));
+        let admin_token = Arc::new(arc_swap::ArcSwapOption::from(
+            config.admin.token.clone().map(Arc::new),
+        ));
         let state = Arc::new(AdminState {
             services: Arc::clone(&view),
             metrics: Arc::clone(&shared.metrics),
             reload: reload_tx,
             reload_unclaimed: Arc::clone(&reloads),
             registrar: Some(Arc::clone(&registrar)),
-            token: config.admin.token.clone(),
+            token: Arc::clone(&admin_token),
         });
         shared
             .tasks
@@ -233,13 +251,22 @@ impl Agent {
             registrar,
             handover: std::sync::Mutex::new(handover),
             sessions_stop,
+            admin_token,
+            admin_fixed: (config.admin.listen, config.admin.upgrade_socket.clone()),
         })
     }
 
     /// Applies a new config. Listeners of added or moved services are bound first: if one cannot be,
-    /// nothing changes and the error is returned. Admin address changes need a restart.
+    /// nothing changes and the error is returned. A config without services that does not say
+    /// `services: {}` is refused while services run. Admin address changes need a restart.
     pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AgentError> {
         let mut running = self.running.lock().await;
+        if config.services.is_empty() && !config.services_explicit && !running.is_empty() {
+            let names: Vec<&str> = running.keys().map(String::as_str).collect();
+            return Err(AgentError::WouldStopEverything {
+                running: names.join(", "),
+            });
+        }
         let mut summary = ReloadSummary::default();
         // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
         for svc in config.services.values() {
@@ -255,7 +282,15 @@ impl Agent {
             if running.contains_key(name) && !moved {
                 continue;
             }
-            match Running::start(name, svc, &self.shared, &mut Inherited::default()).await {
+            // A service that stops or moves away in this reload hands its socket over (a rename, a swap).
+            let vacated = running
+                .iter()
+                .find(|(n, r)| r.vacates(config.services.get(*n), svc.listen));
+            let result = match vacated {
+                Some((_, from)) => Running::start_handed(name, svc, &self.shared, from),
+                None => Running::start(name, svc, &self.shared, &mut Inherited::default()).await,
+            };
+            match result {
                 Ok(r) => {
                     started.insert(name.clone(), r);
                 }
@@ -293,9 +328,36 @@ impl Agent {
             running.insert(name, r);
         }
         self.view.store(Arc::new(infos(&running)));
+        summary.token_changed = self.apply_admin(&config.admin);
         summary.registration = self.registrar.reload(config.register.as_ref()).await;
         tracing::info!(%summary, "config reloaded");
         Ok(summary)
+    }
+
+    /// Applies a reloaded `admin` section: a new token takes effect at once (the old one is refused from
+    /// the next request); a new address or upgrade socket waits for a restart, and says so. True when
+    /// the token changed.
+    fn apply_admin(&self, admin: &crate::config::AdminConfig) -> bool {
+        if (admin.listen, admin.upgrade_socket.clone()) != self.admin_fixed {
+            tracing::warn!(listen = %admin.listen, "admin.listen and admin.upgrade_socket change only at a restart; the admin server keeps its current ones");
+        }
+        let old = self.admin_token.load_full();
+        if old.as_deref() == admin.token.as_ref() {
+            return false;
+        }
+        self.admin_token.store(admin.token.clone().map(Arc::new));
+        match (&old, &admin.token) {
+            (_, None) => tracing::warn!(
+                "admin.token removed: state-changing admin endpoints no longer need a token"
+            ),
+            (None, Some(_)) => tracing::info!(
+                "admin.token set: state-changing admin endpoints need it from now on"
+            ),
+            (Some(_), Some(_)) => {
+                tracing::info!("admin.token replaced: the old token is refused from now on")
+            }
+        }
+        true
     }
 
     /// Reload requests from the admin API (`POST /api/reload`); taken once by whoever owns the config file.

@@ -14,7 +14,10 @@ use crate::metrics::Metrics;
 use crate::proxy::{self, Lifecycle, ServiceProxy, TlsSetup};
 use crate::upgrade::{Inherited, Listeners, Owner};
 use arc_swap::ArcSwap;
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::{Arc, Weak};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +54,8 @@ pub struct Running {
     slot: Arc<ArcSwap<ServiceProxy>>,
     generation: CancellationToken,
     listener: CancellationToken,
+    /// The listening socket, held weakly so that it closes when the accept loop stops.
+    socket: Weak<TcpListener>,
 }
 
 impl Running {
@@ -66,11 +71,47 @@ impl Running {
             addr: config.listen,
             source,
         };
-        let owner = Owner::Service(name.to_string());
         let socket = inherited
-            .listen(owner.clone(), config.listen)
+            .listen(Owner::Service(name.to_string()), config.listen)
             .await
             .map_err(bind_err)?;
+        Self::start_on(name, config, shared, socket)
+    }
+
+    /// Starts on the listening socket of `from`, a service that stops or moves away in the same reload:
+    /// the address changes hands without a moment unbound, and without "address in use".
+    pub fn start_handed(
+        name: &str,
+        config: &ServiceConfig,
+        shared: &Shared,
+        from: &Running,
+    ) -> Result<Self, AgentError> {
+        let bind_err = |source| AgentError::Bind {
+            what: format!("services.{name}"),
+            addr: config.listen,
+            source,
+        };
+        let gone = || std::io::Error::new(std::io::ErrorKind::NotFound, "the socket closed");
+        let socket = from.socket.upgrade().ok_or_else(gone).map_err(bind_err)?;
+        // A second descriptor of the same socket: the old accept loop closes its own when it stops.
+        let fd = socket.as_fd().try_clone_to_owned().map_err(bind_err)?;
+        let socket = TcpListener::from_std(std::net::TcpListener::from(fd)).map_err(bind_err)?;
+        tracing::info!(service = %name, listen = %from.info.listen, "listening socket handed over from a service this reload stops");
+        Self::start_on(name, config, shared, socket)
+    }
+
+    /// Starts the first generation and the accept loop on `socket`.
+    fn start_on(
+        name: &str,
+        config: &ServiceConfig,
+        shared: &Shared,
+        socket: TcpListener,
+    ) -> Result<Self, AgentError> {
+        let bind_err = |source| AgentError::Bind {
+            what: format!("services.{name}"),
+            addr: config.listen,
+            source,
+        };
         let listen = socket.local_addr().map_err(bind_err)?;
         let tls = TlsSetup::load(name, config, shared.metrics.tls(name))?;
         let generation = shared.stop.child_token();
@@ -79,7 +120,10 @@ impl Running {
         let slot = Arc::new(ArcSwap::new(proxy));
         let listener = shared.stop.child_token();
         let socket = Arc::new(socket);
-        shared.listeners.insert(owner, config.listen, &socket);
+        let weak = Arc::downgrade(&socket);
+        shared
+            .listeners
+            .insert(Owner::Service(name.to_string()), config.listen, &socket);
         shared
             .tasks
             .spawn(proxy::serve(socket, Arc::clone(&slot), listener.clone()));
@@ -95,7 +139,16 @@ impl Running {
             slot,
             generation,
             listener,
+            socket: weak,
         })
+    }
+
+    /// True when this service stops listening on `listen` under `next` (removed when `None`), so a
+    /// service starting there may take its socket over.
+    pub fn vacates(&self, next: Option<&ServiceConfig>, listen: SocketAddr) -> bool {
+        listen.port() != 0
+            && self.info.listen == listen
+            && next.is_none_or(|n| n.listen != self.config.listen && n.listen != self.info.listen)
     }
 
     /// Swaps in a generation built from `config` (same listen address); the old one winds down.

@@ -3,7 +3,7 @@
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Deserializes a socket address with an error that quotes what was written.
 pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -16,6 +16,21 @@ pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
     text.trim().parse().map_err(|_| {
         format!("invalid socket address {text:?} (expected ip:port, e.g. 127.0.0.1:4001)")
     })
+}
+
+/// True when listeners on `a` and `b` cannot both be bound: the same port, and the same address or a
+/// wildcard that covers the other (`0.0.0.0` every IPv4 address; `[::]` every address, IPv4 included,
+/// as Linux binds it dual-stack by default). Port 0 asks for a free port, so it never overlaps.
+pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let (a, b) = (a.ip().to_canonical(), b.ip().to_canonical());
+    let covers = |wild: IpAddr, other: IpAddr| match wild {
+        IpAddr::V4(w) => w.is_unspecified() && other.is_ipv4(),
+        IpAddr::V6(w) => w.is_unspecified(),
+    };
+    a == b || covers(a, b) || covers(b, a)
 }
 
 /// One static backend as written in the config: `"host:port"` or `{ host, port, weight }`.
@@ -142,6 +157,26 @@ mod tests {
             assert!(BackendAddr::parse(bad).is_err(), "{bad}");
         }
         assert!(BackendAddr::new("h".into(), 80, 257).is_err());
+    }
+
+    #[test]
+    fn wildcards_overlap_the_addresses_they_cover() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        for (a, b, overlap) in [
+            ("127.0.0.1:4001", "127.0.0.1:4001", true),
+            ("0.0.0.0:4001", "127.0.0.1:4001", true),
+            ("10.0.0.1:4001", "0.0.0.0:4001", true),
+            ("[::]:4001", "127.0.0.1:4001", true),
+            ("[::]:4001", "0.0.0.0:4001", true),
+            ("[::]:4001", "[::1]:4001", true),
+            ("[::ffff:127.0.0.1]:4001", "127.0.0.1:4001", true),
+            ("0.0.0.0:4001", "[::1]:4001", false),
+            ("127.0.0.1:4001", "127.0.0.2:4001", false),
+            ("0.0.0.0:4001", "127.0.0.1:4002", false),
+            ("0.0.0.0:0", "127.0.0.1:0", false),
+        ] {
+            assert_eq!(overlaps(addr(a), addr(b)), overlap, "{a} {b}");
+        }
     }
 
     #[test]

@@ -65,10 +65,23 @@ pub mod option {
     }
 }
 
+/// Longest duration any setting accepts (3650 days): far beyond a sensible timeout or interval, and
+/// far from where adding it to a clock reading, or doubling it for a backoff, overflows.
+pub const MAX: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Parses a human-readable duration; a bare number is rejected so units are never guessed.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like 250ms, 2s or 5m"))
+    let d = humantime::parse_duration(text.trim())
+        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like 250ms, 2s or 5m"))?;
+    at_most_max(text, d)
+}
+
+/// `d` (written as `text`) when it is at most [`MAX`].
+pub fn at_most_max(text: &str, d: Duration) -> Result<Duration, String> {
+    if d > MAX {
+        return Err(format!("duration {text:?} is too long: at most 3650 days"));
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -80,6 +93,18 @@ mod tests {
         assert_eq!(parse("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse("2s"), Ok(Duration::from_secs(2)));
         assert_eq!(parse("5m"), Ok(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn rejects_durations_past_the_maximum() {
+        assert_eq!(parse("3650d"), Ok(MAX));
+        for text in ["3651d", "100000years", "500000000000y"] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.contains("too long") || e.contains("too large"),
+                "{text}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! A directive sinew does not implement is listed in [`Directives::unsupported`]; a directive sinew knows
 //! with a value HAProxy would reject too (`retries many`, `timeout connect soon`) is an error.
 
+use super::duration;
 use super::health::{CheckType, HealthCheck};
 use super::{Algorithm, Mode, Timeouts, DEFAULT_WEIGHT};
 use std::time::Duration;
@@ -61,22 +62,29 @@ impl Directives {
 }
 
 /// A duration in HAProxy's syntax: a number with an optional unit (`us`, `ms`, `s`, `m`, `h`, `d`);
-/// unitless means milliseconds.
-pub fn time(text: &str) -> Option<Duration> {
+/// unitless means milliseconds. At most [`duration::MAX`]; the multiplication by the unit is checked.
+pub fn time(text: &str) -> Result<Duration, String> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    Some(match unit {
-        "" | "ms" => Duration::from_millis(n),
-        "us" => Duration::from_micros(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86_400),
-        _ => return None,
-    })
+    let too_long = || format!("{text} is too long: at most 3650 days");
+    let n: u64 = match n.parse() {
+        Ok(n) => n,
+        Err(_) if !n.is_empty() => return Err(too_long()),
+        Err(_) => return Err("expected a time such as 5000 (ms), 500ms, 5s or 1m".into()),
+    };
+    let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs);
+    let d = match unit {
+        "" | "ms" => Some(Duration::from_millis(n)),
+        "us" => Some(Duration::from_micros(n)),
+        "s" => seconds(1),
+        "m" => seconds(60),
+        "h" => seconds(3600),
+        "d" => seconds(86_400),
+        _ => return Err("expected a time such as 5000 (ms), 500ms, 5s or 1m".into()),
+    };
+    d.filter(|d| *d <= duration::MAX).ok_or_else(too_long)
 }
 
 /// Applies one `listen`/`backend`/`frontend`/`defaults` line; an error says what is wrong with its value.
@@ -102,29 +110,16 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
             "source" => set(&mut d.balance, Algorithm::Hash),
             _ => false,
         },
-        ["timeout", "connect" | "client" | "server" | "tunnel" | "queue" | "http-request" | "check", value]
-            if time(value).is_none() =>
+        ["timeout", kind
+        @ ("connect" | "client" | "server" | "tunnel" | "queue" | "http-request" | "check"), value] =>
         {
-            return bad("expected a time such as 5000 (ms), 500ms, 5s or 1m")
+            let t = match time(value) {
+                Ok(t) => t,
+                Err(e) => return bad(&e),
+            };
+            timeout(kind, t, d);
+            true
         }
-        ["timeout", kind, value] => match (*kind, time(value)) {
-            ("connect", Some(t)) => set(&mut d.timeouts.connect, t),
-            ("client" | "server" | "tunnel", Some(t)) => {
-                match *kind {
-                    "client" => d.client = Some(t),
-                    "server" => d.server = Some(t),
-                    _ => d.tunnel = Some(t),
-                }
-                // The longest of them is the idle timeout of the whole proxied connection; a later
-                // section (the service's) overrides each one, as in HAProxy.
-                let idle = [d.client, d.server, d.tunnel].into_iter().flatten().max();
-                set(&mut d.timeouts.idle, idle.unwrap_or(t))
-            }
-            ("queue", Some(t)) => set(&mut d.timeouts.queue, t),
-            ("http-request", Some(t)) => set(&mut d.timeouts.header_read, t),
-            ("check", Some(t)) => set(&mut d.check().timeout, t),
-            _ => false,
-        },
         ["retries", n] => match n.parse() {
             Ok(n) => set(&mut d.retries, Some(n)),
             Err(_) => return bad("expected a whole number"),
@@ -182,6 +177,27 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
     Ok(())
 }
 
+/// Applies `timeout KIND T` for a kind sinew implements.
+fn timeout(kind: &str, t: Duration, d: &mut Directives) {
+    match kind {
+        "connect" => d.timeouts.connect = t,
+        "client" | "server" | "tunnel" => {
+            match kind {
+                "client" => d.client = Some(t),
+                "server" => d.server = Some(t),
+                _ => d.tunnel = Some(t),
+            }
+            // The longest of them is the idle timeout of the whole proxied connection; a later
+            // section (the service's) overrides each one, as in HAProxy.
+            let idle = [d.client, d.server, d.tunnel].into_iter().flatten().max();
+            d.timeouts.idle = idle.unwrap_or(t);
+        }
+        "queue" => d.timeouts.queue = t,
+        "http-request" => d.timeouts.header_read = t,
+        _ => d.check().timeout = t,
+    }
+}
+
 /// The `Host` header written into an `option httpchk` version string, as in
 /// `option httpchk GET /health HTTP/1.1\r\nHost:\ www.example.com`.
 fn host_header(line: &str) -> Option<String> {
@@ -216,7 +232,7 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
                 1
             }
             "inter" | "fastinter" | "downinter" => match time(value) {
-                Some(t) => {
+                Ok(t) => {
                     let c = d.check();
                     match words[i] {
                         "inter" => c.interval = t,
@@ -225,7 +241,7 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
                     }
                     2
                 }
-                None => return bad("expected a time such as 2000 (ms) or 2s"),
+                Err(e) => return bad(&e),
             },
             "rise" | "fall" => match value.parse::<u32>() {
                 Ok(n) if n > 0 => {
@@ -254,11 +270,11 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
                 _ => return bad("expected a whole number from 1"),
             },
             "slowstart" => match time(value) {
-                Some(t) => {
+                Ok(t) => {
                     d.slow_start = Some(t);
                     2
                 }
-                None => return bad("expected a time such as 30s"),
+                Err(e) => return bad(&e),
             },
             "observe" => match value {
                 "layer4" | "layer7" => {
@@ -296,10 +312,36 @@ mod tests {
 
     #[test]
     fn times_in_haproxy_syntax() {
-        assert_eq!(time("5000"), Some(Duration::from_millis(5000)));
-        assert_eq!(time("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(time("1m"), Some(Duration::from_secs(60)));
-        assert_eq!(time("soon"), None);
+        assert_eq!(time("5000"), Ok(Duration::from_millis(5000)));
+        assert_eq!(time("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(time("1m"), Ok(Duration::from_secs(60)));
+        assert!(time("soon").is_err());
+    }
+
+    #[test]
+    fn times_past_the_maximum_are_errors_not_overflows() {
+        assert_eq!(time("3650d"), Ok(duration::MAX));
+        for t in [
+            "300000000000000d",
+            "3651d",
+            "99999999999999999999",
+            "213503982334601h",
+        ] {
+            let e = time(t).unwrap_err();
+            assert!(e.contains("too long"), "{t}: {e}");
+        }
+        let e = directive(
+            "timeout connect 300000000000000d",
+            &mut Directives::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("timeout connect") && e.contains("at most 3650 days"),
+            "{e}"
+        );
+        let e =
+            server_options("check inter 300000000000000d", &mut Directives::default()).unwrap_err();
+        assert!(e.contains("too long"), "{e}");
     }
 
     #[test]

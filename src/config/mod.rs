@@ -11,11 +11,14 @@ mod http;
 pub mod nerve;
 pub mod register;
 pub mod synapse;
+mod text;
 mod tls;
+mod unique;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
+pub use text::TextError;
 pub use tls::{TlsListen, TlsUpstream};
 
 use serde::{Deserialize, Serialize};
@@ -76,11 +79,15 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_output: Option<FileOutput>,
     /// The services this host depends on, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "unique::map")]
     pub services: BTreeMap<String, ServiceConfig>,
     /// This host's services to health-check and register in ZooKeeper.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<register::Register>,
+    /// True when the file names its `services`, even as `services: {}`: no services was meant, so a
+    /// reload may stop every running one. Set by the loaders, never read from the file.
+    #[serde(skip)]
+    pub services_explicit: bool,
 }
 
 impl Default for Config {
@@ -92,6 +99,7 @@ impl Default for Config {
             file_output: None,
             services: BTreeMap::new(),
             register: None,
+            services_explicit: false,
         }
     }
 }
@@ -569,7 +577,7 @@ impl Format {
 impl Config {
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = text::read(path).map_err(|source| ConfigError::Read {
             file: path.to_path_buf(),
             source,
         })?;
@@ -588,14 +596,21 @@ impl Config {
             message,
             line,
         };
-        let config: Config = match format {
+        text::check(text).map_err(|e| parse_err(String::new(), e.to_string(), None))?;
+        let mut config: Config = match format {
             Format::Yaml => {
                 let de = serde_yaml::Deserializer::from_str(text);
                 serde_path_to_error::deserialize(de).map_err(|e| {
                     let field = e.path().to_string();
                     let inner = e.into_inner();
-                    let line = inner.location().map(|l| (l.line(), l.column()));
-                    let message = strip_path(&field, &strip_location(&inner.to_string()));
+                    let mut line = inner.location().map(|l| (l.line(), l.column()));
+                    let mut message = strip_path(&field, &strip_location(&inner.to_string()));
+                    if let Some(both) =
+                        line.and_then(|(l, _)| unique::lines(text, &message, l, false))
+                    {
+                        message = format!("{message} {both}");
+                        line = None;
+                    }
                     parse_err(field, message, line)
                 })?
             }
@@ -604,11 +619,17 @@ impl Config {
                 serde_path_to_error::deserialize(&mut de).map_err(|e| {
                     let field = e.path().to_string();
                     let inner = e.into_inner();
-                    let line = Some((inner.line(), inner.column()));
-                    parse_err(field, strip_location(&inner.to_string()), line)
+                    let mut line = Some((inner.line(), inner.column()));
+                    let mut message = strip_location(&inner.to_string());
+                    if let Some(both) = unique::lines(text, &message, inner.line(), true) {
+                        message = format!("{message} {both}");
+                        line = None;
+                    }
+                    parse_err(field, message, line)
                 })?
             }
         };
+        config.services_explicit = !config.services.is_empty() || names_services(text, format);
         config.validate(file)?;
         Ok(config)
     }
@@ -624,8 +645,7 @@ impl Config {
             r.validate()
                 .map_err(|(field, message)| invalid(format!("register.{field}"), message))?;
         }
-        let mut listeners: BTreeMap<SocketAddr, &str> = BTreeMap::new();
-        listeners.insert(self.admin.listen, "admin");
+        let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
             let at = |f: &str| format!("services.{name}.{f}");
             if name.is_empty()
@@ -638,14 +658,18 @@ impl Config {
                     "service names may use only letters, digits, '_', '-' and '.'".into(),
                 ));
             }
-            if svc.listen.port() != 0 {
-                if let Some(other) = listeners.insert(svc.listen, name) {
-                    return Err(invalid(
-                        at("listen"),
-                        format!("{} is already used by {other}", svc.listen),
-                    ));
-                }
+            if let Some((addr, other)) = listeners
+                .iter()
+                .find(|(a, _)| addr::overlaps(*a, svc.listen))
+            {
+                let message = if *addr == svc.listen {
+                    format!("{addr} is already used by {other}")
+                } else {
+                    format!("{} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers", svc.listen)
+                };
+                return Err(invalid(at("listen"), message));
             }
+            listeners.push((svc.listen, name));
             match &svc.discovery {
                 None if svc.backends.is_empty() => {
                     return Err(invalid(
@@ -744,6 +768,20 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// True when the document gives `services` a value (`services: {}`), not merely leaves it out or
+/// empty (`services:` alone, as a truncated file may end).
+fn names_services(text: &str, format: Format) -> bool {
+    #[derive(Deserialize)]
+    struct Keys {
+        services: Option<serde::de::IgnoredAny>,
+    }
+    let keys: Option<Keys> = match format {
+        Format::Yaml => serde_yaml::from_str(text).ok(),
+        Format::Json => serde_json::from_str(text).ok(),
+    };
+    keys.is_some_and(|k| k.services.is_some())
 }
 
 /// HTTP-mode ranges: the field (relative to the service) and what is wrong.
@@ -847,6 +885,29 @@ mod tests {
     }
 
     #[test]
+    fn a_wildcard_listen_beside_an_address_it_covers_is_rejected() {
+        let two = |a: &str, b: &str| {
+            parse(&format!("admin: {{ listen: 127.0.0.1:3210 }}\nservices:\n  a: {{ listen: \"{a}\", backends: [127.0.0.1:1] }}\n  b: {{ listen: \"{b}\", backends: [127.0.0.1:1] }}\n"))
+        };
+        let e = two("0.0.0.0:4001", "127.0.0.1:4001")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.b.listen: 127.0.0.1:4001 overlaps 0.0.0.0:4001 of a"),
+            "{e}"
+        );
+        assert!(two("[::]:4001", "127.0.0.1:4001").is_err());
+        assert!(two("127.0.0.1:4001", "127.0.0.2:4001").is_ok());
+        let e = two("0.0.0.0:3210", "127.0.0.1:4001")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("services.a.listen: 0.0.0.0:3210 overlaps 127.0.0.1:3210 of admin"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn json_is_accepted() {
         let c = Config::parse(
             r#"{"services": {"web": {"listen": "127.0.0.1:4001", "discovery": {"file": "/tmp/b.json"}}}}"#,
@@ -926,6 +987,31 @@ mod tests {
                 .contains("services.web.ewma_decay: must be greater than zero"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_empty_file_is_an_error_and_services_explicit_records_an_empty_set_on_purpose() {
+        for text in ["", "# nothing here\n", "---\n"] {
+            let e = parse(text).unwrap_err();
+            assert!(
+                e.to_string().contains("empty or holds only comments"),
+                "{e}"
+            );
+            let e = Config::parse(text, Format::Json, Path::new("c.json")).unwrap_err();
+            assert!(
+                e.to_string().contains("empty or holds only comments"),
+                "{e}"
+            );
+        }
+        let explicit = |text: &str| parse(text).unwrap().services_explicit;
+        assert!(explicit("services: {}\n"));
+        assert!(explicit(
+            "services:\n  web: { listen: 127.0.0.1:1, backends: [127.0.0.1:2] }\n"
+        ));
+        assert!(!explicit("admin: { listen: 127.0.0.1:1 }\n"));
+        assert!(!explicit("admin: { listen: 127.0.0.1:1 }\nservices:\n"));
+        let json = Config::parse(r#"{"services": {}}"#, Format::Json, Path::new("c.json"));
+        assert!(json.unwrap().services_explicit);
     }
 
     #[test]

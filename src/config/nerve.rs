@@ -39,17 +39,31 @@ pub struct Translation {
 }
 
 fn read_text(path: &Path) -> Result<String, NerveError> {
-    std::fs::read_to_string(path).map_err(|source| NerveError::Read {
+    super::text::read(path).map_err(|source| NerveError::Read {
         file: path.to_path_buf(),
         source,
     })
 }
 
 fn parse_json(text: &str, path: &Path) -> Result<Value, NerveError> {
-    serde_json::from_str(text).map_err(|e| NerveError::Invalid {
+    super::text::check(text).map_err(|e| NerveError::Invalid {
         file: path.to_path_buf(),
         message: e.to_string(),
-    })
+    })?;
+    // Strict: a service (or any key) given twice is an error naming both lines, not "the last wins".
+    serde_json::from_str::<super::unique::StrictValue>(text)
+        .map(|v| v.0)
+        .map_err(|e| {
+            let message = e.to_string();
+            let both = super::unique::lines(text, &message, e.line(), true);
+            NerveError::Invalid {
+                file: path.to_path_buf(),
+                message: match both {
+                    Some(b) => format!("{} {b}", super::strip_location(&message)),
+                    None => message,
+                },
+            }
+        })
 }
 
 fn read(path: &Path) -> Result<Value, NerveError> {

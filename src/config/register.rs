@@ -17,7 +17,7 @@ pub struct Register {
     #[serde(default = "default_drain", with = "duration")]
     pub drain: Duration,
     /// The services to register, by name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::unique::map")]
     pub services: BTreeMap<String, Registration>,
 }
 
@@ -43,7 +43,11 @@ pub struct Registration {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// Labels written into the znode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::unique::option_map",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub labels: Option<BTreeMap<String, String>>,
     /// HAProxy server options written into the znode.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,7 +218,7 @@ mod tests {
 
     #[test]
     fn periods_are_bounded_at_load() {
-        let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 100000years\n    checks: [{ type: tcp }]\n";
+        let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 2d\n    checks: [{ type: tcp }]\n";
         let r: Register = serde_yaml::from_str(yaml).unwrap();
         let (at, _) = r.validate().unwrap_err();
         assert_eq!(at, "services.q.check_interval");

@@ -12,6 +12,7 @@ mod service;
 pub use native::to_yaml;
 
 use super::haproxy::{self, Directives};
+use super::unique::{self, StrictValue};
 use super::{Config, ConfigError};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -200,19 +201,32 @@ fn read_value(path: &Path) -> Result<Value, SynapseError> {
 }
 
 fn read_text(path: &Path) -> Result<String, SynapseError> {
-    std::fs::read_to_string(path).map_err(|source| SynapseError::Read {
+    super::text::read(path).map_err(|source| SynapseError::Read {
         file: path.to_path_buf(),
         source,
     })
 }
 
 fn parse_value(text: &str, path: &Path) -> Result<Value, SynapseError> {
-    let parsed = if super::Format::of(path) == super::Format::Json {
-        serde_json::from_str(text).map_err(|e| e.to_string())
-    } else {
-        serde_yaml::from_str(text).map_err(|e| e.to_string())
+    super::text::check(text).map_err(|e| SynapseError::Parse {
+        file: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    // Strict: a service (or any key) given twice is an error naming both lines, not "the last wins".
+    let with_lines = |message: String, line: Option<usize>, json: bool| match line
+        .and_then(|l| unique::lines(text, &message, l, json))
+    {
+        Some(both) => format!("{} {both}", super::strip_location(&message)),
+        None => message,
     };
-    parsed.map_err(|message| SynapseError::Parse {
+    let parsed = if super::Format::of(path) == super::Format::Json {
+        serde_json::from_str::<StrictValue>(text)
+            .map_err(|e| with_lines(e.to_string(), Some(e.line()), true))
+    } else {
+        serde_yaml::from_str::<StrictValue>(text)
+            .map_err(|e| with_lines(e.to_string(), e.location().map(|l| l.line()), false))
+    };
+    parsed.map(|v| v.0).map_err(|message| SynapseError::Parse {
         file: path.to_path_buf(),
         message,
     })
@@ -349,6 +363,11 @@ fn translate(
         });
     }
     let config = Config {
+        services_explicit: !out.is_empty()
+            || matches!(
+                root.get("services"),
+                Some(Value::Object(_) | Value::Array(_))
+            ),
         services: out,
         state_file,
         file_output,
