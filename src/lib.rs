@@ -13,6 +13,7 @@ pub mod fdlimit;
 pub mod metrics;
 pub mod proxy;
 pub mod register;
+pub mod resource;
 pub mod status;
 pub mod supervise;
 pub mod systemd;

@@ -65,13 +65,16 @@ async fn out_of_descriptors_no_backend_is_charged_and_the_admin_api_answers() {
     // The test itself holds the flood's client ends and the backends' server ends.
     sinew::fdlimit::raise().expect("raise the test's own limit");
     let backends = [HttpBackend::start("a").await, HttpBackend::start("b").await];
-    let (admin, port) = (free_port(), free_port());
+    let (admin, port, checked) = (free_port(), free_port(), free_port());
+    // A second service checks its backend actively and often: its checks run out of descriptors
+    // too, and must not take the backend down.
     let config = temp_file(
         "fdlimit.yaml",
         &format!(
-            "admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    mode: http\n    backends: [{}, {}]\n    outlier: {{ consecutive_failures: 2, base_ejection: 60s }}\n",
+            "admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    mode: http\n    backends: [{}, {}]\n    outlier: {{ consecutive_failures: 2, base_ejection: 60s }}\n  checked:\n    listen: 127.0.0.1:{checked}\n    backends: [{}]\n    health_check: {{ type: tcp, interval: 50ms, fall: 2, rise: 1, timeout: 1s }}\n",
             backends[0].hostport(),
-            backends[1].hostport()
+            backends[1].hostport(),
+            backends[0].hostport()
         ),
     );
     let log = std::env::temp_dir().join(format!("sinew-fdlimit-{}.log", std::process::id()));
@@ -120,10 +123,30 @@ async fn out_of_descriptors_no_backend_is_charged_and_the_admin_api_answers() {
             assert_eq!(metric(&metrics, &series), Some(0.0), "{series}");
         }
     }
+    let checks = |name: &str| {
+        metric(
+            &metrics,
+            &format!(
+                "{name}{{backend=\"{}\",service=\"checked\"}}",
+                backends[0].hostport()
+            ),
+        )
+    };
+    assert_eq!(
+        checks("sinew_backend_health_check_failures_total"),
+        Some(0.0),
+        "a check this host could not run is no failure of the backend"
+    );
+    assert!(
+        checks("sinew_backend_health_checks_skipped_total").unwrap_or(0.0) > 0.0,
+        "the flood reached the checks:\n{metrics}"
+    );
     let (_, api) = http_get(admin, "/api/services").await;
     let json: serde_json::Value = serde_json::from_str(&api).unwrap();
-    for b in json["services"][0]["backends"].as_array().unwrap() {
-        assert_eq!(b["state"], "up", "{b}");
+    for service in json["services"].as_array().unwrap() {
+        for b in service["backends"].as_array().unwrap() {
+            assert_eq!(b["state"], "up", "{}: {b}", service["name"]);
+        }
     }
 
     // The flood is gone: the service serves again, from both backends.

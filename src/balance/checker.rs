@@ -8,7 +8,7 @@
 //! so it also runs for services that have outlier ejection or slow start but no active checks.
 
 use super::health::{instant_at, now_ms, CheckState, LastCheck};
-use super::probe::{probe, CheckTls, ProbeTarget};
+use super::probe::{probe, CheckTls, Failure, ProbeTarget};
 use super::{Balancer, Entry};
 use crate::config::HealthCheck;
 use std::collections::HashMap;
@@ -102,7 +102,14 @@ async fn check_loop(
         };
         let (passed, detail) = match probe(target, &check, tls.as_deref()).await {
             Ok(d) => (true, d),
-            Err(d) => (false, d),
+            Err(Failure::Backend(d)) => (false, d),
+            Err(Failure::Local(resource, d)) => {
+                // This host ran out of something: no verdict on the backend, try again next interval.
+                entry.stats.check_skips.inc();
+                tracing::debug!(service = %balancer.service(), backend = %entry.key, resource = resource.label(), check = %d, "health check skipped: local resource limit");
+                tokio::time::sleep(next_interval(&state, &check)).await;
+                continue;
+            }
         };
         if !passed {
             entry.stats.check_failures.inc();

@@ -5,6 +5,7 @@
 
 use super::backend::Target;
 use crate::config::{CheckType, HealthCheck};
+use crate::resource::Resource;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::HOST;
@@ -40,15 +41,34 @@ pub struct ProbeTarget<'a> {
 /// The most body read from an HTTP check.
 const MAX_BODY: usize = 64 * 1024;
 
-/// Runs one check; `Ok` with a short description on pass, `Err` with the reason on failure.
+/// Why a check did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The backend failed it; the reason.
+    Backend(String),
+    /// This host could not run it (out of descriptors, memory, buffers or local ports): it says
+    /// nothing of the backend, so it must not count toward `fall`.
+    Local(Resource, String),
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Failure::Backend(reason)
+    }
+}
+
+/// Runs one check; `Ok` with a short description on pass, `Err` with why it did not.
 pub async fn probe(
     backend: ProbeTarget<'_>,
     check: &HealthCheck,
     tls: Option<&dyn CheckTls>,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     match tokio::time::timeout(check.timeout, run(backend, check, tls)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("timed out after {:?}", check.timeout)),
+        Err(_) => Err(Failure::Backend(format!(
+            "timed out after {:?}",
+            check.timeout
+        ))),
     }
 }
 
@@ -56,16 +76,19 @@ async fn run(
     backend: ProbeTarget<'_>,
     check: &HealthCheck,
     tls: Option<&dyn CheckTls>,
-) -> Result<String, String> {
+) -> Result<String, Failure> {
     let stream = match backend.target {
         Target::Addr(addr) => TcpStream::connect(addr).await,
         Target::Name(name) => TcpStream::connect(name.as_str()).await,
     }
-    .map_err(|e| format!("connect: {e}"))?;
+    .map_err(|e| match Resource::of_error(&e) {
+        Some(resource) => Failure::Local(resource, format!("connect: {e}")),
+        None => Failure::Backend(format!("connect: {e}")),
+    })?;
     let Some(tls) = tls else {
         return match check.kind {
             CheckType::Tcp => Ok("connected".into()),
-            CheckType::Http => http(stream, false, backend.key, check).await,
+            CheckType::Http => Ok(http(stream, false, backend.key, check).await?),
         };
     };
     let stream = tls
@@ -76,7 +99,7 @@ async fn run(
         CheckType::Tcp => Ok("TLS handshake done".into()),
         CheckType::Http => {
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            http(stream, h2, backend.key, check).await
+            Ok(http(stream, h2, backend.key, check).await?)
         }
     }
 }

@@ -104,6 +104,8 @@ pub struct BackendMetrics {
     pub ejections: Counter,
     /// Failed active health checks.
     pub check_failures: Counter,
+    /// Active health checks this host could not run (out of descriptors, memory or ports).
+    pub check_skips: Counter,
     /// Set while the backend is out of its service's current set (removed, maybe draining).
     departed: AtomicBool,
 }
@@ -157,7 +159,7 @@ type Plain = (
 );
 
 /// Every plain per-backend family, in rendering order.
-const PLAIN: [Plain; 8] = [
+const PLAIN: [Plain; 9] = [
     ("sinew_backend_connections_total", "counter", "Connections opened to a backend.", |m| {
         m.connections.get() as i64
     }),
@@ -190,6 +192,12 @@ const PLAIN: [Plain; 8] = [
         "counter",
         "Failed active health checks of a backend.",
         |m| m.check_failures.get() as i64,
+    ),
+    (
+        "sinew_backend_health_checks_skipped_total",
+        "counter",
+        "Active health checks of a backend not run because this host was out of descriptors, memory or ports; they count toward neither rise nor fall.",
+        |m| m.check_skips.get() as i64,
     ),
 ];
 
