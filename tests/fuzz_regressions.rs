@@ -82,3 +82,26 @@ fn chunked_lines_of_the_longest_length_decode_whatever_the_split() {
         assert_eq!(decode_chunked(&raw, piece), None, "in pieces of {piece}");
     }
 }
+
+/// The HTTP/2 preface's method after the empty lines a request may start with was served by the own
+/// HTTP/1 path (and sent to the backend as a `PRI` request), while without them it went to hyper's
+/// server: where a request goes must not depend on blank lines before it (`h1_framing`).
+#[test]
+fn the_preface_method_after_blank_lines_goes_where_it_goes_without_them() {
+    use sinew::proxy::wire::{parse_request, Parsed};
+    let crash = b"\nPRI a HTTP/1.1\r\nHost: x\r\n\n\n\n\n\n\n\n)\n\xff0\r\n\r";
+    for raw in [
+        &crash[..],
+        b"PRI a HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"\r\nPRI a HTTP/1.1\r\n\r\n",
+    ] {
+        let mut buf = bytes::BytesMut::from(raw);
+        let parsed = parse_request(&mut buf, 100, 1024);
+        assert!(
+            matches!(parsed, Ok(Parsed::Elsewhere)),
+            "{:?} not handed over",
+            String::from_utf8_lossy(raw)
+        );
+        assert_eq!(&buf[..], raw, "the buffer is left for hyper's server");
+    }
+}
