@@ -10,7 +10,7 @@ use hyper::{Method, Version};
 use libfuzzer_sys::fuzz_target;
 use sinew::proxy::wire::{
     encode_request, encode_response, parse_request, parse_response, strip_hop_by_hop, Delimit,
-    Framing, Outgoing, Parsed,
+    Framing, HeadError, Outgoing, Parsed,
 };
 
 /// Largest body the own path takes in memory.
@@ -103,6 +103,12 @@ fn response(how: u8, raw: &[u8]) {
     // The client's view of the head sinew wrote.
     let mut written = BytesMut::from(&out[..]);
     let client = parse_response(&mut written, &method);
+    // sinew adds up to three fields (date, length or chunked, connection) to a backend's head, which
+    // may have had as many as a reader takes: past that limit, the reader's refusal is expected.
+    let fields = out.windows(2).filter(|w| w == b"\r\n").count() - 2;
+    if matches!(client, Err(HeadError::TooLarge)) && fields > 100 {
+        return;
+    }
     let Ok(Some(seen)) = client else {
         panic!(
             "wrote a head a client cannot read: {client:?}\n{}",
