@@ -15,6 +15,9 @@ mod tls_handshake;
 mod tls_reason;
 mod tls_reload;
 
+/// The HTTP/1 wire parsers, for the fuzz targets and their regression tests only.
+#[doc(hidden)]
+pub use http::wire;
 pub use http::PoolMetrics;
 pub use listener::serve;
 pub use tls_handshake::{ListenTls, UpstreamTls};

@@ -14,6 +14,9 @@ mod rewind;
 mod tunnel;
 mod upstream;
 
+/// The HTTP/1 wire parsers, for the fuzz targets and their regression tests only.
+#[doc(hidden)]
+pub use h1::wire;
 pub use pool::PoolMetrics;
 
 use super::io::{Activity, Metered};

@@ -109,8 +109,8 @@ impl Chunked {
     }
 }
 
-/// Where `needle` starts in `buf`, or `None` when it may still come; an error once `limit` bytes have
-/// gone by without it. `scanned` carries how far earlier calls searched, and is reset once found.
+/// Where `needle` starts in `buf`, or `None` when it may still come; an error once it can no longer
+/// start within `limit` bytes. `scanned` carries how far earlier calls searched, and is reset once found.
 fn find(
     buf: &[u8],
     needle: &[u8],
@@ -124,7 +124,9 @@ fn find(
             Ok(Some(from + i))
         }
         Some(_) => Err(ChunkError("line too long")),
-        None if buf.len() > limit => Err(ChunkError("line too long")),
+        // Until `limit + needle.len()` bytes are in, the needle may still start at `limit` (a line
+        // as long as allowed whose CRLF is cut by a read): the verdict must not depend on the split.
+        None if buf.len() >= limit + needle.len() => Err(ChunkError("line too long")),
         None => {
             *scanned = buf.len();
             Ok(None)

@@ -14,6 +14,8 @@ mod fields;
 mod head;
 mod request;
 mod response;
+#[doc(hidden)]
+pub mod wire;
 
 pub use body::ResponseBody;
 pub use head::{Framing, Head};

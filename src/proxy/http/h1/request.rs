@@ -158,8 +158,10 @@ fn scan<'b>(
             body_len = decimal(field.value).ok_or(RequestError::Length)?;
         }
     }
-    // Repeated lengths are judged by hyper's server, larger bodies stream through it.
-    if lengths > 1 || body_len > max_body || method == "CONNECT" {
+    // Repeated lengths are judged by hyper's server, larger bodies stream through it. `PRI` is the
+    // HTTP/2 preface's method: after the empty lines httparse skips it must go where it goes without
+    // them, so a request's path never depends on blank lines before it.
+    if lengths > 1 || body_len > max_body || method == "CONNECT" || method == "PRI" {
         return Ok(Scanned::Elsewhere);
     }
     let method = Method::from_bytes(method.as_bytes()).map_err(|_| RequestError::Target)?;
