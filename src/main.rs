@@ -237,6 +237,8 @@ async fn run(
             Agent::start_with(config, inherited, false).await?
         }
     };
+    // Parsing and validating the config peaks above what the running agent keeps: give it back.
+    release_freed_memory();
     match sinew::systemd::ready(took_over) {
         Ok(true) => tracing::info!("systemd notified: ready"),
         Ok(false) => {}
