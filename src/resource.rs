@@ -86,5 +86,7 @@ mod tests {
         assert_eq!(Resource::of_error(&refused), None);
         assert_eq!(Resource::of_error(&io::Error::other("tls")), None);
         assert!(Resource::ProcessFiles.is_descriptors() && !Resource::Ports.is_descriptors());
+        let enfile = io::Error::from_raw_os_error(23);
+        assert!(Resource::of_error(&enfile).is_some_and(Resource::is_descriptors));
     }
 }

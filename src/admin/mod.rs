@@ -75,7 +75,13 @@ pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: Can
                 Ok(x) => x,
                 // Out of descriptors: one held back is closed and the accept tried again at once (the
                 // connection is still in the backlog); it is taken back when that connection ends.
-                Err(e) if crate::fdlimit::is_exhausted(&e) && spare.release() => continue,
+                Err(e)
+                    if crate::resource::Resource::of_error(&e)
+                        .is_some_and(crate::resource::Resource::is_descriptors)
+                        && spare.release() =>
+                {
+                    continue
+                }
                 Err(e) => {
                     failed += 1;
                     if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
