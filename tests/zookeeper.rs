@@ -994,3 +994,74 @@ async fn after_a_zookeeper_restart_a_change_is_routed_within_2_seconds() {
         "routed {took:?} after ZooKeeper served again"
     );
 }
+
+/// ZooKeeper down for 7 s, then back, with the default 10 s session, which outlives the outage: a
+/// znode written once the server serves is routed within 2 s, and the session (with the znodes it
+/// registered) is kept, not replaced. 7 s places the server's return just after one of the session
+/// client's own reconnect attempts, whose next one is seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_outlives_an_outage_catches_up_within_2_seconds() {
+    let mut zk = ZooKeeper::start().await;
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/a"),
+        &nerve("127.0.0.1", a.addr.port(), "a"),
+    )
+    .await;
+    let registered = "/nerve/services/registered/services";
+    let register = format!(
+        "register:\n  instance_id: i-test\n  drain: 0s\n  services:\n    registered:\n      host: 127.0.0.1\n      port: {}\n      zk_hosts: [{}]\n      zk_path: {registered}\n      session_timeout: 10s\n      check_interval: 100ms\n      checks: [{{ type: tcp }}]\n",
+        a.addr.port(),
+        zk.address()
+    );
+    let agent = start_with(&zk.address(), "session_timeout: 10s", &register).await;
+    wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
+    let before = wait_children(&client, registered, Duration::from_secs(5)).await;
+    drop(client);
+    zk.kill();
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    zk.restart().await;
+    let serving = tokio::time::Instant::now();
+    let client = zk.client().await;
+    put(
+        &client,
+        &format!("{PATH}/b"),
+        &nerve("127.0.0.1", b.addr.port(), "b"),
+    )
+    .await;
+    let mut want = vec![a.addr.port(), b.addr.port()];
+    want.sort_unstable();
+    while ports(&agent) != want && serving.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let took = serving.elapsed();
+    eprintln!("routed {took:?} after ZooKeeper served again");
+    assert_eq!(ports(&agent), want);
+    assert!(
+        took < Duration::from_secs(2),
+        "routed {took:?} after ZooKeeper served again"
+    );
+    // The registration kept its session: the same znode, never deleted and created again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = wait_children(&client, registered, Duration::from_secs(5)).await;
+    assert_eq!(before, after, "the registered znode was replaced");
+}
+
+/// The children of `path` once it has any; fails after `within`.
+async fn wait_children(
+    client: &zookeeper_client::Client,
+    path: &str,
+    within: Duration,
+) -> Vec<String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let children = client.list_children(path).await.unwrap_or_default();
+        if !children.is_empty() || tokio::time::Instant::now() > deadline {
+            assert!(!children.is_empty(), "nothing registered under {path}");
+            return children;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -102,7 +102,7 @@ pub(super) async fn run(
         }
         up_gauge.set(i64::from(up));
         let in_maintenance = *maintenance.borrow();
-        let client = conn.borrow().client.clone();
+        let client = conn.borrow().session.clone();
         reconcile(
             &ctx,
             &reg,
@@ -128,7 +128,7 @@ pub(super) async fn run(
             })
             .collect();
     }
-    let client = conn.borrow().client.clone();
+    let client = conn.borrow().session.clone();
     if let (Some(n), Some(client)) = (node.take(), client) {
         if n.session == client.session_id() {
             match znode::delete(&client, &n.path).await {
@@ -155,7 +155,7 @@ async fn wait_replaced(
     stop: &CancellationToken,
 ) {
     loop {
-        let client = conn.borrow().client.clone();
+        let client = conn.borrow().session.clone();
         let Some(client) = client.filter(|c| c.session_id() == node.session) else {
             return;
         };

@@ -70,7 +70,7 @@ pub async fn run(
     loop {
         let working = busy.start(config.session_timeout * 3);
         crate::fault::point("zookeeper_discovery", &service).await;
-        let Conn { client, epoch } = conn.borrow_and_update().clone();
+        let Conn { client, epoch, .. } = conn.borrow_and_update().clone();
         let Some(client) = client else {
             drop(working);
             connected.set(0);
