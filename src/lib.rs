@@ -10,6 +10,8 @@ pub mod demo;
 pub mod discovery;
 pub mod fault;
 pub mod fdlimit;
+pub mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod proxy;
 pub mod register;

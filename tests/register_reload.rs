@@ -100,7 +100,7 @@ async fn a_reload_adds_removes_changes_and_moves_registrations_and_leaves_the_re
     // "tune" gets a weight and labels, "drop" goes, "add" comes, "keep" is the same.
     let tuned = "      weight: 3\n      labels: { az: a }\n";
     let summary = agent
-        .reload(config(&[
+        .apply(config(&[
             service(&zk, "keep", "keep", port, TCP, ""),
             service(&zk, "tune", "tune", port, TCP, tuned),
             service(&zk, "add", "add", port, TCP, ""),
@@ -134,7 +134,7 @@ async fn a_reload_adds_removes_changes_and_moves_registrations_and_leaves_the_re
     // "tune" now checks a port nothing listens on: its new check runs and takes it down.
     let failing = format!("[{{ type: tcp, port: {dead}, timeout: 200ms }}]");
     let summary = agent
-        .reload(config(&[
+        .apply(config(&[
             service(&zk, "keep", "keep", port, TCP, ""),
             service(&zk, "tune", "tune", port, &failing, tuned),
             service(&zk, "add", "add", port, TCP, ""),
@@ -152,7 +152,7 @@ async fn a_reload_adds_removes_changes_and_moves_registrations_and_leaves_the_re
     // "keep" moves to another path: the old node goes, a new one comes; "tune" goes.
     let added = wait_children(&client, &path("add"), 1, any).await;
     let summary = agent
-        .reload(config(&[
+        .apply(config(&[
             service(&zk, "keep", "moved", port, TCP, ""),
             service(&zk, "add", "add", port, TCP, ""),
         ]))
@@ -170,7 +170,7 @@ async fn a_reload_adds_removes_changes_and_moves_registrations_and_leaves_the_re
     assert_eq!(children(&client, &path("add")).await, added, "untouched");
 
     // No register section at all: every node goes.
-    let summary = agent.reload(config(&[])).await.unwrap();
+    let summary = agent.apply(config(&[])).await.unwrap();
     assert_eq!(summary.registration.removed.len(), 2, "{summary}");
     assert!(children(&client, &path("moved")).await.is_empty());
     assert!(children(&client, &path("add")).await.is_empty());
@@ -192,7 +192,7 @@ async fn maintenance_survives_a_reload_that_moves_the_service() {
     wait_children(&client, &path("web"), 0, |_| true).await;
 
     agent
-        .reload(config(&[service(&zk, "web", "elsewhere", port, TCP, "")]))
+        .apply(config(&[service(&zk, "web", "elsewhere", port, TCP, "")]))
         .await
         .unwrap();
     // Several check rounds: still held out.

@@ -1,5 +1,6 @@
 //! Live reload: services added, removed and changed take effect without dropping a connection; a broken
-//! config is rejected and the running one stays (SIGHUP and POST /api/reload on the binary).
+//! config is rejected and the running one stays (SIGHUP and POST /api/reload on the binary, and
+//! `Agent::reload` in process).
 
 mod support;
 
@@ -60,7 +61,7 @@ async fn reload_adds_changes_and_removes_services_without_dropping_connections()
 
     // "two" moves to backend c on the same listener; "three" is added.
     let summary = agent
-        .reload(config(&[
+        .apply(config(&[
             service("one", &a, "127.0.0.1:0"),
             service("two", &c, &two.to_string()),
             service("three", &d, "127.0.0.1:0"),
@@ -87,7 +88,7 @@ async fn reload_adds_changes_and_removes_services_without_dropping_connections()
 
     // Unchanged config for "one" and "two": nothing happens to them; "three" goes away.
     let summary = agent
-        .reload(config(&[
+        .apply(config(&[
             service("one", &a, &one.to_string()),
             service("two", &c, &two.to_string()),
         ]))
@@ -117,7 +118,7 @@ async fn a_reload_that_cannot_bind_changes_nothing() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap().to_string();
     let result = agent
-        .reload(config(&[
+        .apply(config(&[
             service("one", &a, &one.to_string()),
             service("two", &a, &busy),
         ]))
@@ -229,7 +230,7 @@ async fn a_reload_without_services_is_refused_unless_it_says_so() {
         Path::new("r.yaml"),
     )
     .unwrap();
-    let e = agent.reload(silent).await.unwrap_err();
+    let e = agent.apply(silent).await.unwrap_err();
     assert!(e.to_string().contains("services: {}"), "{e}");
     assert_eq!(greet(one).await.unwrap(), "a");
     let explicit = Config::parse(
@@ -238,7 +239,7 @@ async fn a_reload_without_services_is_refused_unless_it_says_so() {
         Path::new("r.yaml"),
     )
     .unwrap();
-    let summary = agent.reload(explicit).await.unwrap();
+    let summary = agent.apply(explicit).await.unwrap();
     assert_eq!(summary.removed, vec!["one".to_string()]);
 }
 
@@ -327,7 +328,7 @@ async fn a_listen_address_moves_between_services_without_a_gap() {
 
     // `web` is renamed `web2` on the same address, and `api` moves to a new name too: both swap.
     let summary = agent
-        .reload(config(&[
+        .apply(config(&[
             service("web2", &c, &web.to_string()),
             service("api2", &a, &api.to_string()),
         ]))
@@ -358,7 +359,7 @@ async fn a_listen_address_moves_between_services_without_a_gap() {
 
     // Two services swap addresses in one reload.
     agent
-        .reload(config(&[
+        .apply(config(&[
             service("web2", &c, &api.to_string()),
             service("api2", &a, &web.to_string()),
         ]))
@@ -387,7 +388,7 @@ async fn a_new_admin_token_applies_on_reload() {
     assert_eq!(post_auth(admin, path, Some("leaked")).await.0, 404);
     assert_eq!(post_auth(admin, path, Some("fresh")).await.0, 401);
 
-    let summary = agent.reload(with_token("fresh")).await.unwrap();
+    let summary = agent.apply(with_token("fresh")).await.unwrap();
     assert!(summary.token_changed);
     assert!(
         summary.to_string().contains("admin.token replaced"),
@@ -405,7 +406,7 @@ async fn a_new_admin_token_applies_on_reload() {
     );
     assert_eq!(post_auth(admin, path, None).await.0, 401);
 
-    let summary = agent.reload(with_token("fresh")).await.unwrap();
+    let summary = agent.apply(with_token("fresh")).await.unwrap();
     assert!(!summary.token_changed, "an unchanged token is not reported");
 }
 
@@ -484,7 +485,7 @@ async fn a_reload_removes_the_series_of_removed_services_and_backends() {
 
     // "two" moves from backend b to c; "gone" is removed.
     agent
-        .reload(config(&[
+        .apply(config(&[
             service("one", &a, "127.0.0.1:0"),
             service("two", &c, &two.to_string()),
         ]))
@@ -565,4 +566,69 @@ async fn a_backend_removed_by_discovery_is_down_while_it_drains_and_then_gone() 
         "series of the drained backend left: {lines:#?}"
     );
     assert_eq!(metric(&page, &up(&a)), Some(1.0), "{page}");
+}
+
+/// In process, without the binary: an agent started from its files reloads them itself, through
+/// `Agent::reload` (what SIGHUP calls) and `POST /api/reload` alike, and keeps the new grace period;
+/// one started from a config has nothing to read again.
+#[tokio::test]
+async fn an_agent_started_from_files_reloads_them_itself() {
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let path = temp_file("in-process.yaml", "");
+    let write = |services: &[String], grace: &str| {
+        let yaml = format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\nshutdown_grace: {grace}\nservices:\n{}",
+            services.concat()
+        );
+        std::fs::write(&path, yaml).unwrap();
+    };
+    write(&[service("one", &a, "127.0.0.1:0")], "3s");
+    let source = sinew::agent::Source {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let agent = sinew::agent::Agent::start_with(
+        source.load().unwrap(),
+        Some(source),
+        sinew::upgrade::Inherited::default(),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(agent.grace(), Duration::from_secs(3));
+
+    write(
+        &[
+            service("one", &a, "127.0.0.1:0"),
+            service("two", &b, "127.0.0.1:0"),
+        ],
+        "7s",
+    );
+    let summary = agent.reload().await.unwrap();
+    assert_eq!(summary.added, ["two"]);
+    assert_eq!(agent.grace(), Duration::from_secs(7));
+    let two = agent.service_addr("two").unwrap();
+    assert_eq!(greet(two).await.unwrap(), "b");
+
+    write(&[service("one", &a, "127.0.0.1:0")], "7s");
+    let (status, body) = post(agent.admin_addr(), "/api/reload").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("removed [two]"), "{body}");
+
+    std::fs::write(&path, "services:\n  one:\n    listen: nowhere\n").unwrap();
+    let e = agent.reload().await.unwrap_err().to_string();
+    assert!(e.contains("services.one.listen"), "{e}");
+    assert!(agent.service_addr("one").is_some());
+    agent.shutdown(Duration::from_secs(1)).await;
+
+    let plain = sinew::agent::Agent::start(config(&[service("one", &a, "127.0.0.1:0")]))
+        .await
+        .unwrap();
+    assert!(matches!(
+        plain.reload().await,
+        Err(sinew::agent::AgentError::NoSource)
+    ));
+    let (status, body) = post(plain.admin_addr(), "/api/reload").await;
+    assert_eq!(status, 503, "{body}");
+    plain.shutdown(Duration::from_secs(1)).await;
 }

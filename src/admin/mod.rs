@@ -20,14 +20,20 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
+
 use tokio_util::sync::CancellationToken;
 
-/// A request to reload the config; answered with a summary or an error message.
-pub type ReloadRequest = oneshot::Sender<Result<String, String>>;
+/// What `POST /api/reload` calls: a reload of the config from the files the agent started from.
+pub trait Reload: Send + Sync {
+    /// Reads the files again and applies them: a summary of what changed, or why the running config
+    /// stays. Runs to its end as a task of its own, whatever becomes of the request that asked.
+    fn reload(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+}
 
 /// What the admin server reads.
 pub struct AdminState {
@@ -35,10 +41,8 @@ pub struct AdminState {
     pub services: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
     /// Agent metrics.
     pub metrics: Arc<Metrics>,
-    /// Where `POST /api/reload` sends its request.
-    pub reload: mpsc::Sender<ReloadRequest>,
-    /// The receiving end while nobody has claimed it (no config file to re-read).
-    pub reload_unclaimed: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
+    /// What `POST /api/reload` calls; `None` when there are no config files to read again.
+    pub reload: Option<Arc<dyn Reload>>,
     /// The registration side, when configured.
     pub registrar: Option<Arc<Registrar>>,
     /// Required bearer token of state-changing requests, when set (replaced on reload).
@@ -284,27 +288,17 @@ fn register(state: &AdminState, method: &Method, rest: &str) -> Response<Full<By
     }
 }
 
-/// Asks the owner of the config file to reload it and reports the outcome.
+/// Reloads the config files and reports the outcome. The reload runs as a task of its own, so a
+/// request that times out or goes away never leaves it half applied.
 async fn reload(state: &AdminState) -> Response<Full<Bytes>> {
-    let (tx, rx) = oneshot::channel();
-    let unclaimed = state
-        .reload_unclaimed
-        .lock()
-        .map(|r| r.is_some())
-        .unwrap_or(true);
-    if unclaimed {
+    let Some(reloader) = &state.reload else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
             "reload is not available: sinew was not started from a config file\n".into(),
         );
-    }
-    if state.reload.try_send(tx).is_err() {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "reload unavailable: no config file, or a reload is already queued\n".into(),
-        );
-    }
-    match tokio::time::timeout(RELOAD_TIMEOUT, rx).await {
+    };
+    let running = tokio::spawn(Arc::clone(reloader).reload());
+    match tokio::time::timeout(RELOAD_TIMEOUT, running).await {
         Ok(Ok(Ok(summary))) => text(StatusCode::OK, format!("reloaded: {summary}\n")),
         Ok(Ok(Err(error))) => text(
             StatusCode::BAD_REQUEST,

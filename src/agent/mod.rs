@@ -9,8 +9,11 @@
 
 mod persist;
 mod service;
+mod source;
 
-use crate::admin::{self, AdminState, ReloadRequest, ServiceInfo};
+pub use source::{Source, SourceError};
+
+use crate::admin::{self, AdminState, ServiceInfo};
 use crate::balance::Balancer;
 use crate::config::Config;
 use crate::discovery::zookeeper::session::Sessions;
@@ -20,10 +23,12 @@ use crate::upgrade::{Inherited, Listeners, Offer, Owner};
 use arc_swap::ArcSwap;
 use service::{Running, Shared};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,23 +60,38 @@ pub enum AgentError {
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The config files could not be read again.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The agent was started from a config, not from files it could read again.
+    #[error("reload is not available: sinew was not started from a config file")]
+    NoSource,
 }
 
 /// A running agent.
 pub struct Agent {
-    running: Mutex<BTreeMap<String, Running>>,
-    view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
+    /// What a reload reads and changes; shared with the admin server's `POST /api/reload`.
+    core: Arc<Core>,
     admin_addr: SocketAddr,
-    shared: Shared,
-    reloads: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
-    registrar: Arc<Registrar>,
     handover: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
     /// Stops the ZooKeeper sessions, last of all, so that znodes live through the drain.
     sessions_stop: CancellationToken,
+}
+
+/// The running services and the settings a reload may replace.
+struct Core {
+    running: Mutex<BTreeMap<String, Running>>,
+    view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
+    shared: Shared,
+    registrar: Arc<Registrar>,
     /// The admin server's token, which a reload replaces.
     admin_token: Arc<arc_swap::ArcSwapOption<String>>,
     /// The admin settings that only a restart changes: listen address and upgrade socket.
     admin_fixed: (SocketAddr, Option<std::path::PathBuf>),
+    /// The files [`Agent::reload`] reads again, when the agent was started from files.
+    source: Option<Source>,
+    /// The shutdown grace period of the config in force.
+    grace: std::sync::Mutex<Duration>,
 }
 
 /// How a shutdown went.
@@ -129,14 +149,16 @@ impl std::fmt::Display for ReloadSummary {
 impl Agent {
     /// Binds every listener, starts discovery and the admin server.
     pub async fn start(config: Config) -> Result<Self, AgentError> {
-        Self::start_with(config, Inherited::default(), false).await
+        Self::start_with(config, None, Inherited::default(), false).await
     }
 
-    /// Like [`Agent::start`], using the listening sockets in `inherited` (from the process this one
-    /// replaces, or from systemd) wherever the config listens on their addresses; the rest are bound.
-    /// With `takeover`, the replaced process's upgrade socket is replaced too.
+    /// Like [`Agent::start`], with the files `config` was loaded from (which [`Agent::reload`] and
+    /// `POST /api/reload` read again), using the listening sockets in `inherited` (from the process
+    /// this one replaces, or from systemd) wherever the config listens on their addresses; the rest are
+    /// bound. With `takeover`, the replaced process's upgrade socket is replaced too.
     pub async fn start_with(
         config: Config,
+        source: Option<Source>,
         mut inherited: Inherited,
         takeover: bool,
     ) -> Result<Self, AgentError> {
@@ -214,8 +236,6 @@ impl Agent {
             }
         }
         let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
-        let (reload_tx, reload_rx) = mpsc::channel(4);
-        let reloads = Arc::new(std::sync::Mutex::new(Some(reload_rx)));
         let registrar = Arc::new(Registrar::start(
             config.register.as_ref(),
             &shared.zookeeper,
@@ -224,17 +244,6 @@ impl Agent {
         let admin_token = Arc::new(arc_swap::ArcSwapOption::from(
             config.admin.token.clone().map(Arc::new),
         ));
-        let state = Arc::new(AdminState {
-            services: Arc::clone(&view),
-            metrics: Arc::clone(&shared.metrics),
-            reload: reload_tx,
-            reload_unclaimed: Arc::clone(&reloads),
-            registrar: Some(Arc::clone(&registrar)),
-            token: Arc::clone(&admin_token),
-        });
-        shared
-            .tasks
-            .spawn(admin::serve(admin_listener, state, shared.stop.clone()));
         if config.state_file.is_some() || config.file_output.is_some() {
             let (s, o) = (config.state_file.clone(), config.file_output.clone());
             shared
@@ -242,24 +251,165 @@ impl Agent {
                 .spawn(persist::run(Arc::clone(&view), s, o, shared.stop.clone()));
         }
         tracing::info!(admin = %admin_addr, services = running.len(), "sinew started");
-        Ok(Self {
+        let core = Arc::new(Core {
             running: Mutex::new(running),
             view,
-            admin_addr,
             shared,
-            reloads,
             registrar,
-            handover: std::sync::Mutex::new(handover),
-            sessions_stop,
             admin_token,
             admin_fixed: (config.admin.listen, config.admin.upgrade_socket.clone()),
+            grace: std::sync::Mutex::new(config.shutdown_grace),
+            source,
+        });
+        let state = Arc::new(AdminState {
+            services: Arc::clone(&core.view),
+            metrics: Arc::clone(&core.shared.metrics),
+            reload: core
+                .source
+                .is_some()
+                .then(|| Arc::clone(&core) as Arc<dyn admin::Reload>),
+            registrar: Some(Arc::clone(&core.registrar)),
+            token: Arc::clone(&core.admin_token),
+        });
+        let stop = core.shared.stop.clone();
+        core.shared
+            .tasks
+            .spawn(admin::serve(admin_listener, state, stop));
+        Ok(Self {
+            core,
+            admin_addr,
+            handover: std::sync::Mutex::new(handover),
+            sessions_stop,
         })
+    }
+
+    /// Reads the config files the agent was started from again and applies them (as SIGHUP and
+    /// `POST /api/reload` do); a broken file or a failed bind keeps the running config.
+    pub async fn reload(&self) -> Result<ReloadSummary, AgentError> {
+        self.core.reload().await
     }
 
     /// Applies a new config. Listeners of added or moved services are bound first: if one cannot be,
     /// nothing changes and the error is returned. A config without services that does not say
     /// `services: {}` is refused while services run. Admin address changes need a restart.
-    pub async fn reload(&self, config: Config) -> Result<ReloadSummary, AgentError> {
+    pub async fn apply(&self, config: Config) -> Result<ReloadSummary, AgentError> {
+        self.core.apply(config).await
+    }
+
+    /// The shutdown grace period of the config in force (the last one applied).
+    pub fn grace(&self) -> Duration {
+        *self.core.grace.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fires when a successor process took the listening sockets over and serves (see [`Agent::hand_over`]);
+    /// `None` without `admin.upgrade_socket`. Taken once.
+    pub fn take_handover(&self) -> Option<oneshot::Receiver<()>> {
+        self.handover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    /// The bound address of a service's listener.
+    pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.core.view.load().get(name).map(|s| s.listen)
+    }
+
+    /// A service's balancer.
+    pub fn balancer(&self, name: &str) -> Option<Arc<Balancer>> {
+        self.core
+            .view
+            .load()
+            .get(name)
+            .map(|s| Arc::clone(&s.balancer))
+    }
+
+    /// The bound address of the admin server.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_addr
+    }
+
+    /// The registration side (without services when no `register` section is in force).
+    pub fn registrar(&self) -> &Arc<Registrar> {
+        &self.core.registrar
+    }
+
+    /// The agent's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.core.shared.metrics
+    }
+
+    /// Stops accepting, waits up to `grace` for open connections, then cuts the rest.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        if let Some(drain) = self.core.registrar.shutdown().await {
+            tracing::info!(drain = ?drain, "znodes deleted; draining before the listeners close");
+            tokio::time::sleep(drain).await;
+        }
+        tracing::info!(grace = ?grace, "stopping: listeners closed, draining connections");
+        let cut = self.drain(grace).await;
+        self.finish(cut).await
+    }
+
+    /// Steps aside for a successor that took the listening sockets over: stops accepting and drains
+    /// like [`Agent::shutdown`], but leaves the znodes to the successor. They stay until it registers the
+    /// same instances (which replaces them) or `grace` ends; whatever is left goes with this process's
+    /// ZooKeeper session when it exits.
+    pub async fn hand_over(self, grace: Duration) -> ShutdownReport {
+        tracing::info!(grace = ?grace, "handed over: listeners closed here, draining connections");
+        self.core
+            .shared
+            .handover
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (cut, replaced) = tokio::join!(self.drain(grace), self.core.registrar.hand_over(grace));
+        if !replaced {
+            tracing::warn!("the successor did not register every service within the grace period; this process's znodes go with its session");
+        }
+        self.finish(cut).await
+    }
+
+    /// Stops accepting and waits up to `grace` for open connections; true when some had to be cut.
+    async fn drain(&self, grace: Duration) -> bool {
+        let s = &self.core.shared;
+        s.stop.cancel();
+        s.tasks.close();
+        s.conns.close();
+        let cut = tokio::time::timeout(grace, s.conns.wait()).await.is_err();
+        if cut {
+            tracing::warn!("grace period over: cutting remaining connections");
+            s.abort.cancel();
+            s.conns.wait().await;
+        }
+        cut
+    }
+
+    /// Closes the ZooKeeper sessions and waits for every background task.
+    async fn finish(self, cut: bool) -> ShutdownReport {
+        self.sessions_stop.cancel();
+        self.core.shared.tasks.wait().await;
+        tracing::info!(cut, "stopped");
+        ShutdownReport { cut }
+    }
+}
+
+impl Core {
+    /// See [`Agent::reload`].
+    async fn reload(&self) -> Result<ReloadSummary, AgentError> {
+        let Some(source) = &self.source else {
+            return Err(AgentError::NoSource);
+        };
+        let loaded = source.load();
+        // Parsing peaks at tens of times the file's size; give that back now rather than keep it.
+        crate::memory::release_freed();
+        let config = loaded.inspect_err(
+            |e| tracing::error!(error = %e, "reload rejected; the running config stays"),
+        )?;
+        self.apply(config)
+            .await
+            .inspect_err(|e| tracing::error!(error = %e, "reload failed; the running config stays"))
+    }
+
+    /// See [`Agent::apply`].
+    async fn apply(&self, config: Config) -> Result<ReloadSummary, AgentError> {
         let mut running = self.running.lock().await;
         if config.services.is_empty() && !config.services_explicit && !running.is_empty() {
             let names: Vec<&str> = running.keys().map(String::as_str).collect();
@@ -330,6 +480,7 @@ impl Agent {
         self.view.store(Arc::new(infos(&running)));
         summary.token_changed = self.apply_admin(&config.admin);
         summary.registration = self.registrar.reload(config.register.as_ref()).await;
+        *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = config.shutdown_grace;
         tracing::info!(%summary, "config reloaded");
         Ok(summary)
     }
@@ -359,97 +510,18 @@ impl Agent {
         }
         true
     }
+}
 
-    /// Reload requests from the admin API (`POST /api/reload`); taken once by whoever owns the config file.
-    pub fn take_reload_requests(&self) -> Option<mpsc::Receiver<ReloadRequest>> {
-        self.reloads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// Fires when a successor process took the listening sockets over and serves (see [`Agent::hand_over`]);
-    /// `None` without `admin.upgrade_socket`. Taken once.
-    pub fn take_handover(&self) -> Option<oneshot::Receiver<()>> {
-        self.handover
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-    }
-
-    /// The bound address of a service's listener.
-    pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.view.load().get(name).map(|s| s.listen)
-    }
-
-    /// A service's balancer.
-    pub fn balancer(&self, name: &str) -> Option<Arc<Balancer>> {
-        self.view.load().get(name).map(|s| Arc::clone(&s.balancer))
-    }
-
-    /// The bound address of the admin server.
-    pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
-    }
-
-    /// The registration side (without services when no `register` section is in force).
-    pub fn registrar(&self) -> &Arc<Registrar> {
-        &self.registrar
-    }
-
-    /// The agent's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.shared.metrics
-    }
-
-    /// Stops accepting, waits up to `grace` for open connections, then cuts the rest.
-    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
-        if let Some(drain) = self.registrar.shutdown().await {
-            tracing::info!(drain = ?drain, "znodes deleted; draining before the listeners close");
-            tokio::time::sleep(drain).await;
-        }
-        tracing::info!(grace = ?grace, "stopping: listeners closed, draining connections");
-        let cut = self.drain(grace).await;
-        self.finish(cut).await
-    }
-
-    /// Steps aside for a successor that took the listening sockets over: stops accepting and drains
-    /// like [`Agent::shutdown`], but leaves the znodes to the successor. They stay until it registers the
-    /// same instances (which replaces them) or `grace` ends; whatever is left goes with this process's
-    /// ZooKeeper session when it exits.
-    pub async fn hand_over(self, grace: Duration) -> ShutdownReport {
-        tracing::info!(grace = ?grace, "handed over: listeners closed here, draining connections");
-        self.shared
-            .handover
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let (cut, replaced) = tokio::join!(self.drain(grace), self.registrar.hand_over(grace));
-        if !replaced {
-            tracing::warn!("the successor did not register every service within the grace period; this process's znodes go with its session");
-        }
-        self.finish(cut).await
-    }
-
-    /// Stops accepting and waits up to `grace` for open connections; true when some had to be cut.
-    async fn drain(&self, grace: Duration) -> bool {
-        let s = &self.shared;
-        s.stop.cancel();
-        s.tasks.close();
-        s.conns.close();
-        let cut = tokio::time::timeout(grace, s.conns.wait()).await.is_err();
-        if cut {
-            tracing::warn!("grace period over: cutting remaining connections");
-            s.abort.cancel();
-            s.conns.wait().await;
-        }
-        cut
-    }
-
-    /// Closes the ZooKeeper sessions and waits for every background task.
-    async fn finish(self, cut: bool) -> ShutdownReport {
-        self.sessions_stop.cancel();
-        self.shared.tasks.wait().await;
-        tracing::info!(cut, "stopped");
-        ShutdownReport { cut }
+impl admin::Reload for Core {
+    fn reload(
+        self: Arc<Self>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>> {
+        Box::pin(async move {
+            Core::reload(&self)
+                .await
+                .map(|summary| summary.to_string())
+                .map_err(|e| e.to_string())
+        })
     }
 }
 
