@@ -599,7 +599,7 @@ impl Config {
         text::check(text).map_err(|e| parse_err(String::new(), e.to_string(), None))?;
         let mut config: Config = match format {
             Format::Yaml => {
-                let de = serde_yaml::Deserializer::from_str(text);
+                let de = serde_norway::Deserializer::from_str(text);
                 serde_path_to_error::deserialize(de).map_err(|e| {
                     let field = e.path().to_string();
                     let inner = e.into_inner();
@@ -778,7 +778,7 @@ fn names_services(text: &str, format: Format) -> bool {
         services: Option<serde::de::IgnoredAny>,
     }
     let keys: Option<Keys> = match format {
-        Format::Yaml => serde_yaml::from_str(text).ok(),
+        Format::Yaml => serde_norway::from_str(text).ok(),
         Format::Json => serde_json::from_str(text).ok(),
     };
     keys.is_some_and(|k| k.services.is_some())
@@ -814,7 +814,7 @@ fn validate_http(svc: &ServiceConfig) -> Result<(), (&'static str, String)> {
     Ok(())
 }
 
-/// serde_yaml prefixes messages with the path of the enclosing mapping; the error already names the field.
+/// serde_norway prefixes messages with the path of the enclosing mapping; the error already names the field.
 fn strip_path(field: &str, message: &str) -> String {
     match message.split_once(": ") {
         Some((head, rest)) if !head.contains(' ') && field.starts_with(head) => rest.to_string(),
@@ -822,7 +822,7 @@ fn strip_path(field: &str, message: &str) -> String {
     }
 }
 
-/// serde_yaml appends " at line L column C" to messages; the error type carries it separately.
+/// serde_norway appends " at line L column C" to messages; the error type carries it separately.
 fn strip_location(message: &str) -> String {
     match message.find(" at line ") {
         Some(i) => message[..i].to_string(),
@@ -970,7 +970,7 @@ mod tests {
             "services:\n  web:\n    listen: 127.0.0.1:4001\n    mode: http\n    balance: hash\n    backends: [127.0.0.1:1, { host: h, port: 2, weight: 3 }]\n    retries: { on: [5xx, reset] }\n    health_check: { type: http, fast_interval: 500ms }\n    outlier: {}\n  zk:\n    listen: 127.0.0.1:4002\n    discovery: { zookeeper: { hosts: [127.0.0.1:2181], path: /x } }\n",
         )
         .unwrap();
-        let yaml = serde_yaml::to_string(&c).unwrap();
+        let yaml = serde_norway::to_string(&c).unwrap();
         assert_eq!(parse(&yaml).unwrap(), c, "{yaml}");
     }
 

@@ -223,7 +223,7 @@ fn parse_value(text: &str, path: &Path) -> Result<Value, SynapseError> {
         serde_json::from_str::<StrictValue>(text)
             .map_err(|e| with_lines(e.to_string(), Some(e.line()), true))
     } else {
-        serde_yaml::from_str::<StrictValue>(text)
+        serde_norway::from_str::<StrictValue>(text)
             .map_err(|e| with_lines(e.to_string(), e.location().map(|l| l.line()), false))
     };
     parsed.map(|v| v.0).map_err(|message| SynapseError::Parse {
