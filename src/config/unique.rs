@@ -179,14 +179,15 @@ mod tests {
 
     #[test]
     fn a_name_given_twice_is_an_error_in_yaml_and_json() {
-        let e =
-            serde_norway::from_str::<Named>("services:\n  web: 1\n  api: 2\n  web: 3\n").unwrap_err();
+        let e = serde_norway::from_str::<Named>("services:\n  web: 1\n  api: 2\n  web: 3\n")
+            .unwrap_err();
         assert!(e.to_string().contains("duplicate key \"web\""), "{e}");
         let e = serde_json::from_str::<Named>(r#"{"services": {"web": 1, "web": 2}}"#).unwrap_err();
         assert!(e.to_string().contains("duplicate key \"web\""), "{e}");
         let e = serde_norway::from_str::<Named>("labels: { a: x, a: y }\n").unwrap_err();
         assert!(e.to_string().contains("duplicate key \"a\""), "{e}");
-        let ok = serde_norway::from_str::<Named>("services: { web: 1, api: 2 }\nlabels:\n").unwrap();
+        let ok =
+            serde_norway::from_str::<Named>("services: { web: 1, api: 2 }\nlabels:\n").unwrap();
         assert_eq!((ok.services.len(), ok.labels), (2, None));
     }
 
