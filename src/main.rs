@@ -45,7 +45,7 @@ struct Source {
 impl Source {
     /// Loads the config; a Synapse config's warnings are logged once.
     fn load(&self) -> anyhow::Result<Config> {
-        use sinew::config::synapse::Level;
+        use sinew::config::Level;
         self.load_reporting(|w| match w.level {
             Level::Info => tracing::info!("{w}"),
             Level::Warn => tracing::warn!("{w}"),
@@ -55,7 +55,7 @@ impl Source {
 
     fn load_reporting(
         &self,
-        mut warn: impl FnMut(&sinew::config::synapse::Warning),
+        mut warn: impl FnMut(&sinew::config::Warning),
     ) -> anyhow::Result<Config> {
         let mut config = match (&self.config, &self.synapse_config, &self.nerve_config) {
             (Some(path), _, _) => Config::load(path)?,
@@ -74,8 +74,8 @@ impl Source {
         if let Some(path) = &self.nerve_config {
             let t = sinew::config::nerve::load(path)?;
             for message in t.warnings {
-                warn(&sinew::config::synapse::Warning {
-                    level: sinew::config::synapse::Level::Warn,
+                warn(&sinew::config::Warning {
+                    level: sinew::config::Level::Warn,
                     message,
                 });
             }
@@ -178,7 +178,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn check(source: &Source) -> anyhow::Result<()> {
-    use sinew::config::synapse::Level;
+    use sinew::config::Level;
     let config = source.load_reporting(|w| match w.level {
         Level::Info => eprintln!("note: {w}"),
         Level::Warn => eprintln!("warning: {w}"),

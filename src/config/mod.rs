@@ -14,12 +14,14 @@ pub mod synapse;
 mod text;
 mod tls;
 mod unique;
+mod warning;
 
 pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 pub use text::TextError;
 pub use tls::{TlsListen, TlsUpstream};
+pub use warning::{Level, Warning};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,10 +1,11 @@
 //! One Synapse service translated into a [`ServiceConfig`]: the hash form (`haproxy: {port, ...}`) or a
 //! list entry of the older form (`name`, `local_port`, `server_options`, `listen` beside `discovery`).
 
-use super::{lines, unknown_keys, Level, SynapseError, Warnings};
+use super::{lines, unknown_keys, SynapseError, Warnings};
 use crate::config::haproxy::{self, Directives};
 use crate::config::{
-    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, Mode, ServiceConfig, ZookeeperDiscovery,
+    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, Level, Mode, ServiceConfig,
+    ZookeeperDiscovery,
 };
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
