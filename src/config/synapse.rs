@@ -189,7 +189,7 @@ fn parse_value(text: &str, path: &Path) -> Result<Value, SynapseError> {
     let with_lines = |message: String, line: Option<usize>, json: bool| match line
         .and_then(|l| unique::lines(text, &message, l, json))
     {
-        Some(both) => format!("{} {both}", super::strip_location(&message)),
+        Some(both) => format!("{} {both}", super::load::strip_location(&message)),
         None => message,
     };
     let parsed = if super::Format::of(path) == super::Format::Json {

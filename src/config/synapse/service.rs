@@ -316,10 +316,10 @@ fn zookeeper(
     Ok(DiscoveryConfig::Zookeeper(ZookeeperDiscovery {
         hosts,
         path,
-        session_timeout: crate::config::default_session_timeout(),
+        session_timeout: crate::config::discovery::default_session_timeout(),
         decode,
         port_override,
-        coalesce: crate::config::default_coalesce(),
+        coalesce: crate::config::discovery::default_coalesce(),
         watch: Default::default(),
     }))
 }
