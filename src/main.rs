@@ -138,7 +138,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn check(source: &sinew::agent::Source) -> anyhow::Result<()> {
-    use sinew::config::synapse::Level;
+    use sinew::config::Level;
     let config = source.load_reporting(|w| match w.level {
         Level::Info => eprintln!("note: {w}"),
         Level::Warn => eprintln!("warning: {w}"),

@@ -5,7 +5,7 @@ mod support;
 
 use sinew::agent::Agent;
 use sinew::config::synapse;
-use sinew::config::{Algorithm, Mode};
+use sinew::config::{Algorithm, Level, Mode};
 use std::process::Command;
 use support::process::{temp_file, BIN};
 use support::zk::{nerve, put, ZooKeeper};
@@ -66,7 +66,7 @@ fn the_example_configs_translate() {
     let error = |text: &str| {
         t.warnings
             .iter()
-            .any(|w| w.level == synapse::Level::Error && w.message.contains(text))
+            .any(|w| w.level == Level::Error && w.message.contains(text))
     };
     assert!(error("services.cloud"), "{:?}", t.warnings);
 }

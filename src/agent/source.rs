@@ -1,8 +1,8 @@
 //! Where an agent's config comes from: sinew's own file, an unmodified Synapse config, a Nerve config
 //! beside either (or alone). A reload reads the same files again.
 
-use crate::config::synapse::{Level, Warning};
 use crate::config::Config;
+use crate::config::{Level, Warning};
 use std::path::{Path, PathBuf};
 
 /// The config files an agent is started from, read again on every reload.

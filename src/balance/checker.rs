@@ -256,7 +256,7 @@ mod tests {
 
     fn check(rise_fall: u32) -> HealthCheck {
         let yaml = format!("{{ rise: {rise_fall}, fall: {rise_fall} }}");
-        serde_yaml::from_str(&yaml).unwrap()
+        serde_norway::from_str(&yaml).unwrap()
     }
 
     #[tokio::test(start_paused = true)]

@@ -59,7 +59,7 @@ fn parse_json(text: &str, path: &Path) -> Result<Value, NerveError> {
             NerveError::Invalid {
                 file: path.to_path_buf(),
                 message: match both {
-                    Some(b) => format!("{} {b}", super::strip_location(&message)),
+                    Some(b) => format!("{} {b}", super::load::strip_location(&message)),
                     None => message,
                 },
             }

@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn amqp_short_strings_are_bounded_at_load() {
         let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    checks: [{ type: rabbitmq }]\n";
-        let mut r: Register = serde_yaml::from_str(yaml).unwrap();
+        let mut r: Register = serde_norway::from_str(yaml).unwrap();
         assert!(r.validate().is_ok());
         r.services.get_mut("q").unwrap().checks[0].vhost = Some("v".repeat(256));
         let (at, _) = r.validate().unwrap_err();
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn periods_are_bounded_at_load() {
         let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 2d\n    checks: [{ type: tcp }]\n";
-        let r: Register = serde_yaml::from_str(yaml).unwrap();
+        let r: Register = serde_norway::from_str(yaml).unwrap();
         let (at, _) = r.validate().unwrap_err();
         assert_eq!(at, "services.q.check_interval");
     }

@@ -13,10 +13,9 @@ pub use native::to_yaml;
 
 use super::haproxy::{self, Directives};
 use super::unique::{self, StrictValue};
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, Level, Warning};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// Why a Synapse config could not be used.
@@ -80,32 +79,6 @@ pub struct Translation {
     pub config: Config,
     /// Each difference from Synapse + HAProxy, once.
     pub warnings: Vec<Warning>,
-}
-
-/// How much a [`Warning`] matters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Level {
-    /// Accepted: sinew already behaves so, or the setting is about an external HAProxy.
-    Info,
-    /// Ignored or approximated: sinew behaves differently from Synapse + HAProxy.
-    Warn,
-    /// A service is skipped.
-    Error,
-}
-
-/// One difference between what a Synapse config asks for and what sinew does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Warning {
-    /// How much it matters.
-    pub level: Level,
-    /// What differs, starting with `services.NAME` when it is about one service.
-    pub message: String,
-}
-
-impl fmt::Display for Warning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
 }
 
 /// Warnings in the order found, each kept once.
@@ -216,14 +189,14 @@ fn parse_value(text: &str, path: &Path) -> Result<Value, SynapseError> {
     let with_lines = |message: String, line: Option<usize>, json: bool| match line
         .and_then(|l| unique::lines(text, &message, l, json))
     {
-        Some(both) => format!("{} {both}", super::strip_location(&message)),
+        Some(both) => format!("{} {both}", super::load::strip_location(&message)),
         None => message,
     };
     let parsed = if super::Format::of(path) == super::Format::Json {
         serde_json::from_str::<StrictValue>(text)
             .map_err(|e| with_lines(e.to_string(), Some(e.line()), true))
     } else {
-        serde_yaml::from_str::<StrictValue>(text)
+        serde_norway::from_str::<StrictValue>(text)
             .map_err(|e| with_lines(e.to_string(), e.location().map(|l| l.line()), false))
     };
     parsed.map(|v| v.0).map_err(|message| SynapseError::Parse {

@@ -179,14 +179,15 @@ mod tests {
 
     #[test]
     fn a_name_given_twice_is_an_error_in_yaml_and_json() {
-        let e =
-            serde_yaml::from_str::<Named>("services:\n  web: 1\n  api: 2\n  web: 3\n").unwrap_err();
+        let e = serde_norway::from_str::<Named>("services:\n  web: 1\n  api: 2\n  web: 3\n")
+            .unwrap_err();
         assert!(e.to_string().contains("duplicate key \"web\""), "{e}");
         let e = serde_json::from_str::<Named>(r#"{"services": {"web": 1, "web": 2}}"#).unwrap_err();
         assert!(e.to_string().contains("duplicate key \"web\""), "{e}");
-        let e = serde_yaml::from_str::<Named>("labels: { a: x, a: y }\n").unwrap_err();
+        let e = serde_norway::from_str::<Named>("labels: { a: x, a: y }\n").unwrap_err();
         assert!(e.to_string().contains("duplicate key \"a\""), "{e}");
-        let ok = serde_yaml::from_str::<Named>("services: { web: 1, api: 2 }\nlabels:\n").unwrap();
+        let ok =
+            serde_norway::from_str::<Named>("services: { web: 1, api: 2 }\nlabels:\n").unwrap();
         assert_eq!((ok.services.len(), ok.labels), (2, None));
     }
 
@@ -196,7 +197,7 @@ mod tests {
             serde_json::from_str::<StrictValue>(r#"{"a": {"b": [{"c": 1, "c": 2}]}}"#).unwrap_err();
         assert!(e.to_string().contains("duplicate key \"c\""), "{e}");
         let v: StrictValue =
-            serde_yaml::from_str("a: [1, 2.5, x, null, true]\nb: { c: 1 }\n").unwrap();
+            serde_norway::from_str("a: [1, 2.5, x, null, true]\nb: { c: 1 }\n").unwrap();
         assert_eq!(
             v.0,
             serde_json::json!({"a": [1, 2.5, "x", null, true], "b": {"c": 1}})
@@ -245,7 +246,7 @@ mod tests {
     #[test]
     fn both_lines_are_named() {
         let text = "services:\n  web:\n    x: 1\n  api: {}\n  web:\n    x: 2\n";
-        let e = serde_yaml::from_str::<StrictValue>(text).unwrap_err();
+        let e = serde_norway::from_str::<StrictValue>(text).unwrap_err();
         let line = e.location().map_or(0, |l| l.line());
         assert_eq!(
             lines(text, &e.to_string(), line, false).as_deref(),

@@ -4,14 +4,14 @@
 //! it gives back the same [`Config`], since what is left out is exactly what loading fills in.
 
 use crate::config::{Config, ServiceConfig};
-use serde_yaml::{Mapping, Value};
+use serde_norway::{Mapping, Value};
 
 /// Renders `config` as native YAML, without the settings that equal their defaults.
-pub fn to_yaml(config: &Config) -> Result<String, serde_yaml::Error> {
-    let mut root = serde_yaml::to_value(config)?;
+pub fn to_yaml(config: &Config) -> Result<String, serde_norway::Error> {
+    let mut root = serde_norway::to_value(config)?;
     prune(
         &mut root,
-        &serde_yaml::to_value(Config::default())?,
+        &serde_norway::to_value(Config::default())?,
         &["services"],
     );
     if let Some(Value::Mapping(services)) = root.get_mut("services") {
@@ -23,11 +23,11 @@ pub fn to_yaml(config: &Config) -> Result<String, serde_yaml::Error> {
             else {
                 continue;
             };
-            let default = serde_yaml::to_value(ServiceConfig::new(listen))?;
+            let default = serde_norway::to_value(ServiceConfig::new(listen))?;
             prune(svc, &default, &["listen"]);
         }
     }
-    serde_yaml::to_string(&root)
+    serde_norway::to_string(&root)
 }
 
 /// Removes from `value` every key whose value equals the one in `default` (recursing into mappings),

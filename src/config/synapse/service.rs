@@ -1,10 +1,11 @@
 //! One Synapse service translated into a [`ServiceConfig`]: the hash form (`haproxy: {port, ...}`) or a
 //! list entry of the older form (`name`, `local_port`, `server_options`, `listen` beside `discovery`).
 
-use super::{lines, unknown_keys, Level, SynapseError, Warnings};
+use super::{lines, unknown_keys, SynapseError, Warnings};
 use crate::config::haproxy::{self, Directives};
 use crate::config::{
-    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, Mode, ServiceConfig, ZookeeperDiscovery,
+    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, Level, Mode, ServiceConfig,
+    ZookeeperDiscovery,
 };
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -315,10 +316,10 @@ fn zookeeper(
     Ok(DiscoveryConfig::Zookeeper(ZookeeperDiscovery {
         hosts,
         path,
-        session_timeout: crate::config::default_session_timeout(),
+        session_timeout: crate::config::discovery::default_session_timeout(),
         decode,
         port_override,
-        coalesce: crate::config::default_coalesce(),
+        coalesce: crate::config::discovery::default_coalesce(),
         watch: Default::default(),
     }))
 }
