@@ -4,9 +4,9 @@
 use super::body::{boxed, full, Guarded, Progress, ProxyBody, Tracked, UpBody};
 use super::errors::LocalReply;
 use super::upstream::Failure;
-use super::{headers, tunnel, Client, HttpProxy};
+use super::{headers, retry, tunnel, Client, HttpProxy};
 use crate::balance::{Pick, Unavailable};
-use crate::config::{RetryOn, UpstreamProtocol};
+use crate::config::UpstreamProtocol;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
@@ -17,7 +17,6 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// The request body as far as retries are concerned.
@@ -66,6 +65,16 @@ struct Exchanged {
 enum Attempt {
     Response(Exchanged),
     Failed(LocalReply),
+}
+
+impl Attempt {
+    /// What the attempt came to, for the retry decision.
+    fn outcome(&self) -> retry::Outcome {
+        match self {
+            Self::Response(exchanged) => retry::Outcome::Answered(exchanged.resp.status()),
+            Self::Failed(failure) => retry::Outcome::Failed(*failure),
+        }
+    }
 }
 
 /// Serves one request from hyper's server.
@@ -148,7 +157,12 @@ async fn forward(
                     break;
                 }
             }
-            tokio::time::sleep(backoff(attempt, retries.backoff.base, retries.backoff.max)).await;
+            tokio::time::sleep(retry::backoff(
+                attempt,
+                retries.backoff.base,
+                retries.backoff.max,
+            ))
+            .await;
             proxy.balancer.metrics().retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
@@ -180,9 +194,12 @@ async fn forward(
         };
         attempts += 1;
         tried.push(pick.index);
-        let replayable = matches!(body, ReqBody::Replayable(_));
-        let more = attempt < retries.attempts && replayable;
-        match send(
+        let request = retry::Request {
+            idempotent,
+            replayable: matches!(body, ReqBody::Replayable(_)),
+            tries_left: attempt < retries.attempts,
+        };
+        let attempted = send(
             http,
             &proxy,
             &parts,
@@ -191,34 +208,14 @@ async fn forward(
             upgrade,
             idempotent,
         )
-        .await
-        {
-            Attempt::Failed(LocalReply::ConnectFailure) => last = LocalReply::ConnectFailure,
-            Attempt::Failed(f @ LocalReply::Reset)
-                if idempotent && retries.on.contains(&RetryOn::Reset) =>
-            {
-                last = f
-            }
-            // No answer within the request timeout is a gateway error made here rather than by a
-            // proxy beyond: a backend cut off mid-request must not fail an idempotent request.
-            Attempt::Failed(f @ LocalReply::Timeout)
-                if idempotent && retries.on.contains(&RetryOn::GatewayError) =>
-            {
-                last = f
-            }
-            Attempt::Failed(f) => {
-                last = f;
-                break;
-            }
-            Attempt::Response(exchanged)
-                if more && idempotent && retry_status(exchanged.resp.status(), retries) =>
-            {
-                last_response = Some(exchanged);
-            }
-            Attempt::Response(exchanged) => {
-                last_response = Some(exchanged);
-                break;
-            }
+        .await;
+        let again = retry::again(attempted.outcome(), request, retries);
+        match attempted {
+            Attempt::Failed(failure) => last = failure,
+            Attempt::Response(exchanged) => last_response = Some(exchanged),
+        }
+        if !again {
+            break;
         }
     }
     // The last response received is passed on, whether or not it was one worth retrying.
@@ -400,24 +397,6 @@ fn hash_key(proxy: &ServiceProxy, parts: &Parts, peer: SocketAddr) -> u64 {
     }
 }
 
-fn retry_status(status: StatusCode, retries: &crate::config::Retries) -> bool {
-    let code = status.as_u16();
-    retries.on.iter().any(|on| match on {
-        RetryOn::GatewayError => matches!(code, 502..=504),
-        RetryOn::ServerError => (500..600).contains(&code),
-        RetryOn::RetriableStatusCodes => retries.retriable_status_codes.contains(&code),
-        RetryOn::ConnectFailure | RetryOn::Reset => false,
-    })
-}
-
-/// Fully jittered exponential backoff: uniform in `[0, min(max, base * 2^(n-1))]`.
-fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let cap = base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(max);
-    cap.mul_f64(fastrand::f64())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn respond(
     proxy: &ServiceProxy,
@@ -484,21 +463,4 @@ fn fail(
         );
     }
     failure.response(proxy.balancer.service())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let (base, max) = (Duration::from_millis(25), Duration::from_millis(250));
-        for attempt in 1..20 {
-            let d = backoff(attempt, base, max);
-            assert!(
-                d <= max && d <= base * (1 << (attempt - 1).min(16)),
-                "{attempt}: {d:?}"
-            );
-        }
-    }
 }

@@ -10,6 +10,7 @@ mod front;
 mod h1;
 mod headers;
 mod pool;
+mod retry;
 mod rewind;
 mod tunnel;
 mod upstream;
