@@ -5,7 +5,7 @@ use super::body::{boxed, full, Guarded, Progress, ProxyBody, Tracked, UpBody};
 use super::errors::LocalReply;
 use super::upstream::Failure;
 use super::{headers, retry, tunnel, Client, HttpProxy};
-use crate::balance::{Pick, Unavailable};
+use crate::balance::{Pick, Tries, Unavailable};
 use crate::config::UpstreamProtocol;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
 use crate::proxy::ServiceProxy;
@@ -143,12 +143,12 @@ async fn forward(
         .then(|| hash_key(&proxy, &parts, peer));
     let set = proxy.balancer.current();
     let retries = &proxy.retries;
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tries = Tries::new(retries.attempts);
     let mut last = LocalReply::NoBackend;
     let mut last_response: Option<Exchanged> = None;
     let mut _retry_slot = None;
-    let mut attempts = 0;
-    for attempt in 0..=retries.attempts {
+    while tries.left() {
+        let attempt = tries.made();
         if attempt > 0 {
             match http.budget.try_retry() {
                 Some(slot) => _retry_slot = Some(slot),
@@ -166,7 +166,7 @@ async fn forward(
             proxy.balancer.metrics().retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
-        let pick = match proxy.balancer.pick_queued(&set, &tried, key).await {
+        let pick = match tries.pick(&proxy.balancer, &set, key).await {
             Ok(p) => p,
             Err(Unavailable::QueueFull) => {
                 last = LocalReply::QueueFull;
@@ -177,7 +177,7 @@ async fn forward(
                 break;
             }
             // No backend left untried: HAProxy-style, try again where it failed.
-            Err(Unavailable::NoBackend) => match (tried.is_empty(), set.pick(&[])) {
+            Err(Unavailable::NoBackend) => match (tries.made() == 0, set.pick(&[])) {
                 (false, Some(p)) => p,
                 _ => break,
             },
@@ -192,12 +192,11 @@ async fn forward(
                 None => break,
             },
         };
-        attempts += 1;
-        tried.push(pick.index);
+        tries.record(&pick);
         let request = retry::Request {
             idempotent,
             replayable: matches!(body, ReqBody::Replayable(_)),
-            tries_left: attempt < retries.attempts,
+            tries_left: tries.left(),
         };
         let attempted = send(
             http,
@@ -227,9 +226,9 @@ async fn forward(
             client_upgrade,
             &parts,
             started,
-            attempts,
+            tries.made(),
         ),
-        None => fail(&proxy, http, last, &parts, started, attempts),
+        None => fail(&proxy, http, last, &parts, started, tries.made()),
     }
 }
 
