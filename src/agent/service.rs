@@ -124,9 +124,11 @@ impl Running {
         shared
             .listeners
             .insert(Owner::Service(name.to_string()), config.listen, &socket);
-        shared
-            .tasks
-            .spawn(proxy::serve(socket, Arc::clone(&slot), listener.clone()));
+        shared.tasks.spawn(proxy::accept_loop(
+            socket,
+            Arc::clone(&slot),
+            listener.clone(),
+        ));
         tracing::info!(service = %name, listen = %listen, mode = config.mode.name(), balance = config.balance.name(), "service started");
         Ok(Self {
             config: config.clone(),

@@ -16,7 +16,7 @@ pub mod tls;
 #[doc(hidden)]
 pub use http::wire;
 pub use http::PoolMetrics;
-pub use listener::serve;
+pub use listener::accept_loop;
 pub use tls::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;

@@ -19,16 +19,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// backend with the connect (see `early.rs`).
 pub async fn handle_plain(client: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
     let early = super::early::take_ready(&client);
-    serve(client, peer, proxy, early).await
+    relay(client, peer, proxy, early).await
 }
 
 /// Serves one client connection (TLS terminated by the listener) to the end.
 pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
-    serve(client, peer, proxy, Vec::new()).await
+    relay(client, peer, proxy, Vec::new()).await
 }
 
 /// Serves `client`, which has sent `early` already.
-async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
+async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
     let metrics = proxy.balancer.metrics();
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();

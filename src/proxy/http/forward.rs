@@ -282,7 +282,7 @@ async fn send(
             ))
             .await
         }
-        (Client::Generic(client), body) => {
+        (Client::Hyper(client), body) => {
             let version = match http.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
                 UpstreamProtocol::Http2 => Version::HTTP_2,
