@@ -86,6 +86,17 @@ mod tests {
         }
     }
 
+    /// A case: its name, the try's outcome, the request, `retries.on`, `retriable_status_codes`,
+    /// and whether the request goes to another backend.
+    type Row = (
+        &'static str,
+        Outcome,
+        Request,
+        &'static [RetryOn],
+        &'static [u16],
+        bool,
+    );
+
     const ALL: Request = Request {
         idempotent: true,
         replayable: true,
@@ -111,7 +122,7 @@ mod tests {
         };
         let s = |code| StatusCode::from_u16(code).unwrap();
         #[rustfmt::skip]
-        let table: &[(&str, Outcome, Request, &[RetryOn], &[u16], bool)] = &[
+        let table: &[Row] = &[
             ("connect failure, default policy", Failed(L::ConnectFailure), ALL, &[On::ConnectFailure], &[], true),
             ("connect failure, empty policy", Failed(L::ConnectFailure), ALL, &[], &[], true),
             ("connect failure, not idempotent", Failed(L::ConnectFailure), not_idempotent, &[], &[], true),
