@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::register::{RegisterChanges, Registrar};
 use crate::upgrade::{Inherited, Listeners, Offer, Owner};
 use arc_swap::ArcSwap;
-use service::{Running, Shared};
+use service::{AgentHandles, RunningService};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,10 +59,10 @@ pub enum AgentError {
 
 /// A running agent.
 pub struct Agent {
-    running: Mutex<BTreeMap<String, Running>>,
+    running: Mutex<BTreeMap<String, RunningService>>,
     view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
     admin_addr: SocketAddr,
-    shared: Shared,
+    shared: AgentHandles,
     reloads: Arc<std::sync::Mutex<Option<mpsc::Receiver<ReloadRequest>>>>,
     registrar: Arc<Registrar>,
     handover: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
@@ -148,7 +148,7 @@ impl Agent {
             sessions_stop.clone(),
             Arc::clone(&metrics),
         ));
-        let shared = Shared {
+        let shared = AgentHandles {
             metrics,
             stop,
             abort: CancellationToken::new(),
@@ -167,7 +167,7 @@ impl Agent {
         };
         let mut running = BTreeMap::new();
         for (name, svc) in &config.services {
-            match Running::start(name, svc, &shared, &mut inherited).await {
+            match RunningService::start(name, svc, &shared, &mut inherited).await {
                 Ok(r) => {
                     running.insert(name.clone(), r);
                 }
@@ -287,8 +287,10 @@ impl Agent {
                 .iter()
                 .find(|(n, r)| r.vacates(config.services.get(*n), svc.listen));
             let result = match vacated {
-                Some((_, from)) => Running::start_handed(name, svc, &self.shared, from),
-                None => Running::start(name, svc, &self.shared, &mut Inherited::default()).await,
+                Some((_, from)) => RunningService::start_handed(name, svc, &self.shared, from),
+                None => {
+                    RunningService::start(name, svc, &self.shared, &mut Inherited::default()).await
+                }
             };
             match result {
                 Ok(r) => {
@@ -453,7 +455,7 @@ impl Agent {
     }
 }
 
-fn infos(running: &BTreeMap<String, Running>) -> BTreeMap<String, ServiceInfo> {
+fn infos(running: &BTreeMap<String, RunningService>) -> BTreeMap<String, ServiceInfo> {
     running
         .iter()
         .map(|(n, r)| (n.clone(), r.info.clone()))
