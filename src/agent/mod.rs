@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::register::{RegisterChanges, Registrar};
 use crate::upgrade::{Inherited, Listeners, Offer, Owner};
 use arc_swap::ArcSwap;
-use service::{Running, Shared};
+use service::{AgentHandles, RunningService};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -80,9 +80,9 @@ pub struct Agent {
 
 /// The running services and the settings a reload may replace.
 struct Core {
-    running: Mutex<BTreeMap<String, Running>>,
+    running: Mutex<BTreeMap<String, RunningService>>,
     view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
-    shared: Shared,
+    shared: AgentHandles,
     registrar: Arc<Registrar>,
     /// The admin server's token, which a reload replaces.
     admin_token: Arc<arc_swap::ArcSwapOption<String>>,
@@ -170,7 +170,7 @@ impl Agent {
             sessions_stop.clone(),
             Arc::clone(&metrics),
         ));
-        let shared = Shared {
+        let shared = AgentHandles {
             metrics,
             stop,
             abort: CancellationToken::new(),
@@ -189,7 +189,7 @@ impl Agent {
         };
         let mut running = BTreeMap::new();
         for (name, svc) in &config.services {
-            match Running::start(name, svc, &shared, &mut inherited).await {
+            match RunningService::start(name, svc, &shared, &mut inherited).await {
                 Ok(r) => {
                     running.insert(name.clone(), r);
                 }
@@ -437,8 +437,10 @@ impl Core {
                 .iter()
                 .find(|(n, r)| r.vacates(config.services.get(*n), svc.listen));
             let result = match vacated {
-                Some((_, from)) => Running::start_handed(name, svc, &self.shared, from),
-                None => Running::start(name, svc, &self.shared, &mut Inherited::default()).await,
+                Some((_, from)) => RunningService::start_handed(name, svc, &self.shared, from),
+                None => {
+                    RunningService::start(name, svc, &self.shared, &mut Inherited::default()).await
+                }
             };
             match result {
                 Ok(r) => {
@@ -525,7 +527,7 @@ impl admin::Reload for Core {
     }
 }
 
-fn infos(running: &BTreeMap<String, Running>) -> BTreeMap<String, ServiceInfo> {
+fn infos(running: &BTreeMap<String, RunningService>) -> BTreeMap<String, ServiceInfo> {
     running
         .iter()
         .map(|(n, r)| (n.clone(), r.info.clone()))

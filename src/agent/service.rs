@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 /// What every service shares with the agent.
 #[derive(Clone)]
-pub struct Shared {
+pub struct AgentHandles {
     /// Agent metrics.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the agent stops.
@@ -46,7 +46,7 @@ pub struct Shared {
 }
 
 /// A service that is running.
-pub struct Running {
+pub struct RunningService {
     /// The config it runs with.
     pub config: ServiceConfig,
     /// What the admin server shows.
@@ -58,12 +58,12 @@ pub struct Running {
     socket: Weak<TcpListener>,
 }
 
-impl Running {
+impl RunningService {
     /// Binds the listener and starts the first generation.
     pub async fn start(
         name: &str,
         config: &ServiceConfig,
-        shared: &Shared,
+        shared: &AgentHandles,
         inherited: &mut Inherited,
     ) -> Result<Self, AgentError> {
         let bind_err = |source| AgentError::Bind {
@@ -83,8 +83,8 @@ impl Running {
     pub fn start_handed(
         name: &str,
         config: &ServiceConfig,
-        shared: &Shared,
-        from: &Running,
+        shared: &AgentHandles,
+        from: &RunningService,
     ) -> Result<Self, AgentError> {
         let bind_err = |source| AgentError::Bind {
             what: format!("services.{name}"),
@@ -104,7 +104,7 @@ impl Running {
     fn start_on(
         name: &str,
         config: &ServiceConfig,
-        shared: &Shared,
+        shared: &AgentHandles,
         socket: TcpListener,
     ) -> Result<Self, AgentError> {
         let bind_err = |source| AgentError::Bind {
@@ -124,9 +124,11 @@ impl Running {
         shared
             .listeners
             .insert(Owner::Service(name.to_string()), config.listen, &socket);
-        shared
-            .tasks
-            .spawn(proxy::serve(socket, Arc::clone(&slot), listener.clone()));
+        shared.tasks.spawn(proxy::accept_loop(
+            socket,
+            Arc::clone(&slot),
+            listener.clone(),
+        ));
         tracing::info!(service = %name, listen = %listen, mode = config.mode.name(), balance = config.balance.name(), "service started");
         Ok(Self {
             config: config.clone(),
@@ -156,7 +158,7 @@ impl Running {
         &mut self,
         name: &str,
         config: &ServiceConfig,
-        shared: &Shared,
+        shared: &AgentHandles,
     ) -> Result<(), AgentError> {
         let tls = TlsSetup::load(name, config, shared.metrics.tls(name))?;
         let generation = shared.stop.child_token();
@@ -188,7 +190,7 @@ impl Running {
 fn build(
     name: &str,
     svc: &ServiceConfig,
-    shared: &Shared,
+    shared: &AgentHandles,
     generation: &CancellationToken,
     tls: TlsSetup,
 ) -> (Arc<ServiceProxy>, Arc<Balancer>) {

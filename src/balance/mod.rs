@@ -26,6 +26,7 @@ mod queue;
 mod random;
 mod round_robin;
 mod set;
+mod tries;
 mod view;
 
 pub use backend::{Backend, Origin, Target};
@@ -33,6 +34,7 @@ pub use eligible::Policy;
 pub use fallback::Fallback;
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
+pub use tries::Tries;
 pub use view::{BackendView, ServiceView};
 
 use crate::config::{Algorithm, Outlier};

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 /// Accepts connections until `stop` fires, handing each to the service's current proxy in `slot`
 /// (a reload swaps the proxy without closing the listener). The socket closes when this returns, unless
 /// a successor process holds it too (binary upgrade).
-pub async fn serve(
+pub async fn accept_loop(
     listener: Arc<TcpListener>,
     slot: Arc<ArcSwap<ServiceProxy>>,
     stop: CancellationToken,
@@ -52,7 +52,9 @@ pub async fn serve(
                     (Some(tls), _) => {
                         conns.spawn(holding(slot, serve_tls(tls, stream, peer, proxy)))
                     }
-                    (None, true) => conns.spawn(holding(slot, http::serve(stream, peer, proxy))),
+                    (None, true) => {
+                        conns.spawn(holding(slot, http::serve_connection(stream, peer, proxy)))
+                    }
                     (None, false) => {
                         conns.spawn(holding(slot, tcp::handle_plain(stream, peer, proxy)))
                     }
@@ -97,7 +99,7 @@ async fn serve_tls(
         }
     };
     if proxy.http.is_some() {
-        http::serve(stream, peer, proxy).await;
+        http::serve_connection(stream, peer, proxy).await;
     } else {
         tcp::handle(stream, peer, proxy).await;
     }

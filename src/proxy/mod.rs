@@ -11,16 +11,13 @@ mod listener;
 mod ratelog;
 mod tcp;
 pub mod tls;
-mod tls_handshake;
-mod tls_reason;
-mod tls_reload;
 
 /// The HTTP/1 wire parsers, for the fuzz targets and their regression tests only.
 #[doc(hidden)]
 pub use http::wire;
 pub use http::PoolMetrics;
-pub use listener::serve;
-pub use tls_handshake::{ListenTls, UpstreamTls};
+pub use listener::accept_loop;
+pub use tls::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
 use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
@@ -166,7 +163,7 @@ impl TlsSetup {
                     .cloned()
                     .collect();
                 let cfg = t.clone();
-                let reloading = tls_reload::Reloading::load(
+                let reloading = tls::Reloading::load(
                     "upstream",
                     files,
                     metrics.clone(),
@@ -189,7 +186,7 @@ impl TlsSetup {
                     .cloned()
                     .collect();
                 let cfg = l.clone();
-                let reloading = tls_reload::Reloading::load(
+                let reloading = tls::Reloading::load(
                     "listen",
                     files,
                     metrics.clone(),

@@ -4,7 +4,7 @@
 use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
 use super::io::{Activity, Metered};
 use super::ServiceProxy;
-use crate::balance::{BackendSet, Pick, Target};
+use crate::balance::{BackendSet, Pick, Target, Tries};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,16 +19,16 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 /// backend with the connect (see `early.rs`).
 pub async fn handle_plain(client: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
     let early = super::early::take_ready(&client);
-    serve(client, peer, proxy, early).await
+    relay(client, peer, proxy, early).await
 }
 
 /// Serves one client connection (TLS terminated by the listener) to the end.
 pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
-    serve(client, peer, proxy, Vec::new()).await
+    relay(client, peer, proxy, Vec::new()).await
 }
 
 /// Serves `client`, which has sent `early` already.
-async fn serve<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
+async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
     let metrics = proxy.balancer.metrics();
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
@@ -101,15 +101,15 @@ async fn connect(
     key: Option<u64>,
     early: &[u8],
 ) -> Result<(Box<dyn Io>, Pick, usize), Option<Resource>> {
-    let mut tried: Vec<usize> = Vec::new();
-    for attempt in 0..=proxy.retries.attempts {
-        let pick = match proxy.balancer.pick_queued(set, &tried, key).await {
+    let mut tries = Tries::new(proxy.retries.attempts);
+    while tries.left() {
+        let pick = match tries.pick(&proxy.balancer, set, key).await {
             Ok(p) => p,
             // With nothing tried yet this is "no backend" or a queue rejection; later, all were tried.
             Err(_) => return Err(None),
         };
         let started = tokio::time::Instant::now();
-        if attempt > 0 {
+        if tries.made() > 0 {
             proxy.balancer.metrics().retries.inc();
         }
         let dialing = dial_sending(proxy, &pick.entry.target, &pick.entry.backend.host, early);
@@ -135,7 +135,7 @@ async fn connect(
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
             }
         }
-        tried.push(pick.index);
+        tries.record(&pick);
     }
     Err(None)
 }

@@ -4,9 +4,9 @@
 use super::body::{boxed, full, Guarded, Progress, ProxyBody, Tracked, UpBody};
 use super::errors::LocalReply;
 use super::upstream::Failure;
-use super::{headers, tunnel, Client, HttpProxy};
-use crate::balance::{Pick, Unavailable};
-use crate::config::{RetryOn, UpstreamProtocol};
+use super::{headers, retry, tunnel, Client, HttpProxy};
+use crate::balance::{Pick, Tries, Unavailable};
+use crate::config::UpstreamProtocol;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
 use crate::proxy::ServiceProxy;
 use bytes::Bytes;
@@ -17,7 +17,6 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::time::Instant;
 
 /// The request body as far as retries are concerned.
@@ -66,6 +65,16 @@ struct Exchanged {
 enum Attempt {
     Response(Exchanged),
     Failed(LocalReply),
+}
+
+impl Attempt {
+    /// What the attempt came to, for the retry decision.
+    fn outcome(&self) -> retry::Outcome {
+        match self {
+            Self::Response(exchanged) => retry::Outcome::Answered(exchanged.resp.status()),
+            Self::Failed(failure) => retry::Outcome::Failed(*failure),
+        }
+    }
 }
 
 /// Serves one request from hyper's server.
@@ -134,12 +143,12 @@ async fn forward(
         .then(|| hash_key(&proxy, &parts, peer));
     let set = proxy.balancer.current();
     let retries = &proxy.retries;
-    let mut tried: Vec<usize> = Vec::new();
+    let mut tries = Tries::new(retries.attempts);
     let mut last = LocalReply::NoBackend;
     let mut last_response: Option<Exchanged> = None;
     let mut _retry_slot = None;
-    let mut attempts = 0;
-    for attempt in 0..=retries.attempts {
+    while tries.left() {
+        let attempt = tries.made();
         if attempt > 0 {
             match http.budget.try_retry() {
                 Some(slot) => _retry_slot = Some(slot),
@@ -148,11 +157,16 @@ async fn forward(
                     break;
                 }
             }
-            tokio::time::sleep(backoff(attempt, retries.backoff.base, retries.backoff.max)).await;
+            tokio::time::sleep(retry::backoff(
+                attempt,
+                retries.backoff.base,
+                retries.backoff.max,
+            ))
+            .await;
             proxy.balancer.metrics().retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
-        let pick = match proxy.balancer.pick_queued(&set, &tried, key).await {
+        let pick = match tries.pick(&proxy.balancer, &set, key).await {
             Ok(p) => p,
             Err(Unavailable::QueueFull) => {
                 last = LocalReply::QueueFull;
@@ -163,7 +177,7 @@ async fn forward(
                 break;
             }
             // No backend left untried: HAProxy-style, try again where it failed.
-            Err(Unavailable::NoBackend) => match (tried.is_empty(), set.pick(&[])) {
+            Err(Unavailable::NoBackend) => match (tries.made() == 0, set.pick(&[])) {
                 (false, Some(p)) => p,
                 _ => break,
             },
@@ -178,11 +192,13 @@ async fn forward(
                 None => break,
             },
         };
-        attempts += 1;
-        tried.push(pick.index);
-        let replayable = matches!(body, ReqBody::Replayable(_));
-        let more = attempt < retries.attempts && replayable;
-        match send(
+        tries.record(&pick);
+        let request = retry::Request {
+            idempotent,
+            replayable: matches!(body, ReqBody::Replayable(_)),
+            tries_left: tries.left(),
+        };
+        let attempted = send(
             http,
             &proxy,
             &parts,
@@ -191,34 +207,14 @@ async fn forward(
             upgrade,
             idempotent,
         )
-        .await
-        {
-            Attempt::Failed(LocalReply::ConnectFailure) => last = LocalReply::ConnectFailure,
-            Attempt::Failed(f @ LocalReply::Reset)
-                if idempotent && retries.on.contains(&RetryOn::Reset) =>
-            {
-                last = f
-            }
-            // No answer within the request timeout is a gateway error made here rather than by a
-            // proxy beyond: a backend cut off mid-request must not fail an idempotent request.
-            Attempt::Failed(f @ LocalReply::Timeout)
-                if idempotent && retries.on.contains(&RetryOn::GatewayError) =>
-            {
-                last = f
-            }
-            Attempt::Failed(f) => {
-                last = f;
-                break;
-            }
-            Attempt::Response(exchanged)
-                if more && idempotent && retry_status(exchanged.resp.status(), retries) =>
-            {
-                last_response = Some(exchanged);
-            }
-            Attempt::Response(exchanged) => {
-                last_response = Some(exchanged);
-                break;
-            }
+        .await;
+        let again = retry::again(attempted.outcome(), request, retries);
+        match attempted {
+            Attempt::Failed(failure) => last = failure,
+            Attempt::Response(exchanged) => last_response = Some(exchanged),
+        }
+        if !again {
+            break;
         }
     }
     // The last response received is passed on, whether or not it was one worth retrying.
@@ -230,9 +226,9 @@ async fn forward(
             client_upgrade,
             &parts,
             started,
-            attempts,
+            tries.made(),
         ),
-        None => fail(&proxy, http, last, &parts, started, attempts),
+        None => fail(&proxy, http, last, &parts, started, tries.made()),
     }
 }
 
@@ -286,7 +282,7 @@ async fn send(
             ))
             .await
         }
-        (Client::Generic(client), body) => {
+        (Client::Hyper(client), body) => {
             let version = match http.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
                 UpstreamProtocol::Http2 => Version::HTTP_2,
@@ -400,24 +396,6 @@ fn hash_key(proxy: &ServiceProxy, parts: &Parts, peer: SocketAddr) -> u64 {
     }
 }
 
-fn retry_status(status: StatusCode, retries: &crate::config::Retries) -> bool {
-    let code = status.as_u16();
-    retries.on.iter().any(|on| match on {
-        RetryOn::GatewayError => matches!(code, 502..=504),
-        RetryOn::ServerError => (500..600).contains(&code),
-        RetryOn::RetriableStatusCodes => retries.retriable_status_codes.contains(&code),
-        RetryOn::ConnectFailure | RetryOn::Reset => false,
-    })
-}
-
-/// Fully jittered exponential backoff: uniform in `[0, min(max, base * 2^(n-1))]`.
-fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
-    let cap = base
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(max);
-    cap.mul_f64(fastrand::f64())
-}
-
 #[allow(clippy::too_many_arguments)]
 fn respond(
     proxy: &ServiceProxy,
@@ -484,21 +462,4 @@ fn fail(
         );
     }
     failure.response(proxy.balancer.service())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_is_capped_and_jittered() {
-        let (base, max) = (Duration::from_millis(25), Duration::from_millis(250));
-        for attempt in 1..20 {
-            let d = backoff(attempt, base, max);
-            assert!(
-                d <= max && d <= base * (1 << (attempt - 1).min(16)),
-                "{attempt}: {d:?}"
-            );
-        }
-    }
 }

@@ -4,7 +4,7 @@
 //! service task, no header map copies, no boxed body per request on the way in).
 //!
 //! Requests this path does not take (upgrades, CONNECT, `Expect`, `Transfer-Encoding`, larger bodies,
-//! and HTTP/2 with prior knowledge) end it with [`Ended::Handoff`]: the bytes read stay in the buffer
+//! and HTTP/2 with prior knowledge) end it with [`ConnectionFate::Handoff`]: the bytes read stay in the buffer
 //! and hyper's server takes the connection from there, for good.
 
 use super::body::ProxyBody;
@@ -34,7 +34,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: usize = 256 * 1024;
 
 /// How the own path ended with a connection.
-pub enum Ended {
+pub enum ConnectionFate {
     /// The connection is done with (closed by either side, or after a stop).
     Closed,
     /// The buffer starts with a request for hyper's server, which takes the connection.
@@ -43,7 +43,7 @@ pub enum Ended {
 
 /// What waiting for the next request came to. Not boxed: a box would be an allocation per request.
 #[allow(clippy::large_enum_variant)]
-enum Next {
+enum NextRequest {
     Request(h1::Request),
     Handoff,
     Reject(LocalReply),
@@ -65,13 +65,13 @@ struct Front<'a, S> {
 
 /// Serves requests on `io` (bytes already read in `buf`) until the connection ends or a request for
 /// hyper's server comes.
-pub async fn serve<S>(
+pub async fn serve_own_path<S>(
     io: &mut S,
     buf: &mut BytesMut,
     peer: SocketAddr,
     proxy: &Arc<ServiceProxy>,
     http: &HttpProxy,
-) -> Ended
+) -> ConnectionFate
 where
     S: AsyncRead + AsyncWrite + WaitReadable + Unpin,
 {
@@ -90,10 +90,10 @@ where
     let max_body = http.options.max_retry_body.min(h1::MAX_BODY);
     loop {
         let req = match front.next(&mut stop, &mut stopping, max_body).await {
-            Next::Request(req) => req,
-            Next::Handoff => return Ended::Handoff,
-            Next::Close => return Ended::Closed,
-            Next::Reject(reply) => {
+            NextRequest::Request(req) => req,
+            NextRequest::Handoff => return ConnectionFate::Handoff,
+            NextRequest::Close => return ConnectionFate::Closed,
+            NextRequest::Reject(reply) => {
                 http.metrics.error(reply.cause()).inc();
                 if reply.is_client() {
                     proxy.faults.client_error(reply.cause());
@@ -101,12 +101,12 @@ where
                 let resp = reply.response(proxy.balancer.service());
                 let _ = front.respond(resp, Version::HTTP_11, false, false).await;
                 front.close().await;
-                return Ended::Closed;
+                return ConnectionFate::Closed;
             }
         };
         front.served += 1;
         if !front.fill(req.body_len).await {
-            return Ended::Closed;
+            return ConnectionFate::Closed;
         }
         let body = front.buf.split_to(req.body_len).freeze();
         let (version, head) = (req.parts.version, req.parts.method == Method::HEAD);
@@ -116,7 +116,7 @@ where
             Ok(true) => {}
             Ok(false) | Err(_) => {
                 front.close().await;
-                return Ended::Closed;
+                return ConnectionFate::Closed;
             }
         }
     }
@@ -132,7 +132,7 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
         stop: &mut Pin<&mut F>,
         stopping: &mut bool,
         max_body: usize,
-    ) -> Next
+    ) -> NextRequest
     where
         F: std::future::Future<Output = ()>,
     {
@@ -145,17 +145,17 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
                 match h1::parse_request(self.buf, options.max_headers, max_body) {
                     // A whole head that came in one read is held to the same limit.
                     Ok(Parsed::Request(req)) if req.head_len > options.max_header_bytes => {
-                        return Next::Reject(LocalReply::HeadTooLarge)
+                        return NextRequest::Reject(LocalReply::HeadTooLarge)
                     }
-                    Ok(Parsed::Request(req)) => return Next::Request(req),
-                    Ok(Parsed::Elsewhere) => return Next::Handoff,
+                    Ok(Parsed::Request(req)) => return NextRequest::Request(req),
+                    Ok(Parsed::Elsewhere) => return NextRequest::Handoff,
                     Ok(Parsed::Partial) if self.buf.len() >= options.max_header_bytes => {
-                        return Next::Reject(LocalReply::HeadTooLarge)
+                        return NextRequest::Reject(LocalReply::HeadTooLarge)
                     }
                     Ok(Parsed::Partial) => {}
                     Err(e) => {
                         tracing::debug!(service = %self.proxy.balancer.service(), error = %e, "bad request head");
-                        return Next::Reject(match e {
+                        return NextRequest::Reject(match e {
                             RequestError::TooManyFields => LocalReply::HeadTooLarge,
                             _ => LocalReply::BadRequest,
                         });
@@ -168,14 +168,14 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
                 biased;
                 read = read_more(self.io, self.buf) => match read {
                     Ok(n) if n > 0 => {}
-                    _ => return Next::Close,
+                    _ => return NextRequest::Close,
                 },
                 _ = until(deadline) => {
                     // A connection that never began a request (a probe, a preconnect) is closed
                     // without an answer, as HAProxy's `http-ignore-probes` and hyper do.
                     return match started {
-                        Some(_) if !self.buf.is_empty() => Next::Reject(LocalReply::HeadTimeout),
-                        _ => Next::Close,
+                        Some(_) if !self.buf.is_empty() => NextRequest::Reject(LocalReply::HeadTimeout),
+                        _ => NextRequest::Close,
                     };
                 }
                 _ = stop.as_mut(), if !*stopping => {
@@ -185,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
                     }
                     match super::grace_after_stop(self.proxy, self.served) {
                         Some(wait) => grace = Some(Instant::now() + wait),
-                        None => return Next::Close,
+                        None => return NextRequest::Close,
                     }
                     started = None;
                 }

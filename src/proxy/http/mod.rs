@@ -10,6 +10,7 @@ mod front;
 mod h1;
 mod headers;
 mod pool;
+mod retry;
 mod rewind;
 mod tunnel;
 mod upstream;
@@ -40,7 +41,7 @@ enum Client {
     /// HTTP/1.1, plain or over TLS without `h2` in its ALPN: sinew's own pool.
     Http1(Arc<upstream::Upstream>),
     /// HTTP/2, or TLS that may negotiate it: hyper-util's pooled client.
-    Generic(Box<hyper_util::client::legacy::Client<pool::CountingConnector, ProxyBody>>),
+    Hyper(Box<hyper_util::client::legacy::Client<pool::CountingConnector, ProxyBody>>),
 }
 
 /// The HTTP side of a service: upstream client pool, options and retry budget.
@@ -84,7 +85,7 @@ impl HttpProxy {
             if config.upstream_protocol == UpstreamProtocol::Http2 {
                 builder.http2_only(true);
             }
-            Client::Generic(Box::new(builder.build(pool::CountingConnector::new(
+            Client::Hyper(Box::new(builder.build(pool::CountingConnector::new(
                 connector,
                 metrics.pool(service),
                 tls,
@@ -102,7 +103,7 @@ impl HttpProxy {
 
 /// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops: on
 /// sinew's own HTTP/1 path, handed to hyper's server at the first request that path leaves to it.
-pub async fn serve<S>(stream: S, peer: SocketAddr, proxy: Arc<ServiceProxy>)
+pub async fn serve_connection<S>(stream: S, peer: SocketAddr, proxy: Arc<ServiceProxy>)
 where
     S: tokio::io::AsyncRead
         + tokio::io::AsyncWrite
@@ -120,14 +121,14 @@ where
     let mut io = Metered::new(stream, None, Arc::clone(&activity));
     let mut buf = BytesMut::new();
     let ended = tokio::select! {
-        ended = front::serve(&mut io, &mut buf, peer, &proxy, http) => ended,
+        ended = front::serve_own_path(&mut io, &mut buf, peer, &proxy, http) => ended,
         _ = activity.idle(proxy.timeouts.idle) => {
             metrics.idle_timeouts.inc();
-            front::Ended::Closed
+            front::ConnectionFate::Closed
         }
-        _ = proxy.abort.cancelled() => front::Ended::Closed,
+        _ = proxy.abort.cancelled() => front::ConnectionFate::Closed,
     };
-    if let front::Ended::Handoff = ended {
+    if let front::ConnectionFate::Handoff = ended {
         let io = rewind::Rewind::new(buf.freeze(), io);
         // Boxed: hyper's connection state is large (with TLS, 1.5 KiB more than the own path's),
         // and few connections get here.

@@ -3,7 +3,7 @@
 //! error logged and counted). Open connections keep the config they were made with; new handshakes get
 //! the new one. The expiry gauge follows every successful (re)load.
 
-use super::tls::{Loaded, TlsError};
+use super::{Loaded, TlsError};
 use crate::metrics::TlsMetrics;
 use arc_swap::ArcSwap;
 use std::os::unix::fs::MetadataExt;

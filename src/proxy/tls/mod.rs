@@ -2,6 +2,13 @@
 //! file or the Mozilla roots, optional client certificate) and server configs for listeners (optional
 //! client-certificate verification), each with the expiry time of the certificates it was built from.
 
+mod handshake;
+mod reason;
+mod reload;
+
+pub use handshake::{ListenTls, UpstreamTls};
+pub(crate) use reload::Reloading;
+
 use crate::config::{TlsListen, TlsUpstream};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;

@@ -1,8 +1,8 @@
 //! TLS handshakes on both sides of a service, each with the config its files hold now, counted by
 //! result and, when they fail, by reason.
 
-use super::tls_reason;
-use super::tls_reload::Reloading;
+use super::reason;
+use super::reload::Reloading;
 use crate::balance::probe::CheckTls;
 use crate::metrics::TlsMetrics;
 use rustls::pki_types::ServerName;
@@ -75,7 +75,7 @@ impl UpstreamTls {
                 Ok(s)
             }
             Ok(Err(e)) => {
-                self.metrics.handshake("upstream", Err(tls_reason::of(&e)));
+                self.metrics.handshake("upstream", Err(reason::of(&e)));
                 Err(e)
             }
             Err(_) => {
@@ -139,7 +139,7 @@ impl ListenTls {
                 Ok(s)
             }
             Ok(Err(e)) => {
-                self.metrics.handshake("listen", Err(tls_reason::of(&e)));
+                self.metrics.handshake("listen", Err(reason::of(&e)));
                 Err(e)
             }
             Err(_) => {
