@@ -18,3 +18,4 @@ pub mod status;
 pub mod supervise;
 pub mod systemd;
 pub mod upgrade;
+pub mod zk;

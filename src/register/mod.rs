@@ -14,8 +14,8 @@ mod task;
 mod znode;
 
 use crate::config::register::{Register, Registration};
-use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
+use crate::zk::Sessions;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -6,8 +6,8 @@
 use super::{checks, znode, CheckView, RegisteredView};
 use crate::balance::health::CheckState;
 use crate::config::register::{Check, CheckKind, Registration};
-use crate::discovery::zookeeper::session::Conn;
 use crate::metrics::Metrics;
+use crate::zk::Conn;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;

@@ -15,14 +15,13 @@
 
 mod children;
 pub mod decode;
-pub mod session;
 
 use super::SourceContext;
 use crate::config::ZookeeperDiscovery;
 use crate::metrics::ZkDiscoveryMetrics;
 use crate::supervise::Busy;
+use crate::zk::{Backoff, Conn, Sessions};
 use children::{Children, Dirty, Found};
-use session::{Backoff, Conn, Sessions};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
