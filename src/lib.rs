@@ -10,6 +10,7 @@ pub mod demo;
 pub mod discovery;
 pub mod fault;
 pub mod fdlimit;
+pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod register;

@@ -220,7 +220,7 @@ fn build(
         let check_tls = tls
             .upstream
             .clone()
-            .map(|t| t as Arc<dyn crate::balance::probe::CheckTls>);
+            .map(|t| t as Arc<dyn crate::health::probe::CheckTls>);
         let panics = shared.metrics.task_panics("health_checker");
         crate::supervise::spawn(
             &shared.tasks,

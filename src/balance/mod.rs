@@ -21,7 +21,6 @@ pub mod hash;
 pub mod health;
 mod least_conn;
 mod p2c;
-pub mod probe;
 mod queue;
 mod random;
 mod round_robin;

@@ -3,7 +3,7 @@
 
 use super::tls_reason;
 use super::tls_reload::Reloading;
-use crate::balance::probe::CheckTls;
+use crate::health::probe::CheckTls;
 use crate::metrics::TlsMetrics;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};

@@ -4,8 +4,8 @@
 //! reload alone never takes a healthy service out), changed data is written into the existing node.
 
 use super::{checks, znode, CheckView, RegisteredView};
-use crate::balance::health::CheckState;
 use crate::config::register::{Check, CheckKind, Registration};
+use crate::health::CheckState;
 use crate::metrics::Metrics;
 use crate::zk::Conn;
 use std::sync::{Arc, Mutex};

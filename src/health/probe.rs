@@ -3,7 +3,6 @@
 //! check passes once the handshake succeeds, an HTTP check sends its GET over TLS (HTTP/2 when ALPN
 //! chose h2).
 
-use super::backend::Target;
 use crate::config::{CheckType, HealthCheck};
 use crate::resource::Resource;
 use bytes::Bytes;
@@ -13,6 +12,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -30,8 +30,8 @@ pub trait CheckTls: Send + Sync {
 
 /// The backend a probe checks.
 pub struct ProbeTarget<'a> {
-    /// Where to connect.
-    pub target: &'a Target,
+    /// The address to connect to when the host is an IP; `None` resolves `key` at connect time.
+    pub addr: Option<SocketAddr>,
     /// `host:port`, the default `Host` header.
     pub key: &'a str,
     /// The host, the default TLS server name.
@@ -77,9 +77,9 @@ async fn run(
     check: &HealthCheck,
     tls: Option<&dyn CheckTls>,
 ) -> Result<String, Failure> {
-    let stream = match backend.target {
-        Target::Addr(addr) => TcpStream::connect(addr).await,
-        Target::Name(name) => TcpStream::connect(name.as_str()).await,
+    let stream = match backend.addr {
+        Some(addr) => TcpStream::connect(addr).await,
+        None => TcpStream::connect(backend.key).await,
     }
     .map_err(|e| match Resource::of_error(&e) {
         Some(resource) => Failure::Local(resource, format!("connect: {e}")),
