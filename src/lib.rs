@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod fault;
 pub mod fdlimit;
 pub mod health;
+pub mod http_client;
 pub mod metrics;
 pub mod proxy;
 pub mod register;
