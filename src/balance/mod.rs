@@ -368,7 +368,7 @@ impl Balancer {
         backends.extend(draining);
         ServiceView {
             name: self.service.clone(),
-            balance: self.algorithm.name(),
+            balance: self.algorithm.name().into(),
             swaps: reg.updates,
             last_update_unix: reg
                 .last_update
