@@ -161,12 +161,12 @@ async fn status(admin: SocketAddr, json: bool, service: Option<String>) -> anyho
     let registered = sinew::status::fetch_registered(admin).await?;
     let out = match (json, service) {
         (true, _) => serde_json::to_string_pretty(
-            &serde_json::json!({"services": api["services"], "registered": registered}),
+            &serde_json::json!({"services": api.services, "registered": registered}),
         )?,
         (false, Some(name)) => sinew::status::detail(&api, &name)?,
         (false, None) => {
             let mut out = sinew::status::overview(&api);
-            if let Some(list) = registered.filter(|l| l.as_array().is_some_and(|a| !a.is_empty())) {
+            if let Some(list) = registered.filter(|l| !l.is_empty()) {
                 out.push('\n');
                 out.push_str(&sinew::status::registered(&list));
             }

@@ -1,11 +1,13 @@
 //! `sinew status`: the admin API's view of every service, as a terminal table (or JSON).
+//!
+//! It reads the admin API into the same types the admin server serialises, so a field renamed there
+//! is a compile error here, not a column of dashes.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::Request;
-use hyper_util::rt::TokioIo;
-use serde_json::Value;
-use std::fmt::Write;
+use crate::admin::{ServiceJson, ServicesJson};
+use crate::http_client::{self, Get};
+use crate::register::RegisteredView;
+use serde::de::DeserializeOwned;
+use std::fmt::{Display, Write};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -32,7 +34,7 @@ pub enum StatusError {
 const MAX_BODY: usize = 64 << 20;
 
 /// Fetches `/api/services` from the admin server.
-pub async fn fetch(addr: SocketAddr) -> Result<Value, StatusError> {
+pub async fn fetch(addr: SocketAddr) -> Result<ServicesJson, StatusError> {
     get(addr, "/api/services")
         .await?
         .ok_or_else(|| StatusError::Admin {
@@ -42,41 +44,35 @@ pub async fn fetch(addr: SocketAddr) -> Result<Value, StatusError> {
 }
 
 /// Fetches `/api/register`; `None` when nothing is registered.
-pub async fn fetch_registered(addr: SocketAddr) -> Result<Option<Value>, StatusError> {
+pub async fn fetch_registered(
+    addr: SocketAddr,
+) -> Result<Option<Vec<RegisteredView>>, StatusError> {
     get(addr, "/api/register").await
 }
 
 /// GETs a JSON document from the admin server; `None` on 404.
-async fn get(addr: SocketAddr, path: &str) -> Result<Option<Value>, StatusError> {
+async fn get<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> Result<Option<T>, StatusError> {
     let err = |message: String| StatusError::Admin { addr, message };
     let call = async {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| err(format!("connect: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        let driver = tokio::spawn(conn);
-        let req = Request::get(path)
-            .header("host", addr.to_string())
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| err(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        if resp.status() == hyper::StatusCode::NOT_FOUND {
+        let host = addr.to_string();
+        let request = Get {
+            host: &host,
+            path,
+            user_agent: None,
+            max_body: MAX_BODY,
+        };
+        let (status, body) = http_client::http1(stream, &request).await.map_err(err)?;
+        if status == hyper::StatusCode::NOT_FOUND.as_u16() {
             return Ok(None);
         }
-        if !resp.status().is_success() {
-            return Err(err(format!("HTTP {}", resp.status())));
+        if !(200..300).contains(&status) {
+            let status = hyper::StatusCode::from_u16(status).map_err(|e| err(e.to_string()))?;
+            return Err(err(format!("HTTP {status}")));
         }
-        let body = Limited::new(resp.into_body(), MAX_BODY)
-            .collect()
-            .await
-            .map_err(|e| err(e.to_string()))?;
-        driver.abort();
-        serde_json::from_slice(&body.to_bytes())
+        serde_json::from_slice(&body)
             .map(Some)
             .map_err(|e| err(format!("bad JSON: {e}")))
     };
@@ -85,12 +81,9 @@ async fn get(addr: SocketAddr, path: &str) -> Result<Option<Value>, StatusError>
         .map_err(|_| err("timed out".into()))?
 }
 
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A value for a table cell; `-` when there is none.
+fn or_dash<T: Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
 /// Formats rows as left-aligned columns.
@@ -116,7 +109,7 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// All services, one line each.
-pub fn overview(api: &Value) -> String {
+pub fn overview(api: &ServicesJson) -> String {
     let mut rows = vec![[
         "SERVICE",
         "LISTEN",
@@ -130,25 +123,22 @@ pub fn overview(api: &Value) -> String {
     ]
     .map(String::from)
     .to_vec()];
-    for svc in api["services"].as_array().into_iter().flatten() {
-        let backends = svc["backends"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
+    for svc in &api.services {
+        let backends = &svc.view.backends;
         let up = backends
             .iter()
-            .filter(|b| matches!(b["state"].as_str(), Some("up" | "slow_start")))
+            .filter(|b| matches!(&*b.state, "up" | "slow_start"))
             .count();
         rows.push(vec![
-            s(&svc["name"]),
-            s(&svc["listen"]),
-            s(&svc["mode"]),
-            s(&svc["balance"]),
+            svc.view.name.clone(),
+            svc.listen.to_string(),
+            svc.mode.to_string(),
+            svc.view.balance.to_string(),
             format!("{up}/{}", backends.len()),
-            s(&svc["active_connections"]),
-            s(&svc["queued"]),
-            s(&svc["swaps"]),
-            if svc["panic"].as_bool() == Some(true) {
+            svc.view.active_connections.to_string(),
+            svc.view.queued.to_string(),
+            svc.view.swaps.to_string(),
+            if svc.view.panic {
                 "PANIC".into()
             } else {
                 "-".into()
@@ -159,40 +149,31 @@ pub fn overview(api: &Value) -> String {
 }
 
 /// Registered services, one line each.
-pub fn registered(list: &Value) -> String {
+pub fn registered(list: &[RegisteredView]) -> String {
     let mut rows = vec![["REGISTERED", "STATE", "MAINTENANCE", "ZNODE", "CHECKS"]
         .map(String::from)
         .to_vec()];
-    for r in list.as_array().into_iter().flatten() {
-        let checks: Vec<String> = r["checks"]
-            .as_array()
-            .into_iter()
-            .flatten()
+    for r in list {
+        let checks: Vec<String> = r
+            .checks
+            .iter()
             .map(|c| {
-                let state = if c["up"].as_bool() == Some(true) {
-                    "up"
-                } else {
-                    "down"
-                };
-                match c["last_error"].as_str() {
-                    Some(e) => format!("{}: {state} ({e})", s(&c["kind"])),
-                    None => format!("{}: {state}", s(&c["kind"])),
+                let state = if c.up { "up" } else { "down" };
+                match &c.last_error {
+                    Some(e) => format!("{}: {state} ({e})", c.kind),
+                    None => format!("{}: {state}", c.kind),
                 }
             })
             .collect();
         rows.push(vec![
-            s(&r["name"]),
-            if r["up"].as_bool() == Some(true) {
-                "up".into()
-            } else {
-                "down".into()
-            },
-            if r["maintenance"].as_bool() == Some(true) {
+            r.name.clone(),
+            if r.up { "up".into() } else { "down".into() },
+            if r.maintenance {
                 "yes".into()
             } else {
                 "-".into()
             },
-            s(&r["znode"]),
+            or_dash(r.znode.as_ref()),
             checks.join("; "),
         ]);
     }
@@ -200,24 +181,23 @@ pub fn registered(list: &Value) -> String {
 }
 
 /// One service, one line per backend.
-pub fn detail(api: &Value, service: &str) -> Result<String, StatusError> {
-    let svc = api["services"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|v| v["name"] == service)
+pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> {
+    let svc: &ServiceJson = api
+        .services
+        .iter()
+        .find(|v| v.view.name == service)
         .ok_or_else(|| StatusError::NoSuchService(service.to_string()))?;
     let mut out = format!(
         "{} on {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
-        s(&svc["name"]),
-        s(&svc["listen"]),
-        s(&svc["mode"]),
-        s(&svc["balance"]),
-        s(&svc["discovery"]),
-        s(&svc["swaps"]),
-        s(&svc["active_connections"]),
-        s(&svc["queued"]),
-        if svc["panic"].as_bool() == Some(true) {
+        svc.view.name,
+        svc.listen,
+        svc.mode,
+        svc.view.balance,
+        svc.discovery,
+        svc.view.swaps,
+        svc.view.active_connections,
+        svc.view.queued,
+        if svc.view.panic {
             ", PANIC: balancing over all backends"
         } else {
             ""
@@ -236,30 +216,24 @@ pub fn detail(api: &Value, service: &str) -> Result<String, StatusError> {
     ]
     .map(String::from)
     .to_vec()];
-    for b in svc["backends"].as_array().into_iter().flatten() {
-        let check = &b["last_check"];
-        let last = if check.is_null() {
-            "-".to_string()
-        } else {
-            format!(
+    for b in &svc.view.backends {
+        let last = match &b.last_check {
+            None => "-".to_string(),
+            Some(check) => format!(
                 "{}: {}",
-                if check["passed"].as_bool() == Some(true) {
-                    "pass"
-                } else {
-                    "FAIL"
-                },
-                s(&check["detail"])
-            )
+                if check.passed { "pass" } else { "FAIL" },
+                check.detail
+            ),
         };
         rows.push(vec![
-            s(&b["address"]),
-            s(&b["state"]),
-            s(&b["weight"]),
-            s(&b["effective_weight_percent"]),
-            s(&b["origin"]),
-            s(&b["active"]),
-            s(&b["connections_total"]),
-            s(&b["connect_failures_total"]),
+            b.address.clone(),
+            b.state.to_string(),
+            or_dash(b.weight),
+            or_dash(b.effective_weight_percent),
+            or_dash(b.origin.as_ref()),
+            b.active.to_string(),
+            b.connections_total.to_string(),
+            b.connect_failures_total.to_string(),
             last,
         ]);
     }
@@ -271,9 +245,10 @@ pub fn detail(api: &Value, service: &str) -> Result<String, StatusError> {
 mod tests {
     use super::*;
 
-    fn sample() -> Value {
-        serde_json::json!({"services": [{
+    fn sample() -> ServicesJson {
+        serde_json::from_value(serde_json::json!({"services": [{
         "name": "web", "listen": "127.0.0.1:4001", "mode": "tcp", "balance": "round_robin", "swaps": 2,
+        "discovery": "static", "last_update_unix": null,
         "active_connections": 1, "queued": 0, "panic": false,
         "backends": [
             {"address": "10.0.0.1:80", "state": "up", "weight": 1, "effective_weight_percent": 100, "origin": "static",
@@ -281,7 +256,8 @@ mod tests {
             {"address": "10.0.0.2:80", "state": "down", "weight": 1, "effective_weight_percent": 0, "origin": "static",
              "active": 0, "connections_total": 3, "connect_failures_total": 2,
              "last_check": {"passed": false, "detail": "connect: refused", "age_seconds": 1.0}}
-        ]}]})
+        ]}]}))
+        .unwrap()
     }
 
     #[test]
@@ -304,5 +280,13 @@ mod tests {
             detail(&sample(), "nope"),
             Err(StatusError::NoSuchService(_))
         ));
+    }
+
+    #[test]
+    fn missing_values_show_as_a_dash() {
+        for (value, shown) in [(None, "-"), (Some(0), "0"), (Some(100), "100")] {
+            assert_eq!(or_dash(value), shown);
+        }
+        assert_eq!(or_dash(Some("static")), "static");
     }
 }

@@ -5,9 +5,10 @@
 use prometheus::core::Metric;
 use sinew::balance::Balancer;
 use sinew::config::{Algorithm, ZookeeperDiscovery};
-use sinew::discovery::zookeeper::{self, session::Sessions};
+use sinew::discovery::zookeeper;
 use sinew::discovery::SourceContext;
 use sinew::metrics::Metrics;
+use sinew::zk::Sessions;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -3,7 +3,8 @@
 use super::AdminState;
 use crate::balance::{Balancer, ServiceView};
 use crate::config::Mode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -20,18 +21,25 @@ pub struct ServiceInfo {
     pub balancer: Arc<Balancer>,
 }
 
-#[derive(Serialize)]
-pub(super) struct ServiceJson {
-    listen: SocketAddr,
-    mode: &'static str,
-    discovery: String,
+/// One service in `/api/services`: its listener and discovery, and its balancer's view.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServiceJson {
+    /// The bound listener address.
+    pub listen: SocketAddr,
+    /// Proxy mode (`tcp`, `http`).
+    pub mode: Cow<'static, str>,
+    /// Where backends come from, for operators.
+    pub discovery: String,
+    /// The balancer's view: name, algorithm, counts and backends.
     #[serde(flatten)]
-    view: ServiceView,
+    pub view: ServiceView,
 }
 
-#[derive(Serialize)]
-pub(super) struct ServicesJson {
-    services: Vec<ServiceJson>,
+/// The document `/api/services` serves.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ServicesJson {
+    /// Every service, by name.
+    pub services: Vec<ServiceJson>,
 }
 
 pub(super) fn services(state: &AdminState) -> ServicesJson {
@@ -41,7 +49,7 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
         .values()
         .map(|s| ServiceJson {
             listen: s.listen,
-            mode: s.mode.name(),
+            mode: s.mode.name().into(),
             discovery: s.discovery.clone(),
             view: s.balancer.view(),
         })

@@ -5,7 +5,7 @@
 mod api;
 mod guard;
 
-pub use api::ServiceInfo;
+pub use api::{ServiceInfo, ServiceJson, ServicesJson};
 
 use crate::metrics::Metrics;
 use crate::register::Registrar;

@@ -8,11 +8,11 @@ use super::AgentError;
 use crate::admin::ServiceInfo;
 use crate::balance::{checker, Balancer, Fallback, Origin, Policy};
 use crate::config::ServiceConfig;
-use crate::discovery::zookeeper::session::Sessions;
 use crate::discovery::{self, SourceContext};
 use crate::metrics::Metrics;
 use crate::proxy::{self, Lifecycle, ServiceProxy, TlsSetup};
 use crate::upgrade::{Inherited, Listeners, Owner};
+use crate::zk::Sessions;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -222,7 +222,7 @@ fn build(
         let check_tls = tls
             .upstream
             .clone()
-            .map(|t| t as Arc<dyn crate::balance::probe::CheckTls>);
+            .map(|t| t as Arc<dyn crate::health::probe::CheckTls>);
         let panics = shared.metrics.task_panics("health_checker");
         crate::supervise::spawn(
             &shared.tasks,

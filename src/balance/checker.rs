@@ -7,10 +7,11 @@
 //! time alone (an ejection running out, the next step of a slow start ramp) and rebuilds the set then,
 //! so it also runs for services that have outlier ejection or slow start but no active checks.
 
-use super::health::{instant_at, now_ms, CheckState, LastCheck};
-use super::probe::{probe, CheckTls, Failure, ProbeTarget};
-use super::{Balancer, Entry};
+use super::health::{instant_at, now_ms, LastCheck};
+use super::{Balancer, Entry, Target};
 use crate::config::HealthCheck;
+use crate::health::probe::{probe, CheckTls, Failure, ProbeTarget};
+use crate::health::CheckState;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +97,10 @@ async fn check_loop(
     tokio::time::sleep(check.interval.mul_f64(fastrand::f64())).await;
     loop {
         let target = ProbeTarget {
-            target: &entry.target,
+            addr: match entry.target {
+                Target::Addr(addr) => Some(addr),
+                Target::Name(_) => None,
+            },
             key: &entry.key,
             host: &entry.backend.host,
         };
@@ -239,7 +243,11 @@ mod tests {
             .backends
             .iter()
             .find(|v| v.address.ends_with(&format!(":{port}")));
-        found.map(|v| v.state).unwrap_or("absent")
+        // A view built in this process names its state with a static string.
+        found.map_or("absent", |v| match v.state {
+            std::borrow::Cow::Borrowed(state) => state,
+            std::borrow::Cow::Owned(_) => "deserialized",
+        })
     }
 
     fn entry(b: &Balancer, port: u16) -> Arc<Entry> {

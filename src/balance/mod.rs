@@ -21,7 +21,6 @@ pub mod hash;
 pub mod health;
 mod least_conn;
 mod p2c;
-pub mod probe;
 mod queue;
 mod random;
 mod round_robin;
@@ -371,7 +370,7 @@ impl Balancer {
         backends.extend(draining);
         ServiceView {
             name: self.service.clone(),
-            balance: self.algorithm.name(),
+            balance: self.algorithm.name().into(),
             swaps: reg.updates,
             last_update_unix: reg
                 .last_update

@@ -2,15 +2,16 @@
 
 use super::health::now_ms;
 use super::set::Entry;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 
 /// What the admin API shows of a service's balancer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceView {
     /// Service name.
     pub name: String,
     /// Algorithm name.
-    pub balance: &'static str,
+    pub balance: Cow<'static, str>,
     /// Backend-set swaps so far.
     pub swaps: u64,
     /// When discovery last reported (seconds since the Unix epoch).
@@ -26,7 +27,7 @@ pub struct ServiceView {
 }
 
 /// The result of a backend's last active check.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CheckView {
     /// Whether it passed.
     pub passed: bool,
@@ -37,7 +38,7 @@ pub struct CheckView {
 }
 
 /// What the admin API shows of a backend.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BackendView {
     /// `host:port`.
     pub address: String,
@@ -46,7 +47,7 @@ pub struct BackendView {
     /// Share of new traffic relative to the others, in percent of the configured weight (slow start, health).
     pub effective_weight_percent: Option<u32>,
     /// `up`, `slow_start`, `down` (active checks), `ejected` (outlier), `disabled` (weight 0) or `draining`.
-    pub state: &'static str,
+    pub state: Cow<'static, str>,
     /// Where it came from.
     pub origin: Option<String>,
     /// Connections (TCP) or in-flight requests (HTTP) now.
@@ -80,7 +81,7 @@ impl BackendView {
             address: entry.key.clone(),
             weight: in_set.then_some(entry.backend.weight),
             effective_weight_percent: effective.map(|w| (w * 100).checked_div(base).unwrap_or(0)),
-            state,
+            state: Cow::Borrowed(state),
             origin: in_set.then(|| entry.backend.origin.to_string()),
             active: entry.stats.active.get(),
             connections_total: entry.stats.connections.get(),

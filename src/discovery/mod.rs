@@ -24,7 +24,7 @@ pub struct SourceContext {
     /// Cancelled when the agent stops.
     pub shutdown: CancellationToken,
     /// The agent's ZooKeeper sessions, one per ensemble.
-    pub zookeeper: Arc<zookeeper::session::Sessions>,
+    pub zookeeper: Arc<crate::zk::Sessions>,
 }
 
 /// Starts the discovery source of one service: static backends are installed at once, dynamic sources
@@ -67,11 +67,7 @@ pub fn describe(config: &ServiceConfig) -> String {
         None => "static".into(),
         Some(DiscoveryConfig::File(path)) => format!("file:{}", path.display()),
         Some(DiscoveryConfig::Zookeeper(zk)) => {
-            format!(
-                "zookeeper:{}{}",
-                zookeeper::session::cluster(&zk.hosts),
-                zk.path
-            )
+            format!("zookeeper:{}{}", crate::zk::cluster(&zk.hosts), zk.path)
         }
     }
 }

@@ -28,7 +28,7 @@ async fn attempt(check: &Check, host: &str, port: u16) -> Result<(), String> {
             let stream = connect(host, port).await?;
             let path = check.uri.as_deref().unwrap_or("/");
             let (status, body) =
-                crate::balance::probe::http_get(stream, &format!("{host}:{port}"), path).await?;
+                crate::health::probe::http_get(stream, &format!("{host}:{port}"), path).await?;
             if !(200..300).contains(&status) {
                 return Err(format!("HTTP {status}"));
             }

@@ -14,9 +14,9 @@ mod task;
 mod znode;
 
 use crate::config::register::{Register, Registration};
-use crate::discovery::zookeeper::session::Sessions;
 use crate::metrics::Metrics;
-use serde::Serialize;
+use crate::zk::Sessions;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// What the admin API shows of a registered service.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RegisteredView {
     /// Service name.
     pub name: String,
@@ -40,7 +40,7 @@ pub struct RegisteredView {
 }
 
 /// One check's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CheckView {
     /// Check kind.
     pub kind: String,

@@ -4,10 +4,10 @@
 //! reload alone never takes a healthy service out), changed data is written into the existing node.
 
 use super::{checks, znode, CheckView, RegisteredView};
-use crate::balance::health::CheckState;
 use crate::config::register::{Check, CheckKind, Registration};
-use crate::discovery::zookeeper::session::Conn;
+use crate::health::CheckState;
 use crate::metrics::Metrics;
+use crate::zk::Conn;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;

@@ -15,14 +15,14 @@
 
 mod children;
 pub mod decode;
-pub mod session;
 
 use super::SourceContext;
 use crate::config::ZookeeperDiscovery;
 use crate::metrics::ZkDiscoveryMetrics;
 use crate::supervise::Busy;
-use children::{Children, Dirty, Found};
-use session::{Backoff, Conn, Sessions};
+use crate::zk::{Backoff, Conn, Sessions};
+use children::{Children, Dirty, Found, Requests};
+use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -46,157 +46,226 @@ pub async fn run(
     sessions: Arc<Sessions>,
     busy: Busy,
 ) {
-    let service = ctx.balancer.service().to_string();
-    let connected = ctx.metrics.zk_service_connected(&service);
-    let last_update = ctx.metrics.zk_last_update(&service);
-    let skipped = ctx.metrics.zk_skipped(&service);
-    let zm = ctx.metrics.zk_discovery(&service);
-    let mut conn = sessions.get(&config.hosts, config.session_timeout);
-    let mut children = Children::new(config.watch, &config.path);
-    let mut dirty = Dirty::everything();
-    // The session the armed watches belong to; a different one means every watch is gone.
-    let mut session: Option<zk::SessionId> = None;
-    // The connection epoch of the last successful read; a different one means a reconnection
-    // since, which may have lost events and the recursive watch, however the change was noticed.
-    let mut read_epoch: Option<u64> = None;
-    // Propagation is recorded for changes, not for the first read of what already existed.
-    let mut loaded = false;
-    let mut retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
-    // Set by a reconnection or a new session: the re-read that follows a reconnection of the same
-    // session waits a random moment of the spread, so that a fleet does not re-read at once. The
-    // ZooKeeper client retries a lost connection with little jitter, so the fleet comes back nearly
-    // together; a new session was already spread by the jittered reconnect backoff, and re-reads at once.
-    let mut resync = false;
-    loop {
-        let working = busy.start(config.session_timeout * 3);
-        crate::fault::point("zookeeper_discovery", &service).await;
-        let Conn { client, epoch, .. } = conn.borrow_and_update().clone();
+    let mut watcher = Watcher::new(config, ctx, &sessions);
+    while watcher.step(&busy).await.is_ok() {}
+}
+
+/// The agent is shutting down (or its sessions are gone): the watcher stops.
+struct Stopped;
+
+/// One service's watch of its path: the session it reads on, what it knows, and what it must read next.
+struct Watcher {
+    config: ZookeeperDiscovery,
+    ctx: SourceContext,
+    service: String,
+    /// 1 while the last read succeeded and the session is connected.
+    connected: IntGauge,
+    /// When discovery last reported (seconds since the Unix epoch).
+    last_update: IntGauge,
+    metrics: ZkDiscoveryMetrics,
+    conn: watch::Receiver<Conn>,
+    children: Children,
+    dirty: Dirty,
+    /// The session the armed watches belong to; a different one means every watch is gone.
+    session: Option<zk::SessionId>,
+    /// The connection epoch of the last successful read; a different one means a reconnection
+    /// since, which may have lost events and the recursive watch, however the change was noticed.
+    read_epoch: Option<u64>,
+    /// Propagation is recorded for changes, not for the first read of what already existed.
+    loaded: bool,
+    /// Delays between failed reads.
+    retry: Backoff,
+    /// Set by a reconnection or a new session: the re-read that follows a reconnection of the same
+    /// session waits a random moment of the spread, so that a fleet does not re-read at once. The
+    /// ZooKeeper client retries a lost connection with little jitter, so the fleet comes back nearly
+    /// together; a new session was already spread by the jittered reconnect backoff, and re-reads at
+    /// once.
+    resync: bool,
+}
+
+impl Watcher {
+    /// A watcher that has read nothing yet, on the session of `config.hosts`.
+    fn new(config: ZookeeperDiscovery, ctx: SourceContext, sessions: &Sessions) -> Self {
+        let service = ctx.balancer.service().to_string();
+        let skipped = ctx.metrics.zk_skipped(&service);
+        Self {
+            connected: ctx.metrics.zk_service_connected(&service),
+            last_update: ctx.metrics.zk_last_update(&service),
+            metrics: ctx.metrics.zk_discovery(&service),
+            conn: sessions.get(&config.hosts, config.session_timeout),
+            children: Children::new(&config, &service, skipped),
+            dirty: Dirty::everything(),
+            session: None,
+            read_epoch: None,
+            loaded: false,
+            retry: Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX),
+            resync: false,
+            config,
+            ctx,
+            service,
+        }
+    }
+
+    /// One turn: wait for a session, or spread a resync, or read and then wait for the next change.
+    async fn step(&mut self, busy: &Busy) -> Result<(), Stopped> {
+        let working = busy.start(self.config.session_timeout * 3);
+        crate::fault::point("zookeeper_discovery", &self.service).await;
+        let Conn { client, epoch, .. } = self.conn.borrow_and_update().clone();
         let Some(client) = client else {
             drop(working);
-            connected.set(0);
-            if !wait_conn(&mut conn, &ctx).await {
-                return;
-            }
-            resync = true;
-            continue;
+            return self.wait_for_session().await;
         };
-        if std::mem::take(&mut resync) && loaded && session == Some(client.session_id()) {
+        if std::mem::take(&mut self.resync)
+            && self.loaded
+            && self.session == Some(client.session_id())
+        {
             drop(working);
-            let spread = RESYNC_SPREAD.mul_f64(fastrand::f64());
-            tokio::select! {
-                _ = ctx.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(spread) => {}
-            }
-            continue;
-        }
-        if session != Some(client.session_id()) {
-            dirty = Dirty::everything();
-        }
-        if read_epoch != Some(epoch) {
-            dirty.list = true;
+            return self.spread_resync().await;
         }
         // Taken before the read, so a disconnect during it still reaches the gauge.
         let mut state = client.state_watcher();
-        let mut requests = [0; 5];
-        let found = children
-            .refresh(
-                &client,
-                &config,
-                &service,
-                &mut dirty,
-                &mut requests,
-                &skipped,
-            )
-            .await;
-        count(&zm, &requests);
-        match found {
-            Ok(Found::Backends(backends, written)) => {
-                session = Some(client.session_id());
-                read_epoch = Some(epoch);
-                retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
-                ctx.metrics.zk_znodes(&service).set(backends.len() as i64);
-                if ctx.balancer.update(backends) && loaded {
-                    let now = unix_millis();
-                    for mtime in written {
-                        // Clocks of different hosts may disagree: a write "in the future" counts as 0.
-                        zm.propagation
-                            .observe(now.saturating_sub(mtime).max(0) as f64 / 1000.0);
-                    }
-                }
-                loaded = true;
-                connected.set(1);
-                last_update.set(unix_millis() / 1000);
-            }
-            Ok(Found::Missing) => {
-                session = Some(client.session_id());
-                read_epoch = Some(epoch);
-                tracing::warn!(service = %service, zk_path = %config.path, "path does not exist; waiting for it");
-                ctx.balancer.update(Vec::new());
-                loaded = true;
-                connected.set(1);
-                last_update.set(unix_millis() / 1000);
+        match self.read(&client, epoch).await {
+            Ok(found) => {
+                self.apply(found, &client, epoch);
+                drop(working);
+                self.wait_for_change(&mut state).await
             }
             Err(e) => {
                 drop(working);
-                connected.set(0);
-                ctx.metrics.discovery_error(&service, "zookeeper");
-                tracing::warn!(service = %service, zk_path = %config.path, error = %e, "cannot read from ZooKeeper; last known backends keep serving");
-                tokio::select! {
-                    _ = ctx.shutdown.cancelled() => return,
-                    r = conn.changed() => if r.is_err() { return } else { resync = true },
-                    _ = tokio::time::sleep(retry.next_delay(fastrand::f64())) => {}
-                }
-                continue;
+                self.wait_to_retry(&e).await
             }
         }
-        drop(working);
+    }
+
+    /// No usable session: waits for the session manager to bring one.
+    async fn wait_for_session(&mut self) -> Result<(), Stopped> {
+        self.connected.set(0);
+        tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => return Err(Stopped),
+            r = self.conn.changed() => r.map_err(|_| Stopped)?,
+        }
+        self.resync = true;
+        Ok(())
+    }
+
+    /// A reconnection of the same session: waits a random part of [`RESYNC_SPREAD`] before re-reading.
+    async fn spread_resync(&mut self) -> Result<(), Stopped> {
+        let spread = RESYNC_SPREAD.mul_f64(fastrand::f64());
+        tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => Err(Stopped),
+            _ = tokio::time::sleep(spread) => Ok(()),
+        }
+    }
+
+    /// Reads what changed: everything on a new session, the listing after a reconnection.
+    async fn read(&mut self, client: &zk::Client, epoch: u64) -> Result<Found, zk::Error> {
+        if self.session != Some(client.session_id()) {
+            self.dirty = Dirty::everything();
+        }
+        if self.read_epoch != Some(epoch) {
+            self.dirty.list = true;
+        }
+        let found = self.children.refresh(client, &mut self.dirty).await;
+        count(&self.metrics, &self.children.take_requests());
+        found
+    }
+
+    /// Hands a successful read to the balancer and the metrics.
+    fn apply(&mut self, found: Found, client: &zk::Client, epoch: u64) {
+        self.session = Some(client.session_id());
+        self.read_epoch = Some(epoch);
+        match found {
+            Found::Backends(backends, written) => {
+                self.retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
+                self.ctx
+                    .metrics
+                    .zk_znodes(&self.service)
+                    .set(backends.len() as i64);
+                if self.ctx.balancer.update(backends) && self.loaded {
+                    let now = unix_millis();
+                    for mtime in written {
+                        // Clocks of different hosts may disagree: a write "in the future" counts as 0.
+                        self.metrics
+                            .propagation
+                            .observe(now.saturating_sub(mtime).max(0) as f64 / 1000.0);
+                    }
+                }
+            }
+            Found::Missing => {
+                tracing::warn!(service = %self.service, zk_path = %self.config.path, "path does not exist; waiting for it");
+                self.ctx.balancer.update(Vec::new());
+            }
+        }
+        self.loaded = true;
+        self.connected.set(1);
+        self.last_update.set(unix_millis() / 1000);
+    }
+
+    /// A read failed: the last set keeps serving; retries after a backoff, or at once on a new session.
+    async fn wait_to_retry(&mut self, error: &zk::Error) -> Result<(), Stopped> {
+        self.connected.set(0);
+        self.ctx.metrics.discovery_error(&self.service, "zookeeper");
+        tracing::warn!(service = %self.service, zk_path = %self.config.path, error = %error, "cannot read from ZooKeeper; last known backends keep serving");
+        tokio::select! {
+            _ = self.ctx.shutdown.cancelled() => return Err(Stopped),
+            r = self.conn.changed() => {
+                r.map_err(|_| Stopped)?;
+                self.resync = true;
+            }
+            _ = tokio::time::sleep(self.retry.next_delay(fastrand::f64())) => {}
+        }
+        Ok(())
+    }
+
+    /// Waits until there is something to read: a reconnection or new session (list again; a new
+    /// session checks every child), or fired watches, gathered over the coalescing window. A
+    /// disconnect only shows in the gauge: the set stays, and the session manager announces the
+    /// reconnection.
+    async fn wait_for_change(&mut self, state: &mut zk::StateWatcher) -> Result<(), Stopped> {
         loop {
             tokio::select! {
-                _ = ctx.shutdown.cancelled() => return,
-                // A reconnection or a new session: list again (a new session checks every child).
-                r = conn.changed() => {
-                    if r.is_err() {
-                        return;
-                    }
-                    resync = true;
-                    break;
+                _ = self.ctx.shutdown.cancelled() => return Err(Stopped),
+                r = self.conn.changed() => {
+                    r.map_err(|_| Stopped)?;
+                    self.resync = true;
+                    return Ok(());
                 }
-                fired = children.fired() => {
-                    dirty.absorb(fired);
-                    if !dirty.any() {
-                        continue;
+                fired = self.children.fired() => {
+                    self.dirty.absorb(fired);
+                    if self.dirty.any() {
+                        return self.coalesce().await;
                     }
-                    // Gather what else fires within the window into the same re-read.
-                    let window = tokio::time::sleep(config.coalesce);
-                    tokio::pin!(window);
-                    loop {
-                        tokio::select! {
-                            _ = ctx.shutdown.cancelled() => return,
-                            _ = &mut window => break,
-                            more = children.fired() => dirty.absorb(more),
-                        }
-                    }
-                    break;
                 }
-                // A disconnect only shows in the gauge: the set stays, and the session manager
-                // announces the reconnection above.
-                s = state.changed() => connected.set(i64::from(matches!(
+                s = state.changed() => self.connected.set(i64::from(matches!(
                     s,
                     zk::SessionState::SyncConnected | zk::SessionState::ConnectedReadOnly
                 ))),
             }
         }
     }
+
+    /// Gathers what else fires within the coalescing window into the same re-read.
+    async fn coalesce(&mut self) -> Result<(), Stopped> {
+        let window = tokio::time::sleep(self.config.coalesce);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = self.ctx.shutdown.cancelled() => return Err(Stopped),
+                _ = &mut window => return Ok(()),
+                more = self.children.fired() => self.dirty.absorb(more),
+            }
+        }
+    }
 }
 
 /// Adds one re-read's requests to the counters.
-fn count(zm: &ZkDiscoveryMetrics, requests: &children::Requests) {
-    let total: u64 = requests.iter().sum();
+fn count(zm: &ZkDiscoveryMetrics, requests: &Requests) {
+    let total = requests.total();
     if total == 0 {
         return;
     }
-    for (counter, n) in zm.requests.iter().zip(requests) {
-        counter.inc_by(*n);
+    for (counter, n) in zm.requests.iter().zip(requests.by_kind()) {
+        counter.inc_by(n);
     }
     zm.requests_per_read.observe(total as f64);
 }
@@ -206,12 +275,4 @@ fn unix_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// Waits for the session to change; false on shutdown.
-async fn wait_conn(conn: &mut watch::Receiver<Conn>, ctx: &SourceContext) -> bool {
-    tokio::select! {
-        _ = ctx.shutdown.cancelled() => false,
-        r = conn.changed() => r.is_ok(),
-    }
 }

@@ -3,7 +3,7 @@
 
 use super::reason;
 use super::reload::Reloading;
-use crate::balance::probe::CheckTls;
+use crate::health::probe::CheckTls;
 use crate::metrics::TlsMetrics;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};

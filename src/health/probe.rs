@@ -3,16 +3,13 @@
 //! check passes once the handshake succeeds, an HTTP check sends its GET over TLS (HTTP/2 when ALPN
 //! chose h2).
 
-use super::backend::Target;
 use crate::config::{CheckType, HealthCheck};
+use crate::http_client::{self, Get};
 use crate::resource::Resource;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::HOST;
-use hyper::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -30,8 +27,8 @@ pub trait CheckTls: Send + Sync {
 
 /// The backend a probe checks.
 pub struct ProbeTarget<'a> {
-    /// Where to connect.
-    pub target: &'a Target,
+    /// The address to connect to when the host is an IP; `None` resolves `key` at connect time.
+    pub addr: Option<SocketAddr>,
     /// `host:port`, the default `Host` header.
     pub key: &'a str,
     /// The host, the default TLS server name.
@@ -40,6 +37,8 @@ pub struct ProbeTarget<'a> {
 
 /// The most body read from an HTTP check.
 const MAX_BODY: usize = 64 * 1024;
+/// The `User-Agent` of HTTP checks.
+const USER_AGENT: &str = "sinew-health-check";
 
 /// Why a check did not pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,9 +76,9 @@ async fn run(
     check: &HealthCheck,
     tls: Option<&dyn CheckTls>,
 ) -> Result<String, Failure> {
-    let stream = match backend.target {
-        Target::Addr(addr) => TcpStream::connect(addr).await,
-        Target::Name(name) => TcpStream::connect(name.as_str()).await,
+    let stream = match backend.addr {
+        Some(addr) => TcpStream::connect(addr).await,
+        None => TcpStream::connect(backend.key).await,
     }
     .map_err(|e| match Resource::of_error(&e) {
         Some(resource) => Failure::Local(resource, format!("connect: {e}")),
@@ -110,7 +109,7 @@ where
 {
     let host = check.host.as_deref().unwrap_or(key);
     let (status, body) = if h2 {
-        http2_get(stream, host, &check.path).await?
+        http_client::http2(stream, &check_get(host, &check.path)).await?
     } else {
         http_get(stream, host, &check.path).await?
     };
@@ -130,56 +129,20 @@ where
     Ok(format!("HTTP {status}"))
 }
 
-/// One HTTP/1.1 GET over `stream`: the status and up to 64 KiB of body.
+/// One HTTP/1.1 GET of a check over `stream`: the status and up to 64 KiB of body.
 pub async fn http_get<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("http handshake: {e}"))?;
-    let driver = tokio::spawn(conn);
-    let result = send(sender.send_request(request(host, path)?)).await;
-    driver.abort();
-    result
+    http_client::http1(stream, &check_get(host, path)).await
 }
 
-/// One HTTP/2 GET over `stream` (a TLS connection whose ALPN chose h2).
-async fn http2_get<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("http2 handshake: {e}"))?;
-    let driver = tokio::spawn(conn);
-    // HTTP/2 carries the scheme and authority in the request itself.
-    let uri = format!("https://{host}{path}");
-    let result = send(sender.send_request(request(host, &uri)?)).await;
-    driver.abort();
-    result
-}
-
-/// A check's GET of `uri` (a path, or an absolute URI for HTTP/2).
-fn request(host: &str, uri: &str) -> Result<Request<Empty<Bytes>>, String> {
-    Request::get(uri)
-        .header(HOST, host)
-        .header("user-agent", "sinew-health-check")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| format!("bad request: {e}"))
-}
-
-/// Awaits a response and reads its status and up to 64 KiB of body.
-async fn send(
-    response: impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
-) -> Result<(u16, Bytes), String> {
-    let resp = response.await.map_err(|e| format!("http: {e}"))?;
-    let status = resp.status().as_u16();
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("reading body: {e}"))?
-        .to_bytes();
-    Ok((status, body))
+/// A check's GET of `path` on `host`.
+fn check_get<'a>(host: &'a str, path: &'a str) -> Get<'a> {
+    Get {
+        host,
+        path,
+        user_agent: Some(USER_AGENT),
+        max_body: MAX_BODY,
+    }
 }

@@ -1,0 +1,6 @@
+//! ZooKeeper: the sessions an agent holds, one per ensemble, shared by discovery (which watches
+//! paths) and registration (which keeps this host's znodes).
+
+mod session;
+
+pub use session::{cluster, Backoff, Conn, Sessions};
