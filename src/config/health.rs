@@ -1,7 +1,7 @@
 //! Backend health settings: active checks (HAProxy's inter/fastinter/downinter/rise/fall), passive
 //! outlier ejection, panic threshold and slow start.
 
-use super::duration;
+use super::{duration, FieldError};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -96,22 +96,28 @@ impl Default for Outlier {
 }
 
 impl HealthCheck {
-    /// Checks ranges; returns the field (relative to `health_check`) and what is wrong.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+    /// Checks ranges, with fields relative to `health_check`.
+    pub fn validate(&self) -> Result<(), FieldError> {
         if self.rise == 0 || self.fall == 0 {
-            return Err(("rise", "rise and fall must be at least 1".into()));
+            return Err(FieldError::new("rise", "rise and fall must be at least 1"));
         }
         if self.interval.is_zero() || self.timeout.is_zero() {
-            return Err((
+            return Err(FieldError::new(
                 "interval",
-                "interval and timeout must be greater than zero".into(),
+                "interval and timeout must be greater than zero",
             ));
         }
         if self.jitter > 50 {
-            return Err(("jitter", "must be between 0 and 50 (percent)".into()));
+            return Err(FieldError::new(
+                "jitter",
+                "must be between 0 and 50 (percent)",
+            ));
         }
         if !self.path.starts_with('/') {
-            return Err(("path", format!("{:?} must start with '/'", self.path)));
+            return Err(FieldError::new(
+                "path",
+                format!("{:?} must start with '/'", self.path),
+            ));
         }
         Ok(())
     }

@@ -10,6 +10,7 @@
 mod addr;
 mod discovery;
 pub mod duration;
+mod field;
 mod haproxy;
 mod health;
 mod http;
@@ -28,6 +29,7 @@ pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use discovery::{
     Decode, DecodeMethod, DiscoveryConfig, WatchMode, ZookeeperDiscovery, MAX_COALESCE,
 };
+pub use field::FieldError;
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
