@@ -44,19 +44,11 @@ pub struct Directives {
 
 impl Directives {
     fn check(&mut self) -> &mut HealthCheck {
+        // HAProxy checks `/` and waits up to `inter` (2 s) for an answer.
         self.health_check.get_or_insert_with(|| HealthCheck {
-            kind: CheckType::Tcp,
             path: "/".into(),
-            expect_status: Vec::new(),
-            expect_body: None,
-            host: None,
-            interval: Duration::from_secs(2),
-            fast_interval: None,
-            down_interval: None,
-            rise: 2,
-            fall: 3,
             timeout: Duration::from_secs(2),
-            jitter: 10,
+            ..HealthCheck::default()
         })
     }
 }

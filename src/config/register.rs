@@ -8,16 +8,15 @@ use std::time::Duration;
 
 /// Registration of this host's services.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Register {
     /// The `name` in every znode and the prefix of its node name (Nerve's `instance_id`); default: host name.
-    #[serde(default)]
     pub instance_id: Option<String>,
     /// After SIGTERM, time between deleting the znodes and closing the listeners, so peers stop sending.
-    #[serde(default = "default_drain", with = "duration")]
+    #[serde(with = "duration")]
     pub drain: Duration,
     /// The services to register, by name.
-    #[serde(default, deserialize_with = "super::unique::map")]
+    #[serde(deserialize_with = "super::unique::map")]
     pub services: BTreeMap<String, Registration>,
 }
 
@@ -128,7 +127,7 @@ impl Default for Register {
     fn default() -> Self {
         Self {
             instance_id: None,
-            drain: default_drain(),
+            drain: Duration::from_secs(2),
             services: BTreeMap::new(),
         }
     }
@@ -207,9 +206,6 @@ impl Register {
     }
 }
 
-fn default_drain() -> Duration {
-    Duration::from_secs(2)
-}
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
 }
