@@ -25,7 +25,7 @@ mod unique;
 mod validate;
 mod warning;
 
-pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use addr::{parse_socket_addr, AddrError, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use discovery::{
     Decode, DecodeMethod, DiscoveryConfig, WatchMode, ZookeeperDiscovery, MAX_COALESCE,
 };

@@ -342,7 +342,7 @@ fn servers(v: Option<&Value>, weight: u32) -> Result<Vec<BackendAddr>, String> {
                 .get("port")
                 .and_then(port_of)
                 .ok_or(format!("[{i}]: a default server needs a port 1-65535"))?;
-            BackendAddr::new(host.to_string(), u32::from(port), weight)
+            BackendAddr::new(host.to_string(), u32::from(port), weight).map_err(|e| e.to_string())
         })
         .collect()
 }
