@@ -115,7 +115,7 @@ pub(super) fn translate(
         ("haproxy.backend", hap.get("backend")),
     ] {
         for line in lines(v) {
-            haproxy::directive(&line, &mut d).map_err(|m| at.invalid(field, m))?;
+            haproxy::directive(&line, &mut d).map_err(|e| at.invalid(field, e.to_string()))?;
         }
     }
     let options = match hap
@@ -129,7 +129,7 @@ pub(super) fn translate(
     };
     // Called even when empty: it also sets the default weight.
     haproxy::server_options(options, &mut d)
-        .map_err(|m| at.invalid("haproxy.server_options", m))?;
+        .map_err(|e| at.invalid("haproxy.server_options", e.to_string()))?;
     for n in d.noted.drain(..) {
         warn(Level::Info, n);
     }
