@@ -314,13 +314,9 @@ fn zookeeper(
         },
     };
     Ok(DiscoveryConfig::Zookeeper(ZookeeperDiscovery {
-        hosts,
-        path,
-        session_timeout: crate::config::discovery::default_session_timeout(),
         decode,
         port_override,
-        coalesce: crate::config::discovery::default_coalesce(),
-        watch: Default::default(),
+        ..ZookeeperDiscovery::new(hosts, path)
     }))
 }
 
