@@ -11,11 +11,43 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Err
     parse_socket_addr(&text).map_err(de::Error::custom)
 }
 
+/// Why an address in the config is refused; each message quotes what was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddrError {
+    /// A listener address that is not `ip:port`.
+    #[error("invalid socket address {0:?} (expected ip:port, e.g. 127.0.0.1:4001)")]
+    SocketAddr(String),
+    /// A backend address that is not `host:port`.
+    #[error("invalid backend address {0:?} (expected host:port, e.g. 127.0.0.1:8081)")]
+    Backend(String),
+    /// A backend without a host.
+    #[error("backend host is empty")]
+    EmptyHost,
+    /// A backend port outside 1-65535.
+    #[error("invalid port {port} for backend {host:?} (expected 1-65535)")]
+    Port {
+        /// The host it was given for.
+        host: String,
+        /// The port as written.
+        port: u32,
+    },
+    /// A backend weight above [`MAX_WEIGHT`].
+    #[error("weight {weight} for backend {host}:{port} is above {MAX_WEIGHT}")]
+    Weight {
+        /// The backend's host.
+        host: String,
+        /// The backend's port.
+        port: u16,
+        /// The weight as written.
+        weight: u32,
+    },
+}
+
 /// Parses `ip:port`, naming the bad input in the error.
-pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, String> {
-    text.trim().parse().map_err(|_| {
-        format!("invalid socket address {text:?} (expected ip:port, e.g. 127.0.0.1:4001)")
-    })
+pub fn parse_socket_addr(text: &str) -> Result<SocketAddr, AddrError> {
+    text.trim()
+        .parse()
+        .map_err(|_| AddrError::SocketAddr(text.to_string()))
 }
 
 /// True when listeners on `a` and `b` cannot both be bound: the same port, and the same address or a
@@ -51,10 +83,8 @@ pub const MAX_WEIGHT: u32 = 256;
 
 impl BackendAddr {
     /// Parses `host:port` or `[v6]:port`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || {
-            format!("invalid backend address {text:?} (expected host:port, e.g. 127.0.0.1:8081)")
-        };
+    pub fn parse(text: &str) -> Result<Self, AddrError> {
+        let bad = || AddrError::Backend(text.to_string());
         let text = text.trim();
         if let Ok(sa) = text.parse::<SocketAddr>() {
             return Self::new(sa.ip().to_string(), u32::from(sa.port()), DEFAULT_WEIGHT);
@@ -68,20 +98,15 @@ impl BackendAddr {
     }
 
     /// Builds an address, checking the port and weight ranges.
-    pub fn new(host: String, port: u32, weight: u32) -> Result<Self, String> {
+    pub fn new(host: String, port: u32, weight: u32) -> Result<Self, AddrError> {
         if host.trim().is_empty() {
-            return Err("backend host is empty".into());
+            return Err(AddrError::EmptyHost);
         }
-        let port = u16::try_from(port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| {
-                format!("invalid port {port} for backend {host:?} (expected 1-65535)")
-            })?;
+        let Some(port) = u16::try_from(port).ok().filter(|p| *p != 0) else {
+            return Err(AddrError::Port { host, port });
+        };
         if weight > MAX_WEIGHT {
-            return Err(format!(
-                "weight {weight} for backend {host}:{port} is above {MAX_WEIGHT}"
-            ));
+            return Err(AddrError::Weight { host, port, weight });
         }
         Ok(Self { host, port, weight })
     }
@@ -181,7 +206,9 @@ mod tests {
 
     #[test]
     fn socket_addr_error_quotes_input() {
-        let e = parse_socket_addr("127.0.0.1:99999").unwrap_err();
+        let e = parse_socket_addr("127.0.0.1:99999")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("\"127.0.0.1:99999\""), "{e}");
     }
 }

@@ -35,13 +35,18 @@ impl Serialize for DiscoveryConfig {
     }
 }
 
+/// A `discovery:` mapping that names no source, or both.
+#[derive(Debug, thiserror::Error)]
+#[error("give exactly one discovery source: `file` or `zookeeper`")]
+pub struct NotOneSource;
+
 impl TryFrom<DiscoverySection> for DiscoveryConfig {
-    type Error = String;
-    fn try_from(d: DiscoverySection) -> Result<Self, String> {
+    type Error = NotOneSource;
+    fn try_from(d: DiscoverySection) -> Result<Self, NotOneSource> {
         match (d.file, d.zookeeper) {
             (Some(f), None) => Ok(DiscoveryConfig::File(f)),
             (None, Some(z)) => Ok(DiscoveryConfig::Zookeeper(z)),
-            _ => Err("give exactly one discovery source: `file` or `zookeeper`".into()),
+            _ => Err(NotOneSource),
         }
     }
 }
@@ -69,6 +74,21 @@ pub struct ZookeeperDiscovery {
     /// How changes are watched.
     #[serde(default)]
     pub watch: WatchMode,
+}
+
+impl ZookeeperDiscovery {
+    /// Discovery of the children of `path` on the ensemble `hosts`, every other setting at its default.
+    pub fn new(hosts: Vec<String>, path: String) -> Self {
+        Self {
+            hosts,
+            path,
+            session_timeout: default_session_timeout(),
+            decode: Decode::default(),
+            port_override: None,
+            coalesce: default_coalesce(),
+            watch: WatchMode::default(),
+        }
+    }
 }
 
 /// How ZooKeeper discovery learns of changes.
@@ -109,10 +129,10 @@ pub enum DecodeMethod {
     Serverset,
 }
 
-pub(super) fn default_session_timeout() -> Duration {
+fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
 }
-pub(super) fn default_coalesce() -> Duration {
+fn default_coalesce() -> Duration {
     Duration::from_millis(100)
 }
 
@@ -120,6 +140,16 @@ pub(super) fn default_coalesce() -> Duration {
 mod tests {
     use super::*;
     use crate::config::load::tests::parse;
+
+    #[test]
+    fn new_has_the_defaults_a_file_leaves_out() {
+        let written: ZookeeperDiscovery =
+            serde_norway::from_str("{ hosts: [h:1], path: /p }").unwrap();
+        assert_eq!(
+            ZookeeperDiscovery::new(vec!["h:1".into()], "/p".into()),
+            written
+        );
+    }
 
     #[test]
     fn zookeeper_discovery_parses_and_two_sources_are_rejected() {

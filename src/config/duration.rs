@@ -69,17 +69,40 @@ pub mod option {
 /// far from where adding it to a clock reading, or doubling it for a backoff, overflows.
 pub const MAX: Duration = Duration::from_secs(3650 * 86_400);
 
+/// Why a written duration is refused.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a duration with a unit.
+    #[error("invalid duration {text:?} ({reason}); write it like 250ms, 2s or 5m")]
+    Invalid {
+        /// What was written.
+        text: String,
+        /// Why it does not parse.
+        reason: humantime::DurationError,
+    },
+    /// Longer than [`MAX`].
+    #[error("duration {text:?} is too long: at most 3650 days")]
+    TooLong {
+        /// What was written.
+        text: String,
+    },
+}
+
 /// Parses a human-readable duration; a bare number is rejected so units are never guessed.
-pub fn parse(text: &str) -> Result<Duration, String> {
-    let d = humantime::parse_duration(text.trim())
-        .map_err(|e| format!("invalid duration {text:?} ({e}); write it like 250ms, 2s or 5m"))?;
+pub fn parse(text: &str) -> Result<Duration, DurationError> {
+    let d = humantime::parse_duration(text.trim()).map_err(|reason| DurationError::Invalid {
+        text: text.to_string(),
+        reason,
+    })?;
     at_most_max(text, d)
 }
 
 /// `d` (written as `text`) when it is at most [`MAX`].
-pub fn at_most_max(text: &str, d: Duration) -> Result<Duration, String> {
+pub fn at_most_max(text: &str, d: Duration) -> Result<Duration, DurationError> {
     if d > MAX {
-        return Err(format!("duration {text:?} is too long: at most 3650 days"));
+        return Err(DurationError::TooLong {
+            text: text.to_string(),
+        });
     }
     Ok(d)
 }
@@ -99,7 +122,7 @@ mod tests {
     fn rejects_durations_past_the_maximum() {
         assert_eq!(parse("3650d"), Ok(MAX));
         for text in ["3651d", "100000years", "500000000000y"] {
-            let e = parse(text).unwrap_err();
+            let e = parse(text).unwrap_err().to_string();
             assert!(
                 e.contains("too long") || e.contains("too large"),
                 "{text}: {e}"

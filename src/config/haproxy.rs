@@ -44,35 +44,56 @@ pub struct Directives {
 
 impl Directives {
     fn check(&mut self) -> &mut HealthCheck {
+        // HAProxy checks `/` and waits up to `inter` (2 s) for an answer.
         self.health_check.get_or_insert_with(|| HealthCheck {
-            kind: CheckType::Tcp,
             path: "/".into(),
-            expect_status: Vec::new(),
-            expect_body: None,
-            host: None,
-            interval: Duration::from_secs(2),
-            fast_interval: None,
-            down_interval: None,
-            rise: 2,
-            fall: 3,
             timeout: Duration::from_secs(2),
-            jitter: 10,
+            ..HealthCheck::default()
         })
     }
 }
 
+/// Why an HAProxy directive or server option is refused; each message quotes what was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HaproxyError {
+    /// A time that is not a number with a known unit.
+    #[error("expected a time such as 5000 (ms), 500ms, 5s or 1m")]
+    Time,
+    /// A time longer than [`duration::MAX`], as written.
+    #[error("{0} is too long: at most 3650 days")]
+    TimeTooLong(String),
+    /// A directive line with a wrong value.
+    #[error("{line:?}: {problem}")]
+    Directive {
+        /// The line, trimmed.
+        line: String,
+        /// What is wrong with its value.
+        problem: String,
+    },
+    /// A server option with a missing or wrong value.
+    #[error("server option {option:?} {value:?}: {problem}")]
+    ServerOption {
+        /// The option's name.
+        option: String,
+        /// Its value as written (empty when missing).
+        value: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
 /// A duration in HAProxy's syntax: a number with an optional unit (`us`, `ms`, `s`, `m`, `h`, `d`);
 /// unitless means milliseconds. At most [`duration::MAX`]; the multiplication by the unit is checked.
-pub fn time(text: &str) -> Result<Duration, String> {
+pub fn time(text: &str) -> Result<Duration, HaproxyError> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (n, unit) = text.split_at(split);
-    let too_long = || format!("{text} is too long: at most 3650 days");
+    let too_long = || HaproxyError::TimeTooLong(text.to_string());
     let n: u64 = match n.parse() {
         Ok(n) => n,
         Err(_) if !n.is_empty() => return Err(too_long()),
-        Err(_) => return Err("expected a time such as 5000 (ms), 500ms, 5s or 1m".into()),
+        Err(_) => return Err(HaproxyError::Time),
     };
     let seconds = |per: u64| n.checked_mul(per).map(Duration::from_secs);
     let d = match unit {
@@ -82,15 +103,20 @@ pub fn time(text: &str) -> Result<Duration, String> {
         "m" => seconds(60),
         "h" => seconds(3600),
         "d" => seconds(86_400),
-        _ => return Err("expected a time such as 5000 (ms), 500ms, 5s or 1m".into()),
+        _ => return Err(HaproxyError::Time),
     };
     d.filter(|d| *d <= duration::MAX).ok_or_else(too_long)
 }
 
 /// Applies one `listen`/`backend`/`frontend`/`defaults` line; an error says what is wrong with its value.
-pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
+pub fn directive(line: &str, d: &mut Directives) -> Result<(), HaproxyError> {
     let words: Vec<&str> = line.split_whitespace().collect();
-    let bad = |what: &str| Err(format!("{:?}: {what}", line.trim()));
+    let bad = |problem: &str| {
+        Err(HaproxyError::Directive {
+            line: line.trim().to_string(),
+            problem: problem.to_string(),
+        })
+    };
     let ok = match words.as_slice() {
         [] => true,
         [first, ..] if first.starts_with('#') => true,
@@ -115,7 +141,7 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), String> {
         {
             let t = match time(value) {
                 Ok(t) => t,
-                Err(e) => return bad(&e),
+                Err(e) => return bad(&e.to_string()),
             };
             timeout(kind, t, d);
             true
@@ -216,7 +242,7 @@ fn set<T>(slot: &mut T, value: T) -> bool {
 
 /// Applies a `server_options` string (appended to every server line by Synapse); an error names an option
 /// whose value is missing or wrong.
-pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
+pub fn server_options(options: &str, d: &mut Directives) -> Result<(), HaproxyError> {
     if d.weight == 0 {
         d.weight = DEFAULT_WEIGHT;
     }
@@ -224,7 +250,13 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
     let mut i = 0;
     while i < words.len() {
         let value = words.get(i + 1).copied().unwrap_or("");
-        let bad = |what: &str| Err(format!("server option {:?} {value:?}: {what}", words[i]));
+        let bad = |problem: &str| {
+            Err(HaproxyError::ServerOption {
+                option: words[i].to_string(),
+                value: value.to_string(),
+                problem: problem.to_string(),
+            })
+        };
         let consumed = match words[i] {
             "check" => {
                 d.check = true;
@@ -241,7 +273,7 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
                     }
                     2
                 }
-                Err(e) => return bad(&e),
+                Err(e) => return bad(&e.to_string()),
             },
             "rise" | "fall" => match value.parse::<u32>() {
                 Ok(n) if n > 0 => {
@@ -274,7 +306,7 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), String> {
                     d.slow_start = Some(t);
                     2
                 }
-                Err(e) => return bad(&e),
+                Err(e) => return bad(&e.to_string()),
             },
             "observe" => match value {
                 "layer4" | "layer7" => {
@@ -327,20 +359,22 @@ mod tests {
             "99999999999999999999",
             "213503982334601h",
         ] {
-            let e = time(t).unwrap_err();
+            let e = time(t).unwrap_err().to_string();
             assert!(e.contains("too long"), "{t}: {e}");
         }
         let e = directive(
             "timeout connect 300000000000000d",
             &mut Directives::default(),
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("timeout connect") && e.contains("at most 3650 days"),
             "{e}"
         );
-        let e =
-            server_options("check inter 300000000000000d", &mut Directives::default()).unwrap_err();
+        let e = server_options("check inter 300000000000000d", &mut Directives::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("too long"), "{e}");
     }
 
@@ -396,7 +430,9 @@ mod tests {
             "mode udp",
             "http-check expect status ok",
         ] {
-            let e = directive(line, &mut Directives::default()).unwrap_err();
+            let e = directive(line, &mut Directives::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(line), "{e}");
         }
         for opts in ["check inter", "rise 0", "weight 300", "maxconn lots"] {

@@ -17,29 +17,22 @@ pub enum UpstreamProtocol {
 
 /// Header handling and limits in HTTP mode.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpOptions {
     /// Append the client address to `X-Forwarded-For` and set `X-Forwarded-Proto`.
-    #[serde(default = "yes")]
     pub forwarded_headers: bool,
     /// Add `Via: 1.1 sinew` to requests and responses.
-    #[serde(default)]
     pub via: bool,
     /// Largest request head accepted from a client, in bytes (beyond it: 431).
-    #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// Most header fields accepted in a request head (beyond it: 431).
-    #[serde(default = "default_max_headers")]
     pub max_headers: usize,
     /// Request bodies up to this size are kept in memory so the request can be retried; larger bodies stream
     /// through and are never retried once sent.
-    #[serde(default = "default_max_retry_body")]
     pub max_retry_body: usize,
     /// Log one line per request (target `sinew::access`).
-    #[serde(default)]
     pub access_log: bool,
     /// Idle pooled connections kept per backend.
-    #[serde(default = "default_max_idle")]
     pub max_idle_per_backend: usize,
 }
 
@@ -48,11 +41,11 @@ impl Default for HttpOptions {
         Self {
             forwarded_headers: true,
             via: false,
-            max_header_bytes: default_max_header_bytes(),
-            max_headers: default_max_headers(),
-            max_retry_body: default_max_retry_body(),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_retry_body: 64 * 1024,
             access_log: false,
-            max_idle_per_backend: default_max_idle(),
+            max_idle_per_backend: 64,
         }
     }
 }
@@ -76,43 +69,21 @@ pub enum RetryOn {
 
 /// Exponential backoff between retries, fully jittered.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Backoff {
     /// Upper bound of the first retry's delay.
-    #[serde(default = "default_backoff_base", with = "duration")]
+    #[serde(with = "duration")]
     pub base: Duration,
     /// Cap of the delay.
-    #[serde(default = "default_backoff_max", with = "duration")]
+    #[serde(with = "duration")]
     pub max: Duration,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
         Self {
-            base: default_backoff_base(),
-            max: default_backoff_max(),
+            base: Duration::from_millis(25),
+            max: Duration::from_millis(250),
         }
     }
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_max_header_bytes() -> usize {
-    64 * 1024
-}
-fn default_max_headers() -> usize {
-    100
-}
-fn default_max_retry_body() -> usize {
-    64 * 1024
-}
-fn default_max_idle() -> usize {
-    64
-}
-fn default_backoff_base() -> Duration {
-    Duration::from_millis(25)
-}
-fn default_backoff_max() -> Duration {
-    Duration::from_millis(250)
 }

@@ -126,6 +126,26 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_section_left_empty_is_its_default() {
+        use crate::config::{
+            register::Register, AdminConfig, Backoff, HealthCheck, HttpOptions, Outlier, Retries,
+            Timeouts,
+        };
+        fn empty<T: serde::de::DeserializeOwned>() -> T {
+            serde_norway::from_str("{}").unwrap()
+        }
+        assert_eq!(empty::<Config>(), Config::default());
+        assert_eq!(empty::<AdminConfig>(), AdminConfig::default());
+        assert_eq!(empty::<Timeouts>(), Timeouts::default());
+        assert_eq!(empty::<Retries>(), Retries::default());
+        assert_eq!(empty::<HttpOptions>(), HttpOptions::default());
+        assert_eq!(empty::<Backoff>(), Backoff::default());
+        assert_eq!(empty::<HealthCheck>(), HealthCheck::default());
+        assert_eq!(empty::<Outlier>(), Outlier::default());
+        assert_eq!(empty::<Register>(), Register::default());
+    }
+
+    #[test]
     fn issue_example_parses() {
         let c = parse(
             "admin:\n  listen: 127.0.0.1:3210\nservices:\n  web:\n    listen: 127.0.0.1:4001\n    mode: tcp\n    balance: round_robin\n    backends:\n      - 127.0.0.1:8081\n      - { host: 127.0.0.1, port: 8082, weight: 2 }\n    timeouts: { connect: 1s, idle: 5m }\n    retries: { attempts: 2 }\n",

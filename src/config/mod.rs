@@ -10,6 +10,7 @@
 mod addr;
 mod discovery;
 pub mod duration;
+mod field;
 mod haproxy;
 mod health;
 mod http;
@@ -24,10 +25,12 @@ mod unique;
 mod validate;
 mod warning;
 
-pub use addr::{parse_socket_addr, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use addr::{parse_socket_addr, AddrError, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use discovery::{
-    Decode, DecodeMethod, DiscoveryConfig, WatchMode, ZookeeperDiscovery, MAX_COALESCE,
+    Decode, DecodeMethod, DiscoveryConfig, NotOneSource, WatchMode, ZookeeperDiscovery,
+    MAX_COALESCE,
 };
+pub use field::FieldError;
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
@@ -81,25 +84,24 @@ pub enum ConfigError {
 
 /// The whole agent configuration.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Admin HTTP server (metrics, API).
-    #[serde(default)]
     pub admin: AdminConfig,
     /// How long open connections may keep running after SIGTERM/SIGINT.
-    #[serde(default = "default_grace", with = "duration")]
+    #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     /// Persist discovered backend sets here and load them at start (Synapse's `state_file_path`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<StateFile>,
     /// Write each service's current backends as JSON into this directory (Synapse's `file_output`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub file_output: Option<FileOutput>,
     /// The services this host depends on, by name.
-    #[serde(default, deserialize_with = "unique::map")]
+    #[serde(deserialize_with = "unique::map")]
     pub services: BTreeMap<String, ServiceConfig>,
     /// This host's services to health-check and register in ZooKeeper.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<register::Register>,
     /// True when the file names its `services`, even as `services: {}`: no services was meant, so a
     /// reload may stop every running one. Set by the loaders, never read from the file.
@@ -111,7 +113,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             admin: AdminConfig::default(),
-            shutdown_grace: default_grace(),
+            shutdown_grace: Duration::from_secs(10),
             state_file: None,
             file_output: None,
             services: BTreeMap::new(),
@@ -142,38 +144,29 @@ pub struct FileOutput {
 
 /// Admin server settings.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// Address of the admin server; loopback by default.
-    #[serde(
-        default = "default_admin_listen",
-        deserialize_with = "addr::socket_addr"
-    )]
+    #[serde(deserialize_with = "addr::socket_addr")]
     pub listen: SocketAddr,
     /// When set, state-changing endpoints (reload, maintenance) need `Authorization: Bearer TOKEN`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
     /// Unix socket on which this process offers its listening sockets to a successor (`sinew run --takeover`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upgrade_socket: Option<PathBuf>,
 }
 
 impl Default for AdminConfig {
     fn default() -> Self {
         Self {
-            listen: default_admin_listen(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 3210)),
             token: None,
             upgrade_socket: None,
         }
     }
 }
 
-fn default_admin_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 3210))
-}
-fn default_grace() -> Duration {
-    Duration::from_secs(10)
-}
 fn default_state_ttl() -> Duration {
     Duration::from_secs(86_400)
 }

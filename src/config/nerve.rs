@@ -128,9 +128,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
         drain: Duration::from_secs(2),
         services: out,
     };
-    register
-        .validate()
-        .map_err(|(f, m)| invalid(format!("{f}: {m}")))?;
+    register.validate().map_err(|e| invalid(e.to_string()))?;
     Ok(Translation { register, warnings })
 }
 

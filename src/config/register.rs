@@ -1,23 +1,22 @@
 //! The registration side (what Nerve did): this host's services, their checks, and where their
 //! ephemeral znodes go. `nerve` translates an unmodified Nerve config into the same model.
 
-use super::duration;
+use super::{duration, FieldError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Registration of this host's services.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Register {
     /// The `name` in every znode and the prefix of its node name (Nerve's `instance_id`); default: host name.
-    #[serde(default)]
     pub instance_id: Option<String>,
     /// After SIGTERM, time between deleting the znodes and closing the listeners, so peers stop sending.
-    #[serde(default = "default_drain", with = "duration")]
+    #[serde(with = "duration")]
     pub drain: Duration,
     /// The services to register, by name.
-    #[serde(default, deserialize_with = "super::unique::map")]
+    #[serde(deserialize_with = "super::unique::map")]
     pub services: BTreeMap<String, Registration>,
 }
 
@@ -128,56 +127,77 @@ impl Default for Register {
     fn default() -> Self {
         Self {
             instance_id: None,
-            drain: default_drain(),
+            drain: Duration::from_secs(2),
             services: BTreeMap::new(),
         }
     }
 }
 
 impl Register {
-    /// Checks what types cannot; returns the field path (under `register`) and what is wrong.
-    pub fn validate(&self) -> Result<(), (String, String)> {
+    /// Checks what types cannot, with fields relative to `register`.
+    pub fn validate(&self) -> Result<(), FieldError> {
         for (name, r) in &self.services {
             let at = |f: &str| format!("services.{name}.{f}");
             if r.port == 0 {
-                return Err((at("port"), "must be 1-65535".into()));
+                return Err(FieldError::new(at("port"), "must be 1-65535"));
             }
             if r.zk_hosts.is_empty() {
-                return Err((at("zk_hosts"), "at least one host is required".into()));
+                return Err(FieldError::new(
+                    at("zk_hosts"),
+                    "at least one host is required",
+                ));
             }
             if !r.zk_path.starts_with('/') || (r.zk_path.len() > 1 && r.zk_path.ends_with('/')) {
-                return Err((
+                return Err(FieldError::new(
                     at("zk_path"),
                     format!("{:?} must start with '/' and not end with one", r.zk_path),
                 ));
             }
             if r.check_interval.is_zero() || r.check_interval > MAX_PERIOD {
-                return Err((at("check_interval"), "must be between 0 and 1 day".into()));
+                return Err(FieldError::new(
+                    at("check_interval"),
+                    "must be between 0 and 1 day",
+                ));
             }
             if r.session_timeout > MAX_PERIOD {
-                return Err((at("session_timeout"), "must be at most 1 day".into()));
+                return Err(FieldError::new(
+                    at("session_timeout"),
+                    "must be at most 1 day",
+                ));
             }
             if r.checks.is_empty() {
-                return Err((at("checks"), "at least one check is required".into()));
+                return Err(FieldError::new(
+                    at("checks"),
+                    "at least one check is required",
+                ));
             }
             for (i, c) in r.checks.iter().enumerate() {
                 let at = |f: &str| format!("services.{name}.checks[{i}].{f}");
                 if c.rise == 0 || c.fall == 0 {
-                    return Err((at("rise"), "rise and fall must be at least 1".into()));
+                    return Err(FieldError::new(
+                        at("rise"),
+                        "rise and fall must be at least 1",
+                    ));
                 }
                 if c.timeout.is_zero() || c.timeout > MAX_PERIOD {
-                    return Err((at("timeout"), "must be between 0 and 1 day".into()));
+                    return Err(FieldError::new(
+                        at("timeout"),
+                        "must be between 0 and 1 day",
+                    ));
                 }
                 if c.kind == CheckKind::Exec && c.command.is_empty() {
-                    return Err((at("command"), "an exec check needs a command".into()));
+                    return Err(FieldError::new(
+                        at("command"),
+                        "an exec check needs a command",
+                    ));
                 }
                 if c.kind == CheckKind::Http && !c.uri.as_deref().unwrap_or("/").starts_with('/') {
-                    return Err((at("uri"), "must start with '/'".into()));
+                    return Err(FieldError::new(at("uri"), "must start with '/'"));
                 }
                 // AMQP carries these as short strings.
                 for (field, value) in [("username", &c.username), ("vhost", &c.vhost)] {
                     if value.as_ref().is_some_and(|v| v.len() > 255) {
-                        return Err((at(field), "at most 255 bytes".into()));
+                        return Err(FieldError::new(at(field), "at most 255 bytes"));
                     }
                 }
             }
@@ -186,9 +206,6 @@ impl Register {
     }
 }
 
-fn default_drain() -> Duration {
-    Duration::from_secs(2)
-}
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -212,7 +229,7 @@ mod tests {
         let mut r: Register = serde_norway::from_str(yaml).unwrap();
         assert!(r.validate().is_ok());
         r.services.get_mut("q").unwrap().checks[0].vhost = Some("v".repeat(256));
-        let (at, _) = r.validate().unwrap_err();
+        let at = r.validate().unwrap_err().field;
         assert_eq!(at, "services.q.checks[0].vhost");
     }
 
@@ -220,7 +237,7 @@ mod tests {
     fn periods_are_bounded_at_load() {
         let yaml = "services:\n  q:\n    host: h\n    port: 5672\n    zk_hosts: [zk:2181]\n    zk_path: /q\n    check_interval: 2d\n    checks: [{ type: tcp }]\n";
         let r: Register = serde_norway::from_str(yaml).unwrap();
-        let (at, _) = r.validate().unwrap_err();
+        let at = r.validate().unwrap_err().field;
         assert_eq!(at, "services.q.check_interval");
     }
 }

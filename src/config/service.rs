@@ -168,73 +168,67 @@ impl Algorithm {
 
 /// Per-service timeouts.
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Timeouts {
     /// Time allowed to establish a connection to one backend.
-    #[serde(default = "default_connect", with = "duration")]
+    #[serde(with = "duration")]
     pub connect: Duration,
     /// A connection with no bytes in either direction for this long is closed.
-    #[serde(default = "default_idle", with = "duration")]
+    #[serde(with = "duration")]
     pub idle: Duration,
     /// HTTP mode: time from sending a request to receiving the response head (504 beyond it).
-    #[serde(default = "default_request", with = "duration")]
+    #[serde(with = "duration")]
     pub request: Duration,
     /// HTTP mode: a client must send a complete request head within this time (slowloris guard).
-    #[serde(default = "default_header_read", with = "duration")]
+    #[serde(with = "duration")]
     pub header_read: Duration,
     /// HTTP mode: idle pooled backend connections are closed after this, before backends close them.
-    #[serde(default = "default_pool_idle", with = "duration")]
+    #[serde(with = "duration")]
     pub pool_idle: Duration,
     /// Longest wait in the queue for a backend slot (with `max_connections`).
-    #[serde(default = "default_queue", with = "duration")]
+    #[serde(with = "duration")]
     pub queue: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
-            connect: default_connect(),
-            idle: default_idle(),
-            request: default_request(),
-            header_read: default_header_read(),
-            pool_idle: default_pool_idle(),
-            queue: default_queue(),
+            connect: Duration::from_secs(1),
+            idle: Duration::from_secs(300),
+            request: Duration::from_secs(15),
+            header_read: Duration::from_secs(10),
+            pool_idle: Duration::from_secs(4),
+            queue: Duration::from_secs(5),
         }
     }
 }
 
 /// Retry policy.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Retries {
     /// Extra attempts on other backends after a connect failure (HAProxy's `retries` + `option redispatch`).
-    #[serde(default = "default_attempts")]
     pub attempts: u32,
     /// HTTP mode: conditions that trigger a retry; connect failures always do.
-    #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,
     /// HTTP mode: status codes retried when `on` lists `retriable_status_codes`.
-    #[serde(default)]
     pub retriable_status_codes: Vec<u16>,
     /// HTTP mode: retries in flight may not exceed this share of active requests...
-    #[serde(default = "default_budget_percent")]
     pub budget_percent: f64,
     /// ...except that this many concurrent retries are always allowed.
-    #[serde(default = "default_min_concurrent")]
     pub min_concurrent: u32,
     /// HTTP mode: delay between retries.
-    #[serde(default)]
     pub backoff: Backoff,
 }
 
 impl Default for Retries {
     fn default() -> Self {
         Self {
-            attempts: default_attempts(),
-            on: default_retry_on(),
+            attempts: 2,
+            on: vec![RetryOn::ConnectFailure],
             retriable_status_codes: Vec::new(),
-            budget_percent: default_budget_percent(),
-            min_concurrent: default_min_concurrent(),
+            budget_percent: 20.0,
+            min_concurrent: 3,
             backoff: Backoff::default(),
         }
     }
@@ -246,33 +240,6 @@ pub const MIN_HEADER_BYTES: usize = 8192;
 /// Upper bound on `retries.attempts`, to keep a sick fleet from being stormed.
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
-fn default_connect() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_idle() -> Duration {
-    Duration::from_secs(300)
-}
-fn default_request() -> Duration {
-    Duration::from_secs(15)
-}
-fn default_header_read() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_pool_idle() -> Duration {
-    Duration::from_secs(4)
-}
-fn default_retry_on() -> Vec<RetryOn> {
-    vec![RetryOn::ConnectFailure]
-}
-fn default_budget_percent() -> f64 {
-    20.0
-}
-fn default_min_concurrent() -> u32 {
-    3
-}
-fn default_queue() -> Duration {
-    Duration::from_secs(5)
-}
 fn default_max_queue() -> usize {
     1000
 }
@@ -284,9 +251,6 @@ fn default_panic_threshold() -> u32 {
 }
 fn default_true() -> bool {
     true
-}
-fn default_attempts() -> u32 {
-    2
 }
 
 #[cfg(test)]

@@ -305,7 +305,8 @@ fn translate(
     // `defaults` apply to every service but are read, and warned about, once.
     let mut defaults = Directives::default();
     for line in lines(top.get("defaults")) {
-        haproxy::directive(&line, &mut defaults).map_err(|m| top_error("haproxy.defaults", m))?;
+        haproxy::directive(&line, &mut defaults)
+            .map_err(|e| top_error("haproxy.defaults", e.to_string()))?;
     }
     for n in defaults.noted.drain(..) {
         w.push(Level::Info, format!("haproxy.defaults: {n}"));

@@ -1,8 +1,8 @@
 //! Rules the types alone cannot express: cross-field constraints and ranges, checked once at load.
 
 use super::{
-    addr, Config, ConfigError, DiscoveryConfig, ServiceConfig, MAX_COALESCE, MAX_RETRY_ATTEMPTS,
-    MIN_HEADER_BYTES,
+    addr, Config, ConfigError, DiscoveryConfig, FieldError, ServiceConfig, MAX_COALESCE,
+    MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,153 +10,160 @@ use std::path::Path;
 impl Config {
     /// Checks what the types alone cannot: cross-field rules and ranges.
     pub fn validate(&self, file: &Path) -> Result<(), ConfigError> {
-        let invalid = |field: String, message: String| ConfigError::Invalid {
+        let invalid = |e: FieldError| ConfigError::Invalid {
             file: file.to_path_buf(),
-            field,
-            message,
+            field: e.field,
+            message: e.problem,
         };
         if let Some(r) = &self.register {
-            r.validate()
-                .map_err(|(field, message)| invalid(format!("register.{field}"), message))?;
+            r.validate().map_err(|e| invalid(e.under("register")))?;
         }
         let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
-            let at = |f: &str| format!("services.{name}.{f}");
+            let section = format!("services.{name}");
             if name.is_empty()
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
             {
-                return Err(invalid(
-                    format!("services.{name}"),
-                    "service names may use only letters, digits, '_', '-' and '.'".into(),
-                ));
+                return Err(invalid(FieldError::new(
+                    section,
+                    "service names may use only letters, digits, '_', '-' and '.'",
+                )));
             }
             if let Some((addr, other)) = listeners
                 .iter()
                 .find(|(a, _)| addr::overlaps(*a, svc.listen))
             {
-                let message = if *addr == svc.listen {
+                let problem = if *addr == svc.listen {
                     format!("{addr} is already used by {other}")
                 } else {
                     format!("{} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers", svc.listen)
                 };
-                return Err(invalid(at("listen"), message));
+                return Err(invalid(FieldError::new("listen", problem).under(&section)));
             }
             listeners.push((svc.listen, name));
-            match &svc.discovery {
-                None if svc.backends.is_empty() => {
-                    return Err(invalid(
-                        format!("services.{name}"),
-                        "no backends: give a `backends` list or a `discovery` source".into(),
-                    ))
-                }
-                Some(_) if !svc.backends.is_empty() => {
-                    return Err(invalid(
-                        at("backends"),
-                        "static backends and a discovery source are exclusive; keep one".into(),
-                    ))
-                }
-                Some(DiscoveryConfig::Zookeeper(zk)) => {
-                    if zk.port_override == Some(0) {
-                        return Err(invalid(
-                            at("discovery.zookeeper.port_override"),
-                            "must be a port 1-65535".into(),
-                        ));
-                    }
-                    if zk.coalesce > MAX_COALESCE {
-                        return Err(invalid(
-                            at("discovery.zookeeper.coalesce"),
-                            format!("at most {}", humantime::format_duration(MAX_COALESCE)),
-                        ));
-                    }
-                    if zk.hosts.is_empty() {
-                        return Err(invalid(
-                            at("discovery.zookeeper.hosts"),
-                            "at least one host is required".into(),
-                        ));
-                    }
-                    if !zk.path.starts_with('/') || (zk.path.len() > 1 && zk.path.ends_with('/')) {
-                        return Err(invalid(
-                            at("discovery.zookeeper.path"),
-                            format!("{:?} must start with '/' and not end with one", zk.path),
-                        ));
-                    }
-                }
-                _ => {}
-            }
-            if svc.timeouts.connect.is_zero() {
-                return Err(invalid(
-                    at("timeouts.connect"),
-                    "must be greater than zero".into(),
-                ));
-            }
-            if svc.timeouts.idle.is_zero() {
-                return Err(invalid(
-                    at("timeouts.idle"),
-                    "must be greater than zero".into(),
-                ));
-            }
-            if svc.retries.attempts > MAX_RETRY_ATTEMPTS {
-                return Err(invalid(
-                    at("retries.attempts"),
-                    format!("must be at most {MAX_RETRY_ATTEMPTS}"),
-                ));
-            }
-            validate_http(svc).map_err(|(field, message)| invalid(at(field), message))?;
-            if let Some(t) = &svc.tls_upstream {
-                if t.client_cert.is_some() != t.client_key.is_some() {
-                    return Err(invalid(
-                        at("tls_upstream"),
-                        "client_cert and client_key go together".into(),
-                    ));
-                }
-            }
-            if let Some(hc) = &svc.health_check {
-                hc.validate()
-                    .map_err(|(f, m)| invalid(at(&format!("health_check.{f}")), m))?;
-            }
-            if svc.ewma_decay.is_zero() {
-                return Err(invalid(
-                    at("ewma_decay"),
-                    "must be greater than zero".into(),
-                ));
-            }
-            if svc.panic_threshold > 100 {
-                return Err(invalid(
-                    at("panic_threshold"),
-                    "must be between 0 and 100 (percent)".into(),
-                ));
-            }
-            if let Some(o) = &svc.outlier {
-                if o.consecutive_failures == 0
-                    || o.max_ejection_percent > 100
-                    || o.base_ejection > o.max_ejection
-                {
-                    return Err(invalid(
-                        at("outlier"),
-                        "consecutive_failures must be at least 1, max_ejection_percent at most 100, base_ejection at most max_ejection".into(),
-                    ));
-                }
-            }
+            service_rules(svc).map_err(|e| invalid(e.under(&section)))?;
         }
         Ok(())
     }
 }
 
-/// HTTP-mode ranges: the field (relative to the service) and what is wrong.
-fn validate_http(svc: &ServiceConfig) -> Result<(), (&'static str, String)> {
+/// One service's own rules, with fields relative to the service.
+fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
+    match &svc.discovery {
+        None if svc.backends.is_empty() => {
+            return Err(FieldError::new(
+                "",
+                "no backends: give a `backends` list or a `discovery` source",
+            ))
+        }
+        Some(_) if !svc.backends.is_empty() => {
+            return Err(FieldError::new(
+                "backends",
+                "static backends and a discovery source are exclusive; keep one",
+            ))
+        }
+        Some(DiscoveryConfig::Zookeeper(zk)) => {
+            if zk.port_override == Some(0) {
+                return Err(FieldError::new(
+                    "discovery.zookeeper.port_override",
+                    "must be a port 1-65535",
+                ));
+            }
+            if zk.coalesce > MAX_COALESCE {
+                return Err(FieldError::new(
+                    "discovery.zookeeper.coalesce",
+                    format!("at most {}", humantime::format_duration(MAX_COALESCE)),
+                ));
+            }
+            if zk.hosts.is_empty() {
+                return Err(FieldError::new(
+                    "discovery.zookeeper.hosts",
+                    "at least one host is required",
+                ));
+            }
+            if !zk.path.starts_with('/') || (zk.path.len() > 1 && zk.path.ends_with('/')) {
+                return Err(FieldError::new(
+                    "discovery.zookeeper.path",
+                    format!("{:?} must start with '/' and not end with one", zk.path),
+                ));
+            }
+        }
+        _ => {}
+    }
+    if svc.timeouts.connect.is_zero() {
+        return Err(FieldError::new(
+            "timeouts.connect",
+            "must be greater than zero",
+        ));
+    }
+    if svc.timeouts.idle.is_zero() {
+        return Err(FieldError::new(
+            "timeouts.idle",
+            "must be greater than zero",
+        ));
+    }
+    if svc.retries.attempts > MAX_RETRY_ATTEMPTS {
+        return Err(FieldError::new(
+            "retries.attempts",
+            format!("must be at most {MAX_RETRY_ATTEMPTS}"),
+        ));
+    }
+    http_rules(svc)?;
+    if let Some(t) = &svc.tls_upstream {
+        if t.client_cert.is_some() != t.client_key.is_some() {
+            return Err(FieldError::new(
+                "tls_upstream",
+                "client_cert and client_key go together",
+            ));
+        }
+    }
+    if let Some(hc) = &svc.health_check {
+        hc.validate().map_err(|e| e.under("health_check"))?;
+    }
+    if svc.ewma_decay.is_zero() {
+        return Err(FieldError::new("ewma_decay", "must be greater than zero"));
+    }
+    if svc.panic_threshold > 100 {
+        return Err(FieldError::new(
+            "panic_threshold",
+            "must be between 0 and 100 (percent)",
+        ));
+    }
+    if let Some(o) = &svc.outlier {
+        if o.consecutive_failures == 0
+            || o.max_ejection_percent > 100
+            || o.base_ejection > o.max_ejection
+        {
+            return Err(FieldError::new(
+                "outlier",
+                "consecutive_failures must be at least 1, max_ejection_percent at most 100, base_ejection at most max_ejection",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP-mode ranges, with fields relative to the service.
+fn http_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
     if !(0.0..=100.0).contains(&svc.retries.budget_percent) {
-        return Err(("retries.budget_percent", "must be between 0 and 100".into()));
+        return Err(FieldError::new(
+            "retries.budget_percent",
+            "must be between 0 and 100",
+        ));
     }
     if svc.retries.backoff.base > svc.retries.backoff.max {
-        return Err(("retries.backoff", "base must not exceed max".into()));
+        return Err(FieldError::new(
+            "retries.backoff",
+            "base must not exceed max",
+        ));
     }
     if svc.max_connections == Some(0) {
-        return Err(("max_connections", "must be at least 1".into()));
+        return Err(FieldError::new("max_connections", "must be at least 1"));
     }
     if svc.http.max_header_bytes < MIN_HEADER_BYTES {
-        return Err((
+        return Err(FieldError::new(
             "http.max_header_bytes",
             format!("must be at least {MIN_HEADER_BYTES}"),
         ));
@@ -168,7 +175,7 @@ fn validate_http(svc: &ServiceConfig) -> Result<(), (&'static str, String)> {
         ("timeouts.pool_idle", t.pool_idle),
     ] {
         if d.is_zero() {
-            return Err((field, "must be greater than zero".into()));
+            return Err(FieldError::new(field, "must be greater than zero"));
         }
     }
     Ok(())

@@ -115,7 +115,7 @@ pub(super) fn translate(
         ("haproxy.backend", hap.get("backend")),
     ] {
         for line in lines(v) {
-            haproxy::directive(&line, &mut d).map_err(|m| at.invalid(field, m))?;
+            haproxy::directive(&line, &mut d).map_err(|e| at.invalid(field, e.to_string()))?;
         }
     }
     let options = match hap
@@ -129,7 +129,7 @@ pub(super) fn translate(
     };
     // Called even when empty: it also sets the default weight.
     haproxy::server_options(options, &mut d)
-        .map_err(|m| at.invalid("haproxy.server_options", m))?;
+        .map_err(|e| at.invalid("haproxy.server_options", e.to_string()))?;
     for n in d.noted.drain(..) {
         warn(Level::Info, n);
     }
@@ -314,13 +314,9 @@ fn zookeeper(
         },
     };
     Ok(DiscoveryConfig::Zookeeper(ZookeeperDiscovery {
-        hosts,
-        path,
-        session_timeout: crate::config::discovery::default_session_timeout(),
         decode,
         port_override,
-        coalesce: crate::config::discovery::default_coalesce(),
-        watch: Default::default(),
+        ..ZookeeperDiscovery::new(hosts, path)
     }))
 }
 
@@ -342,7 +338,7 @@ fn servers(v: Option<&Value>, weight: u32) -> Result<Vec<BackendAddr>, String> {
                 .get("port")
                 .and_then(port_of)
                 .ok_or(format!("[{i}]: a default server needs a port 1-65535"))?;
-            BackendAddr::new(host.to_string(), u32::from(port), weight)
+            BackendAddr::new(host.to_string(), u32::from(port), weight).map_err(|e| e.to_string())
         })
         .collect()
 }
