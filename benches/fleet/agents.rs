@@ -3,11 +3,12 @@
 //! back and whether its balancer ever held an empty set after the first load.
 
 use prometheus::core::Metric;
+use sinew::balance::BalanceMetrics;
 use sinew::balance::Balancer;
 use sinew::config::{Algorithm, ZookeeperDiscovery};
 use sinew::discovery::zookeeper::{self, session::Sessions};
 use sinew::discovery::SourceContext;
-use sinew::metrics::Metrics;
+use sinew::metrics::{Metrics, Registry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +31,8 @@ struct Seen {
 pub struct Fleet {
     /// Metrics shared by all agents: counters and histograms are fleet totals.
     pub metrics: Arc<Metrics>,
+    /// Balancing's families, shared the same way.
+    balance: Arc<BalanceMetrics>,
     balancers: Vec<Arc<Balancer>>,
     seen: Vec<Arc<Seen>>,
     stop: CancellationToken,
@@ -40,9 +43,12 @@ impl Fleet {
     /// Starts `n` agents on `config`, `batch` at a time, each batch once the previous one has loaded
     /// `want` backends (so that start-up does not measure a herd of first reads).
     pub async fn start(n: usize, batch: usize, config: &ZookeeperDiscovery, want: usize) -> Self {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let registry = Registry::new();
+        let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
+        let balance = Arc::new(BalanceMetrics::register(&registry).expect("metrics"));
         let mut fleet = Self {
             metrics,
+            balance,
             balancers: Vec::with_capacity(n),
             seen: Vec::with_capacity(n),
             stop: CancellationToken::new(),
@@ -78,7 +84,7 @@ impl Fleet {
         let balancer = Arc::new(Balancer::new(
             SERVICE,
             Algorithm::RoundRobin,
-            Arc::clone(&metrics),
+            Arc::clone(&self.balance),
         ));
         let seen = Arc::new(Seen::default());
         let ctx = SourceContext {

@@ -8,6 +8,7 @@ mod early;
 mod http;
 mod io;
 mod listener;
+mod metrics;
 mod ratelog;
 mod tcp;
 pub mod tls;
@@ -20,11 +21,11 @@ mod tls_reload;
 pub use http::wire;
 pub use http::PoolMetrics;
 pub use listener::serve;
+pub use metrics::{FaultMetrics, HttpMetrics, ProxyMetrics, ServiceMetrics, TlsMetrics};
 pub use tls_handshake::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
 use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
-use crate::metrics::{FaultMetrics, Metrics, TlsMetrics};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +35,8 @@ use tokio_util::task::TaskTracker;
 pub struct ServiceProxy {
     /// Picks backends.
     pub balancer: Arc<Balancer>,
+    /// The service's client-connection metric children.
+    pub metrics: ServiceMetrics,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Retry policy.
@@ -80,11 +83,12 @@ impl ServiceProxy {
     pub fn new(
         balancer: Arc<Balancer>,
         config: &ServiceConfig,
-        metrics: &Metrics,
+        metrics: &ProxyMetrics,
         life: Lifecycle,
         tls: TlsSetup,
     ) -> Self {
         let faults = metrics.faults(balancer.service());
+        let service_metrics = metrics.service(balancer.service());
         let http = (config.mode == Mode::Http).then(|| {
             Arc::new(http::HttpProxy::new(
                 balancer.service(),
@@ -95,6 +99,7 @@ impl ServiceProxy {
         });
         Self {
             balancer,
+            metrics: service_metrics,
             timeouts: config.timeouts,
             retries: config.retries.clone(),
             max_clients: config.max_client_connections,

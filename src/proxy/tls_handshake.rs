@@ -4,7 +4,7 @@
 use super::tls_reason;
 use super::tls_reload::Reloading;
 use crate::balance::probe::CheckTls;
-use crate::metrics::TlsMetrics;
+use crate::proxy::TlsMetrics;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use std::future::Future;
