@@ -1,9 +1,9 @@
 //! The pick path of each algorithm at 10, 1k and 10k backends, and picks while another thread swaps.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sinew::balance::{Backend, Balancer, Origin};
+use sinew::balance::{Backend, BalanceMetrics, Balancer, Origin};
 use sinew::config::Algorithm;
-use sinew::metrics::Metrics;
+use sinew::metrics::Registry;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +20,7 @@ fn backends(n: usize) -> Vec<Backend> {
 }
 
 fn balancer(algorithm: Algorithm, n: usize) -> Balancer {
-    let metrics = Arc::new(Metrics::new().expect("metrics"));
+    let metrics = Arc::new(BalanceMetrics::register(&Registry::new()).expect("metrics"));
     let b = Balancer::new("bench", algorithm, metrics);
     b.update(backends(n));
     b

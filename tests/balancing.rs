@@ -85,7 +85,7 @@ async fn least_conn_sends_new_connections_to_the_least_loaded() {
             .current()
             .entries()
             .iter()
-            .all(|e| e.stats.active.get() == 0))
+            .all(|e| e.stats.load.get() == 0))
         .await
     );
 }

@@ -3,11 +3,12 @@
 //! back and whether its balancer ever held an empty set after the first load.
 
 use prometheus::core::Metric;
+use sinew::balance::BalanceMetrics;
 use sinew::balance::Balancer;
 use sinew::config::{Algorithm, ZookeeperDiscovery};
 use sinew::discovery::zookeeper;
 use sinew::discovery::SourceContext;
-use sinew::metrics::Metrics;
+use sinew::metrics::{Metrics, Registry};
 use sinew::zk::Sessions;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,8 @@ struct Seen {
 pub struct Fleet {
     /// Metrics shared by all agents: counters and histograms are fleet totals.
     pub metrics: Arc<Metrics>,
+    /// Balancing's families, shared the same way.
+    balance: Arc<BalanceMetrics>,
     balancers: Vec<Arc<Balancer>>,
     seen: Vec<Arc<Seen>>,
     stop: CancellationToken,
@@ -41,9 +44,12 @@ impl Fleet {
     /// Starts `n` agents on `config`, `batch` at a time, each batch once the previous one has loaded
     /// `want` backends (so that start-up does not measure a herd of first reads).
     pub async fn start(n: usize, batch: usize, config: &ZookeeperDiscovery, want: usize) -> Self {
-        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let registry = Registry::new();
+        let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
+        let balance = Arc::new(BalanceMetrics::register(&registry).expect("metrics"));
         let mut fleet = Self {
             metrics,
+            balance,
             balancers: Vec::with_capacity(n),
             seen: Vec::with_capacity(n),
             stop: CancellationToken::new(),
@@ -79,7 +85,7 @@ impl Fleet {
         let balancer = Arc::new(Balancer::new(
             SERVICE,
             Algorithm::RoundRobin,
-            Arc::clone(&metrics),
+            Arc::clone(&self.balance),
         ));
         let seen = Arc::new(Seen::default());
         let ctx = SourceContext {

@@ -162,7 +162,10 @@ impl Agent {
         mut inherited: Inherited,
         takeover: bool,
     ) -> Result<Self, AgentError> {
-        let metrics = Arc::new(Metrics::new()?);
+        let registry = crate::metrics::Registry::new();
+        let metrics = Arc::new(Metrics::register(&registry)?);
+        let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
+        let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
         let (sessions_stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let stop = sessions_stop.child_token();
         let zookeeper = Arc::new(Sessions::new(
@@ -172,6 +175,8 @@ impl Agent {
         ));
         let shared = AgentHandles {
             metrics,
+            balance,
+            proxy,
             stop,
             abort: CancellationToken::new(),
             tasks,

@@ -26,6 +26,10 @@ use tokio_util::task::TaskTracker;
 pub struct AgentHandles {
     /// Agent metrics.
     pub metrics: Arc<Metrics>,
+    /// Balancing's metric families.
+    pub balance: Arc<crate::balance::BalanceMetrics>,
+    /// The proxy's metric families.
+    pub proxy: Arc<crate::proxy::ProxyMetrics>,
     /// Cancelled when the agent stops.
     pub stop: CancellationToken,
     /// Cancelled when open connections must be cut.
@@ -113,7 +117,7 @@ impl RunningService {
             source,
         };
         let listen = socket.local_addr().map_err(bind_err)?;
-        let tls = TlsSetup::load(name, config, shared.metrics.tls(name))?;
+        let tls = TlsSetup::load(name, config, shared.proxy.tls(name))?;
         let generation = shared.stop.child_token();
         tls.watch(name, &shared.tasks, generation.clone());
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
@@ -160,7 +164,7 @@ impl RunningService {
         config: &ServiceConfig,
         shared: &AgentHandles,
     ) -> Result<(), AgentError> {
-        let tls = TlsSetup::load(name, config, shared.metrics.tls(name))?;
+        let tls = TlsSetup::load(name, config, shared.proxy.tls(name))?;
         let generation = shared.stop.child_token();
         tls.watch(name, &shared.tasks, generation.clone());
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
@@ -205,7 +209,8 @@ fn build(
         max_connections: svc.max_connections,
     };
     let balancer = Arc::new(
-        Balancer::new(name, svc.balance, Arc::clone(&shared.metrics))
+        Balancer::new(name, svc.balance, Arc::clone(&shared.balance))
+            .with_clients(shared.proxy.service(name).active)
             .with_fallback(fallback)
             .with_policy(policy)
             .with_outlier(svc.outlier)
@@ -265,7 +270,7 @@ fn build(
     let proxy = Arc::new(ServiceProxy::new(
         Arc::clone(&balancer),
         svc,
-        &shared.metrics,
+        &shared.proxy,
         life,
         tls,
     ));

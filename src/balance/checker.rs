@@ -109,14 +109,14 @@ async fn check_loop(
             Err(Failure::Backend(d)) => (false, d),
             Err(Failure::Local(resource, d)) => {
                 // This host ran out of something: no verdict on the backend, try again next interval.
-                entry.stats.check_skips.inc();
+                entry.stats.metrics.check_skips.inc();
                 tracing::debug!(service = %balancer.service(), backend = %entry.key, resource = resource.label(), check = %d, "health check skipped: local resource limit");
                 tokio::time::sleep(next_interval(&state, &check)).await;
                 continue;
             }
         };
         if !passed {
-            entry.stats.check_failures.inc();
+            entry.stats.metrics.check_failures.inc();
         }
         record(&balancer, &entry, &mut state, &check, passed, detail);
         tokio::time::sleep(next_interval(&state, &check)).await;
@@ -179,9 +179,10 @@ mod tests {
     //! no weight is read after a `refresh` by hand, so each one seen was rebuilt on the clock or by an event.
 
     use super::*;
+    use crate::balance::BalanceMetrics;
     use crate::balance::{Backend, Origin, Policy};
     use crate::config::{Algorithm, Outlier};
-    use crate::metrics::Metrics;
+    use crate::metrics::Registry;
 
     const SLOW: Duration = Duration::from_secs(10);
     const EJECTION: Duration = Duration::from_secs(2);
@@ -212,7 +213,7 @@ mod tests {
             Balancer::new(
                 "svc",
                 Algorithm::RoundRobin,
-                Arc::new(Metrics::new().unwrap()),
+                Arc::new(BalanceMetrics::register(&Registry::new()).unwrap()),
             )
             .with_policy(policy)
             .with_outlier(Some(outlier)),

@@ -20,6 +20,8 @@ mod fallback;
 pub mod hash;
 pub mod health;
 mod least_conn;
+mod load;
+mod metrics;
 mod p2c;
 mod queue;
 mod random;
@@ -31,13 +33,14 @@ mod view;
 pub use backend::{Backend, Origin, Target};
 pub use eligible::Policy;
 pub use fallback::Fallback;
+pub use load::{BackendLoad, BackendStats};
+pub use metrics::{BalanceMetrics, SetMetrics};
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use tries::Tries;
 pub use view::{BackendView, ServiceView};
 
 use crate::config::{Algorithm, Outlier};
-use crate::metrics::{Metrics, ServiceMetrics};
 use arc_swap::ArcSwap;
 use health::now_ms;
 use std::collections::{HashMap, HashSet};
@@ -51,8 +54,10 @@ pub struct Balancer {
     algorithm: Algorithm,
     current: ArcSwap<BackendSet>,
     registry: Mutex<Registry>,
-    metrics: Arc<Metrics>,
-    service_metrics: ServiceMetrics,
+    metrics: Arc<BalanceMetrics>,
+    set_metrics: SetMetrics,
+    /// The service's open client connections, shown in its view (kept by the proxy).
+    clients: Option<prometheus::IntGauge>,
     fallback: Fallback,
     policy: Policy,
     outlier: Option<Outlier>,
@@ -76,8 +81,8 @@ struct Registry {
 
 impl Balancer {
     /// Creates a balancer with an empty set.
-    pub fn new(service: &str, algorithm: Algorithm, metrics: Arc<Metrics>) -> Self {
-        let service_metrics = metrics.service(service);
+    pub fn new(service: &str, algorithm: Algorithm, metrics: Arc<BalanceMetrics>) -> Self {
+        let set_metrics = metrics.set(service);
         let queue = Arc::new(queue::Queue::new(0, Duration::ZERO, metrics.queue(service)));
         let empty = eligible::weights(&[], &Policy::default(), 0);
         Self {
@@ -86,7 +91,8 @@ impl Balancer {
             current: ArcSwap::from_pointee(BackendSet::new(algorithm, Vec::new(), empty, None)),
             registry: Mutex::new(Registry::default()),
             metrics,
-            service_metrics,
+            set_metrics,
+            clients: None,
             fallback: Fallback::default(),
             policy: Policy::default(),
             outlier: None,
@@ -101,6 +107,12 @@ impl Balancer {
     /// Gives backends the HTTP response series (for HTTP-mode services).
     pub fn with_http_metrics(mut self, http: bool) -> Self {
         self.http = http;
+        self
+    }
+
+    /// Shows `clients`, the service's open client connections, in its view.
+    pub fn with_clients(mut self, clients: prometheus::IntGauge) -> Self {
+        self.clients = Some(clients);
         self
     }
 
@@ -158,9 +170,9 @@ impl Balancer {
         self.algorithm
     }
 
-    /// The service-level metric children.
-    pub fn metrics(&self) -> &ServiceMetrics {
-        &self.service_metrics
+    /// The backend-set metric children of the service.
+    pub fn metrics(&self) -> &SetMetrics {
+        &self.set_metrics
     }
 
     /// The current set (a cheap `Arc` clone).
@@ -246,8 +258,8 @@ impl Balancer {
         let weights = eligible::weights(&entries, &self.policy, now_ms());
         self.install(entries, weights);
         reg.updates += 1;
-        self.service_metrics.swaps.inc();
-        self.service_metrics.backends.set(count as i64);
+        self.set_metrics.swaps.inc();
+        self.set_metrics.backends.set(count as i64);
         self.prune(&mut reg, &taken);
         self.swapped.send_replace(reg.updates);
         tracing::info!(service = %self.service, backends = count, "backend set swapped");
@@ -279,15 +291,15 @@ impl Balancer {
     fn install(&self, entries: Vec<Arc<Entry>>, weights: eligible::Weights) {
         let was_panic = self.current.load().weights().panic;
         if weights.panic && !was_panic {
-            self.service_metrics.panics.inc();
+            self.set_metrics.panics.inc();
             tracing::warn!(service = %self.service, threshold = self.policy.panic_threshold, "panic mode: too few usable backends, balancing over all of them");
         } else if !weights.panic && was_panic {
             tracing::info!(service = %self.service, "panic mode over");
         }
-        self.service_metrics.panic.set(i64::from(weights.panic));
+        self.set_metrics.panic.set(i64::from(weights.panic));
         for (e, w) in entries.iter().zip(&weights.weights) {
-            e.stats.set_member(true);
-            e.stats.usable.set(i64::from(*w > 0));
+            e.stats.metrics.set_member(true);
+            e.stats.metrics.usable.set(i64::from(*w > 0));
         }
         self.current.store(Arc::new(BackendSet::new(
             self.algorithm,
@@ -324,7 +336,7 @@ impl Balancer {
         let length = entry
             .health
             .eject(now, outlier.base_ejection, outlier.max_ejection);
-        entry.stats.ejections.inc();
+        entry.stats.metrics.ejections.inc();
         tracing::warn!(service = %self.service, backend = %entry.key, seconds = length.as_secs_f64(), "backend ejected after consecutive failures");
         self.refresh();
     }
@@ -334,9 +346,9 @@ impl Balancer {
         reg.entries.retain(|key, entry| {
             let member = keep.contains(&Arc::as_ptr(entry));
             if !member {
-                entry.stats.set_member(false);
+                entry.stats.metrics.set_member(false);
             }
-            let stay = member || entry.stats.active.get() > 0;
+            let stay = member || entry.stats.load.get() > 0;
             if !stay {
                 self.metrics.forget_backend(&self.service, key);
             }
@@ -363,7 +375,7 @@ impl Balancer {
         let mut draining: Vec<BackendView> = reg
             .entries
             .values()
-            .filter(|e| !in_set.contains(e.key.as_str()) && e.stats.active.get() > 0)
+            .filter(|e| !in_set.contains(e.key.as_str()) && e.stats.load.get() > 0)
             .map(|e| BackendView::new(e, None))
             .collect();
         draining.sort_by(|a, b| a.address.cmp(&b.address));
@@ -376,7 +388,7 @@ impl Balancer {
                 .last_update
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map(|d| d.as_secs_f64()),
-            active_connections: self.service_metrics.active.get(),
+            active_connections: self.clients.as_ref().map_or(0, |c| c.get()),
             panic: set.weights().panic,
             queued: self.queue.depth(),
             backends,
@@ -399,19 +411,25 @@ mod tests {
     }
 
     fn balancer(algorithm: Algorithm) -> Balancer {
-        Balancer::new("svc", algorithm, Arc::new(Metrics::new().unwrap()))
+        let registry = crate::metrics::Registry::new();
+        Balancer::new(
+            "svc",
+            algorithm,
+            Arc::new(BalanceMetrics::register(&registry).unwrap()),
+        )
     }
 
     #[test]
     fn only_http_services_get_http_response_series() {
         for http in [false, true] {
-            let metrics = Arc::new(Metrics::new().unwrap());
+            let registry = crate::metrics::Registry::new();
+            let metrics = Arc::new(BalanceMetrics::register(&registry).unwrap());
             let b = Balancer::new("svc", Algorithm::RoundRobin, Arc::clone(&metrics))
                 .with_http_metrics(http);
             b.update(vec![backend(1, 1)]);
             let pick = b.pick(&[]).unwrap();
-            assert_eq!(pick.entry.stats.http.is_some(), http);
-            let text = metrics.render();
+            assert_eq!(pick.entry.stats.metrics.http.is_some(), http);
+            let text = registry.render();
             assert!(text.contains("sinew_backend_connections_total{"));
             assert_eq!(text.contains("sinew_backend_http_responses_total{"), http);
         }
@@ -642,6 +660,6 @@ mod tests {
             ports_with_weight(&b).iter().all(|(_, w)| *w > 0),
             "ejections run out"
         );
-        assert_eq!(entries[0].stats.ejections.get(), 1);
+        assert_eq!(entries[0].stats.metrics.ejections.get(), 1);
     }
 }

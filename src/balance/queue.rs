@@ -112,22 +112,20 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::BalanceMetrics;
     use crate::balance::{Backend, Balancer, Origin, Policy};
     use crate::config::Algorithm;
-    use crate::metrics::Metrics;
+    use crate::metrics::Registry;
     use std::sync::Arc;
 
     fn balancer(max_queue: usize) -> Arc<Balancer> {
-        let b = Balancer::new(
-            "q",
-            Algorithm::RoundRobin,
-            Arc::new(Metrics::new().unwrap()),
-        )
-        .with_policy(Policy {
-            max_connections: Some(1),
-            ..Policy::default()
-        })
-        .with_queue(max_queue, Duration::from_secs(5));
+        let metrics = BalanceMetrics::register(&Registry::new()).unwrap();
+        let b = Balancer::new("q", Algorithm::RoundRobin, Arc::new(metrics))
+            .with_policy(Policy {
+                max_connections: Some(1),
+                ..Policy::default()
+            })
+            .with_queue(max_queue, Duration::from_secs(5));
         b.update(vec![Backend {
             host: "127.0.0.1".into(),
             port: 1,

@@ -6,13 +6,12 @@ use super::ewma::PeakEwma;
 use super::hash::Ring;
 use super::health::{now_ms, BackendHealth};
 use super::least_conn::LeastConn;
+use super::load::BackendStats;
 use super::p2c::P2c;
 use super::queue::Queue;
 use super::random::Random;
 use super::round_robin::RoundRobin;
 use crate::config::Algorithm;
-use crate::metrics::backend::Gauge;
-use crate::metrics::BackendMetrics;
 use std::sync::Arc;
 
 /// A backend in a set, with the counters that outlive the set.
@@ -23,8 +22,8 @@ pub struct Entry {
     pub key: String,
     /// Where to connect.
     pub target: Target,
-    /// Counters shared with every other set that holds this backend.
-    pub stats: Arc<BackendMetrics>,
+    /// Load and metric series shared with every other set that holds this backend.
+    pub stats: Arc<BackendStats>,
     /// Health shared with every other set that holds this backend.
     pub health: Arc<BackendHealth>,
     /// Latency estimate shared with every other set that holds this backend.
@@ -44,8 +43,8 @@ enum Picker {
 /// An immutable set of backends; replaced whole, never edited.
 pub struct BackendSet {
     entries: Vec<Arc<Entry>>,
-    /// The entries' active-connection gauges side by side: least-conn scans them without chasing entries.
-    loads: Vec<Arc<Gauge>>,
+    /// The entries' load state side by side: least-conn scans it without chasing entries.
+    loads: Vec<Arc<BackendStats>>,
     weights: Weights,
     max: Option<i64>,
     picker: Picker,
@@ -61,7 +60,7 @@ pub struct Pick {
 
 impl Drop for Pick {
     fn drop(&mut self) {
-        self.entry.stats.active.dec();
+        self.entry.stats.load.release();
         self.entry.queue.release();
     }
 }
@@ -85,7 +84,7 @@ impl BackendSet {
                 Picker::Hash(Ring::new(w, &keys))
             }
         };
-        let loads = entries.iter().map(|e| e.stats.active.clone()).collect();
+        let loads = entries.iter().map(|e| Arc::clone(&e.stats)).collect();
         Self {
             entries,
             loads,
@@ -133,11 +132,11 @@ impl BackendSet {
             let skip_now = if skipped.is_empty() { skip } else { &skipped };
             let index = self.select(skip_now, key)?;
             let entry = &self.entries[index];
-            entry.stats.active.inc();
+            let load = entry.stats.load.take();
             match self.max {
                 // Counted first, checked second: two racing picks can never both take the last slot.
-                Some(max) if entry.stats.active.get() > max => {
-                    entry.stats.active.dec();
+                Some(max) if load > max => {
+                    entry.stats.load.release();
                     if skipped.is_empty() {
                         skipped = skip.to_vec();
                     }
@@ -157,13 +156,13 @@ impl BackendSet {
     fn select(&self, skip: &[usize], key: Option<u64>) -> Option<usize> {
         match &self.picker {
             Picker::RoundRobin(rr) => rr.pick(skip),
-            Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].get().max(0) as u64),
+            Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].load.get().max(0) as u64),
             Picker::Random(r) => r.pick(skip),
             Picker::P2c(p) => {
                 // One clock reading per pick, for both candidates' decayed estimates.
                 let now = now_ms();
                 p.pick(skip, |i| {
-                    let pending = self.loads[i].get().max(0) as f64;
+                    let pending = self.loads[i].load.get().max(0) as f64;
                     self.entries[i].rtt.estimate(now) * (pending + 1.0)
                 })
             }

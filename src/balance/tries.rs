@@ -51,9 +51,10 @@ impl Tries {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::balance::BalanceMetrics;
     use crate::balance::{Backend, Origin};
     use crate::config::Algorithm;
-    use crate::metrics::Metrics;
+    use crate::metrics::Registry;
     use std::collections::HashSet;
     use std::sync::Arc;
 
@@ -61,7 +62,7 @@ mod tests {
         let b = Balancer::new(
             "tries",
             Algorithm::RoundRobin,
-            Arc::new(Metrics::new().unwrap()),
+            Arc::new(BalanceMetrics::register(&Registry::new()).unwrap()),
         );
         b.update(
             (1..=backends)

@@ -83,9 +83,9 @@ impl BackendView {
             effective_weight_percent: effective.map(|w| (w * 100).checked_div(base).unwrap_or(0)),
             state: Cow::Borrowed(state),
             origin: in_set.then(|| entry.backend.origin.to_string()),
-            active: entry.stats.active.get(),
-            connections_total: entry.stats.connections.get(),
-            connect_failures_total: entry.stats.connect_failures.get(),
+            active: entry.stats.load.get(),
+            connections_total: entry.stats.metrics.connections.get(),
+            connect_failures_total: entry.stats.metrics.connect_failures.get(),
             ejected_seconds: h.ejected(now).then(|| h.ejected_for(now) as f64 / 1000.0),
             last_check: h.last_check().map(|c| CheckView {
                 passed: c.passed,

@@ -1,13 +1,12 @@
-//! Per-backend series: plain atomics owned by the backend's entry, rendered straight into the text
-//! format. An agent may hold tens of thousands of backends; a prometheus-crate child per series costs
-//! several hundred bytes (its own copy of the family's description and label pairs) and a protobuf
-//! copy at every scrape, where these cost the atomic itself.
+//! Per-backend series: plain atomics kept in the state of the module that owns the backend, rendered
+//! straight into the text format (see [`Rendered`]).
 //!
-//! The series live as long as their owner: the registry holds them weakly, so a backend that no set,
-//! draining entry or connection holds any more (its service removed or rebuilt by a reload) leaves
-//! `/metrics` with it. A backend that left its service's set and has no connection left is not shown
-//! either, even while its entry waits to be pruned.
+//! The series live as long as their owner: [`BackendSeries`] holds them weakly, so a backend that no
+//! set, draining entry or connection holds any more (its service removed or rebuilt by a reload)
+//! leaves `/metrics` with it. A backend that left its service's set and has no connection left is not
+//! shown either, even while its entry waits to be pruned.
 
+use super::registry::Rendered;
 use super::LATENCY_BUCKETS;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -83,13 +82,25 @@ impl Latency {
     }
 }
 
-/// The series of one backend; the `active` gauge doubles as the least-conn load counter.
+/// What the per-backend families read of one backend: its series, and the connections in flight
+/// that its owner counts.
+pub trait BackendSource: Send + Sync + 'static {
+    /// A backend's state with fresh series; with the HTTP response series when `http`.
+    fn new(http: bool) -> Self;
+
+    /// Its series.
+    fn metrics(&self) -> &BackendMetrics;
+
+    /// Connections open (or being opened) to the backend now.
+    fn active(&self) -> i64;
+}
+
+/// The series of one backend (`sinew_backend_connections_active` is read from its owner, see
+/// [`BackendSource`]).
 #[derive(Default)]
 pub struct BackendMetrics {
     /// Connections opened to the backend.
     pub connections: Counter,
-    /// Connections open (or being opened) to the backend now.
-    pub active: Arc<Gauge>,
     /// Bytes sent to the backend.
     pub sent: Arc<Counter>,
     /// Bytes received from the backend.
@@ -111,6 +122,14 @@ pub struct BackendMetrics {
 }
 
 impl BackendMetrics {
+    /// Series for a backend, with the HTTP response series when `http`.
+    pub fn new(http: bool) -> Self {
+        Self {
+            http: http.then(BackendHttpMetrics::default),
+            ..Self::default()
+        }
+    }
+
     /// Marks the backend as in its service's current set (`true`) or out of it; out of it, it is not
     /// usable, and its series leave `/metrics` once no connection to it is left.
     pub fn set_member(&self, member: bool) {
@@ -120,9 +139,9 @@ impl BackendMetrics {
         self.departed.store(!member, Ordering::Relaxed);
     }
 
-    /// True while the series belong in `/metrics`: in the set, or still serving connections.
-    fn shown(&self) -> bool {
-        !self.departed.load(Ordering::Relaxed) || self.active.get() > 0
+    /// True while the series belong in `/metrics`: in the set, or still serving `active` connections.
+    fn shown(&self, active: i64) -> bool {
+        !self.departed.load(Ordering::Relaxed) || active > 0
     }
 }
 
@@ -144,75 +163,78 @@ impl BackendHttpMetrics {
 }
 
 /// The backends whose series `/metrics` shows, by service and backend; held weakly, so they go with
-/// their last owner.
-#[derive(Default)]
-pub struct BackendSeries {
-    live: Mutex<BTreeMap<(String, String), Weak<BackendMetrics>>>,
+/// their last owner. A backend known by its labels gets the same state back, whoever asks (a service
+/// rebuilt by a reload shares its backends' state with the generation that drains).
+pub struct BackendSeries<T> {
+    live: Mutex<BTreeMap<(String, String), Weak<T>>>,
 }
 
+impl<T> Default for BackendSeries<T> {
+    fn default() -> Self {
+        Self {
+            live: Mutex::default(),
+        }
+    }
+}
+
+/// One backend's values as the plain families read them: its series and its active connections.
+type Sample<'a> = (&'a BackendMetrics, i64);
+
 /// A family of plain (one value per backend) series: name, type, help, and how to read the value.
-type Plain = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&BackendMetrics) -> i64,
-);
+type Plain = (&'static str, &'static str, &'static str, fn(Sample) -> i64);
 
 /// Every plain per-backend family, in rendering order.
 const PLAIN: [Plain; 9] = [
-    ("sinew_backend_connections_total", "counter", "Connections opened to a backend.", |m| {
+    ("sinew_backend_connections_total", "counter", "Connections opened to a backend.", |(m, _)| {
         m.connections.get() as i64
     }),
-    ("sinew_backend_connections_active", "gauge", "Connections open to a backend now.", |m| {
-        m.active.get()
+    ("sinew_backend_connections_active", "gauge", "Connections open to a backend now.", |(_, active)| {
+        active
     }),
-    ("sinew_backend_sent_bytes_total", "counter", "Bytes sent to a backend.", |m| {
+    ("sinew_backend_sent_bytes_total", "counter", "Bytes sent to a backend.", |(m, _)| {
         m.sent.get() as i64
     }),
-    ("sinew_backend_received_bytes_total", "counter", "Bytes received from a backend.", |m| {
+    ("sinew_backend_received_bytes_total", "counter", "Bytes received from a backend.", |(m, _)| {
         m.received.get() as i64
     }),
     (
         "sinew_backend_connect_failures_total",
         "counter",
         "Failed connection attempts to a backend (refused, unreachable or timed out).",
-        |m| m.connect_failures.get() as i64,
+        |(m, _)| m.connect_failures.get() as i64,
     ),
     (
         "sinew_backend_up",
         "gauge",
         "1 when the backend gets new traffic: weight above 0, passing health checks and not ejected (or panic mode).",
-        |m| m.usable.get(),
+        |(m, _)| m.usable.get(),
     ),
-    ("sinew_backend_ejections_total", "counter", "Outlier ejections of a backend.", |m| {
+    ("sinew_backend_ejections_total", "counter", "Outlier ejections of a backend.", |(m, _)| {
         m.ejections.get() as i64
     }),
     (
         "sinew_backend_health_check_failures_total",
         "counter",
         "Failed active health checks of a backend.",
-        |m| m.check_failures.get() as i64,
+        |(m, _)| m.check_failures.get() as i64,
     ),
     (
         "sinew_backend_health_checks_skipped_total",
         "counter",
         "Active health checks of a backend not run because this host was out of descriptors, memory or ports; they count toward neither rise nor fall.",
-        |m| m.check_skips.get() as i64,
+        |(m, _)| m.check_skips.get() as i64,
     ),
 ];
 
-impl BackendSeries {
-    /// The series of `backend` of `service`, created on first use; the same ones while it stays.
-    pub fn get(&self, service: &str, backend: &str, http: bool) -> Arc<BackendMetrics> {
+impl<T: BackendSource> BackendSeries<T> {
+    /// The state of `backend` of `service`, created on first use; the same while it stays.
+    pub fn get(&self, service: &str, backend: &str, http: bool) -> Arc<T> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let key = (service.to_string(), backend.to_string());
         match live.get(&key).and_then(Weak::upgrade) {
-            Some(m) if m.http.is_some() == http => m,
+            Some(m) if m.metrics().http.is_some() == http => m,
             _ => {
-                let m = Arc::new(BackendMetrics {
-                    http: http.then(BackendHttpMetrics::default),
-                    ..BackendMetrics::default()
-                });
+                let m = Arc::new(T::new(http));
                 live.insert(key, Arc::downgrade(&m));
                 m
             }
@@ -224,9 +246,10 @@ impl BackendSeries {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.remove(&(service.to_string(), backend.to_string()));
     }
+}
 
-    /// Drops the series nothing holds any more, returning their (service, backend) labels.
-    pub fn sweep(&self) -> Vec<(String, String)> {
+impl<T: BackendSource> Rendered for BackendSeries<T> {
+    fn sweep(&self) -> Vec<(String, String)> {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         let gone: Vec<(String, String)> = live
             .iter()
@@ -239,13 +262,12 @@ impl BackendSeries {
         gone
     }
 
-    /// Appends every family in the Prometheus text format (families without series are left out).
-    pub fn render(&self, out: &mut String) {
-        let rows: Vec<Row> = {
+    fn render(&self, out: &mut String) {
+        let rows: Vec<Row<T>> = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.iter()
                 .filter_map(|((service, backend), m)| {
-                    let m = m.upgrade().filter(|m| m.shown())?;
+                    let m = m.upgrade().filter(|m| m.metrics().shown(m.active()))?;
                     Some(Row::new(service, backend, m))
                 })
                 .collect()
@@ -256,12 +278,13 @@ impl BackendSeries {
         for (name, kind, help, value) in PLAIN {
             header(out, name, kind, help);
             for row in &rows {
-                let _ = writeln!(out, "{name}{{{}}} {}", row.labels, value(&row.metrics));
+                let sample = (row.state.metrics(), row.state.active());
+                let _ = writeln!(out, "{name}{{{}}} {}", row.labels, value(sample));
             }
         }
-        let http: Vec<(&Row, &BackendHttpMetrics)> = rows
+        let http: Vec<(&Row<T>, &BackendHttpMetrics)> = rows
             .iter()
-            .filter_map(|row| Some((row, row.metrics.http.as_ref()?)))
+            .filter_map(|row| Some((row, row.state.metrics().http.as_ref()?)))
             .collect();
         if http.is_empty() {
             return;
@@ -307,23 +330,23 @@ impl BackendSeries {
 }
 
 /// One backend as rendered: its label values escaped once.
-struct Row {
+struct Row<T> {
     backend: String,
     service: String,
     /// `backend="...",service="..."`.
     labels: String,
-    metrics: Arc<BackendMetrics>,
+    state: Arc<T>,
 }
 
-impl Row {
-    fn new(service: &str, backend: &str, metrics: Arc<BackendMetrics>) -> Self {
+impl<T> Row<T> {
+    fn new(service: &str, backend: &str, state: Arc<T>) -> Self {
         let (backend, service) = (escape(backend).into_owned(), escape(service).into_owned());
         let labels = format!("backend=\"{backend}\",service=\"{service}\"");
         Self {
             backend,
             service,
             labels,
-            metrics,
+            state,
         }
     }
 }
@@ -349,14 +372,37 @@ fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
+    /// A backend's state as its owner would keep it: series and an active-connection count.
+    struct Probe {
+        metrics: BackendMetrics,
+        active: Gauge,
+    }
+
+    impl BackendSource for Probe {
+        fn new(http: bool) -> Self {
+            Self {
+                metrics: BackendMetrics::new(http),
+                active: Gauge::default(),
+            }
+        }
+
+        fn metrics(&self) -> &BackendMetrics {
+            &self.metrics
+        }
+
+        fn active(&self) -> i64 {
+            self.active.get()
+        }
+    }
+
     #[test]
     fn series_render_in_the_text_format_and_go_when_forgotten() {
-        let series = BackendSeries::default();
+        let series = BackendSeries::<Probe>::default();
         let m = series.get("web", "10.0.0.1:80", true);
-        m.connections.inc();
+        m.metrics.connections.inc();
         m.active.inc();
-        m.sent.inc_by(300);
-        let http = m.http.as_ref().unwrap();
+        m.metrics.sent.inc_by(300);
+        let http = m.metrics.http.as_ref().unwrap();
         http.response_class(204).inc();
         http.response_class(999).inc();
         http.response_seconds.observe(0.002);
@@ -392,7 +438,7 @@ mod tests {
         assert!(out.is_empty(), "{out}");
     }
 
-    fn rendered(series: &BackendSeries) -> String {
+    fn rendered(series: &BackendSeries<Probe>) -> String {
         let mut out = String::new();
         series.render(&mut out);
         out
@@ -400,11 +446,11 @@ mod tests {
 
     #[test]
     fn series_go_with_their_last_owner() {
-        let series = BackendSeries::default();
+        let series = BackendSeries::<Probe>::default();
         let first = series.get("web", "10.0.0.1:80", false);
         let second = series.get("web", "10.0.0.1:80", false);
         assert!(Arc::ptr_eq(&first, &second), "one series per backend");
-        first.usable.set(1);
+        first.metrics.usable.set(1);
         drop(first);
         assert!(rendered(&series)
             .contains(r#"sinew_backend_up{backend="10.0.0.1:80",service="web"} 1"#));
@@ -420,11 +466,11 @@ mod tests {
 
     #[test]
     fn a_departed_backend_shows_while_it_drains_and_not_after() {
-        let series = BackendSeries::default();
+        let series = BackendSeries::<Probe>::default();
         let m = series.get("web", "10.0.0.1:80", false);
-        m.usable.set(1);
+        m.metrics.usable.set(1);
         m.active.inc();
-        m.set_member(false);
+        m.metrics.set_member(false);
         let out = rendered(&series);
         assert!(
             out.contains(r#"sinew_backend_up{backend="10.0.0.1:80",service="web"} 0"#),
@@ -443,8 +489,8 @@ mod tests {
             rendered(&series)
         );
         // Back in the set before its entry was pruned: shown again, counts kept.
-        m.connections.inc();
-        m.set_member(true);
+        m.metrics.connections.inc();
+        m.metrics.set_member(true);
         assert!(rendered(&series)
             .contains(r#"sinew_backend_connections_total{backend="10.0.0.1:80",service="web"} 1"#));
     }

@@ -4,7 +4,7 @@
 //! `max_client_connections` is checked against, so a slot that leaked would be a connection refused
 //! forever.
 
-use crate::metrics::ServiceMetrics;
+use super::ServiceMetrics;
 use prometheus::IntGauge;
 use std::future::Future;
 use std::pin::Pin;
@@ -64,11 +64,14 @@ pub fn holding<F: Future<Output = ()>>(slot: Slot, task: F) -> Holding<F> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Metrics;
+    use crate::metrics::Registry;
+    use crate::proxy::ProxyMetrics;
 
     #[test]
     fn holding_a_slot_adds_only_the_slot_to_the_task() {
-        let metrics = Metrics::new().unwrap().service("web");
+        let metrics = ProxyMetrics::register(&Registry::new())
+            .unwrap()
+            .service("web");
         let task = async {
             let big = [0u8; 4096];
             tokio::task::yield_now().await;
@@ -85,7 +88,9 @@ mod tests {
 
     #[test]
     fn slots_stop_at_the_limit_and_come_back_when_dropped() {
-        let metrics = Metrics::new().unwrap().service("web");
+        let metrics = ProxyMetrics::register(&Registry::new())
+            .unwrap()
+            .service("web");
         let a = Slot::take(&metrics, Some(2)).unwrap();
         let _b = Slot::take(&metrics, Some(2)).unwrap();
         assert!(Slot::take(&metrics, Some(2)).is_none(), "the limit holds");
@@ -97,7 +102,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_task_that_panics_gives_its_slot_back() {
-        let metrics = Metrics::new().unwrap().service("web");
+        let metrics = ProxyMetrics::register(&Registry::new())
+            .unwrap()
+            .service("web");
         let slot = Slot::take(&metrics, Some(1)).unwrap();
         let task = tokio::spawn(holding(slot, async {
             tokio::task::yield_now().await;

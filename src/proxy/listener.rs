@@ -35,7 +35,7 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let proxy = slot.load_full();
-                let metrics = proxy.balancer.metrics();
+                let metrics = &proxy.metrics;
                 // Taken here, before the task runs, so a burst cannot slip past the limit; the task
                 // holds it and gives it back when it ends, however it ends.
                 let Some(slot) = Slot::take(metrics, proxy.max_clients) else {

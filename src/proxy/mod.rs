@@ -8,6 +8,7 @@ mod early;
 mod http;
 mod io;
 mod listener;
+mod metrics;
 mod ratelog;
 mod tcp;
 pub mod tls;
@@ -17,11 +18,11 @@ pub mod tls;
 pub use http::wire;
 pub use http::PoolMetrics;
 pub use listener::accept_loop;
+pub use metrics::{FaultMetrics, HttpMetrics, ProxyMetrics, ServiceMetrics, TlsMetrics};
 pub use tls::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
 use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
-use crate::metrics::{FaultMetrics, Metrics, TlsMetrics};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +32,8 @@ use tokio_util::task::TaskTracker;
 pub struct ServiceProxy {
     /// Picks backends.
     pub balancer: Arc<Balancer>,
+    /// The service's client-connection metric children.
+    pub metrics: ServiceMetrics,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Retry policy.
@@ -77,11 +80,12 @@ impl ServiceProxy {
     pub fn new(
         balancer: Arc<Balancer>,
         config: &ServiceConfig,
-        metrics: &Metrics,
+        metrics: &ProxyMetrics,
         life: Lifecycle,
         tls: TlsSetup,
     ) -> Self {
         let faults = metrics.faults(balancer.service());
+        let service_metrics = metrics.service(balancer.service());
         let http = (config.mode == Mode::Http).then(|| {
             Arc::new(http::HttpProxy::new(
                 balancer.service(),
@@ -92,6 +96,7 @@ impl ServiceProxy {
         });
         Self {
             balancer,
+            metrics: service_metrics,
             timeouts: config.timeouts,
             retries: config.retries.clone(),
             max_clients: config.max_client_connections,

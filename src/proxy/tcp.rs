@@ -29,7 +29,7 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
 
 /// Serves `client`, which has sent `early` already.
 async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
-    let metrics = proxy.balancer.metrics();
+    let metrics = &proxy.metrics;
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
     let key = proxy
@@ -63,7 +63,7 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
             return;
         }
     };
-    let stats = &pick.entry.stats;
+    let stats = &pick.entry.stats.metrics;
     stats.connections.inc();
     let activity = Activity::new();
     let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
@@ -110,7 +110,7 @@ async fn connect(
         };
         let started = tokio::time::Instant::now();
         if tries.made() > 0 {
-            proxy.balancer.metrics().retries.inc();
+            proxy.metrics.retries.inc();
         }
         let dialing = dial_sending(proxy, &pick.entry.target, &pick.entry.backend.host, early);
         let (seen, error) = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
@@ -130,7 +130,7 @@ async fn connect(
                 return Err(Some(resource));
             }
             Blame::Backend | Blame::Client(_) => {
-                pick.entry.stats.connect_failures.inc();
+                pick.entry.stats.metrics.connect_failures.inc();
                 proxy.balancer.observe(&pick.entry, false);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
             }

@@ -163,7 +163,7 @@ async fn forward(
                 retries.backoff.max,
             ))
             .await;
-            proxy.balancer.metrics().retries.inc();
+            proxy.metrics.retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
         let pick = match tries.pick(&proxy.balancer, &set, key).await {
@@ -318,7 +318,7 @@ async fn send(
                 .and_then(|p| p.ended())
                 .map_or(sent, |ended| ended.max(sent));
             let took = from.elapsed();
-            if let Some(stats) = &pick.entry.stats.http {
+            if let Some(stats) = &pick.entry.stats.metrics.http {
                 stats.response_seconds.observe(took.as_secs_f64());
                 stats.response_class(resp.status().as_u16()).inc();
             }
@@ -356,7 +356,7 @@ async fn send(
                     Attempt::Failed(LocalReply::Timeout)
                 }
                 Seen::ConnectFailed(_) | Seen::ConnectTimeout => {
-                    pick.entry.stats.connect_failures.inc();
+                    pick.entry.stats.metrics.connect_failures.inc();
                     tracing::debug!(service, %backend, error, "connect failed");
                     Attempt::Failed(LocalReply::ConnectFailure)
                 }

@@ -23,7 +23,7 @@ pub use pool::PoolMetrics;
 use super::io::{Activity, Metered};
 use super::ServiceProxy;
 use crate::config::{HttpOptions, ServiceConfig, UpstreamProtocol};
-use crate::metrics::{HttpMetrics, Metrics};
+use crate::proxy::{HttpMetrics, ProxyMetrics};
 use body::ProxyBody;
 use budget::Budget;
 use bytes::BytesMut;
@@ -58,7 +58,7 @@ impl HttpProxy {
     pub fn new(
         service: &str,
         config: &ServiceConfig,
-        metrics: &Metrics,
+        metrics: &ProxyMetrics,
         tls: Option<Arc<crate::proxy::UpstreamTls>>,
     ) -> Self {
         let may_h2 = config
@@ -112,7 +112,7 @@ where
         + Send
         + 'static,
 {
-    let metrics = proxy.balancer.metrics();
+    let metrics = &proxy.metrics;
     let Some(http) = proxy.http.as_ref() else {
         return;
     };
@@ -146,7 +146,7 @@ async fn serve_hyper<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let metrics = proxy.balancer.metrics();
+    let metrics = &proxy.metrics;
     let io = TokioIo::new(stream);
     // Requests started on this connection: a stop waits for the next one (see below).
     let (started_tx, mut started) = tokio::sync::watch::channel(0u64);

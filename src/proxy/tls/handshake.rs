@@ -4,7 +4,7 @@
 use super::reason;
 use super::reload::Reloading;
 use crate::health::probe::CheckTls;
-use crate::metrics::TlsMetrics;
+use crate::proxy::TlsMetrics;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use std::future::Future;

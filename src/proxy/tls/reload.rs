@@ -4,7 +4,7 @@
 //! the new one. The expiry gauge follows every successful (re)load.
 
 use super::{Loaded, TlsError};
-use crate::metrics::TlsMetrics;
+use crate::proxy::TlsMetrics;
 use arc_swap::ArcSwap;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
