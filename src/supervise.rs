@@ -7,7 +7,8 @@
 //! ([`Busy::start`]) with a generous limit, and a watchdog logs and counts a unit that outlives it.
 //! Waiting for the next event is not work, so an idle task is never taken for a stuck one.
 
-use prometheus::IntCounter;
+use crate::metrics::Registry;
+use prometheus::{IntCounter, IntCounterVec};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,6 +20,41 @@ use tokio_util::task::TaskTracker;
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 /// Longest pause before a restart.
 const MAX_PAUSE: Duration = Duration::from_secs(10);
+
+/// The families of background tasks that panicked or stalled, by kind of task; clones share them.
+#[derive(Clone)]
+pub struct TaskMetrics {
+    panics: IntCounterVec,
+    stalls: IntCounterVec,
+}
+
+impl TaskMetrics {
+    /// Creates the task families in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            panics: registry.counter(
+                "sinew_task_panics_total",
+                "Background tasks (discovery, checks, registration) that panicked and were restarted.",
+                &["task"],
+            )?,
+            stalls: registry.counter(
+                "sinew_task_stalls_total",
+                "Units of work of a background task (discovery, registration) that ran past their limit: a stuck task.",
+                &["task"],
+            )?,
+        })
+    }
+
+    /// The panic counter of a kind of background task.
+    pub fn panics(&self, task: &str) -> IntCounter {
+        self.panics.with_label_values(&[task])
+    }
+
+    /// The stall counter of a kind of background task.
+    pub fn stalls(&self, task: &str) -> IntCounter {
+        self.stalls.with_label_values(&[task])
+    }
+}
 
 /// Runs `make()` on `tasks`, starting it again whenever it panics; a task that returns is done.
 pub fn spawn<F, Fut>(tasks: &TaskTracker, name: String, panics: IntCounter, make: F)

@@ -7,9 +7,10 @@ use sinew::balance::BalanceMetrics;
 use sinew::balance::Balancer;
 use sinew::config::{Algorithm, ZookeeperDiscovery};
 use sinew::discovery::zookeeper;
-use sinew::discovery::SourceContext;
-use sinew::metrics::{Metrics, Registry};
-use sinew::zk::Sessions;
+use sinew::discovery::{DiscoveryMetrics, SourceContext};
+use sinew::metrics::Registry;
+use sinew::supervise::TaskMetrics;
+use sinew::zk::{Sessions, ZkMetrics};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,8 +31,12 @@ struct Seen {
 
 /// The simulated agents.
 pub struct Fleet {
-    /// Metrics shared by all agents: counters and histograms are fleet totals.
-    pub metrics: Arc<Metrics>,
+    /// Discovery's families, shared by all agents: counters and histograms are fleet totals.
+    pub discovery: Arc<DiscoveryMetrics>,
+    /// Session families, shared the same way.
+    zk: ZkMetrics,
+    /// Task panic and stall counters, shared the same way.
+    task_metrics: TaskMetrics,
     /// Balancing's families, shared the same way.
     balance: Arc<BalanceMetrics>,
     balancers: Vec<Arc<Balancer>>,
@@ -45,10 +50,14 @@ impl Fleet {
     /// `want` backends (so that start-up does not measure a herd of first reads).
     pub async fn start(n: usize, batch: usize, config: &ZookeeperDiscovery, want: usize) -> Self {
         let registry = Registry::new();
-        let metrics = Arc::new(Metrics::register(&registry).expect("metrics"));
+        let discovery = Arc::new(DiscoveryMetrics::register(&registry).expect("metrics"));
+        let zk = ZkMetrics::register(&registry).expect("metrics");
+        let task_metrics = TaskMetrics::register(&registry).expect("metrics");
         let balance = Arc::new(BalanceMetrics::register(&registry).expect("metrics"));
         let mut fleet = Self {
-            metrics,
+            discovery,
+            zk,
+            task_metrics,
             balance,
             balancers: Vec::with_capacity(n),
             seen: Vec::with_capacity(n),
@@ -76,11 +85,10 @@ impl Fleet {
     }
 
     fn spawn(&mut self, config: &ZookeeperDiscovery) {
-        let metrics = Arc::clone(&self.metrics);
         let sessions = Arc::new(Sessions::new(
             self.tasks.clone(),
             self.stop.clone(),
-            Arc::clone(&metrics),
+            self.zk.clone(),
         ));
         let balancer = Arc::new(Balancer::new(
             SERVICE,
@@ -90,7 +98,8 @@ impl Fleet {
         let seen = Arc::new(Seen::default());
         let ctx = SourceContext {
             balancer: Arc::clone(&balancer),
-            metrics,
+            metrics: Arc::clone(&self.discovery),
+            task_metrics: self.task_metrics.clone(),
             shutdown: self.stop.clone(),
             zookeeper: Arc::clone(&sessions),
         };
@@ -200,12 +209,15 @@ impl Fleet {
 
     /// Fleet total of discovery's ZooKeeper requests, by kind (list, get_data, exists).
     pub fn requests(&self) -> [u64; 5] {
-        self.metrics.zk_discovery(SERVICE).requests.map(|c| c.get())
+        self.discovery
+            .zk_discovery(SERVICE)
+            .requests
+            .map(|c| c.get())
     }
 
     /// The write-to-swap histogram now: cumulative counts by upper bound.
     pub fn propagation(&self) -> Vec<(f64, u64)> {
-        let m = self.metrics.zk_discovery(SERVICE).propagation.metric();
+        let m = self.discovery.zk_discovery(SERVICE).propagation.metric();
         m.get_histogram()
             .get_bucket()
             .iter()

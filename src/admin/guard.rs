@@ -18,6 +18,8 @@
 //! header to a cross-origin request without a CORS answer the admin server never gives, so remote
 //! scrapers and scripts that reach the server by a DNS name keep working when they send the token.
 
+use crate::metrics::Registry;
+use prometheus::IntCounterVec;
 use std::net::{IpAddr, Ipv6Addr};
 
 /// What the request carries in place of `admin.token`.
@@ -53,6 +55,32 @@ impl Refusal {
             Refusal::Origin => "origin",
             Refusal::Token => "token",
         }
+    }
+}
+
+/// The family of refused requests, by reason; clones share it.
+#[derive(Clone)]
+pub struct RefusalMetrics {
+    refused: IntCounterVec,
+}
+
+impl RefusalMetrics {
+    /// Creates the refusal family in `registry`, with a series for every reason from the start.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let refused = registry.counter(
+            "sinew_admin_requests_refused_total",
+            "Admin API requests refused, by reason (host: not localhost or an IP address; origin: cross-site; token: missing or wrong admin.token).",
+            &["reason"],
+        )?;
+        for refusal in [Refusal::Host, Refusal::Origin, Refusal::Token] {
+            refused.with_label_values(&[refusal.reason()]);
+        }
+        Ok(Self { refused })
+    }
+
+    /// Counts a refused request.
+    pub fn count(&self, refusal: Refusal) {
+        self.refused.with_label_values(&[refusal.reason()]).inc();
     }
 }
 

@@ -6,8 +6,9 @@ mod api;
 mod guard;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
+pub use guard::RefusalMetrics;
 
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::register::Registrar;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -39,8 +40,10 @@ pub trait Reload: Send + Sync {
 pub struct AdminState {
     /// Every service by name (replaced on reload).
     pub services: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
-    /// Agent metrics.
-    pub metrics: Arc<Metrics>,
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Refused requests, by reason.
+    pub refused: RefusalMetrics,
     /// What `POST /api/reload` calls; `None` when there are no config files to read again.
     pub reload: Option<Arc<dyn Reload>>,
     /// The registration side, when configured.
@@ -138,7 +141,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     // An absolute-form request line carries the authority in place of Host.
     let host = header(HOST).or_else(|| req.uri().authority().map(|a| a.as_str()));
     if let Err(refusal) = guard::admit(host, header(ORIGIN), changes_state, token) {
-        state.metrics.admin_refused(refusal.reason()).inc();
+        state.refused.count(refusal);
         // Counted, and logged at debug level only: a hostile page could repeat them at will.
         tracing::debug!(method = %req.method(), path = req.uri().path(), host, origin = header(ORIGIN), reason = refusal.reason(), "admin request refused");
         let status = match refusal {
@@ -168,7 +171,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     }
     match req.uri().path() {
         "/metrics" => {
-            let mut r = text(StatusCode::OK, state.metrics.render());
+            let mut r = text(StatusCode::OK, state.registry.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -20,7 +20,7 @@ pub use summary::ReloadSummary;
 use crate::admin::{self, AdminState};
 use crate::balance::Balancer;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::register::Registrar;
 use crate::upgrade::{Inherited, Listeners, Offer, Owner};
 use crate::zk::Sessions;
@@ -103,19 +103,23 @@ impl Agent {
         mut inherited: Inherited,
         takeover: bool,
     ) -> Result<Self, AgentError> {
-        let registry = crate::metrics::Registry::new();
-        let metrics = Arc::new(Metrics::register(&registry)?);
+        let registry = Registry::new();
+        crate::metrics::register_build_info(&registry)?;
         let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
         let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
+        let discovery = Arc::new(crate::discovery::DiscoveryMetrics::register(&registry)?);
+        let register = Arc::new(crate::register::RegisterMetrics::register(&registry)?);
+        let task_metrics = crate::supervise::TaskMetrics::register(&registry)?;
+        let handovers = crate::upgrade::HandoverMetrics::register(&registry)?;
+        let refused = admin::RefusalMetrics::register(&registry)?;
+        let zk = crate::zk::ZkMetrics::register(&registry)?;
         let (sessions_stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let stop = sessions_stop.child_token();
-        let zookeeper = Arc::new(Sessions::new(
-            tasks.clone(),
-            sessions_stop.clone(),
-            Arc::clone(&metrics),
-        ));
+        let zookeeper = Arc::new(Sessions::new(tasks.clone(), sessions_stop.clone(), zk));
         let shared = AgentHandles {
-            metrics,
+            registry,
+            discovery,
+            task_metrics,
             balance,
             proxy,
             stop,
@@ -170,7 +174,7 @@ impl Agent {
                     shared.tasks.spawn(offer.serve(
                         shared.listeners.clone(),
                         handed_tx,
-                        Arc::clone(&shared.metrics),
+                        handovers,
                         shared.stop.clone(),
                     ));
                     handover = Some(handed_rx);
@@ -185,7 +189,8 @@ impl Agent {
         let registrar = Arc::new(Registrar::start(
             config.register.as_ref(),
             &shared.zookeeper,
-            &shared.metrics,
+            &register,
+            &shared.task_metrics,
         ));
         let admin_token = Arc::new(arc_swap::ArcSwapOption::from(
             config.admin.token.clone().map(Arc::new),
@@ -209,7 +214,8 @@ impl Agent {
         });
         let state = Arc::new(AdminState {
             services: Arc::clone(&core.view),
-            metrics: Arc::clone(&core.shared.metrics),
+            registry: core.shared.registry.clone(),
+            refused,
             reload: core
                 .source
                 .is_some()
@@ -280,9 +286,9 @@ impl Agent {
         &self.core.registrar
     }
 
-    /// The agent's metrics.
-    pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.core.shared.metrics
+    /// The agent's metrics registry.
+    pub fn metrics(&self) -> &Registry {
+        &self.core.shared.registry
     }
 
     /// Stops accepting, waits up to `grace` for open connections, then cuts the rest.

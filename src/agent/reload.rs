@@ -100,7 +100,7 @@ impl Core {
             if !keep {
                 r.stop(name);
                 if !config.services.contains_key(name) {
-                    self.shared.metrics.forget_service(name);
+                    self.shared.registry.forget_service(name);
                     summary.removed.push(name.clone());
                 }
             }

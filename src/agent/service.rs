@@ -9,7 +9,7 @@ use crate::admin::ServiceInfo;
 use crate::balance::{checker, Balancer, Fallback, Origin, Policy};
 use crate::config::ServiceConfig;
 use crate::discovery::{self, SourceContext};
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
 use crate::proxy::{self, Lifecycle, ServiceProxy, TlsSetup};
 use crate::upgrade::{Inherited, Listeners, Owner};
 use crate::zk::Sessions;
@@ -24,8 +24,12 @@ use tokio_util::task::TaskTracker;
 /// What every service shares with the agent.
 #[derive(Clone)]
 pub struct AgentHandles {
-    /// Agent metrics.
-    pub metrics: Arc<Metrics>,
+    /// The registry every metric family is registered in.
+    pub registry: Registry,
+    /// Discovery's metric families.
+    pub discovery: Arc<crate::discovery::DiscoveryMetrics>,
+    /// The panic and stall counters of background tasks.
+    pub task_metrics: crate::supervise::TaskMetrics,
     /// Balancing's metric families.
     pub balance: Arc<crate::balance::BalanceMetrics>,
     /// The proxy's metric families.
@@ -228,7 +232,7 @@ fn build(
             .upstream
             .clone()
             .map(|t| t as Arc<dyn crate::health::probe::CheckTls>);
-        let panics = shared.metrics.task_panics("health_checker");
+        let panics = shared.task_metrics.panics("health_checker");
         crate::supervise::spawn(
             &shared.tasks,
             format!("health checks of {name}"),
@@ -256,7 +260,8 @@ fn build(
     }
     let ctx = SourceContext {
         balancer: Arc::clone(&balancer),
-        metrics: Arc::clone(&shared.metrics),
+        metrics: Arc::clone(&shared.discovery),
+        task_metrics: shared.task_metrics.clone(),
         shutdown: generation.clone(),
         zookeeper: Arc::clone(&shared.zookeeper),
     };

@@ -80,7 +80,7 @@ pub async fn run(path: PathBuf, ctx: SourceContext) {
             Err(e) => {
                 let message = e.to_string();
                 if last_error.as_deref() != Some(message.as_str()) {
-                    ctx.metrics.discovery_error(&service, "file");
+                    ctx.metrics.error(&service, "file");
                     tracing::error!(parent: &span, error = %message, "keeping the previous backends");
                     last_error = Some(message);
                 }

@@ -5,11 +5,14 @@
 //! empty list, so the last known good set keeps serving.
 
 mod file;
+mod metrics;
 pub mod zookeeper;
+
+pub use metrics::{DiscoveryMetrics, ZkDiscoveryMetrics, ZK_REQUEST_KINDS};
 
 use crate::balance::{Backend, Balancer, Origin};
 use crate::config::{BackendAddr, DiscoveryConfig, ServiceConfig};
-use crate::metrics::Metrics;
+use crate::supervise::TaskMetrics;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,8 +22,10 @@ use tokio_util::task::TaskTracker;
 pub struct SourceContext {
     /// The service's balancer.
     pub balancer: Arc<Balancer>,
-    /// Agent metrics.
-    pub metrics: Arc<Metrics>,
+    /// Discovery's metric families.
+    pub metrics: Arc<DiscoveryMetrics>,
+    /// The panic and stall counters of background tasks.
+    pub task_metrics: TaskMetrics,
     /// Cancelled when the agent stops.
     pub shutdown: CancellationToken,
     /// The agent's ZooKeeper sessions, one per ensemble.
@@ -36,7 +41,7 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
                 .update(to_backends(&config.backends, &Origin::Static));
         }
         Some(DiscoveryConfig::File(path)) => {
-            let (path, panics) = (path.clone(), ctx.metrics.task_panics("file_discovery"));
+            let (path, panics) = (path.clone(), ctx.task_metrics.panics("file_discovery"));
             let name = format!("file discovery of {}", ctx.balancer.service());
             crate::supervise::spawn(tasks, name, panics, move || {
                 file::run(path.clone(), ctx.clone())
@@ -44,14 +49,14 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
         }
         Some(DiscoveryConfig::Zookeeper(zk)) => {
             let sessions = Arc::clone(&ctx.zookeeper);
-            let (zk, panics) = (zk.clone(), ctx.metrics.task_panics("zookeeper_discovery"));
+            let (zk, panics) = (zk.clone(), ctx.task_metrics.panics("zookeeper_discovery"));
             let name = format!("zookeeper discovery of {}", ctx.balancer.service());
             let busy = crate::supervise::Busy::default();
             crate::supervise::watchdog(
                 tasks,
                 name.clone(),
                 busy.clone(),
-                ctx.metrics.task_stalls("zookeeper_discovery"),
+                ctx.task_metrics.stalls("zookeeper_discovery"),
                 ctx.shutdown.clone(),
             );
             crate::supervise::spawn(tasks, name, panics, move || {

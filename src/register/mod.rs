@@ -10,11 +10,14 @@
 //! node moves), unchanged ones are not touched.
 
 mod checks;
+mod metrics;
 mod task;
 mod znode;
 
+pub use metrics::RegisterMetrics;
+
 use crate::config::register::{Register, Registration};
-use crate::metrics::Metrics;
+use crate::supervise::TaskMetrics;
 use crate::zk::Sessions;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -86,7 +89,8 @@ pub struct Registrar {
     /// The `register` section in force (`None`: no section).
     config: Mutex<Option<Register>>,
     sessions: Arc<Sessions>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RegisterMetrics>,
+    task_metrics: TaskMetrics,
     stop: CancellationToken,
     handover: CancellationToken,
 }
@@ -96,13 +100,15 @@ impl Registrar {
     pub fn start(
         config: Option<&Register>,
         sessions: &Arc<Sessions>,
-        metrics: &Arc<Metrics>,
+        metrics: &Arc<RegisterMetrics>,
+        task_metrics: &TaskMetrics,
     ) -> Self {
         let registrar = Self {
             services: Mutex::new(BTreeMap::new()),
             config: Mutex::new(config.cloned()),
             sessions: Arc::clone(sessions),
             metrics: Arc::clone(metrics),
+            task_metrics: task_metrics.clone(),
             stop: CancellationToken::new(),
             handover: CancellationToken::new(),
         };
@@ -142,13 +148,13 @@ impl Registrar {
             &tasks,
             format!("registration of {name}"),
             ctx.busy.clone(),
-            self.metrics.task_stalls("registration"),
+            self.task_metrics.stalls("registration"),
             stop.clone(),
         );
         crate::supervise::spawn(
             &tasks,
             format!("registration of {name}"),
-            self.metrics.task_panics("registration"),
+            self.task_metrics.panics("registration"),
             move || {
                 task::run(
                     ctx.clone(),

@@ -3,10 +3,9 @@
 //! location arrives on a watch: changed checks start again (from the service's current verdict, so a
 //! reload alone never takes a healthy service out), changed data is written into the existing node.
 
-use super::{checks, znode, CheckView, RegisteredView};
+use super::{checks, znode, CheckView, RegisterMetrics, RegisteredView};
 use crate::config::register::{Check, CheckKind, Registration};
 use crate::health::CheckState;
-use crate::metrics::Metrics;
 use crate::zk::Conn;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +19,7 @@ pub(super) struct Ctx {
     pub name: String,
     pub instance: String,
     pub view: Arc<Mutex<RegisteredView>>,
-    pub metrics: Arc<Metrics>,
+    pub metrics: Arc<RegisterMetrics>,
     /// Cancelled when a successor process takes over: leave the node to it.
     pub handover: CancellationToken,
     /// Each round of checks, marked for the watchdog.
@@ -47,8 +46,8 @@ pub(super) async fn run(
     let mut errors: Vec<Option<String>> = vec![None; states.len()];
     let mut node: Option<Node> = None;
     let mut was_up = false;
-    let up_gauge = ctx.metrics.register_up(&ctx.name);
-    let registered = ctx.metrics.register_znode(&ctx.name);
+    let up_gauge = ctx.metrics.up(&ctx.name);
+    let registered = ctx.metrics.znode(&ctx.name);
     let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
@@ -68,7 +67,7 @@ pub(super) async fn run(
                 for (i, check) in reg.checks.iter().enumerate() {
                     let result = checks::run(check, &reg.host, reg.port).await;
                     if let Err(e) = &result {
-                        ctx.metrics.register_check_failure(&ctx.name, kind(check)).inc();
+                        ctx.metrics.check_failure(&ctx.name, kind(check)).inc();
                         if errors[i].as_deref() != Some(e.as_str()) && states[i].up {
                             tracing::warn!(service = %ctx.name, check = kind(check), error = %e, "registration check failed");
                         }
@@ -96,7 +95,7 @@ pub(super) async fn run(
         let up = states.iter().all(|s| s.up);
         if up != was_up {
             ctx.metrics
-                .register_transition(&ctx.name, if up { "up" } else { "down" });
+                .transition(&ctx.name, if up { "up" } else { "down" });
             tracing::info!(service = %ctx.name, up, "registered service changed state");
             was_up = up;
         }

@@ -14,7 +14,7 @@ pub mod successor;
 mod takeover;
 mod wire;
 
-pub use offer::Offer;
+pub use offer::{HandoverMetrics, Offer};
 pub use takeover::{take_over, Predecessor};
 
 use serde::{Deserialize, Serialize};

@@ -3,11 +3,11 @@
 
 use super::wire::{self, Message, Reader};
 use super::{Listeners, UpgradeError};
-use crate::metrics::Metrics;
+use crate::metrics::Registry;
+use prometheus::{IntCounter, IntCounterVec};
 use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
@@ -18,6 +18,30 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a successor has to start serving once it holds the sockets.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The handover family: listening sockets offered to a successor, by outcome; clones share it.
+#[derive(Clone)]
+pub struct HandoverMetrics {
+    handovers: IntCounterVec,
+}
+
+impl HandoverMetrics {
+    /// Creates the handover family in `registry`.
+    pub fn register(registry: &Registry) -> Result<Self, prometheus::Error> {
+        Ok(Self {
+            handovers: registry.counter(
+                "sinew_upgrade_handovers_total",
+                "Listening sockets offered to a successor process, by outcome (handed_over, aborted, refused).",
+                &["outcome"],
+            )?,
+        })
+    }
+
+    /// The counter of handovers that ended with `outcome` (handed_over, aborted, refused).
+    pub fn handovers(&self, outcome: &str) -> IntCounter {
+        self.handovers.with_label_values(&[outcome])
+    }
+}
 
 /// The upgrade socket of a running process.
 pub struct Offer {
@@ -68,7 +92,7 @@ impl Offer {
         self,
         listeners: Listeners,
         handed: oneshot::Sender<()>,
-        metrics: Arc<Metrics>,
+        metrics: HandoverMetrics,
         stop: CancellationToken,
     ) {
         tracing::info!(path = %self.path.display(), "offering the listening sockets to a successor");
@@ -90,17 +114,17 @@ impl Offer {
             };
             match outcome {
                 Ok(Outcome::HandedOver) => {
-                    metrics.upgrade_handover("handed_over").inc();
+                    metrics.handovers("handed_over").inc();
                     tracing::info!("the new process serves: this one stops accepting and drains");
                     let _ = handed.send(());
                     break;
                 }
                 Ok(Outcome::Refused(reason)) => {
-                    metrics.upgrade_handover("refused").inc();
+                    metrics.handovers("refused").inc();
                     tracing::warn!(%reason, "handover refused");
                 }
                 Err(e) => {
-                    metrics.upgrade_handover("aborted").inc();
+                    metrics.handovers("aborted").inc();
                     tracing::warn!(error = %e, "handover aborted; this process keeps serving");
                 }
             }
@@ -193,6 +217,7 @@ async fn within<T>(
 mod tests {
     use super::*;
     use crate::upgrade::{take_over, Owner};
+    use std::sync::Arc;
 
     fn offer(name: &str) -> (Offer, PathBuf) {
         let dir = std::env::temp_dir().join(format!("sinew-offer-{}", std::process::id()));
@@ -204,15 +229,11 @@ mod tests {
     #[tokio::test]
     async fn a_successor_of_another_protocol_version_is_refused() {
         let (offer, path) = offer("version.sock");
-        let metrics = Arc::new(Metrics::new().unwrap());
+        let metrics = HandoverMetrics::register(&Registry::new()).unwrap();
         let (handed, mut handed_rx) = oneshot::channel();
         let stop = CancellationToken::new();
-        let task = tokio::spawn(offer.serve(
-            Listeners::default(),
-            handed,
-            Arc::clone(&metrics),
-            stop.clone(),
-        ));
+        let task =
+            tokio::spawn(offer.serve(Listeners::default(), handed, metrics.clone(), stop.clone()));
         let stream = UnixStream::connect(&path).await.unwrap();
         wire::send(&stream, &Message::Hello { version: 99 }, None)
             .await
@@ -225,7 +246,7 @@ mod tests {
         assert!(handed_rx.try_recv().is_err(), "no handover");
         stop.cancel();
         task.await.unwrap();
-        assert_eq!(metrics.upgrade_handover("refused").get(), 1);
+        assert_eq!(metrics.handovers("refused").get(), 1);
         assert!(!path.exists(), "the socket file is removed on the way out");
     }
 
@@ -251,14 +272,10 @@ mod tests {
         let web = Arc::new(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap());
         let configured = web.local_addr().unwrap();
         listeners.insert(Owner::Service("web".into()), configured, &web);
-        let metrics = Arc::new(Metrics::new().unwrap());
+        let metrics = HandoverMetrics::register(&Registry::new()).unwrap();
         let (handed, handed_rx) = oneshot::channel();
-        let task = tokio::spawn(offer.serve(
-            listeners,
-            handed,
-            Arc::clone(&metrics),
-            CancellationToken::new(),
-        ));
+        let task =
+            tokio::spawn(offer.serve(listeners, handed, metrics.clone(), CancellationToken::new()));
         let (mut inherited, predecessor) = take_over(&path).await.unwrap();
         assert_eq!(inherited.len(), 1);
         let socket = inherited
@@ -269,6 +286,6 @@ mod tests {
         predecessor.ready().await.unwrap();
         handed_rx.await.expect("the offer reports the handover");
         task.await.unwrap();
-        assert_eq!(metrics.upgrade_handover("handed_over").get(), 1);
+        assert_eq!(metrics.handovers("handed_over").get(), 1);
     }
 }

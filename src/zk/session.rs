@@ -13,9 +13,9 @@
 //! through until the session's own client is back. Registration keeps the session itself, so its
 //! ephemeral znodes are neither lost nor written again.
 
-use crate::metrics::Metrics;
+use super::ZkMetrics;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -63,12 +63,12 @@ pub struct Sessions {
     ensembles: Mutex<HashMap<String, watch::Receiver<Conn>>>,
     tasks: TaskTracker,
     stop: CancellationToken,
-    metrics: Arc<Metrics>,
+    metrics: ZkMetrics,
 }
 
 impl Sessions {
     /// An empty registry; manager tasks run on `tasks` until `stop`.
-    pub fn new(tasks: TaskTracker, stop: CancellationToken, metrics: Arc<Metrics>) -> Self {
+    pub fn new(tasks: TaskTracker, stop: CancellationToken, metrics: ZkMetrics) -> Self {
         Self {
             ensembles: Mutex::new(HashMap::new()),
             tasks,
@@ -90,7 +90,7 @@ impl Sessions {
             session_timeout,
             tx,
             self.stop.clone(),
-            Arc::clone(&self.metrics),
+            self.metrics.clone(),
         ));
         map.insert(cluster, rx.clone());
         rx
@@ -172,9 +172,9 @@ async fn manage(
     session_timeout: Duration,
     tx: watch::Sender<Conn>,
     stop: CancellationToken,
-    metrics: Arc<Metrics>,
+    metrics: ZkMetrics,
 ) {
-    let connected = metrics.zk_connected(&cluster);
+    let connected = metrics.connected(&cluster);
     let mut epoch = 0;
     let mut backoff = Backoff::default();
     let mut failures = 0u64;
@@ -200,7 +200,7 @@ async fn manage(
                     Ok(client) => client,
                     Err(e) => {
                         failures += 1;
-                        metrics.zk_event(&cluster, "connect_failed");
+                        metrics.event(&cluster, "connect_failed");
                         // One line when trouble starts, then one per 10 attempts.
                         if failures == 1 || failures.is_multiple_of(10) {
                             tracing::warn!(ensemble = %cluster, error = %e, attempts = failures, "cannot connect to ZooKeeper; last known backends keep serving");
@@ -218,7 +218,7 @@ async fn manage(
         let started = tokio::time::Instant::now();
         epoch += 1;
         connected.set(1);
-        metrics.zk_event(&cluster, "connected");
+        metrics.event(&cluster, "connected");
         tracing::info!(ensemble = %cluster, session = ?client.session_id(), "ZooKeeper session established");
         let mut state = client.state_watcher();
         tx.send_replace(Conn::of(&client, epoch));
@@ -230,7 +230,7 @@ async fn manage(
                 s = state.changed() => s,
                 opened = open_stand_in(&cluster, session_timeout), if disconnected && stand_in.is_none() => {
                     epoch += 1;
-                    metrics.zk_event(&cluster, "stand_in");
+                    metrics.event(&cluster, "stand_in");
                     tracing::info!(ensemble = %cluster, stand_in = ?opened.session_id(), "ZooKeeper serves again before the session's client reconnected; reading through a stand-in session");
                     tx.send_replace(Conn {
                         client: Some(opened.clone()),
@@ -246,7 +246,7 @@ async fn manage(
                     disconnected = false;
                     epoch += 1;
                     connected.set(1);
-                    metrics.zk_event(&cluster, "reconnected");
+                    metrics.event(&cluster, "reconnected");
                     tracing::info!(ensemble = %cluster, "ZooKeeper reconnected; re-reading watched paths");
                     // Watchers move back to the session and drop the stand-in, which then closes.
                     stand_in = None;
@@ -255,7 +255,7 @@ async fn manage(
                 zk::SessionState::Disconnected => {
                     disconnected = true;
                     connected.set(0);
-                    metrics.zk_event(&cluster, "disconnected");
+                    metrics.event(&cluster, "disconnected");
                     tracing::warn!(ensemble = %cluster, "ZooKeeper disconnected; last known backends keep serving");
                 }
                 terminal => {
@@ -263,7 +263,7 @@ async fn manage(
                         backoff = Backoff::default();
                     }
                     connected.set(0);
-                    metrics.zk_event(&cluster, "expired");
+                    metrics.event(&cluster, "expired");
                     promoted = stand_in.take();
                     tracing::warn!(ensemble = %cluster, state = ?terminal, stand_in = promoted.is_some(), "ZooKeeper session ended; starting a new one");
                     tx.send_replace(Conn {
@@ -350,13 +350,14 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_ensemble_is_retried_with_backoff_not_in_a_loop() {
         // Nothing listens on port 1 of loopback: every attempt fails at once.
-        let metrics = Arc::new(Metrics::new().unwrap());
+        let registry = crate::metrics::Registry::new();
+        let metrics = ZkMetrics::register(&registry).unwrap();
         let (tasks, stop) = (TaskTracker::new(), CancellationToken::new());
-        let sessions = Sessions::new(tasks.clone(), stop.clone(), Arc::clone(&metrics));
+        let sessions = Sessions::new(tasks.clone(), stop.clone(), metrics);
         let conn = sessions.get(&["127.0.0.1:1".into()], Duration::from_secs(10));
         let series = r#"sinew_discovery_zookeeper_session_events_total{ensemble="127.0.0.1:1",event="connect_failed"} "#;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        let attempts: u64 = metrics
+        let attempts: u64 = registry
             .render()
             .lines()
             .find_map(|l| l.strip_prefix(series))

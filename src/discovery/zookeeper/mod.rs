@@ -16,9 +16,8 @@
 mod children;
 pub mod decode;
 
-use super::SourceContext;
+use super::{SourceContext, ZkDiscoveryMetrics};
 use crate::config::ZookeeperDiscovery;
-use crate::metrics::ZkDiscoveryMetrics;
 use crate::supervise::Busy;
 use crate::zk::{Backoff, Conn, Sessions};
 use children::{Children, Dirty, Found, Requests};
@@ -204,7 +203,7 @@ impl Watcher {
     /// A read failed: the last set keeps serving; retries after a backoff, or at once on a new session.
     async fn wait_to_retry(&mut self, error: &zk::Error) -> Result<(), Stopped> {
         self.connected.set(0);
-        self.ctx.metrics.discovery_error(&self.service, "zookeeper");
+        self.ctx.metrics.error(&self.service, "zookeeper");
         tracing::warn!(service = %self.service, zk_path = %self.config.path, error = %error, "cannot read from ZooKeeper; last known backends keep serving");
         tokio::select! {
             _ = self.ctx.shutdown.cancelled() => return Err(Stopped),

@@ -16,7 +16,7 @@ pub struct Requests {
 }
 
 impl Requests {
-    /// The counts in the order of [`crate::metrics::ZK_REQUEST_KINDS`].
+    /// The counts in the order of [`crate::discovery::ZK_REQUEST_KINDS`].
     pub fn by_kind(&self) -> [u64; 5] {
         [
             self.list,
@@ -78,7 +78,7 @@ mod tests {
         ];
         for (requests, kind) in cases {
             let at = requests.by_kind().iter().position(|n| *n == 1);
-            let label = at.map(|i| crate::metrics::ZK_REQUEST_KINDS[i]);
+            let label = at.map(|i| crate::discovery::ZK_REQUEST_KINDS[i]);
             assert_eq!(label, Some(kind));
             assert_eq!(requests.total(), 1);
         }
