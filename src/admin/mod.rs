@@ -66,7 +66,11 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const SPARE_DESCRIPTORS: usize = 4;
 
 /// Serves the admin API until `stop` fires.
-pub async fn serve(listener: Arc<TcpListener>, state: Arc<AdminState>, stop: CancellationToken) {
+pub async fn accept_loop(
+    listener: Arc<TcpListener>,
+    state: Arc<AdminState>,
+    stop: CancellationToken,
+) {
     if let Ok(addr) = listener.local_addr() {
         if exposed(addr, state.token.load().is_some()) {
             tracing::warn!(admin = %addr, "the admin API listens beyond loopback without admin.token: anyone who can reach it can reload the config and take services out of ZooKeeper; set admin.token or listen on 127.0.0.1");

@@ -171,7 +171,7 @@ impl Agent {
         if let Some(path) = &config.admin.upgrade_socket {
             match Offer::bind(path, takeover) {
                 Ok(offer) => {
-                    shared.tasks.spawn(offer.serve(
+                    shared.tasks.spawn(offer.answer_successors(
                         shared.listeners.clone(),
                         handed_tx,
                         handovers,
@@ -226,7 +226,7 @@ impl Agent {
         let stop = core.shared.stop.clone();
         core.shared
             .tasks
-            .spawn(admin::serve(admin_listener, state, stop));
+            .spawn(admin::accept_loop(admin_listener, state, stop));
         Ok(Self {
             core,
             admin_addr,

@@ -86,7 +86,7 @@ pub async fn run(launch: Launch) -> Result<(), LifecycleError> {
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "cannot notify systemd"),
     }
-    let handed_over = serve(&agent, upgrade_socket.as_deref()).await?;
+    let handed_over = act_on_signals(&agent, upgrade_socket.as_deref()).await?;
     let grace = agent.grace();
     if handed_over {
         agent.hand_over(grace).await;
@@ -97,7 +97,10 @@ pub async fn run(launch: Launch) -> Result<(), LifecycleError> {
 }
 
 /// Acts on signals until the agent is to stop; true when a successor took the sockets over.
-async fn serve(agent: &Agent, upgrade_socket: Option<&Path>) -> Result<bool, LifecycleError> {
+async fn act_on_signals(
+    agent: &Agent,
+    upgrade_socket: Option<&Path>,
+) -> Result<bool, LifecycleError> {
     let mut handover = agent.take_handover();
     let mut successor = None;
     let mut signals = Signals::new()?;

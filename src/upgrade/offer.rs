@@ -88,7 +88,7 @@ impl Offer {
 
     /// Offers `listeners` to whoever connects, until a successor reports that it serves (then `handed`
     /// fires) or `stop`. The socket file is removed on the way out unless a successor replaced it.
-    pub async fn serve(
+    pub async fn answer_successors(
         self,
         listeners: Listeners,
         handed: oneshot::Sender<()>,
@@ -232,8 +232,12 @@ mod tests {
         let metrics = HandoverMetrics::register(&Registry::new()).unwrap();
         let (handed, mut handed_rx) = oneshot::channel();
         let stop = CancellationToken::new();
-        let task =
-            tokio::spawn(offer.serve(Listeners::default(), handed, metrics.clone(), stop.clone()));
+        let task = tokio::spawn(offer.answer_successors(
+            Listeners::default(),
+            handed,
+            metrics.clone(),
+            stop.clone(),
+        ));
         let stream = UnixStream::connect(&path).await.unwrap();
         wire::send(&stream, &Message::Hello { version: 99 }, None)
             .await
@@ -274,8 +278,12 @@ mod tests {
         listeners.insert(Owner::Service("web".into()), configured, &web);
         let metrics = HandoverMetrics::register(&Registry::new()).unwrap();
         let (handed, handed_rx) = oneshot::channel();
-        let task =
-            tokio::spawn(offer.serve(listeners, handed, metrics.clone(), CancellationToken::new()));
+        let task = tokio::spawn(offer.answer_successors(
+            listeners,
+            handed,
+            metrics.clone(),
+            CancellationToken::new(),
+        ));
         let (mut inherited, predecessor) = take_over(&path).await.unwrap();
         assert_eq!(inherited.len(), 1);
         let socket = inherited

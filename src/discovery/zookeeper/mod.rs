@@ -20,7 +20,7 @@ use super::{SourceContext, ZkDiscoveryMetrics};
 use crate::config::ZookeeperDiscovery;
 use crate::supervise::Busy;
 use crate::zk::{Backoff, Conn, Sessions};
-use children::{Children, Dirty, Found, Requests};
+use children::{Children, Dirty, PathContents, Requests};
 use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,7 +157,7 @@ impl Watcher {
     }
 
     /// Reads what changed: everything on a new session, the listing after a reconnection.
-    async fn read(&mut self, client: &zk::Client, epoch: u64) -> Result<Found, zk::Error> {
+    async fn read(&mut self, client: &zk::Client, epoch: u64) -> Result<PathContents, zk::Error> {
         if self.session != Some(client.session_id()) {
             self.dirty = Dirty::everything();
         }
@@ -170,11 +170,11 @@ impl Watcher {
     }
 
     /// Hands a successful read to the balancer and the metrics.
-    fn apply(&mut self, found: Found, client: &zk::Client, epoch: u64) {
+    fn apply(&mut self, found: PathContents, client: &zk::Client, epoch: u64) {
         self.session = Some(client.session_id());
         self.read_epoch = Some(epoch);
         match found {
-            Found::Backends(backends, written) => {
+            PathContents::Backends(backends, written) => {
                 self.retry = Backoff::new(READ_RETRY_MIN, READ_RETRY_MAX);
                 self.ctx
                     .metrics
@@ -190,7 +190,7 @@ impl Watcher {
                     }
                 }
             }
-            Found::Missing => {
+            PathContents::Missing => {
                 tracing::warn!(service = %self.service, zk_path = %self.config.path, "path does not exist; waiting for it");
                 self.ctx.balancer.update(Vec::new());
             }

@@ -1,4 +1,4 @@
-//! What the next re-read must look at ([`Dirty`]), gathered from the watches that fired ([`Fired`]).
+//! What the next re-read must look at ([`Dirty`]), gathered from the watches that fired ([`WatchEvent`]).
 
 use std::collections::BTreeSet;
 
@@ -31,19 +31,19 @@ impl Dirty {
     }
 
     /// Adds what fired watches ask to be read; the last event about a child decides.
-    pub fn absorb(&mut self, fired: Vec<Fired>) {
+    pub fn absorb(&mut self, fired: Vec<WatchEvent>) {
         for f in fired {
             match f {
-                Fired::List => self.list = true,
-                Fired::Changed(name) => {
+                WatchEvent::List => self.list = true,
+                WatchEvent::Changed(name) => {
                     self.gone.remove(&name);
                     self.read.insert(name);
                 }
-                Fired::Gone(name) => {
+                WatchEvent::Gone(name) => {
                     self.read.remove(&name);
                     self.gone.insert(name);
                 }
-                Fired::Session => {}
+                WatchEvent::Session => {}
             }
         }
     }
@@ -51,7 +51,7 @@ impl Dirty {
 
 /// A watch that fired.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Fired {
+pub enum WatchEvent {
     /// The child list changed, or the path itself was created or deleted.
     List,
     /// A child was created or its data changed.
@@ -70,10 +70,10 @@ mod tests {
     fn fired_watches_name_what_to_read() {
         let mut d = Dirty::default();
         assert!(!d.any());
-        d.absorb(vec![Fired::Changed("b".into()), Fired::Session]);
+        d.absorb(vec![WatchEvent::Changed("b".into()), WatchEvent::Session]);
         assert_eq!(d.read.iter().collect::<Vec<_>>(), ["b"]);
         assert!(!d.list && d.any());
-        d.absorb(vec![Fired::List, Fired::Changed("a".into())]);
+        d.absorb(vec![WatchEvent::List, WatchEvent::Changed("a".into())]);
         assert!(d.list && !d.revalidate);
         assert_eq!(d.read.len(), 2);
         assert!(Dirty::everything().revalidate && Dirty::everything().list);
@@ -82,10 +82,13 @@ mod tests {
     #[test]
     fn the_last_event_about_a_child_decides() {
         let mut d = Dirty::default();
-        d.absorb(vec![Fired::Changed("a".into()), Fired::Gone("a".into())]);
+        d.absorb(vec![
+            WatchEvent::Changed("a".into()),
+            WatchEvent::Gone("a".into()),
+        ]);
         assert!(d.read.is_empty());
         assert_eq!(d.gone.iter().collect::<Vec<_>>(), ["a"]);
-        d.absorb(vec![Fired::Changed("a".into())]);
+        d.absorb(vec![WatchEvent::Changed("a".into())]);
         assert!(d.gone.is_empty());
         assert_eq!(d.read.iter().collect::<Vec<_>>(), ["a"]);
         assert!(Dirty {

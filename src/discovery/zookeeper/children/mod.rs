@@ -20,7 +20,7 @@ mod oneshot;
 mod recursive;
 mod requests;
 
-pub use dirty::{Dirty, Fired};
+pub use dirty::{Dirty, WatchEvent};
 pub use requests::Requests;
 
 use super::decode;
@@ -46,7 +46,7 @@ struct Child {
 }
 
 /// What a re-read found.
-pub enum Found {
+pub enum PathContents {
     /// The backends (by child name), and the server's write time (ms since the epoch) of every child
     /// read because it was new or changed.
     Backends(Vec<Backend>, Vec<i64>),
@@ -125,7 +125,7 @@ impl Children {
         &mut self,
         client: &zk::Client,
         dirty: &mut Dirty,
-    ) -> Result<Found, zk::Error> {
+    ) -> Result<PathContents, zk::Error> {
         if dirty.revalidate {
             // The watches belong to a session that is gone.
             self.watches.clear();
@@ -151,7 +151,7 @@ impl Children {
 
     /// Resolves with every watch that has fired (every queued event of the recursive watch); the
     /// others stay armed.
-    pub fn fired(&mut self) -> impl Future<Output = Vec<Fired>> + '_ {
+    pub fn fired(&mut self) -> impl Future<Output = Vec<WatchEvent>> + '_ {
         std::future::poll_fn(move |cx| {
             let mut fired = Vec::new();
             match &mut self.watches {
@@ -211,12 +211,12 @@ impl Known {
     }
 
     /// The backends of every known child, with the write times of those just read.
-    fn found(&self, written: Vec<i64>) -> Found {
+    fn found(&self, written: Vec<i64>) -> PathContents {
         let backends = self
             .by_name
             .values()
             .filter_map(|c| c.backend.clone())
             .collect();
-        Found::Backends(backends, written)
+        PathContents::Backends(backends, written)
     }
 }

@@ -3,7 +3,7 @@
 //! new session every known child is checked with `exists`, and only those whose version changed are
 //! read again.
 
-use super::{Dirty, Fired, Found, Known};
+use super::{Dirty, Known, PathContents, WatchEvent};
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -24,7 +24,7 @@ pub(super) struct Oneshot {
 
 impl Oneshot {
     /// Collects the watches that fired into `fired`, dropping them.
-    pub(super) fn poll(&mut self, cx: &mut Context<'_>, fired: &mut Vec<Fired>) {
+    pub(super) fn poll(&mut self, cx: &mut Context<'_>, fired: &mut Vec<WatchEvent>) {
         if let Some(watch) = self.list.as_mut() {
             if let Poll::Ready(event) = watch.as_mut().poll(cx) {
                 self.list = None;
@@ -50,14 +50,14 @@ impl Known {
         client: &zk::Client,
         watches: &mut Oneshot,
         dirty: &Dirty,
-    ) -> Result<Found, zk::Error> {
+    ) -> Result<PathContents, zk::Error> {
         let mut to_read: BTreeSet<String> = BTreeSet::new();
         let mut to_check: Vec<String> = Vec::new();
         if dirty.list {
             let Some(listed) = self.list_oneshot(client, watches).await? else {
                 self.by_name.clear();
                 watches.data.clear();
-                return Ok(Found::Missing);
+                return Ok(PathContents::Missing);
             };
             self.by_name.retain(|name, _| listed.contains(name));
             watches.data.retain(|name, _| listed.contains(name));
@@ -159,12 +159,12 @@ impl Known {
 }
 
 /// What a fired one-shot watch means: `child` is the child whose data watch it was.
-fn classify(event: zk::EventType, child: Option<&String>) -> Fired {
+fn classify(event: zk::EventType, child: Option<&String>) -> WatchEvent {
     match (event, child) {
-        (zk::EventType::Session, _) => Fired::Session,
-        (zk::EventType::NodeDeleted, Some(name)) => Fired::Gone(name.clone()),
-        (_, Some(name)) => Fired::Changed(name.clone()),
-        (_, None) => Fired::List,
+        (zk::EventType::Session, _) => WatchEvent::Session,
+        (zk::EventType::NodeDeleted, Some(name)) => WatchEvent::Gone(name.clone()),
+        (_, Some(name)) => WatchEvent::Changed(name.clone()),
+        (_, None) => WatchEvent::List,
     }
 }
 
@@ -177,19 +177,19 @@ mod tests {
         let name = "n".to_string();
         assert_eq!(
             classify(zk::EventType::Session, Some(&name)),
-            Fired::Session
+            WatchEvent::Session
         );
         assert_eq!(
             classify(zk::EventType::NodeDeleted, Some(&name)),
-            Fired::Gone(name.clone())
+            WatchEvent::Gone(name.clone())
         );
         assert_eq!(
             classify(zk::EventType::NodeDataChanged, Some(&name)),
-            Fired::Changed(name.clone())
+            WatchEvent::Changed(name.clone())
         );
         assert_eq!(
             classify(zk::EventType::NodeChildrenChanged, None),
-            Fired::List
+            WatchEvent::List
         );
     }
 }

@@ -2,7 +2,7 @@
 //! event names its node. A re-read lists only after a reconnection (fetching every known child's data
 //! then, since events may have been lost), and fetches data in multi-read batches.
 
-use super::{Children, Dirty, Fired, Found, Known, Requests, Watches};
+use super::{Children, Dirty, Known, PathContents, Requests, WatchEvent, Watches};
 use crate::config::WatchMode;
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -52,13 +52,13 @@ impl Known {
         &mut self,
         client: &zk::Client,
         dirty: &Dirty,
-    ) -> Result<Found, zk::Error> {
+    ) -> Result<PathContents, zk::Error> {
         let mut to_read: BTreeSet<String> = BTreeSet::new();
         let mut to_check: Vec<String> = Vec::new();
         if dirty.list {
             let Some(listed) = self.list_recursive(client).await? else {
                 self.by_name.clear();
-                return Ok(Found::Missing);
+                return Ok(PathContents::Missing);
             };
             self.by_name.retain(|name, _| listed.contains(name));
             for name in listed {
@@ -176,7 +176,7 @@ pub(super) fn poll(
     slot: &mut Option<zk::PersistentWatcher>,
     base: &str,
     cx: &mut Context<'_>,
-    fired: &mut Vec<Fired>,
+    fired: &mut Vec<WatchEvent>,
 ) {
     while let Some(watcher) = slot.as_mut() {
         let polled = std::pin::pin!(watcher.changed()).poll(cx);
@@ -186,7 +186,7 @@ pub(super) fn poll(
         if event.event_type == zk::EventType::Session {
             if event.session_state.is_terminated() {
                 *slot = None;
-                fired.push(Fired::Session);
+                fired.push(WatchEvent::Session);
             }
             continue;
         }
@@ -197,9 +197,9 @@ pub(super) fn poll(
 }
 
 /// What an event of the recursive watch on `base` means; `None` for nodes below the children.
-fn classify_recursive(event: zk::EventType, path: &str, base: &str) -> Option<Fired> {
+fn classify_recursive(event: zk::EventType, path: &str, base: &str) -> Option<WatchEvent> {
     if path.trim_end_matches('/') == base {
-        return Some(Fired::List);
+        return Some(WatchEvent::List);
     }
     let name = path.strip_prefix(base)?.strip_prefix('/')?;
     if name.is_empty() || name.contains('/') {
@@ -207,9 +207,9 @@ fn classify_recursive(event: zk::EventType, path: &str, base: &str) -> Option<Fi
     }
     match event {
         zk::EventType::NodeCreated | zk::EventType::NodeDataChanged => {
-            Some(Fired::Changed(name.to_string()))
+            Some(WatchEvent::Changed(name.to_string()))
         }
-        zk::EventType::NodeDeleted => Some(Fired::Gone(name.to_string())),
+        zk::EventType::NodeDeleted => Some(WatchEvent::Gone(name.to_string())),
         zk::EventType::NodeChildrenChanged | zk::EventType::Session => None,
     }
 }
@@ -224,23 +224,23 @@ mod tests {
         let base = "/svc/web";
         assert_eq!(
             classify_recursive(NodeCreated, "/svc/web/n1", base),
-            Some(Fired::Changed("n1".into()))
+            Some(WatchEvent::Changed("n1".into()))
         );
         assert_eq!(
             classify_recursive(NodeDataChanged, "/svc/web/n1", base),
-            Some(Fired::Changed("n1".into()))
+            Some(WatchEvent::Changed("n1".into()))
         );
         assert_eq!(
             classify_recursive(NodeDeleted, "/svc/web/n1", base),
-            Some(Fired::Gone("n1".into()))
+            Some(WatchEvent::Gone("n1".into()))
         );
         assert_eq!(
             classify_recursive(NodeCreated, "/svc/web", base),
-            Some(Fired::List)
+            Some(WatchEvent::List)
         );
         assert_eq!(
             classify_recursive(NodeDeleted, "/svc/web", base),
-            Some(Fired::List)
+            Some(WatchEvent::List)
         );
         assert_eq!(
             classify_recursive(NodeCreated, "/svc/web/n1/deeper", base),
@@ -249,8 +249,11 @@ mod tests {
         assert_eq!(classify_recursive(NodeCreated, "/svc/webx/n1", base), None);
         assert_eq!(
             classify_recursive(NodeCreated, "/n1", ""),
-            Some(Fired::Changed("n1".into()))
+            Some(WatchEvent::Changed("n1".into()))
         );
-        assert_eq!(classify_recursive(NodeDeleted, "/", ""), Some(Fired::List));
+        assert_eq!(
+            classify_recursive(NodeDeleted, "/", ""),
+            Some(WatchEvent::List)
+        );
     }
 }
