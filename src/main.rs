@@ -129,11 +129,6 @@ fn main() -> ExitCode {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    // A task woken by another waits its turn instead of running next: the requests read in one pass
-    // of the scheduler reach their backends together (`.cargo/config.toml` sets `tokio_unstable`;
-    // README, Performance).
-    #[cfg(tokio_unstable)]
-    builder.disable_lifo_slot();
     builder.build().context("cannot start the runtime")
 }
 

@@ -970,29 +970,8 @@ async fn after_a_zookeeper_restart_a_change_is_routed_within_2_seconds() {
     drop(client);
     let agent = start(&zk, "").await;
     wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
-    zk.kill();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    zk.restart().await;
-    let serving = tokio::time::Instant::now();
-    let client = zk.client().await;
-    put(
-        &client,
-        &format!("{PATH}/b"),
-        &nerve("127.0.0.1", b.addr.port(), "b"),
-    )
-    .await;
-    let mut want = vec![a.addr.port(), b.addr.port()];
-    want.sort_unstable();
-    while ports(&agent) != want && serving.elapsed() < Duration::from_secs(15) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let took = serving.elapsed();
-    eprintln!("routed {took:?} after ZooKeeper served again");
-    assert_eq!(ports(&agent), want);
-    assert!(
-        took < Duration::from_secs(2),
-        "routed {took:?} after ZooKeeper served again"
-    );
+    let client = outage_then_b_within_2_seconds(&mut zk, &agent, 5, &a, &b).await;
+    drop(client);
 }
 
 /// ZooKeeper down for 7 s, then back, with the default 10 s session, which outlives the outage: a
@@ -1020,8 +999,24 @@ async fn a_session_that_outlives_an_outage_catches_up_within_2_seconds() {
     wait_ports(&agent, vec![a.addr.port()], Duration::from_secs(5)).await;
     let before = wait_children(&client, registered, Duration::from_secs(5)).await;
     drop(client);
+    let client = outage_then_b_within_2_seconds(&mut zk, &agent, 7, &a, &b).await;
+    // The registration kept its session: the same znode, never deleted and created again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = wait_children(&client, registered, Duration::from_secs(5)).await;
+    assert_eq!(before, after, "the registered znode was replaced");
+}
+
+/// Stops ZooKeeper for `outage` seconds and starts it again, then writes `b`'s znode beside `a`'s and
+/// asserts that the agent routes to both within 2 s of the server serving again; the client it wrote with.
+async fn outage_then_b_within_2_seconds(
+    zk: &mut ZooKeeper,
+    agent: &Agent,
+    outage: u64,
+    a: &EchoBackend,
+    b: &EchoBackend,
+) -> zookeeper_client::Client {
     zk.kill();
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(outage)).await;
     zk.restart().await;
     let serving = tokio::time::Instant::now();
     let client = zk.client().await;
@@ -1033,20 +1028,17 @@ async fn a_session_that_outlives_an_outage_catches_up_within_2_seconds() {
     .await;
     let mut want = vec![a.addr.port(), b.addr.port()];
     want.sort_unstable();
-    while ports(&agent) != want && serving.elapsed() < Duration::from_secs(15) {
+    while ports(agent) != want && serving.elapsed() < Duration::from_secs(15) {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let took = serving.elapsed();
     eprintln!("routed {took:?} after ZooKeeper served again");
-    assert_eq!(ports(&agent), want);
+    assert_eq!(ports(agent), want);
     assert!(
         took < Duration::from_secs(2),
         "routed {took:?} after ZooKeeper served again"
     );
-    // The registration kept its session: the same znode, never deleted and created again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = wait_children(&client, registered, Duration::from_secs(5)).await;
-    assert_eq!(before, after, "the registered znode was replaced");
+    client
 }
 
 /// The children of `path` once it has any; fails after `within`.
