@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod memory;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelog;
 pub mod register;
 pub mod resource;
 pub mod status;

@@ -77,8 +77,7 @@ pub async fn accept_loop(
         }
     }
     let spare = Arc::new(crate::fdlimit::Spare::new(SPARE_DESCRIPTORS));
-    let mut last_warning: Option<tokio::time::Instant> = None;
-    let mut failed = 0u64;
+    let warnings = crate::ratelog::RateLimited::default();
     loop {
         let (stream, _) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -94,11 +93,8 @@ pub async fn accept_loop(
                     continue
                 }
                 Err(e) => {
-                    failed += 1;
-                    if last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                        tracing::warn!(error = %e, failed, "admin accept failed");
-                        last_warning = Some(tokio::time::Instant::now());
-                        failed = 0;
+                    if let Some(suppressed) = warnings.allow() {
+                        tracing::warn!(error = %e, suppressed, "admin accept failed");
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;

@@ -7,8 +7,8 @@
 
 use super::admission::{holding, Slot};
 use super::blame::Resource;
-use super::ratelog::RateLimited;
 use super::{http, tcp, ListenTls, ServiceProxy};
+use crate::ratelog::RateLimited;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
 use std::sync::Arc;

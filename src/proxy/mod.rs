@@ -9,7 +9,6 @@ mod http;
 mod io;
 mod listener;
 mod metrics;
-mod ratelog;
 mod tcp;
 pub mod tls;
 
@@ -53,7 +52,7 @@ pub struct ServiceProxy {
     pub handover: Arc<AtomicBool>,
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
-    warnings: ratelog::RateLimited,
+    warnings: crate::ratelog::RateLimited,
     faults: FaultMetrics,
 }
 
@@ -110,7 +109,7 @@ impl ServiceProxy {
             handover: life.handover,
             http,
             tls,
-            warnings: ratelog::RateLimited::default(),
+            warnings: crate::ratelog::RateLimited::default(),
             faults,
         }
     }

@@ -1,4 +1,5 @@
-//! At most one warning per second per service, so a dead backend under load does not flood the log.
+//! At most one warning per second per source (a service, the admin listener), so a failure under load
+//! does not flood the log.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
