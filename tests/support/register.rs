@@ -17,9 +17,21 @@ pub fn register(zk: &super::zk::ZooKeeper, port: u16, checks: &str) -> String {
     )
 }
 
-/// The name and data of every child of [`PATH`].
+/// The name and data of every child of [`PATH`] (none while it does not exist). A failed listing is
+/// tried again, never taken for an empty one.
 pub async fn nodes(client: &zk::Client) -> Vec<(String, String)> {
-    let children = client.list_children(PATH).await.unwrap_or_default();
+    let mut tries = 0;
+    let children = loop {
+        match client.list_children(PATH).await {
+            Ok(children) => break children,
+            Err(zk::Error::NoNode) => break Vec::new(),
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 100, "cannot list {PATH}: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
     let mut out = Vec::new();
     for c in children {
         if let Ok((data, _)) = client.get_data(&format!("{PATH}/{c}")).await {
