@@ -21,28 +21,32 @@ pub struct ReloadSummary {
 
 impl std::fmt::Display for ReloadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "added [{}], removed [{}], changed [{}], {} unchanged",
-            self.added.join(", "),
-            self.removed.join(", "),
-            self.changed.join(", "),
-            self.unchanged
-        )?;
+        changes(f, &self.added, &self.removed, &self.changed, self.unchanged)?;
         if self.token_changed {
             write!(f, "; admin.token replaced")?;
         }
         let r = &self.registration;
         if r != &RegisterChanges::default() {
-            write!(
-                f,
-                "; registration: added [{}], removed [{}], changed [{}], {} unchanged",
-                r.added.join(", "),
-                r.removed.join(", "),
-                r.changed.join(", "),
-                r.unchanged
-            )?;
+            write!(f, "; registration: ")?;
+            changes(f, &r.added, &r.removed, &r.changed, r.unchanged)?;
         }
         Ok(())
     }
+}
+
+/// One side's changes, as `added [..], removed [..], changed [..], N unchanged`.
+fn changes(
+    f: &mut std::fmt::Formatter<'_>,
+    added: &[String],
+    removed: &[String],
+    changed: &[String],
+    unchanged: usize,
+) -> std::fmt::Result {
+    write!(
+        f,
+        "added [{}], removed [{}], changed [{}], {unchanged} unchanged",
+        added.join(", "),
+        removed.join(", "),
+        changed.join(", "),
+    )
 }
