@@ -22,7 +22,7 @@ use support::http::HttpBackend;
 use support::load::{http_get_once, Load};
 use support::netns;
 use support::pyhttp::PyHttp;
-use support::zk::{nerve, put, remove, ZooKeeper};
+use support::zk::{connect_within, nerve, put, remove, ZooKeeper};
 use support::*;
 
 const PATH: &str = "/nerve/services/web/services";

@@ -218,6 +218,28 @@ impl ZooKeeper {
     }
 }
 
+/// A client session on any of `hosts`, tried again until one serves or `within` passes.
+///
+/// A node that has just lost its leader answers `srvr` before it serves clients again, so one
+/// attempt is not enough after an election.
+pub async fn connect_within(hosts: &str, within: Duration) -> zk::Client {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let attempt = zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(10))
+            .with_connection_timeout(Duration::from_secs(2))
+            .connect(hosts)
+            .await;
+        match attempt {
+            Ok(client) => return client,
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                panic!("no ZooKeeper node of {hosts} served within {within:?}: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 impl Drop for ZooKeeper {
     fn drop(&mut self) {
         self.resume();
