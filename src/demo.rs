@@ -73,6 +73,7 @@ pub fn config(
         file_output: None,
         register: None,
         services: BTreeMap::from([("demo".to_string(), service)]),
+        http_frontends: BTreeMap::new(),
         services_explicit: true,
     }
 }

@@ -11,6 +11,7 @@ mod addr;
 mod discovery;
 pub mod duration;
 mod field;
+mod frontend;
 mod haproxy;
 mod health;
 mod http;
@@ -31,6 +32,9 @@ pub use discovery::{
     MAX_COALESCE,
 };
 pub use field::FieldError;
+pub use frontend::{
+    compile_regex, Condition, FrontendTimeouts, HttpFrontend, MatchKind, Route as FrontendRoute,
+};
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
@@ -100,6 +104,13 @@ pub struct Config {
     /// The services this host depends on, by name.
     #[serde(deserialize_with = "unique::map")]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Shared HTTP listeners that route each request to one of `services`, by name.
+    #[serde(
+        default,
+        deserialize_with = "unique::map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub http_frontends: BTreeMap<String, HttpFrontend>,
     /// This host's services to health-check and register in ZooKeeper.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<register::Register>,
@@ -117,6 +128,7 @@ impl Default for Config {
             state_file: None,
             file_output: None,
             services: BTreeMap::new(),
+            http_frontends: BTreeMap::new(),
             register: None,
             services_explicit: false,
         }

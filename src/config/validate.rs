@@ -21,32 +21,50 @@ impl Config {
         let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
             let section = format!("services.{name}");
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-            {
-                return Err(invalid(FieldError::new(
-                    section,
-                    "service names may use only letters, digits, '_', '-' and '.'",
-                )));
-            }
-            if let Some((addr, other)) = listeners
-                .iter()
-                .find(|(a, _)| addr::overlaps(*a, svc.listen))
-            {
-                let problem = if *addr == svc.listen {
-                    format!("{addr} is already used by {other}")
-                } else {
-                    format!("{} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers", svc.listen)
-                };
-                return Err(invalid(FieldError::new("listen", problem).under(&section)));
-            }
+            check_name(name).map_err(|e| invalid(e.under(&section)))?;
+            free_listen(&listeners, svc.listen).map_err(|e| invalid(e.under(&section)))?;
             listeners.push((svc.listen, name));
             service_rules(svc).map_err(|e| invalid(e.under(&section)))?;
         }
+        for (name, frontend) in &self.http_frontends {
+            let section = format!("http_frontends.{name}");
+            check_name(name).map_err(|e| invalid(e.under(&section)))?;
+            free_listen(&listeners, frontend.listen).map_err(|e| invalid(e.under(&section)))?;
+            listeners.push((frontend.listen, name));
+            frontend
+                .validate(&self.services)
+                .map_err(|e| invalid(e.under(&section)))?;
+        }
         Ok(())
     }
+}
+
+/// Service and frontend names may use only letters, digits, '_', '-' and '.'.
+fn check_name(name: &str) -> Result<(), FieldError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(FieldError::new(
+            "",
+            "names may use only letters, digits, '_', '-' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// `listen` must not be, or overlap, an address already taken by one of `listeners`.
+fn free_listen(listeners: &[(SocketAddr, &str)], listen: SocketAddr) -> Result<(), FieldError> {
+    if let Some((addr, other)) = listeners.iter().find(|(a, _)| addr::overlaps(*a, listen)) {
+        let problem = if *addr == listen {
+            format!("{addr} is already used by {other}")
+        } else {
+            format!("{listen} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers")
+        };
+        return Err(FieldError::new("listen", problem));
+    }
+    Ok(())
 }
 
 /// One service's own rules, with fields relative to the service.
