@@ -7,6 +7,7 @@
 //! successor process (binary upgrade) is a shutdown that leaves the znodes to the successor; the
 //! ZooKeeper sessions close last in both, so registered nodes live through the drain.
 
+mod frontend;
 mod persist;
 mod reload;
 mod service;
@@ -59,6 +60,9 @@ pub enum AgentError {
         /// The running services, comma-separated.
         running: String,
     },
+    /// A frontend's router could not be built.
+    #[error(transparent)]
+    Route(#[from] crate::proxy::RouteError),
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -107,6 +111,7 @@ impl Agent {
         crate::metrics::register_build_info(&registry)?;
         let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
         let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
+        let frontends = Arc::new(crate::proxy::FrontendMetrics::register(&registry)?);
         let discovery = Arc::new(crate::discovery::DiscoveryMetrics::register(&registry)?);
         let register = Arc::new(crate::register::RegisterMetrics::register(&registry)?);
         let task_metrics = crate::supervise::TaskMetrics::register(&registry)?;
@@ -122,6 +127,7 @@ impl Agent {
             task_metrics,
             balance,
             proxy,
+            frontends,
             stop,
             abort: CancellationToken::new(),
             tasks,
@@ -148,6 +154,22 @@ impl Agent {
                     return Err(e);
                 }
             }
+        }
+        let mut frontends = BTreeMap::new();
+        let started =
+            match frontend::bind_new(&frontends, &config.http_frontends, &mut inherited).await {
+                Ok(bound) => frontend::apply(
+                    &mut frontends,
+                    &config.http_frontends,
+                    bound,
+                    &running,
+                    &shared,
+                ),
+                Err(e) => Err(e),
+            };
+        if let Err(e) = started {
+            sessions_stop.cancel();
+            return Err(e);
         }
         let admin_err = |source| AgentError::Bind {
             what: "admin".into(),
@@ -204,6 +226,7 @@ impl Agent {
         tracing::info!(admin = %admin_addr, services = running.len(), "sinew started");
         let core = Arc::new(Core {
             running: Mutex::new(running),
+            frontends: Mutex::new(frontends),
             view,
             shared,
             registrar,
@@ -274,6 +297,11 @@ impl Agent {
             .load()
             .get(name)
             .map(|s| Arc::clone(&s.balancer))
+    }
+
+    /// The bound address of a shared HTTP frontend's listener.
+    pub async fn frontend_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.core.frontends.lock().await.get(name).map(|f| f.listen)
     }
 
     /// The bound address of the admin server.

@@ -1,6 +1,7 @@
 //! Reloading: the running services and the settings a reload may replace, and how a new config is
 //! applied to them service by service.
 
+use super::frontend::{self, RunningFrontend};
 use super::service::{AgentHandles, RunningService};
 use super::{AgentError, ReloadSummary, Source};
 use crate::admin::{self, ServiceInfo};
@@ -19,6 +20,8 @@ use tokio::sync::Mutex;
 /// The running services and the settings a reload may replace.
 pub(super) struct Core {
     pub(super) running: Mutex<BTreeMap<String, RunningService>>,
+    /// The shared HTTP frontends, locked after `running`.
+    pub(super) frontends: Mutex<BTreeMap<String, RunningFrontend>>,
     pub(super) view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
     pub(super) shared: AgentHandles,
     pub(super) registrar: Arc<Registrar>,
@@ -95,6 +98,23 @@ impl Core {
                 }
             }
         }
+        // New and moved frontends are bound before anything that runs changes, like services.
+        let mut frontends = self.frontends.lock().await;
+        let bound = frontend::bind_new(
+            &frontends,
+            &config.http_frontends,
+            &mut Inherited::default(),
+        )
+        .await;
+        let bound = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                for (n, r) in &started {
+                    r.stop(n);
+                }
+                return Err(e);
+            }
+        };
         running.retain(|name, r| {
             let keep = config.services.contains_key(name) && !started.contains_key(name);
             if !keep {
@@ -120,6 +140,13 @@ impl Core {
             summary.added.push(name.clone());
             running.insert(name, r);
         }
+        frontend::apply(
+            &mut frontends,
+            &config.http_frontends,
+            bound,
+            &running,
+            &self.shared,
+        )?;
         self.view.store(Arc::new(infos(&running)));
         summary.token_changed = self.apply_admin(&config.admin);
         summary.registration = self.registrar.reload(config.register.as_ref()).await;

@@ -34,6 +34,8 @@ pub struct AgentHandles {
     pub balance: Arc<crate::balance::BalanceMetrics>,
     /// The proxy's metric families.
     pub proxy: Arc<crate::proxy::ProxyMetrics>,
+    /// The shared HTTP frontends' metric families.
+    pub frontends: Arc<crate::proxy::FrontendMetrics>,
     /// Cancelled when the agent stops.
     pub stop: CancellationToken,
     /// Cancelled when open connections must be cut.
@@ -151,6 +153,11 @@ impl RunningService {
             listener,
             socket: weak,
         })
+    }
+
+    /// The slot holding the service's current proxy, which a change swaps.
+    pub fn slot(&self) -> Arc<ArcSwap<ServiceProxy>> {
+        Arc::clone(&self.slot)
     }
 
     /// True when this service stops listening on `listen` under `next` (removed when `None`), so a
