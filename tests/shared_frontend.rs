@@ -242,3 +242,56 @@ async fn a_reload_that_changes_a_route_applies_on_an_open_keep_alive_connection(
     );
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test]
+async fn a_synapse_config_with_a_shared_frontend_routes_by_host() {
+    let (a, b) = (
+        HttpBackend::start("alpha").await,
+        HttpBackend::start("beta").await,
+    );
+    let port = support::process::free_port();
+    let service = |name: &str, backend: &HttpBackend, extra: &str| {
+        format!(
+            "  {name}:\n    discovery: {{ method: base }}\n    default_servers: [{{ name: one, host: 127.0.0.1, port: {} }}]\n    haproxy:\n      port: {}\n      backend: [\"mode http\"]\n{extra}",
+            backend.addr.port(),
+            support::process::free_port(),
+        )
+    };
+    let yaml = format!(
+        "haproxy:\n  shared_frontend:\n    - \"bind 127.0.0.1:{port}\"\n    - \"mode http\"\nservices:\n{}{}",
+        service(
+            "service1",
+            &a,
+            "      shared_frontend:\n        - \"acl is_service1 hdr_dom(host) -i service1.lb.example.com\"\n        - \"use_backend service1 if is_service1\"\n",
+        ),
+        service(
+            "service2",
+            &b,
+            "      backend_name: two\n      shared_frontend:\n        - \"acl is_service2 hdr_dom(host) -i service2.lb.example.com\"\n        - \"use_backend two if is_service2\"\n",
+        ),
+    );
+    let t = sinew::config::synapse::parse(&yaml, Path::new("synapse.yaml")).expect("translates");
+    let agent = Agent::start(t.config).await.unwrap();
+    let addr = agent.frontend_addr("shared-frontend").await.unwrap();
+    assert_eq!(addr.port(), port);
+    let mut c = Client::open(addr).await;
+    assert_eq!(c.get("service1.lb.example.com", "/").await.1, "alpha");
+    assert_eq!(c.get("SERVICE2.lb.example.com:80", "/").await.1, "beta");
+    assert_eq!(c.get("other", "/").await.0, 503);
+    agent.shutdown(Duration::from_secs(1)).await;
+
+    // A service's lines without the top-level section, or naming an unknown backend: errors.
+    let no_top = yaml.replacen("shared_frontend:", "extra:", 1);
+    let e = sinew::config::synapse::parse(&no_top, Path::new("synapse.yaml")).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("services.service1.haproxy.shared_frontend: the top-level"),
+        "{e}"
+    );
+    let bad = yaml.replace("use_backend two", "use_backend service2");
+    let e = sinew::config::synapse::parse(&bad, Path::new("synapse.yaml")).unwrap_err();
+    assert!(
+        e.to_string().contains("services.service2.haproxy.shared_frontend: \"use_backend service2 if is_service2\": no service has backend \"service2\""),
+        "{e}"
+    );
+}

@@ -6,6 +6,7 @@
 //! naming file, service and field. A service whose discovery method sinew does not support is skipped
 //! with an error-level warning and the others run; when none is left, that is an error.
 
+mod frontend;
 mod native;
 mod service;
 
@@ -269,13 +270,11 @@ fn translate(
     for key in unknown_keys(&top, &known) {
         w.push(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
     }
-    for key in ["shared_frontend", "extra_sections"] {
-        if top.get(key).is_some() {
-            w.push(
-                Level::Warn,
-                format!("haproxy.{key}: not supported yet, ignored (each service needs a port)"),
-            );
-        }
+    if top.get("extra_sections").is_some() {
+        w.push(
+            Level::Warn,
+            "haproxy.extra_sections: not supported yet, ignored (each service needs a port)".into(),
+        );
     }
     let state_file = match top.get("state_file_path").and_then(Value::as_str) {
         None => None,
@@ -319,6 +318,19 @@ fn translate(
     }
     let bind = top.get("bind_address").and_then(Value::as_str);
     let given = services.len();
+    // Each service's backend name and shared frontend lines, read after every service is translated.
+    let shared: Vec<(String, String, Vec<String>)> = services
+        .iter()
+        .map(|(name, svc)| {
+            let hap = svc.get("haproxy");
+            let backend = hap
+                .and_then(|h| h.get("backend_name"))
+                .and_then(Value::as_str)
+                .unwrap_or(name);
+            let lines = lines(hap.and_then(|h| h.get("shared_frontend")));
+            (name.clone(), backend.to_string(), lines)
+        })
+        .collect();
     let mut out = BTreeMap::new();
     for (name, svc) in services {
         if let Some(s) = service::translate(file, &name, &svc, &defaults, bind, &mut w)? {
@@ -336,7 +348,9 @@ fn translate(
             reasons: reasons.join("; "),
         });
     }
+    let http_frontends = shared_frontend(file, &top, &shared, &out, &mut w)?;
     let config = Config {
+        http_frontends,
         services_explicit: !out.is_empty()
             || matches!(
                 root.get("services"),
@@ -352,6 +366,77 @@ fn translate(
         config,
         warnings: w.0,
     })
+}
+
+/// The shared HTTP frontend of the top-level `haproxy.shared_frontend` lines and then each service's
+/// (`shared`: name, backend name, lines), routing to the translated services `out`.
+fn shared_frontend(
+    file: &Path,
+    top: &Value,
+    shared: &[(String, String, Vec<String>)],
+    out: &BTreeMap<String, super::ServiceConfig>,
+    w: &mut Warnings,
+) -> Result<BTreeMap<String, super::HttpFrontend>, SynapseError> {
+    let field = "haproxy.shared_frontend";
+    let top_lines = top.get("shared_frontend").map(|v| lines(Some(v)));
+    let in_service = |name: &str, message: String| SynapseError::Invalid {
+        file: file.to_path_buf(),
+        service: name.to_string(),
+        field: field.into(),
+        message,
+    };
+    let Some(top_lines) = top_lines else {
+        return match shared.iter().find(|(_, _, l)| !l.is_empty()) {
+            Some((name, _, _)) => Err(in_service(
+                name,
+                "the top-level haproxy.shared_frontend (with its bind line) is missing".into(),
+            )),
+            None => Ok(BTreeMap::new()),
+        };
+    };
+    let backend = |b: &str| {
+        shared
+            .iter()
+            .find(|(name, backend, _)| backend == b && out.contains_key(name))
+            .map(|(name, _, _)| name.clone())
+    };
+    let mut f = frontend::SharedFrontend::default();
+    for line in &top_lines {
+        f.line(line, &backend).map_err(|e| SynapseError::Top {
+            file: file.to_path_buf(),
+            field: field.into(),
+            message: format!("{line:?}: {e}"),
+        })?;
+    }
+    for (name, _, lines) in shared {
+        for line in lines {
+            f.line(line, &backend)
+                .map_err(|e| in_service(name, format!("{line:?}: {e}")))?;
+        }
+    }
+    for directive in f.ignored.drain(..) {
+        w.push(
+            Level::Warn,
+            format!(
+                "{field}: `{directive}` lines are not supported on the shared frontend, ignored"
+            ),
+        );
+    }
+    let frontend = f.finish().map_err(|e| SynapseError::Top {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message: e,
+    })?;
+    let targets = frontend.routes.iter().map(|r| &r.service);
+    for name in targets.chain(frontend.default_service.as_ref()) {
+        if out.get(name).is_some_and(|s| s.mode != super::Mode::Http) {
+            return Err(in_service(
+                name,
+                "routed by the shared frontend, so it needs `mode http` in its haproxy backend or listen lines".into(),
+            ));
+        }
+    }
+    Ok(BTreeMap::from([("shared-frontend".to_string(), frontend)]))
 }
 
 /// The keys of a hash that are not in `known`.

@@ -136,13 +136,11 @@ pub(super) fn translate(
     for u in d.unsupported.drain(..) {
         warn(Level::Warn, format!("{u}: not supported yet, ignored"));
     }
-    for key in ["shared_frontend", "bind_options"] {
-        if hap.get(key).is_some() {
-            warn(
-                Level::Warn,
-                format!("haproxy.{key}: not supported yet, ignored"),
-            );
-        }
+    if hap.get("bind_options").is_some() {
+        warn(
+            Level::Warn,
+            "haproxy.bind_options: not supported yet, ignored".into(),
+        );
     }
     if hap.get("backend_name").is_some() {
         warn(
