@@ -195,7 +195,7 @@ impl SharedFrontend {
         Ok(out)
     }
 
-    /// The native frontend, once every line is read; `None` when the lines give no `bind`.
+    /// The native frontend, once every line is read; an error when no line gives a `bind`.
     pub(super) fn finish(self) -> Result<HttpFrontend, String> {
         let listen = self
             .listen

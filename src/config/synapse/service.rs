@@ -145,7 +145,7 @@ pub(super) fn translate(
     if hap.get("backend_name").is_some() {
         warn(
             Level::Info,
-            "haproxy.backend_name: sinew names the backend after the service".into(),
+            "haproxy.backend_name: names the service in shared_frontend lines only; sinew names everything else after the service".into(),
         );
     }
     // Newer Synapse reads `backend_port_override`; `haproxy.server_port_override` is the older name.
