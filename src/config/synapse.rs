@@ -6,6 +6,7 @@
 //! naming file, service and field. A service whose discovery method sinew does not support is skipped
 //! with an error-level warning and the others run; when none is left, that is an error.
 
+mod front;
 mod native;
 mod service;
 
@@ -312,10 +313,7 @@ fn translate(
         w.push(Level::Info, format!("haproxy.defaults: {n}"));
     }
     for u in defaults.unsupported.drain(..) {
-        w.push(
-            Level::Warn,
-            format!("haproxy.defaults: {u}: not supported yet, ignored"),
-        );
+        w.push(Level::Warn, format!("haproxy.defaults: {u}"));
     }
     let bind = top.get("bind_address").and_then(Value::as_str);
     let given = services.len();
