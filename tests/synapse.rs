@@ -554,3 +554,54 @@ async fn option_forwardfor_decides_the_header_backends_see() {
     let body = headers_seen(r#"["mode http"]"#).await;
     assert!(!body.contains("x-forwarded-for"), "{body}");
 }
+
+#[test]
+fn a_stats_section_gives_the_admin_address_and_other_sections_are_warned_about() {
+    let base = r#""services": {"web": {"discovery": {"method": "base"},
+        "default_servers": [{"host": "127.0.0.1", "port": 1}], "haproxy": {"port": 4112}}}"#;
+    let t = translate(
+        "stats.json",
+        &format!(
+            r#"{{{base}, "haproxy": {{
+                "global": ["daemon", "stats socket /var/run/haproxy.sock mode 666 level admin"],
+                "extra_sections": {{
+                    "listen stats": ["mode http", "bind :3212", "stats enable", "stats uri /"],
+                    "frontend legacy": ["bind :8080", "default_backend web"]}}}}}}"#
+        ),
+    )
+    .unwrap();
+    assert_eq!(t.config.admin.listen.to_string(), "0.0.0.0:3212");
+    let said = |level: Level, text: &str| {
+        t.warnings
+            .iter()
+            .any(|w| w.level == level && w.message.contains(text))
+    };
+    assert!(said(Level::Info, "stats socket"), "{:?}", t.warnings);
+    assert!(said(Level::Info, "admin API"), "{:?}", t.warnings);
+    assert!(
+        said(Level::Warn, "haproxy.extra_sections.frontend legacy"),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        !said(Level::Warn, "haproxy.extra_sections.listen stats"),
+        "{:?}",
+        t.warnings
+    );
+
+    let e = translate(
+        "stats-bad.json",
+        &format!(
+            r#"{{{base}, "haproxy": {{"extra_sections": {{"listen stats": ["bind eth0:3212", "stats enable"]}}}}}}"#
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("stats-bad.json: haproxy.extra_sections.listen stats")
+            && e.contains("eth0:3212"),
+        "{e}"
+    );
+    let t = translate("no-stats.json", &format!("{{{base}}}")).unwrap();
+    assert_eq!(t.config.admin.listen.to_string(), "127.0.0.1:3210");
+}

@@ -8,6 +8,7 @@
 
 mod front;
 mod native;
+mod sections;
 mod service;
 
 pub use native::to_yaml;
@@ -270,7 +271,8 @@ fn translate(
     for key in unknown_keys(&top, &known) {
         w.push(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
     }
-    for key in ["shared_frontend", "extra_sections"] {
+    let stats_bind = sections::read(file, &top, &mut w)?;
+    for key in ["shared_frontend"] {
         if top.get(key).is_some() {
             w.push(
                 Level::Warn,
@@ -345,6 +347,16 @@ fn translate(
         file_output,
         ..Config::default()
     };
+    let mut config = config;
+    if let Some(at) = stats_bind {
+        w.push(
+            Level::Info,
+            format!(
+                "haproxy.extra_sections: the stats bind address {at} is the admin server's address"
+            ),
+        );
+        config.admin.listen = at;
+    }
     config.validate(file)?;
     Ok(Translation {
         config,
