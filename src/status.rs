@@ -63,6 +63,7 @@ async fn get<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> Result<Option
             path,
             user_agent: None,
             max_body: MAX_BODY,
+            headers: &[],
         };
         let (status, body) = http_client::http1(stream, &request).await.map_err(err)?;
         if status == hyper::StatusCode::NOT_FOUND.as_u16() {

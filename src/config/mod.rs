@@ -17,6 +17,7 @@ mod health;
 mod http;
 mod load;
 pub mod nerve;
+mod network;
 pub mod register;
 mod service;
 pub mod synapse;
@@ -36,8 +37,9 @@ pub use frontend::{
     compile_regex, Condition, FrontendTimeouts, HttpFrontend, MatchKind, Route as FrontendRoute,
 };
 pub use health::{CheckType, HealthCheck, Outlier};
-pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
+pub use http::{Backoff, FieldName, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
+pub use network::{Network, NetworkError};
 pub use service::{
     Algorithm, Mode, Retries, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
 };

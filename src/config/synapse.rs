@@ -6,8 +6,10 @@
 //! naming file, service and field. A service whose discovery method sinew does not support is skipped
 //! with an error-level warning and the others run; when none is left, that is an error.
 
+mod front;
 mod frontend;
 mod native;
+mod sections;
 mod service;
 
 pub use native::to_yaml;
@@ -270,12 +272,7 @@ fn translate(
     for key in unknown_keys(&top, &known) {
         w.push(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
     }
-    if top.get("extra_sections").is_some() {
-        w.push(
-            Level::Warn,
-            "haproxy.extra_sections: not supported yet, ignored (each service needs a port)".into(),
-        );
-    }
+    let stats_bind = sections::read(file, &top, &mut w)?;
     let state_file = match top.get("state_file_path").and_then(Value::as_str) {
         None => None,
         Some(p) => Some(super::StateFile {
@@ -311,10 +308,7 @@ fn translate(
         w.push(Level::Info, format!("haproxy.defaults: {n}"));
     }
     for u in defaults.unsupported.drain(..) {
-        w.push(
-            Level::Warn,
-            format!("haproxy.defaults: {u}: not supported yet, ignored"),
-        );
+        w.push(Level::Warn, format!("haproxy.defaults: {u}"));
     }
     let bind = top.get("bind_address").and_then(Value::as_str);
     let given = services.len();
@@ -361,6 +355,16 @@ fn translate(
         file_output,
         ..Config::default()
     };
+    let mut config = config;
+    if let Some(at) = stats_bind {
+        w.push(
+            Level::Info,
+            format!(
+                "haproxy.extra_sections: the stats bind address {at} is the admin server's address"
+            ),
+        );
+        config.admin.listen = at;
+    }
     config.validate(file)?;
     Ok(Translation {
         config,

@@ -134,13 +134,7 @@ pub(super) fn translate(
         warn(Level::Info, n);
     }
     for u in d.unsupported.drain(..) {
-        warn(Level::Warn, format!("{u}: not supported yet, ignored"));
-    }
-    if hap.get("bind_options").is_some() {
-        warn(
-            Level::Warn,
-            "haproxy.bind_options: not supported yet, ignored".into(),
-        );
+        warn(Level::Warn, u);
     }
     if hap.get("backend_name").is_some() {
         warn(
@@ -261,6 +255,13 @@ pub(super) fn translate(
     service.max_connections = d.max_connections;
     service.slow_start = d.slow_start.unwrap_or(service.slow_start);
     service.outlier = d.outlier;
+    super::front::apply(&d, &mut service, &mut warn);
+    match hap.get("bind_options") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(o)) => super::front::bind_options(o, &mut service, &mut warn)
+            .map_err(|m| at.invalid("haproxy.bind_options", m))?,
+        Some(_) => return Err(at.invalid("haproxy.bind_options", "expected a string".into())),
+    }
     Ok(Some(service))
 }
 
