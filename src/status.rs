@@ -113,6 +113,7 @@ pub fn overview(api: &ServicesJson) -> String {
     let mut rows = vec![[
         "SERVICE",
         "LISTEN",
+        "FRONTENDS",
         "MODE",
         "BALANCE",
         "UP/BACKENDS",
@@ -131,7 +132,8 @@ pub fn overview(api: &ServicesJson) -> String {
             .count();
         rows.push(vec![
             svc.view.name.clone(),
-            svc.listen.to_string(),
+            or_dash(svc.listen),
+            frontends(svc),
             svc.mode.to_string(),
             svc.view.balance.to_string(),
             format!("{up}/{}", backends.len()),
@@ -146,6 +148,15 @@ pub fn overview(api: &ServicesJson) -> String {
         ]);
     }
     table(&rows)
+}
+
+/// The frontends that route to `svc`, comma-separated, or `-`.
+fn frontends(svc: &ServiceJson) -> String {
+    if svc.frontends.is_empty() {
+        "-".into()
+    } else {
+        svc.frontends.join(",")
+    }
 }
 
 /// Registered services, one line each.
@@ -188,9 +199,10 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
         .find(|v| v.view.name == service)
         .ok_or_else(|| StatusError::NoSuchService(service.to_string()))?;
     let mut out = format!(
-        "{} on {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
+        "{} on {}, frontends {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
         svc.view.name,
-        svc.listen,
+        or_dash(svc.listen),
+        frontends(svc),
         svc.mode,
         svc.view.balance,
         svc.discovery,
