@@ -48,7 +48,10 @@ fn the_example_configs_translate() {
     );
 
     let t = synapse::load(&example("synapse-list.json")).unwrap();
-    assert_eq!(t.config.services["search"].listen.map(|l| l.port()), Some(4003));
+    assert_eq!(
+        t.config.services["search"].listen.map(|l| l.port()),
+        Some(4003)
+    );
 
     let t = synapse::load(&example("synapse.conf.yaml")).unwrap();
     assert_eq!(

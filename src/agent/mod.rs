@@ -207,7 +207,10 @@ impl Agent {
                 }
             }
         }
-        let view = Arc::new(ArcSwap::from_pointee(infos(&running, &config.http_frontends)));
+        let view = Arc::new(ArcSwap::from_pointee(infos(
+            &running,
+            &config.http_frontends,
+        )));
         let registrar = Arc::new(Registrar::start(
             config.register.as_ref(),
             &shared.zookeeper,

@@ -116,7 +116,10 @@ impl RunningService {
         if let (Some(socket), Some(configured)) = (socket, config.listen) {
             service.attach(name, configured, socket, shared)?;
         }
-        let listen = service.info.listen.map_or("-".to_string(), |a| a.to_string());
+        let listen = service
+            .info
+            .listen
+            .map_or("-".to_string(), |a| a.to_string());
         tracing::info!(service = %name, listen = %listen, mode = config.mode.name(), balance = config.balance.name(), "service started");
         Ok(service)
     }

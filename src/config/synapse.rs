@@ -448,7 +448,9 @@ fn named_backends(
     shared: &[(String, String, Vec<String>)],
 ) -> std::collections::BTreeSet<String> {
     let top_lines = lines(top.get("shared_frontend"));
-    let all = top_lines.iter().chain(shared.iter().flat_map(|(_, _, l)| l));
+    let all = top_lines
+        .iter()
+        .chain(shared.iter().flat_map(|(_, _, l)| l));
     all.filter_map(|line| {
         let mut words = line.split_whitespace();
         match (words.next(), words.next()) {

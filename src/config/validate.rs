@@ -292,11 +292,15 @@ mod tests {
         assert!(portless("", default).is_ok());
         let e = portless("", "").unwrap_err();
         assert!(
-            e.contains("services.a.listen: unreachable: give listen or route to it from an http_frontend"),
+            e.contains(
+                "services.a.listen: unreachable: give listen or route to it from an http_frontend"
+            ),
             "{e}"
         );
         let elsewhere = "http_frontends:\n  f: { listen: 127.0.0.1:8081, default_service: b }\n";
-        assert!(portless("", elsewhere).unwrap_err().contains("services.a.listen: unreachable"));
+        assert!(portless("", elsewhere)
+            .unwrap_err()
+            .contains("services.a.listen: unreachable"));
     }
 
     #[test]
@@ -304,10 +308,7 @@ mod tests {
         let e = parse("services:\n  a: { backends: [127.0.0.1:1] }\n")
             .unwrap_err()
             .to_string();
-        assert!(
-            e.contains("services.a.listen: required in mode tcp"),
-            "{e}"
-        );
+        assert!(e.contains("services.a.listen: required in mode tcp"), "{e}");
         let route = "http_frontends:\n  f: { listen: 127.0.0.1:8081, default_service: a }\n";
         let e = portless(", max_client_connections: 5", route).unwrap_err();
         assert!(
