@@ -295,6 +295,27 @@ mod tests {
     }
 
     #[test]
+    fn a_service_without_a_listener_shows_a_dash_and_its_frontends() {
+        let mut api = sample();
+        api.services[0].listen = None;
+        api.services[0].frontends = vec!["web".into(), "edge".into()];
+        let out = overview(&api);
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[..4], ["web", "-", "web,edge", "tcp"], "{out}");
+        let out = detail(&api, "web").unwrap();
+        assert!(out.starts_with("web on -, frontends web,edge ("), "{out}");
+        // An entry without `frontends` (an older sinew) reads as routed by none.
+        let row: Vec<String> = overview(&sample())
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_eq!(row[1..3], ["127.0.0.1:4001", "-"]);
+    }
+
+    #[test]
     fn missing_values_show_as_a_dash() {
         for (value, shown) in [(None, "-"), (Some(0), "0"), (Some(100), "100")] {
             assert_eq!(or_dash(value), shown);
