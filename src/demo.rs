@@ -50,7 +50,7 @@ pub fn config(
     backends: &[SocketAddr],
     balance: Algorithm,
 ) -> Config {
-    let mut service = ServiceConfig::new(listen);
+    let mut service = ServiceConfig::new(Some(listen));
     service.balance = balance;
     service.backends = backends
         .iter()

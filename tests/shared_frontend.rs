@@ -1,7 +1,9 @@
 //! Shared HTTP frontends: one listener routing requests to services by host, host domain, path prefix
 //! and path regex, else to a default service, else a 503 with a metric; routed requests get the
 //! service's own balancing and metrics; a reload that changes a route takes effect on an open
-//! keep-alive connection; and a Synapse config with a shared frontend routes the same way.
+//! keep-alive connection; a service without a listener of its own is reached through a frontend, and
+//! a reload gives it one or takes it away without disturbing it; and a Synapse config with a shared
+//! frontend routes the same way, also to a service without a port.
 
 mod support;
 
@@ -294,4 +296,158 @@ async fn a_synapse_config_with_a_shared_frontend_routes_by_host() {
         e.to_string().contains("services.service2.haproxy.shared_frontend: \"use_backend service2 if is_service2\": no service has backend \"service2\""),
         "{e}"
     );
+}
+
+/// Service `a` without a listener of its own (with `listen` when given) and `b` on its own, both
+/// reached through frontend `web` by `Host`.
+fn portless(a: &HttpBackend, b: &HttpBackend, listen: Option<&str>) -> Config {
+    let listen = listen.map_or(String::new(), |l| format!("listen: {l}, "));
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  a: {{ {listen}mode: http, backends: [{}] }}\n  b: {{ listen: 127.0.0.1:0, mode: http, backends: [{}] }}\nhttp_frontends:\n  web:\n    listen: 127.0.0.1:0\n    routes: [{{ service: a, when: [{{ match: host, values: [a.example.com] }}] }}]\n    default_service: b\n",
+        a.hostport(),
+        b.hostport()
+    );
+    Config::parse(&yaml, Format::Yaml, Path::new("front.yaml")).expect("valid config")
+}
+
+/// `a`'s entry in `/api/services`: (listen, frontends).
+async fn api_entry(agent: &Agent, name: &str) -> (serde_json::Value, serde_json::Value) {
+    let body = http_get(agent.admin_addr(), "/api/services").await.1;
+    let api: serde_json::Value = serde_json::from_str(&body).expect("json");
+    let svc = api["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .find(|s| s["name"] == name)
+        .expect("listed")
+        .clone();
+    (svc["listen"].clone(), svc["frontends"].clone())
+}
+
+#[tokio::test]
+async fn a_service_without_listen_is_reached_through_the_frontend_only() {
+    let (a, b) = (
+        HttpBackend::start("alpha").await,
+        HttpBackend::start("beta").await,
+    );
+    let agent = Agent::start(portless(&a, &b, None)).await.unwrap();
+    assert_eq!(agent.service_addr("a"), None, "no listener of its own");
+    assert!(agent.service_addr("b").is_some());
+    let mut c = Client::open(agent.frontend_addr("web").await.unwrap()).await;
+    assert_eq!(
+        c.get("a.example.com", "/").await,
+        (200, "alpha".to_string())
+    );
+    assert_eq!(c.get("other", "/").await, (200, "beta".to_string()));
+    let (listen, frontends) = api_entry(&agent, "a").await;
+    assert_eq!(listen, serde_json::Value::Null);
+    assert_eq!(frontends, serde_json::json!(["web"]));
+    let m = metrics(&agent).await;
+    assert_eq!(
+        metric(
+            &m,
+            "sinew_frontend_requests_total{frontend=\"web\",service=\"a\"}"
+        ),
+        Some(1.0)
+    );
+    let a_2xx = format!(
+        "sinew_backend_http_responses_total{{backend=\"{}\",code=\"2xx\",service=\"a\"}}",
+        a.hostport()
+    );
+    assert_eq!(
+        metric(&m, &a_2xx),
+        Some(1.0),
+        "the service's own backend metrics"
+    );
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_reload_gives_a_portless_service_a_listener_and_takes_it_away_undisturbed() {
+    let (a, b) = (
+        HttpBackend::start("alpha").await,
+        HttpBackend::start("beta").await,
+    );
+    let agent = Agent::start(portless(&a, &b, None)).await.unwrap();
+    let front = agent.frontend_addr("web").await.unwrap();
+    let balancer = agent.balancer("a").expect("a runs");
+    let mut c = Client::open(front).await;
+    assert_eq!(c.get("a.example.com", "/").await.1, "alpha");
+    // A request in flight through the frontend while the listener is added.
+    let mut slow = Client::open(front).await;
+    let in_flight = tokio::spawn(async move { slow.get("a.example.com", "/slow/300").await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let summary = agent
+        .apply(portless(&a, &b, Some("127.0.0.1:0")))
+        .await
+        .unwrap();
+    assert_eq!(summary.changed, ["a"]);
+    let own = agent.service_addr("a").expect("a listens now");
+    assert_eq!(in_flight.await.unwrap(), (200, "alpha".to_string()));
+    assert!(
+        std::sync::Arc::ptr_eq(&balancer, &agent.balancer("a").unwrap()),
+        "same generation: backends and their state kept"
+    );
+    assert_eq!(Client::open(own).await.get("x", "/").await.1, "alpha");
+    assert_eq!(
+        c.get("a.example.com", "/").await.1,
+        "alpha",
+        "frontend still routes"
+    );
+    assert_eq!(
+        api_entry(&agent, "a").await.0,
+        serde_json::json!(own.to_string())
+    );
+
+    // Taken away again: the listener closes, the frontend keeps routing to the same generation.
+    agent.apply(portless(&a, &b, None)).await.unwrap();
+    assert_eq!(agent.service_addr("a"), None);
+    assert!(
+        eventually(Duration::from_secs(3), || std::net::TcpStream::connect(own)
+            .is_err())
+        .await,
+        "the service's listener closed"
+    );
+    assert!(std::sync::Arc::ptr_eq(
+        &balancer,
+        &agent.balancer("a").unwrap()
+    ));
+    assert_eq!(c.get("a.example.com", "/").await.1, "alpha");
+    assert_eq!(a.requests(), 5);
+    agent.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_synapse_service_without_a_port_is_reached_through_the_shared_frontend() {
+    let (a, b) = (
+        HttpBackend::start("alpha").await,
+        HttpBackend::start("beta").await,
+    );
+    let port = support::process::free_port();
+    let yaml = format!(
+        "haproxy:\n  shared_frontend:\n    - \"bind 127.0.0.1:{port}\"\n    - \"acl is_two hdr(host) two.example.com\"\n    - \"use_backend two if is_two\"\nservices:\n  one:\n    default_servers: [{{ name: a, host: 127.0.0.1, port: {} }}]\n    discovery: {{ method: base }}\n    haproxy:\n      backend: [\"mode http\"]\n      shared_frontend: [\"default_backend one\"]\n  two:\n    default_servers: [{{ name: b, host: 127.0.0.1, port: {} }}]\n    discovery: {{ method: base }}\n    haproxy:\n      backend: [\"mode http\"]\n  three:\n    default_servers: [{{ name: b, host: 127.0.0.1, port: {} }}]\n    discovery: {{ method: base }}\n    haproxy:\n      backend: [\"mode http\"]\n",
+        a.addr.port(),
+        b.addr.port(),
+        b.addr.port(),
+    );
+    let t = sinew::config::synapse::parse(&yaml, Path::new("synapse.yaml")).expect("translates");
+    // `one` has its own shared_frontend lines, `two` is named by the top level's use_backend; `three`,
+    // reached by nothing, is skipped as before.
+    assert_eq!(t.config.services.keys().collect::<Vec<_>>(), ["one", "two"]);
+    assert!(t.config.services.values().all(|s| s.listen.is_none()));
+    assert!(
+        t.warnings
+            .iter()
+            .any(|w| w.level == sinew::config::Level::Error
+                && w.message
+                    .starts_with("services.three: no haproxy.port and no shared frontend")),
+        "{:?}",
+        t.warnings
+    );
+    let agent = Agent::start(t.config).await.unwrap();
+    let mut c = Client::open(agent.frontend_addr("shared-frontend").await.unwrap()).await;
+    assert_eq!(c.get("two.example.com", "/").await.1, "beta");
+    assert_eq!(c.get("other", "/").await.1, "alpha");
+    assert_eq!(agent.service_addr("one"), None);
+    agent.shutdown(Duration::from_secs(1)).await;
 }

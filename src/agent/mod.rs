@@ -207,7 +207,10 @@ impl Agent {
                 }
             }
         }
-        let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
+        let view = Arc::new(ArcSwap::from_pointee(infos(
+            &running,
+            &config.http_frontends,
+        )));
         let registrar = Arc::new(Registrar::start(
             config.register.as_ref(),
             &shared.zookeeper,
@@ -285,9 +288,9 @@ impl Agent {
             .take()
     }
 
-    /// The bound address of a service's listener.
+    /// The bound address of a service's own listener (none for a service reached through frontends only).
     pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.core.view.load().get(name).map(|s| s.listen)
+        self.core.view.load().get(name).and_then(|s| s.listen)
     }
 
     /// A service's balancer.

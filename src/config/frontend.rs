@@ -117,6 +117,12 @@ pub fn compile_regex(pattern: &str, ignore_case: bool) -> Result<regex::Regex, r
 }
 
 impl HttpFrontend {
+    /// True when a route or the default sends requests to `service`.
+    pub fn routes_to(&self, service: &str) -> bool {
+        self.default_service.as_deref() == Some(service)
+            || self.routes.iter().any(|r| r.service == service)
+    }
+
     /// Checks the rules against the services they name, with fields relative to the frontend.
     pub fn validate(&self, services: &BTreeMap<String, ServiceConfig>) -> Result<(), FieldError> {
         let known = |field: String, name: &str| match services.get(name) {

@@ -325,9 +325,11 @@ fn translate(
             (name.clone(), backend.to_string(), lines)
         })
         .collect();
+    let named = named_backends(&top, &shared);
     let mut out = BTreeMap::new();
-    for (name, svc) in services {
-        if let Some(s) = service::translate(file, &name, &svc, &defaults, bind, &mut w)? {
+    for ((name, svc), (_, backend, own)) in services.into_iter().zip(&shared) {
+        let routed = !own.is_empty() || named.contains(backend.as_str());
+        if let Some(s) = service::translate(file, &name, &svc, &defaults, (bind, routed), &mut w)? {
             out.insert(name, s);
         }
     }
@@ -441,6 +443,26 @@ fn shared_frontend(
         }
     }
     Ok(BTreeMap::from([("shared-frontend".to_string(), frontend)]))
+}
+
+/// The backend names that a `use_backend` or `default_backend` line of the shared frontend (top level
+/// or any service's) names.
+fn named_backends(
+    top: &Value,
+    shared: &[(String, String, Vec<String>)],
+) -> std::collections::BTreeSet<String> {
+    let top_lines = lines(top.get("shared_frontend"));
+    let all = top_lines
+        .iter()
+        .chain(shared.iter().flat_map(|(_, _, l)| l));
+    all.filter_map(|line| {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("use_backend" | "default_backend"), Some(b)) => Some(b.to_string()),
+            _ => None,
+        }
+    })
+    .collect()
 }
 
 /// The keys of a hash that are not in `known`.
