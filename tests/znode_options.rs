@@ -1,6 +1,7 @@
 //! What a Nerve znode says about its server, against a real ZooKeeper: `haproxy_server_options`
-//! (`backup`, `disabled`, `weight`, `maxconn`, unknown options), `labels` with `label_filters`, and
-//! whether the znode's `weight` is read.
+//! (`backup`, `disabled`, `weight`, `maxconn`, unknown options), `labels` with `label_filters`,
+//! whether the znode's `weight` is read, and the same through a Synapse config (`label_filters`,
+//! `use_nerve_weights`, `backend_order`, `server_port_override`).
 
 mod support;
 
@@ -293,4 +294,82 @@ async fn the_znode_weight_is_ignored_when_use_weights_is_off() {
     let ignored = start(&zk, &znodes, ", use_weights: false", "", 2).await;
     let seen = tally(ignored.service_addr("web").unwrap(), 4).await;
     assert_eq!(seen.get("a"), Some(&2), "weights ignored: {seen:?}");
+}
+
+/// A Synapse config watching `PATH`, with `haproxy` as its top-level `haproxy` hash.
+fn synapse_config(zk: &ZooKeeper, port_override: u16, top: &str) -> sinew::config::Config {
+    let file = support::process::temp_file(
+        "znodes-synapse.json",
+        &format!(
+            r#"{{"services": {{"web": {{
+                "discovery": {{"method": "zookeeper", "hosts": ["{}"], "path": "{PATH}",
+                              "label_filters": [{{"label": "az", "value": "a", "condition": "equals"}}]}},
+                "haproxy": {{"port": {}, "server_port_override": {port_override}, "backend_order": "desc"}}}}}},
+              "haproxy": {top}}}"#,
+            zk.address(),
+            support::process::free_port()
+        ),
+    );
+    let mut config = sinew::config::synapse::load(&file).unwrap().config;
+    config.admin.listen = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synapse_service_honours_filters_backups_order_weights_and_the_port_override() {
+    let zk = ZooKeeper::start().await;
+    // Three backends on one port of three loopback addresses: the znodes register port 1, and
+    // server_port_override sends each to the real one.
+    let first = EchoBackend::start("primary").await;
+    let port = first.addr.port();
+    let on = |ip: &str| format!("{ip}:{port}").parse::<SocketAddr>().unwrap();
+    let backup_1 = EchoBackend::start_on(on("127.0.0.2"), "backup-1").await;
+    let _backup_2 = EchoBackend::start_on(on("127.0.0.3"), "backup-2").await;
+    let other_az = EchoBackend::start_on(on("127.0.0.4"), "other-az").await;
+    let client = zk.client().await;
+    for (name, ip, extra) in [
+        ("i-1", "127.0.0.1", r#""weight":0,"labels":{"az":"a"}"#),
+        (
+            "i-2",
+            "127.0.0.2",
+            r#""labels":{"az":"a"},"haproxy_server_options":"backup""#,
+        ),
+        (
+            "i-3",
+            "127.0.0.3",
+            r#""labels":{"az":"a"},"haproxy_server_options":"backup""#,
+        ),
+        ("i-4", "127.0.0.4", r#""labels":{"az":"b"}"#),
+    ] {
+        let data = format!(r#"{{"host":"{ip}","port":1,"name":"{name}",{extra}}}"#);
+        put(&client, &format!("{PATH}/{name}"), data.as_bytes()).await;
+    }
+
+    // Without use_nerve_weights the znode's weight 0 is ignored, as Synapse does: the primary serves.
+    let agent = Agent::start(synapse_config(&zk, port, "{}")).await.unwrap();
+    let web = agent.balancer("web").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || web.current().entries().len()
+            == 3)
+        .await
+    );
+    let addr = agent.service_addr("web").unwrap();
+    let seen = tally(addr, 6).await;
+    assert_eq!(seen.get("primary"), Some(&6), "{seen:?}");
+    assert_eq!(other_az.accepted(), 0, "az b is filtered out");
+    agent.shutdown(Duration::from_secs(1)).await;
+
+    // With it, weight 0 takes the primary out, and the first backup in descending order serves.
+    let agent = Agent::start(synapse_config(&zk, port, r#"{"use_nerve_weights": true}"#))
+        .await
+        .unwrap();
+    let web = agent.balancer("web").unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || web.current().entries().len()
+            == 3)
+        .await
+    );
+    let seen = tally(agent.service_addr("web").unwrap(), 6).await;
+    assert_eq!(seen.get("backup-2"), Some(&6), "{seen:?}");
+    assert_eq!(backup_1.accepted() + other_az.accepted(), 0);
 }

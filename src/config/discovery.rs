@@ -81,6 +81,26 @@ pub struct ZookeeperDiscovery {
     /// Only znodes whose labels pass every filter are backends (Synapse's `label_filters`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub label_filters: Vec<LabelFilter>,
+    /// The order of the backends, which decides which `backup` serves first (Synapse's `backend_order`).
+    #[serde(default)]
+    pub order: Order,
+    /// Seed of the `shuffle` order (Synapse's `server_order_seed`); random per process when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_seed: Option<u64>,
+}
+
+/// The order of a service's discovered backends. Only `backup` selection depends on it (the first
+/// usable backup serves); the balancing algorithms weigh backends, not positions.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// By znode name, ascending.
+    #[default]
+    Asc,
+    /// By znode name, descending.
+    Desc,
+    /// A fixed pseudo-random order per seed: hosts with different seeds pick different first backups.
+    Shuffle,
 }
 
 impl ZookeeperDiscovery {
@@ -96,6 +116,8 @@ impl ZookeeperDiscovery {
             watch: WatchMode::default(),
             use_weights: true,
             label_filters: Vec::new(),
+            order: Order::default(),
+            order_seed: None,
         }
     }
 
@@ -215,8 +237,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect()
         };
+        type Pairs = &'static [(&'static str, &'static str)];
         // (condition, labels, admitted)
-        let table: [(LabelCondition, &[(&str, &str)], bool); 6] = [
+        let table: [(LabelCondition, Pairs, bool); 6] = [
             (LabelCondition::Equals, &[("az", "a")], true),
             (LabelCondition::Equals, &[("az", "b")], false),
             (LabelCondition::Equals, &[], false),

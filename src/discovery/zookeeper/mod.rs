@@ -15,6 +15,7 @@
 
 mod children;
 pub mod decode;
+mod order;
 pub mod server_options;
 
 use super::{SourceContext, ZkDiscoveryMetrics};

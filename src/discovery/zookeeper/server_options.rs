@@ -170,8 +170,9 @@ mod tests {
 
     #[test]
     fn options_sinew_implements_are_read() {
+        type Row = (&'static str, Option<u32>, bool, bool, Option<u32>);
         // (line, weight, backup, disabled, maxconn)
-        let table: [(&str, Option<u32>, bool, bool, Option<u32>); 8] = [
+        let table: [Row; 8] = [
             ("", None, false, false, None),
             ("backup", None, true, false, None),
             ("disabled", None, false, true, None),

@@ -100,6 +100,8 @@ struct Known {
     ignored: IntCounter,
     /// What has been warned about as left out, by option or field: each is warned about once.
     warned: HashSet<String>,
+    /// Seed of the `shuffle` order.
+    seed: u64,
     /// Requests made since they were last taken.
     requests: Requests,
 }
@@ -128,6 +130,7 @@ impl Children {
                 skipped,
                 ignored,
                 warned: HashSet::new(),
+                seed: config.order_seed.unwrap_or_else(|| fastrand::u64(..)),
                 requests: Requests::default(),
             },
             watches: Watches::new(config.watch),
@@ -239,16 +242,17 @@ impl Known {
         format!("{}/{name}", self.base)
     }
 
-    /// The backends of every known child that pass the label filters, with the write times of those
-    /// just read.
+    /// The backends of every known child that pass the label filters, in the configured order, with
+    /// the write times of those just read.
     fn found(&self, written: Vec<i64>) -> PathContents {
-        let backends = self
+        let mut backends: Vec<Backend> = self
             .by_name
             .values()
             .filter_map(|c| c.backend.as_ref())
             .filter(|b| self.config.admits(&b.labels))
             .cloned()
             .collect();
+        super::order::arrange(&mut backends, self.config.order, self.seed);
         PathContents::Backends(backends, written)
     }
 }
