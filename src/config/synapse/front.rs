@@ -205,7 +205,7 @@ mod tests {
     use super::*;
 
     fn bind(options: &str) -> (Result<ServiceConfig, String>, Vec<String>) {
-        let mut s = ServiceConfig::new("127.0.0.1:1".parse().unwrap());
+        let mut s = ServiceConfig::new(Some("127.0.0.1:1".parse().unwrap()));
         let mut said = Vec::new();
         let r = bind_options(options, &mut s, &mut |_, m| said.push(m));
         (r.map(|()| s), said)
