@@ -27,8 +27,8 @@ mod warning;
 
 pub use addr::{parse_socket_addr, AddrError, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use discovery::{
-    Decode, DecodeMethod, DiscoveryConfig, NotOneSource, WatchMode, ZookeeperDiscovery,
-    MAX_COALESCE,
+    Decode, DecodeMethod, DiscoveryConfig, DnsDiscovery, DnsServer, NotOneSource, WatchMode,
+    ZookeeperDiscovery, DEFAULT_DNS_INTERVAL, MAX_COALESCE,
 };
 pub use field::FieldError;
 pub use health::{CheckType, HealthCheck, Outlier};
