@@ -42,13 +42,14 @@ const HAPROXY_KEYS: &[&str] = &[
 ];
 
 /// The one service being translated: where errors and warnings point.
-struct At<'a> {
+pub(super) struct At<'a> {
     file: &'a Path,
     name: &'a str,
 }
 
 impl At<'_> {
-    fn invalid(&self, field: &str, message: String) -> SynapseError {
+    /// An error at `field` of this service.
+    pub(super) fn invalid(&self, field: &str, message: String) -> SynapseError {
         SynapseError::Invalid {
             file: self.file.to_path_buf(),
             service: self.name.to_string(),
@@ -217,6 +218,14 @@ pub(super) fn translate(
             }
             (Vec::new(), Some(zookeeper(&at, discovery, port_override)?))
         }
+        "dns" => {
+            let dns = super::dns::dns(&at, discovery, port_override, d.weight, &mut warn)?;
+            (Vec::new(), Some(dns))
+        }
+        "zookeeper_dns" => {
+            let zk = super::dns::zookeeper_dns(&at, discovery, port_override, &mut warn)?;
+            (Vec::new(), Some(zk))
+        }
         other => {
             warn(
                 Level::Error,
@@ -267,7 +276,7 @@ pub(super) fn translate(
 }
 
 /// A port 1-65535, written as a number or a string of digits.
-fn port_of(v: &Value) -> Option<u16> {
+pub(super) fn port_of(v: &Value) -> Option<u16> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -277,7 +286,7 @@ fn port_of(v: &Value) -> Option<u16> {
 }
 
 /// `discovery: {method: zookeeper, hosts, path, decode}`; `hosts` may be one string.
-fn zookeeper(
+pub(super) fn zookeeper(
     at: &At<'_>,
     d: &Value,
     port_override: Option<u16>,
