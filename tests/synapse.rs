@@ -843,3 +843,38 @@ async fn a_synapse_dns_service_routes_to_what_localhost_resolves_to() {
     assert_eq!(hosts, want, "one backend per address of localhost");
     agent.shutdown(Duration::from_secs(1)).await;
 }
+
+#[test]
+fn keys_for_an_external_haproxy_are_notes_and_keys_sinew_cannot_honour_are_warnings() {
+    let t = translate(
+        "keys.json",
+        r#"{"services": {
+              "a": {"discovery": {"method": "base"}, "default_servers": [{"host": "127.0.0.1", "port": 1}],
+                    "haproxy": {"port": 4101, "cookie_value_method": "hash"}}},
+            "haproxy": {"do_checks": true, "check_command": "haproxy -c -f /tmp/c", "candidate_config_file_path": "/tmp/c",
+                        "max_server_id": 65535}}"#,
+    )
+    .unwrap();
+    let at = |text: &str| -> Vec<Level> {
+        t.warnings
+            .iter()
+            .filter(|w| w.message.contains(text))
+            .map(|w| w.level)
+            .collect()
+    };
+    for key in ["do_checks", "check_command", "candidate_config_file_path"] {
+        assert_eq!(
+            at(&format!("haproxy.{key}")),
+            vec![Level::Info],
+            "{key}: {:?}",
+            t.warnings
+        );
+    }
+    assert_eq!(at("haproxy.max_server_id: sinew has no"), vec![Level::Warn]);
+    assert_eq!(
+        at("services.a: haproxy.cookie_value_method"),
+        vec![Level::Warn],
+        "{:?}",
+        t.warnings
+    );
+}

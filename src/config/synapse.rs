@@ -99,7 +99,7 @@ impl Warnings {
 }
 
 /// Directives that drive an external HAProxy; sinew is the proxy, so they do not apply.
-const EXTERNAL_HAPROXY: [&str; 9] = [
+const EXTERNAL_HAPROXY: [&str; 12] = [
     "reload_command",
     "config_file_path",
     "do_writes",
@@ -109,10 +109,13 @@ const EXTERNAL_HAPROXY: [&str; 9] = [
     "global",
     "restart_interval",
     "restart_jitter",
+    "do_checks",
+    "check_command",
+    "candidate_config_file_path",
 ];
 
 /// Other keys of the top-level `haproxy` hash that are read.
-const HAPROXY_KEYS: [&str; 8] = [
+const HAPROXY_KEYS: [&str; 9] = [
     "defaults",
     "bind_address",
     "state_file_path",
@@ -121,6 +124,7 @@ const HAPROXY_KEYS: [&str; 8] = [
     "extra_sections",
     "use_nerve_weights",
     "server_order_seed",
+    "max_server_id",
 ];
 
 /// Loads and translates a Synapse config file (JSON, or YAML unless it ends in `.json`).
@@ -274,6 +278,12 @@ fn translate(
     let known: Vec<&str> = EXTERNAL_HAPROXY.into_iter().chain(HAPROXY_KEYS).collect();
     for key in unknown_keys(&top, &known) {
         w.push(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
+    }
+    if top.get("max_server_id").is_some() {
+        w.push(
+            Level::Warn,
+            "haproxy.max_server_id: sinew has no HAProxy server ids; ignored".into(),
+        );
     }
     let stats_bind = sections::read(file, &top, &mut w)?;
     let state_file = match top.get("state_file_path").and_then(Value::as_str) {

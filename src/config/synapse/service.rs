@@ -160,6 +160,12 @@ pub(super) fn translate(
             "haproxy.use_nerve_weights: Synapse reads it only in the top-level haproxy hash; ignored here as there".into(),
         );
     }
+    if hap.get("cookie_value_method").is_some() {
+        warn(
+            Level::Warn,
+            "haproxy.cookie_value_method: sinew has no cookie persistence; ignored".into(),
+        );
+    }
     if hap.get("backend_name").is_some() {
         warn(
             Level::Info,
