@@ -25,13 +25,15 @@ struct Cli {
     command: Command,
 }
 
-/// Where the config comes from: sinew's own file or an unmodified Synapse config.
+/// Where the config comes from: sinew's own file, an unmodified Synapse config, a Nerve config, or
+/// several of them together.
 #[derive(clap::Args)]
 struct Source {
-    /// sinew config file (YAML, or JSON when it ends in .json).
-    #[arg(long, short, conflicts_with = "synapse_config")]
+    /// sinew config file (YAML, or JSON when it ends in .json); beside --synapse-config or
+    /// --nerve-config it gives the agent's settings and may add services.
+    #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Synapse config file (JSON, or YAML), translated into sinew's model.
+    /// Synapse config file (JSON, or YAML), translated into sinew's model; alone or beside --config.
     #[arg(long)]
     synapse_config: Option<PathBuf>,
     /// Nerve config file (nerve.conf.json): this host's services to check and register; alone or
@@ -46,6 +48,7 @@ impl From<Source> for sinew::agent::Source {
             config: args.config,
             synapse_config: args.synapse_config,
             nerve_config: args.nerve_config,
+            admin: None,
         }
     }
 }
@@ -139,7 +142,7 @@ fn check(source: &sinew::agent::Source) -> anyhow::Result<()> {
         Level::Warn => eprintln!("warning: {w}"),
         Level::Error => eprintln!("error: {w}"),
     })?;
-    if !source.is_native() {
+    if source.synapse_config.is_some() {
         print!("{}", sinew::config::synapse::to_yaml(&config)?);
     } else {
         println!(

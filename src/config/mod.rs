@@ -14,6 +14,7 @@ mod field;
 mod haproxy;
 mod health;
 mod http;
+pub mod layers;
 mod load;
 pub mod nerve;
 pub mod register;
