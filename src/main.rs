@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sinew::endpoint::Endpoint;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +41,10 @@ struct Source {
     /// beside --config / --synapse-config.
     #[arg(long)]
     nerve_config: Option<PathBuf>,
+    /// The admin server's address (ip:port, [ipv6]:port or host:port), in place of the config's
+    /// admin.listen.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<Endpoint>,
 }
 
 impl From<Source> for sinew::agent::Source {
@@ -48,7 +53,7 @@ impl From<Source> for sinew::agent::Source {
             config: args.config,
             synapse_config: args.synapse_config,
             nerve_config: args.nerve_config,
-            admin: None,
+            admin: args.admin.map(|a| a.first()),
         }
     }
 }
@@ -77,9 +82,9 @@ enum Command {
     },
     /// Show every service (or one, in detail) from a running sinew's admin API.
     Status {
-        /// The admin server's address.
-        #[arg(long, default_value = "127.0.0.1:3210")]
-        admin: SocketAddr,
+        /// The admin server's address (ip:port, [ipv6]:port or host:port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
+        admin: Endpoint,
         /// Print the raw JSON of /api/services.
         #[arg(long)]
         json: bool,
@@ -91,9 +96,9 @@ enum Command {
         /// Where the demo service listens.
         #[arg(long, default_value = "127.0.0.1:4000")]
         listen: SocketAddr,
-        /// Where the admin server listens.
-        #[arg(long, default_value = "127.0.0.1:3210")]
-        admin: SocketAddr,
+        /// Where the admin server listens (ip:port, [ipv6]:port or host:port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
+        admin: Endpoint,
     },
 }
 
@@ -117,7 +122,7 @@ fn main() -> ExitCode {
             service,
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
         Command::Demo { listen, admin } => {
-            runtime().and_then(|rt| rt.block_on(demo(listen, admin)))
+            runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }
     };
     match result {
@@ -154,7 +159,8 @@ fn check(source: &sinew::agent::Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(admin: SocketAddr, json: bool, service: Option<String>) -> anyhow::Result<()> {
+async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow::Result<()> {
+    let admin = admin.reachable().await;
     let api = sinew::status::fetch(admin).await?;
     let registered = sinew::status::fetch_registered(admin).await?;
     let out = match (json, service) {
