@@ -79,6 +79,10 @@ enum Command {
     Check {
         #[command(flatten)]
         source: Source,
+        /// Fail when anything is ignored, unsupported or skipped (each is named on stderr); without
+        /// it, only a skipped service fails the check.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show every service (or one, in detail) from a running sinew's admin API.
     Status {
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
-        Command::Check { source } => check(&source.into()),
+        Command::Check { source, strict } => check(&source.into(), strict),
         Command::Run { source, takeover } => {
             let launch = sinew::lifecycle::Launch {
                 source: source.into(),
@@ -140,9 +144,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     builder.build().context("cannot start the runtime")
 }
 
-fn check(source: &sinew::agent::Source) -> anyhow::Result<()> {
+fn check(source: &sinew::agent::Source, strict: bool) -> anyhow::Result<()> {
     use sinew::config::Level;
-    let config = source.load_reporting(|w| match w.level {
+    let config = sinew::agent::check(source, strict, |w| match w.level {
         Level::Info => eprintln!("note: {w}"),
         Level::Warn => eprintln!("warning: {w}"),
         Level::Error => eprintln!("error: {w}"),

@@ -101,3 +101,87 @@ fn an_admin_name_that_does_not_resolve_is_a_clear_error() {
         );
     }
 }
+
+/// A Synapse service `name` on `port` with one default server.
+fn base_service(name: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#""{name}": {{"discovery": {{"method": "base"}}, "haproxy": {{"port": {port}{extra}}},
+            "default_servers": [{{"name": "a", "host": "127.0.0.1", "port": 1}}]}}"#
+    )
+}
+
+#[test]
+fn check_strict_fails_on_anything_ignored_and_plain_check_only_on_a_skipped_service() {
+    let (p1, p2) = (free_port(), free_port());
+    let ignored = temp_file(
+        "cli-strict-ignored.json",
+        &format!(
+            r#"{{"services": {{{}}}, "haproxy": {{"reload_command": "true"}}, "surprise": 1}}"#,
+            base_service(
+                "web",
+                p1,
+                r#", "listen": ["option tcp-smart-accept", "mode tcp"]"#
+            )
+        ),
+    );
+    let file = ignored.to_string_lossy().into_owned();
+    let plain = sinew(&["check", "--synapse-config", &file]);
+    let err = text(&plain.stderr);
+    assert!(plain.status.success(), "{err}");
+    assert!(
+        err.contains("warning: unknown key `surprise` ignored"),
+        "{err}"
+    );
+    assert!(err.contains("note: haproxy.reload_command"), "{err}");
+
+    let strict = sinew(&["check", "--strict", "--synapse-config", &file]);
+    let err = text(&strict.stderr);
+    assert!(!strict.status.success(), "{err}");
+    assert!(
+        err.contains("warning: unknown key `surprise` ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("warning: services.web: directive \"option tcp-smart-accept\""),
+        "{err}"
+    );
+    assert!(err.contains("--strict: 2 setting(s)"), "{err}");
+
+    let clean = temp_file(
+        "cli-strict-clean.json",
+        &format!(
+            r#"{{"services": {{{}}}, "haproxy": {{"reload_command": "true"}}}}"#,
+            base_service("web", p1, "")
+        ),
+    );
+    let out = sinew(&[
+        "check",
+        "--strict",
+        "--synapse-config",
+        &clean.to_string_lossy(),
+    ]);
+    assert!(
+        out.status.success(),
+        "notes alone pass: {}",
+        text(&out.stderr)
+    );
+
+    let skipped = temp_file(
+        "cli-strict-skipped.json",
+        &format!(
+            r#"{{"services": {{{}, "cloud": {{"discovery": {{"method": "ec2tag"}}, "haproxy": {{"port": {p2}}}}}}}}}"#,
+            base_service("web", p1, "")
+        ),
+    );
+    let out = sinew(&["check", "--synapse-config", &skipped.to_string_lossy()]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("error: services.cloud: discovery method \"ec2tag\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("1 service(s) skipped: services.cloud"),
+        "{err}"
+    );
+}

@@ -7,12 +7,14 @@
 //! successor process (binary upgrade) is a shutdown that leaves the znodes to the successor; the
 //! ZooKeeper sessions close last in both, so registered nodes live through the drain.
 
+mod check;
 mod persist;
 mod reload;
 mod service;
 mod source;
 mod summary;
 
+pub use check::{check, CheckError};
 use reload::{infos, Core};
 pub use source::{Source, SourceError};
 pub use summary::ReloadSummary;
