@@ -262,3 +262,103 @@ fn check_with_a_native_and_a_synapse_file_checks_both_and_prints_the_merged_conf
         "{err}"
     );
 }
+
+/// A fresh directory under the test's temporary directory.
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = temp_file("x", "").with_file_name(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn relative_paths_resolve_from_the_config_files_directory_not_the_working_one() {
+    let backend = EchoBackend::start("rel").await;
+    let dir = fresh_dir("relative");
+    std::fs::write(dir.join("backends.json"), format!("[\"{}\"]", backend.addr)).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    std::fs::write(
+        dir.join("sinew.yaml"),
+        format!("admin: {{ listen: 127.0.0.1:{admin} }}\nstate_file: {{ path: state.json }}\nservices:\n  f: {{ listen: 127.0.0.1:{port}, discovery: {{ file: backends.json }} }}\n"),
+    )
+    .unwrap();
+    let _sinew = support::process::Proc(
+        Command::new(BIN)
+            .current_dir("/")
+            .args(["run", "--config"])
+            .arg(dir.join("sinew.yaml"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    support::process::wait_listening(addr).await;
+    let mut answer = Err(String::new());
+    for _ in 0..100 {
+        answer = greet(addr).await;
+        if answer.as_deref() == Ok("rel") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer.as_deref(), Ok("rel"));
+    for _ in 0..100 {
+        if dir.join("state.json").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        dir.join("state.json").exists(),
+        "state file beside the config"
+    );
+}
+
+#[test]
+fn synapse_and_nerve_relative_paths_resolve_from_their_files() {
+    let dir = fresh_dir("relative-foreign");
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    std::fs::create_dir_all(dir.join("nerve.d")).unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.join("conf.d/web.json"),
+        format!(
+            r#"{{"discovery": {{"method": "base"}}, "haproxy": {{"port": {port}}},
+                "default_servers": [{{"name": "a", "host": "127.0.0.1", "port": 1}}]}}"#
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("synapse.json"),
+        r#"{"service_conf_dir": "conf.d", "file_output": {"output_directory": "out"},
+            "haproxy": {"state_file_path": "state.json"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("nerve.d/api.json"),
+        r#"{"host": "127.0.0.1", "port": 9, "zk_hosts": ["127.0.0.1:1"], "zk_path": "/x",
+            "checks": [{"type": "tcp"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("nerve.json"),
+        r#"{"instance_id": "i", "service_conf_dir": "nerve.d"}"#,
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .current_dir("/")
+        .args(["check", "--synapse-config"])
+        .arg(dir.join("synapse.json"))
+        .arg("--nerve-config")
+        .arg(dir.join("nerve.json"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let printed: sinew::config::Config =
+        serde_norway::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert!(printed.services.contains_key("web"));
+    assert_eq!(printed.file_output.unwrap().directory, dir.join("out"));
+    assert_eq!(printed.state_file.unwrap().path, dir.join("state.json"));
+    assert!(printed.register.unwrap().services.contains_key("api"));
+}

@@ -17,6 +17,7 @@ mod http;
 pub mod layers;
 mod load;
 pub mod nerve;
+pub mod paths;
 pub mod register;
 mod service;
 pub mod synapse;

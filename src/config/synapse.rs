@@ -159,14 +159,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, SynapseError> {
             })
         }
     }
+    let base = super::paths::base_of(path);
     if let Some(dir) = root.get("service_conf_dir").and_then(Value::as_str) {
         // A file there replaces a service of the same name, as in Synapse.
-        for (name, v) in read_conf_dir(Path::new(dir))? {
+        for (name, v) in read_conf_dir(&super::paths::resolve(base, Path::new(dir)))? {
             services.retain(|(n, _)| *n != name);
             services.push((name, v));
         }
     }
-    translate(path, &root, services)
+    let mut t = translate(path, &root, services)?;
+    t.config.resolve_paths(base);
+    Ok(t)
 }
 
 fn read_value(path: &Path) -> Result<Value, SynapseError> {
