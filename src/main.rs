@@ -1,6 +1,5 @@
 //! The `sinew` command line.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sinew::endpoint::Endpoint;
 use std::net::SocketAddr;
@@ -118,7 +117,7 @@ fn main() -> ExitCode {
                 // Before the runtime's threads start: this edits the environment.
                 activated: sinew::systemd::listen_fds(),
             };
-            runtime().and_then(|rt| Ok(rt.block_on(sinew::lifecycle::run(launch))?))
+            sinew::lifecycle::start(launch).map_err(anyhow::Error::from)
         }
         Command::Status {
             admin,
@@ -139,9 +138,7 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    builder.build().context("cannot start the runtime")
+    Ok(sinew::lifecycle::runtime(None)?)
 }
 
 fn check(source: &sinew::agent::Source, strict: bool) -> anyhow::Result<()> {

@@ -362,3 +362,58 @@ fn synapse_and_nerve_relative_paths_resolve_from_their_files() {
     assert_eq!(printed.state_file.unwrap().path, dir.join("state.json"));
     assert!(printed.register.unwrap().services.contains_key("api"));
 }
+
+#[test]
+fn synapse_global_nbthread_maps_to_threads_and_a_bad_value_is_an_error() {
+    let with = |global: &str| {
+        let text = format!(
+            r#"{{"services": {{"web": {{"discovery": {{"method": "base"}}, "haproxy": {{"port": {}}},
+                "default_servers": [{{"name": "a", "host": "127.0.0.1", "port": 1}}]}}}},
+                "haproxy": {{"global": {global}}}}}"#,
+            free_port()
+        );
+        sinew::config::synapse::parse(&text, std::path::Path::new("synapse.json"))
+    };
+    let t = with(r#"["daemon", "nbthread 3", "maxconn 4096"]"#).unwrap();
+    assert_eq!(t.config.threads.map(|n| n.get()), Some(3));
+    assert!(with(r#"["daemon"]"#).unwrap().config.threads.is_none());
+    for bad in [
+        "nbthread 0",
+        "nbthread many",
+        "nbthread",
+        "nbthread 5000",
+        "nbthread 2 3",
+    ] {
+        let e = with(&format!("[\"{bad}\"]")).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "synapse.json: haproxy.global: \"{bad}\": expected nbthread N"
+            )),
+            "{e}"
+        );
+    }
+}
+
+/// The runtime worker threads of process `pid` (tokio names them `tokio-rt-worker`).
+fn workers(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim_end() == "tokio-rt-worker")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn threads_sets_the_runtime_workers_of_the_process() {
+    let admin = free_port();
+    let config = temp_file(
+        "threads.yaml",
+        &format!("admin: {{ listen: 127.0.0.1:{admin} }}\nthreads: 3\nservices: {{}}\n"),
+    );
+    let sinew = support::process::Proc::run(&config);
+    support::process::wait_listening(std::net::SocketAddr::from(([127, 0, 0, 1], admin))).await;
+    assert_eq!(workers(sinew.0.id()), 3);
+}

@@ -211,6 +211,7 @@ impl Agent {
             registrar,
             admin_token,
             admin_fixed: (config.admin.listen, config.admin.upgrade_socket.clone()),
+            threads: config.threads,
             grace: std::sync::Mutex::new(config.shutdown_grace),
             source,
         });

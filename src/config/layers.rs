@@ -4,7 +4,7 @@
 //! The native file gives the agent's settings (admin, shutdown grace, state and output files) and may
 //! add services of its own; the Synapse file's services run beside them; the Nerve file gives the
 //! registration. Nothing is overridden silently: a service name or a listen address that two files
-//! define, or a top-level setting (`state_file`, `file_output`, `register`) that two files give, is an
+//! define, or a top-level setting (`state_file`, `file_output`, `register`, `threads`) that two files give, is an
 //! error naming both files, so the operator decides which file keeps it.
 
 use super::{addr, register::Register, Config};
@@ -79,6 +79,9 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     if ours.register.is_some() && theirs.register.is_some() {
         return Err(setting("register"));
     }
+    if ours.threads.is_some() && theirs.threads.is_some() {
+        return Err(setting("threads"));
+    }
     let mut listeners: Vec<(std::net::SocketAddr, String)> =
         vec![(ours.admin.listen, "admin".into())];
     listeners.extend(
@@ -111,6 +114,7 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     ours.state_file = ours.state_file.take().or(theirs.state_file);
     ours.file_output = ours.file_output.take().or(theirs.file_output);
     ours.register = ours.register.take().or(theirs.register);
+    ours.threads = ours.threads.or(theirs.threads);
     ours.services_explicit |= theirs.services_explicit;
     ours.services.extend(theirs.services);
     Ok(())
@@ -221,6 +225,7 @@ mod tests {
             ("state_file", "state_file: { path: /s }\n"),
             ("file_output", "file_output: { directory: /o }\n"),
             ("register", "register: { services: {} }\n"),
+            ("threads", "threads: 2\n"),
         ] {
             let mut base = layer("sinew.yaml", yaml);
             let e = merge(&mut base, layer("other.json", yaml))

@@ -320,6 +320,7 @@ fn translate(
             format!("haproxy.defaults: {u}: not supported yet, ignored"),
         );
     }
+    let threads = nbthread(top.get("global")).map_err(|m| top_error("haproxy.global", m))?;
     let bind = top.get("bind_address").and_then(Value::as_str);
     let given = services.len();
     let mut out = BTreeMap::new();
@@ -348,6 +349,7 @@ fn translate(
         services: out,
         state_file,
         file_output,
+        threads,
         ..Config::default()
     };
     config.validate(file)?;
@@ -355,6 +357,30 @@ fn translate(
         config,
         warnings: w.0,
     })
+}
+
+/// `nbthread N` in `haproxy.global`, the one line of it sinew reads: its runtime worker threads.
+fn nbthread(global: Option<&Value>) -> Result<Option<std::num::NonZeroUsize>, String> {
+    let mut found = None;
+    for line in lines(global) {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("nbthread") {
+            continue;
+        }
+        let value = words.next().unwrap_or_default();
+        let n = value
+            .parse::<std::num::NonZeroUsize>()
+            .ok()
+            .filter(|n| n.get() <= super::MAX_THREADS && words.next().is_none())
+            .ok_or_else(|| {
+                format!(
+                    "{line:?}: expected nbthread N, a whole number 1-{}",
+                    super::MAX_THREADS
+                )
+            })?;
+        found = Some(n);
+    }
+    Ok(found)
 }
 
 /// The keys of a hash that are not in `known`.
