@@ -24,20 +24,12 @@ pub enum LayerError {
         second: PathBuf,
     },
     /// Two listeners of two files on the same address (or overlapping ones).
-    #[error("{second_addr} of {second_owner} in {} overlaps {first_addr} of {first_owner} in {}; give one of them another port", second.display(), first.display())]
+    #[error("{second} overlaps {first}; give one of them another port")]
     Address {
-        /// The listener in the first file.
-        first_owner: String,
-        /// Its address.
-        first_addr: std::net::SocketAddr,
-        /// The first file.
-        first: PathBuf,
-        /// The listener in the second file.
-        second_owner: String,
-        /// Its address.
-        second_addr: std::net::SocketAddr,
-        /// The second file.
-        second: PathBuf,
+        /// The listener of the first file: `ADDR of OWNER in FILE`.
+        first: String,
+        /// The listener of the second file, likewise.
+        second: String,
     },
     /// A top-level setting given by two files.
     #[error("`{setting}` is given by {} and by {}; keep it in one of them", first.display(), second.display())]
@@ -102,12 +94,12 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
             .find(|(a, _)| addr::overlaps(*a, svc.listen))
         {
             return Err(LayerError::Address {
-                first_owner: owner.clone(),
-                first_addr: *a,
-                first: base.file.to_path_buf(),
-                second_owner: format!("services.{name}"),
-                second_addr: svc.listen,
-                second: other.file.to_path_buf(),
+                first: format!("{a} of {owner} in {}", base.file.display()),
+                second: format!(
+                    "{} of services.{name} in {}",
+                    svc.listen,
+                    other.file.display()
+                ),
             });
         }
     }
