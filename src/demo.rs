@@ -50,7 +50,7 @@ pub fn config(
     backends: &[SocketAddr],
     balance: Algorithm,
 ) -> Config {
-    let mut service = ServiceConfig::new(listen);
+    let mut service = ServiceConfig::new(Some(listen));
     service.balance = balance;
     service.backends = backends
         .iter()
@@ -74,6 +74,7 @@ pub fn config(
         threads: None,
         register: None,
         services: BTreeMap::from([("demo".to_string(), service)]),
+        http_frontends: BTreeMap::new(),
         services_explicit: true,
     }
 }

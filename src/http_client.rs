@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper::header::{HOST, USER_AGENT};
+use hyper::header::{HeaderName, HeaderValue, HOST, USER_AGENT};
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
@@ -20,6 +20,8 @@ pub struct Get<'a> {
     pub user_agent: Option<&'a str>,
     /// The most body read; a longer body fails the GET.
     pub max_body: usize,
+    /// Extra header fields; a `Host` among them replaces `host`.
+    pub headers: &'a [(String, String)],
 }
 
 /// One HTTP/1.1 GET over `stream`: the status and the body.
@@ -58,6 +60,14 @@ fn request(get: &Get<'_>, uri: &str) -> Result<Request<Empty<Bytes>>, String> {
     let mut request = Request::get(uri).header(HOST, get.host);
     if let Some(agent) = get.user_agent {
         request = request.header(USER_AGENT, agent);
+    }
+    if let Some(headers) = request.headers_mut() {
+        for (name, value) in get.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| format!("header {name:?}: {e}"))?;
+            let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
+            headers.insert(name, value);
+        }
     }
     request
         .body(Empty::<Bytes>::new())

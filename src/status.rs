@@ -63,6 +63,7 @@ async fn get<T: DeserializeOwned>(addr: SocketAddr, path: &str) -> Result<Option
             path,
             user_agent: None,
             max_body: MAX_BODY,
+            headers: &[],
         };
         let (status, body) = http_client::http1(stream, &request).await.map_err(err)?;
         if status == hyper::StatusCode::NOT_FOUND.as_u16() {
@@ -113,6 +114,7 @@ pub fn overview(api: &ServicesJson) -> String {
     let mut rows = vec![[
         "SERVICE",
         "LISTEN",
+        "FRONTENDS",
         "MODE",
         "BALANCE",
         "UP/BACKENDS",
@@ -131,7 +133,8 @@ pub fn overview(api: &ServicesJson) -> String {
             .count();
         rows.push(vec![
             svc.view.name.clone(),
-            svc.listen.to_string(),
+            or_dash(svc.listen),
+            frontends(svc),
             svc.mode.to_string(),
             svc.view.balance.to_string(),
             format!("{up}/{}", backends.len()),
@@ -146,6 +149,15 @@ pub fn overview(api: &ServicesJson) -> String {
         ]);
     }
     table(&rows)
+}
+
+/// The frontends that route to `svc`, comma-separated, or `-`.
+fn frontends(svc: &ServiceJson) -> String {
+    if svc.frontends.is_empty() {
+        "-".into()
+    } else {
+        svc.frontends.join(",")
+    }
 }
 
 /// Registered services, one line each.
@@ -188,9 +200,10 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
         .find(|v| v.view.name == service)
         .ok_or_else(|| StatusError::NoSuchService(service.to_string()))?;
     let mut out = format!(
-        "{} on {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
+        "{} on {}, frontends {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
         svc.view.name,
-        svc.listen,
+        or_dash(svc.listen),
+        frontends(svc),
         svc.mode,
         svc.view.balance,
         svc.discovery,
@@ -280,6 +293,27 @@ mod tests {
             detail(&sample(), "nope"),
             Err(StatusError::NoSuchService(_))
         ));
+    }
+
+    #[test]
+    fn a_service_without_a_listener_shows_a_dash_and_its_frontends() {
+        let mut api = sample();
+        api.services[0].listen = None;
+        api.services[0].frontends = vec!["web".into(), "edge".into()];
+        let out = overview(&api);
+        let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row[..4], ["web", "-", "web,edge", "tcp"], "{out}");
+        let out = detail(&api, "web").unwrap();
+        assert!(out.starts_with("web on -, frontends web,edge ("), "{out}");
+        // An entry without `frontends` (an older sinew) reads as routed by none.
+        let row: Vec<String> = overview(&sample())
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_eq!(row[1..3], ["127.0.0.1:4001", "-"]);
     }
 
     #[test]

@@ -194,7 +194,7 @@ async fn native_synapse_and_nerve_files_run_together_and_a_reload_rereads_each()
     assert_eq!(
         e,
         format!(
-            "service \"web\" is defined in {} and in {}; remove it from one",
+            "services.web is defined in {} and in {}; remove it from one",
             native_path.display(),
             synapse_path.display()
         )

@@ -21,7 +21,7 @@ fn example(name: &str) -> std::path::PathBuf {
 fn the_example_configs_translate() {
     let t = synapse::load(&example("synapse.conf.json")).unwrap();
     let web = &t.config.services["web"];
-    assert_eq!(web.listen.to_string(), "127.0.0.1:4001");
+    assert_eq!(web.listen, Some("127.0.0.1:4001".parse().unwrap()));
     assert_eq!(web.mode, Mode::Http);
     assert_eq!(web.backends.len(), 2);
     let check = web.health_check.as_ref().unwrap();
@@ -48,7 +48,10 @@ fn the_example_configs_translate() {
     );
 
     let t = synapse::load(&example("synapse-list.json")).unwrap();
-    assert_eq!(t.config.services["search"].listen.port(), 4003);
+    assert_eq!(
+        t.config.services["search"].listen.map(|l| l.port()),
+        Some(4003)
+    );
 
     let t = synapse::load(&example("synapse.conf.yaml")).unwrap();
     assert_eq!(
@@ -265,7 +268,7 @@ fn defaults_are_warned_about_once_and_unknown_keys_are_reported() {
                     "haproxy": {"port": 4101, "colour": "blue"}, "owner": "team-a"},
               "b": {"discovery": {"method": "zookeeper", "hosts": "127.0.0.1:2181", "path": "/nerve/b"},
                     "haproxy": {"port": 4102, "listen": ["option httpchk /health"]}}},
-            "haproxy": {"defaults": ["maxconn 2000", "log global"], "reload_command": "true", "do_reloads": true},
+            "haproxy": {"defaults": ["option http-keep-alive", "log global"], "reload_command": "true", "do_reloads": true},
             "statsd": {"host": "localhost"}}"#,
     )
     .unwrap();
@@ -275,7 +278,7 @@ fn defaults_are_warned_about_once_and_unknown_keys_are_reported() {
             .filter(|w| w.message.contains(text))
             .count()
     };
-    assert_eq!(said("maxconn 2000"), 1, "{:?}", t.warnings);
+    assert_eq!(said("option http-keep-alive"), 1, "{:?}", t.warnings);
     assert_eq!(said("reload_command"), 1, "{:?}", t.warnings);
     assert_eq!(said("`statsd`"), 1, "{:?}", t.warnings);
     assert_eq!(
@@ -391,8 +394,8 @@ fn service_conf_dir_adds_one_service_per_file_and_replaces_same_named_ones() {
     .unwrap();
     assert_eq!(t.config.services.keys().collect::<Vec<_>>(), ["api", "web"]);
     assert_eq!(
-        t.config.services["web"].listen.port(),
-        4202,
+        t.config.services["web"].listen.map(|l| l.port()),
+        Some(4202),
         "the file replaces the inline service"
     );
     assert!(t.config.services["web"].discovery.is_some());
@@ -419,4 +422,189 @@ fn the_printed_native_config_loads_back_to_the_same_config() {
         .unwrap();
         assert_eq!(back, t.config, "{name}:\n{yaml}");
     }
+}
+
+/// A JSON Synapse config of one service `web` on `default_servers` at `backend`, with `haproxy` fields.
+fn web(port: u16, backend: &str, haproxy: &str) -> String {
+    let (host, bport) = backend.rsplit_once(':').unwrap();
+    format!(
+        r#"{{"services": {{"web": {{"discovery": {{"method": "base"}},
+            "default_servers": [{{"name": "a", "host": "{host}", "port": {bport}}}],
+            "haproxy": {{"port": {port}, {haproxy}}}}}}}}}"#
+    )
+}
+
+#[test]
+fn haproxy_values_haproxy_rejects_are_errors_naming_service_and_line() {
+    for (haproxy, expect) in [
+        (
+            r#""listen": ["mode http", "balance leastconnn"]"#,
+            "services.web.haproxy.listen: \"balance leastconnn\": unknown algorithm",
+        ),
+        (
+            r#""backend": ["retry-on 503 sometimes"]"#,
+            "services.web.haproxy.backend: \"retry-on 503 sometimes\": unknown keyword \"sometimes\"",
+        ),
+        (
+            r#""frontend": ["option forwardfor except everyone"]"#,
+            "services.web.haproxy.frontend: \"option forwardfor except everyone\"",
+        ),
+        (
+            r#""frontend": ["maxconn none"]"#,
+            "services.web.haproxy.frontend: \"maxconn none\"",
+        ),
+        (
+            r#""bind_options": "accept-proxy""#,
+            "services.web.haproxy.bind_options: accept-proxy: PROXY protocol is not supported yet",
+        ),
+        (
+            r#""bind_options": "ssl crt""#,
+            "services.web.haproxy.bind_options: crt needs a value",
+        ),
+    ] {
+        let e = translate("reject.json", &web(4110, "127.0.0.1:1", haproxy))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("reject.json") && e.contains(expect), "{e}");
+    }
+    let t = translate(
+        "approx.json",
+        &web(4110, "127.0.0.1:1", r#""listen": ["balance uri"]"#),
+    )
+    .unwrap();
+    assert!(
+        t.warnings.iter().any(|w| w.level == Level::Warn
+            && w.message
+                == "services.web: directive \"balance uri\": not supported, sinew balances with round_robin instead"),
+        "{:?}",
+        t.warnings
+    );
+}
+
+#[test]
+fn frontend_directives_map_to_the_service() {
+    let t = translate(
+        "front.json",
+        &web(
+            4111,
+            "127.0.0.1:1",
+            r#""listen": ["mode http", "option forwardfor except 10.0.0.0/8 header X-Client",
+                          "retry-on conn-failure empty-response 503 response-timeout"],
+               "frontend": ["maxconn 250"],
+               "bind_options": "ssl crt /etc/ssl/web.pem v6only""#,
+        ),
+    )
+    .unwrap();
+    let svc = &t.config.services["web"];
+    assert!(svc.http.forwarded_headers);
+    assert_eq!(svc.http.forwarded_for_header.0.as_str(), "x-client");
+    assert_eq!(
+        svc.http.forwarded_except,
+        ["10.0.0.0/8".parse::<sinew::config::Network>().unwrap()]
+    );
+    use sinew::config::RetryOn::*;
+    assert_eq!(
+        svc.retries.on,
+        [ConnectFailure, Reset, RetriableStatusCodes]
+    );
+    assert_eq!(svc.retries.retriable_status_codes, [503]);
+    assert_eq!(svc.max_client_connections, Some(250));
+    let tls = svc.tls_listen.as_ref().unwrap();
+    assert_eq!(tls.cert, std::path::Path::new("/etc/ssl/web.pem"));
+    let warned = |text: &str| t.warnings.iter().any(|w| w.message.contains(text));
+    assert!(warned("response-timeout"), "{:?}", t.warnings);
+    assert!(warned("bind option \"v6only\""), "{:?}", t.warnings);
+
+    // Without `option forwardfor` HAProxy adds no X-Forwarded-For; `retry-on none` retries nothing.
+    let t = translate(
+        "plain.json",
+        &web(
+            4111,
+            "127.0.0.1:1",
+            r#""listen": ["mode http", "retries 3", "retry-on none"]"#,
+        ),
+    )
+    .unwrap();
+    let svc = &t.config.services["web"];
+    assert!(!svc.http.forwarded_headers);
+    assert_eq!(svc.retries.attempts, 0);
+}
+
+#[tokio::test]
+async fn option_forwardfor_decides_the_header_backends_see() {
+    let backend = support::http::HttpBackend::start("a").await;
+    let headers_seen = |listen: &str| {
+        let port = support::process::free_port();
+        let config = temp_file(
+            "forwardfor.json",
+            &web(port, &backend.hostport(), &format!(r#""listen": {listen}"#)),
+        );
+        async move {
+            let agent = start(synapse::load(&config).unwrap().config).await;
+            let (status, body) = http_get(agent.service_addr("web").unwrap(), "/headers").await;
+            agent.shutdown(std::time::Duration::from_secs(1)).await;
+            assert_eq!(status, 200, "{body}");
+            body.to_ascii_lowercase()
+        }
+    };
+    let body = headers_seen(r#"["mode http", "option forwardfor header X-Client"]"#).await;
+    assert!(body.contains("x-client: 127.0.0.1"), "{body}");
+    assert!(!body.contains("x-forwarded-for"), "{body}");
+    let body = headers_seen(r#"["mode http", "option forwardfor except 127.0.0.0/8"]"#).await;
+    assert!(!body.contains("x-forwarded-for"), "{body}");
+    let body = headers_seen(r#"["mode http", "option forwardfor"]"#).await;
+    assert!(body.contains("x-forwarded-for: 127.0.0.1"), "{body}");
+    let body = headers_seen(r#"["mode http"]"#).await;
+    assert!(!body.contains("x-forwarded-for"), "{body}");
+}
+
+#[test]
+fn a_stats_section_gives_the_admin_address_and_other_sections_are_warned_about() {
+    let base = r#""services": {"web": {"discovery": {"method": "base"},
+        "default_servers": [{"host": "127.0.0.1", "port": 1}], "haproxy": {"port": 4112}}}"#;
+    let t = translate(
+        "stats.json",
+        &format!(
+            r#"{{{base}, "haproxy": {{
+                "global": ["daemon", "stats socket /var/run/haproxy.sock mode 666 level admin"],
+                "extra_sections": {{
+                    "listen stats": ["mode http", "bind :3212", "stats enable", "stats uri /"],
+                    "frontend legacy": ["bind :8080", "default_backend web"]}}}}}}"#
+        ),
+    )
+    .unwrap();
+    assert_eq!(t.config.admin.listen.to_string(), "0.0.0.0:3212");
+    let said = |level: Level, text: &str| {
+        t.warnings
+            .iter()
+            .any(|w| w.level == level && w.message.contains(text))
+    };
+    assert!(said(Level::Info, "stats socket"), "{:?}", t.warnings);
+    assert!(said(Level::Info, "admin API"), "{:?}", t.warnings);
+    assert!(
+        said(Level::Warn, "haproxy.extra_sections.frontend legacy"),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        !said(Level::Warn, "haproxy.extra_sections.listen stats"),
+        "{:?}",
+        t.warnings
+    );
+
+    let e = translate(
+        "stats-bad.json",
+        &format!(
+            r#"{{{base}, "haproxy": {{"extra_sections": {{"listen stats": ["bind eth0:3212", "stats enable"]}}}}}}"#
+        ),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("stats-bad.json: haproxy.extra_sections.listen stats")
+            && e.contains("eth0:3212"),
+        "{e}"
+    );
+    let t = translate("no-stats.json", &format!("{{{base}}}")).unwrap();
+    assert_eq!(t.config.admin.listen.to_string(), "127.0.0.1:3210");
 }

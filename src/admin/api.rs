@@ -11,8 +11,10 @@ use std::sync::Arc;
 /// A running service as the admin server sees it.
 #[derive(Clone)]
 pub struct ServiceInfo {
-    /// The bound listener address.
-    pub listen: SocketAddr,
+    /// The bound address of the service's own listener; none when it is reached through frontends only.
+    pub listen: Option<SocketAddr>,
+    /// The shared HTTP frontends that route requests to it.
+    pub frontends: Vec<String>,
     /// Proxy mode.
     pub mode: Mode,
     /// Where backends come from, for operators (`static`, `file:PATH`, `zookeeper:HOSTS/PATH`).
@@ -24,8 +26,11 @@ pub struct ServiceInfo {
 /// One service in `/api/services`: its listener and discovery, and its balancer's view.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ServiceJson {
-    /// The bound listener address.
-    pub listen: SocketAddr,
+    /// The bound address of the service's own listener; `null` when it is reached through frontends only.
+    pub listen: Option<SocketAddr>,
+    /// The shared HTTP frontends that route requests to it.
+    #[serde(default)]
+    pub frontends: Vec<String>,
     /// Proxy mode (`tcp`, `http`).
     pub mode: Cow<'static, str>,
     /// Where backends come from, for operators.
@@ -49,6 +54,7 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
         .values()
         .map(|s| ServiceJson {
             listen: s.listen,
+            frontends: s.frontends.clone(),
             mode: s.mode.name().into(),
             discovery: s.discovery.clone(),
             view: s.balancer.view(),

@@ -8,6 +8,7 @@
 //! ZooKeeper sessions close last in both, so registered nodes live through the drain.
 
 mod check;
+mod frontend;
 mod persist;
 mod reload;
 mod service;
@@ -61,6 +62,9 @@ pub enum AgentError {
         /// The running services, comma-separated.
         running: String,
     },
+    /// A frontend's router could not be built.
+    #[error(transparent)]
+    Route(#[from] crate::proxy::RouteError),
     /// Metrics could not be registered (a programming error, reported rather than panicking).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -109,6 +113,7 @@ impl Agent {
         crate::metrics::register_build_info(&registry)?;
         let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
         let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
+        let frontends = Arc::new(crate::proxy::FrontendMetrics::register(&registry)?);
         let discovery = Arc::new(crate::discovery::DiscoveryMetrics::register(&registry)?);
         let register = Arc::new(crate::register::RegisterMetrics::register(&registry)?);
         let task_metrics = crate::supervise::TaskMetrics::register(&registry)?;
@@ -124,6 +129,7 @@ impl Agent {
             task_metrics,
             balance,
             proxy,
+            frontends,
             stop,
             abort: CancellationToken::new(),
             tasks,
@@ -150,6 +156,22 @@ impl Agent {
                     return Err(e);
                 }
             }
+        }
+        let mut frontends = BTreeMap::new();
+        let started =
+            match frontend::bind_new(&frontends, &config.http_frontends, &mut inherited).await {
+                Ok(bound) => frontend::apply(
+                    &mut frontends,
+                    &config.http_frontends,
+                    bound,
+                    &running,
+                    &shared,
+                ),
+                Err(e) => Err(e),
+            };
+        if let Err(e) = started {
+            sessions_stop.cancel();
+            return Err(e);
         }
         let admin_err = |source| AgentError::Bind {
             what: "admin".into(),
@@ -187,7 +209,10 @@ impl Agent {
                 }
             }
         }
-        let view = Arc::new(ArcSwap::from_pointee(infos(&running)));
+        let view = Arc::new(ArcSwap::from_pointee(infos(
+            &running,
+            &config.http_frontends,
+        )));
         let registrar = Arc::new(Registrar::start(
             config.register.as_ref(),
             &shared.zookeeper,
@@ -206,6 +231,7 @@ impl Agent {
         tracing::info!(admin = %admin_addr, services = running.len(), "sinew started");
         let core = Arc::new(Core {
             running: Mutex::new(running),
+            frontends: Mutex::new(frontends),
             view,
             shared,
             registrar,
@@ -265,9 +291,9 @@ impl Agent {
             .take()
     }
 
-    /// The bound address of a service's listener.
+    /// The bound address of a service's own listener (none for a service reached through frontends only).
     pub fn service_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.core.view.load().get(name).map(|s| s.listen)
+        self.core.view.load().get(name).and_then(|s| s.listen)
     }
 
     /// A service's balancer.
@@ -277,6 +303,11 @@ impl Agent {
             .load()
             .get(name)
             .map(|s| Arc::clone(&s.balancer))
+    }
+
+    /// The bound address of a shared HTTP frontend's listener.
+    pub async fn frontend_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.core.frontends.lock().await.get(name).map(|f| f.listen)
     }
 
     /// The bound address of the admin server.

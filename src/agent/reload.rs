@@ -1,10 +1,11 @@
 //! Reloading: the running services and the settings a reload may replace, and how a new config is
 //! applied to them service by service.
 
-use super::service::{AgentHandles, RunningService};
+use super::frontend::{self, RunningFrontend};
+use super::service::{self, AgentHandles, RunningService};
 use super::{AgentError, ReloadSummary, Source};
 use crate::admin::{self, ServiceInfo};
-use crate::config::Config;
+use crate::config::{Config, HttpFrontend, ServiceConfig};
 use crate::register::Registrar;
 use crate::upgrade::Inherited;
 use arc_swap::ArcSwap;
@@ -19,6 +20,8 @@ use tokio::sync::Mutex;
 /// The running services and the settings a reload may replace.
 pub(super) struct Core {
     pub(super) running: Mutex<BTreeMap<String, RunningService>>,
+    /// The shared HTTP frontends, locked after `running`.
+    pub(super) frontends: Mutex<BTreeMap<String, RunningFrontend>>,
     pub(super) view: Arc<ArcSwap<BTreeMap<String, ServiceInfo>>>,
     pub(super) shared: AgentHandles,
     pub(super) registrar: Arc<Registrar>,
@@ -65,38 +68,67 @@ impl Core {
         for svc in config.services.values() {
             crate::proxy::TlsSetup::check(svc)?;
         }
-        // Start what is new (or moved to another address) before touching anything that runs.
+        // Start what is new (or moved to another address), and bind the listeners services gain, before
+        // touching anything that runs.
         let mut started = BTreeMap::new();
+        let mut gained = BTreeMap::new();
+        let stop_started = |started: &BTreeMap<String, RunningService>| {
+            for (n, r) in started {
+                r.stop(n);
+            }
+        };
         for (name, svc) in &config.services {
-            // The same listener when the address is unchanged, or names the port an ephemeral one got.
-            let moved = running
-                .get(name)
-                .is_some_and(|r| r.config.listen != svc.listen && r.info.listen != svc.listen);
-            if running.contains_key(name) && !moved {
+            let current = running.get(name);
+            if current.is_some_and(|r| !r.moves_to(svc.listen) && !r.gains_listener(svc.listen)) {
                 continue;
             }
             // A service that stops or moves away in this reload hands its socket over (a rename, a swap).
-            let vacated = running
-                .iter()
-                .find(|(n, r)| r.vacates(config.services.get(*n), svc.listen));
-            let result = match vacated {
-                Some((_, from)) => RunningService::start_handed(name, svc, &self.shared, from),
-                None => {
-                    RunningService::start(name, svc, &self.shared, &mut Inherited::default()).await
+            let socket = match svc.listen {
+                None => Ok(None),
+                Some(listen) => match running
+                    .iter()
+                    .find(|(n, r)| r.vacates(config.services.get(*n), listen))
+                {
+                    Some((_, from)) => from.hand_socket(name, listen).map(Some),
+                    None => service::bind(name, listen, &mut Inherited::default())
+                        .await
+                        .map(Some),
+                },
+            };
+            let result = match (current, socket) {
+                (_, Err(e)) => Err(e),
+                // A service gaining a listener keeps running; the socket is attached below.
+                (Some(r), Ok(Some(socket))) if r.gains_listener(svc.listen) => {
+                    gained.insert(name.clone(), socket);
+                    continue;
                 }
+                (_, Ok(socket)) => RunningService::start_on(name, svc, &self.shared, socket),
             };
             match result {
                 Ok(r) => {
                     started.insert(name.clone(), r);
                 }
                 Err(e) => {
-                    for (n, r) in &started {
-                        r.stop(n);
-                    }
+                    stop_started(&started);
                     return Err(e);
                 }
             }
         }
+        // New and moved frontends are bound before anything that runs changes, like services.
+        let mut frontends = self.frontends.lock().await;
+        let bound = frontend::bind_new(
+            &frontends,
+            &config.http_frontends,
+            &mut Inherited::default(),
+        )
+        .await;
+        let bound = match bound {
+            Ok(b) => b,
+            Err(e) => {
+                stop_started(&started);
+                return Err(e);
+            }
+        };
         running.retain(|name, r| {
             let keep = config.services.contains_key(name) && !started.contains_key(name);
             if !keep {
@@ -110,8 +142,17 @@ impl Core {
         });
         for (name, svc) in &config.services {
             if let Some(r) = running.get_mut(name) {
+                let relisten = r.config.listen != svc.listen;
+                match (gained.remove(name), svc.listen) {
+                    (Some(socket), Some(listen)) => r.attach(name, listen, socket, &self.shared)?,
+                    (_, None) => r.detach(name),
+                    (None, Some(_)) => {}
+                }
                 if r.config == *svc {
                     summary.unchanged += 1;
+                } else if relisten && same_but_listen(&r.config, svc) {
+                    r.config.listen = svc.listen;
+                    summary.changed.push(name.clone());
                 } else {
                     r.change(name, svc, &self.shared)?;
                     summary.changed.push(name.clone());
@@ -122,7 +163,15 @@ impl Core {
             summary.added.push(name.clone());
             running.insert(name, r);
         }
-        self.view.store(Arc::new(infos(&running)));
+        frontend::apply(
+            &mut frontends,
+            &config.http_frontends,
+            bound,
+            &running,
+            &self.shared,
+        )?;
+        self.view
+            .store(Arc::new(infos(&running, &config.http_frontends)));
         summary.token_changed = self.apply_admin(&config.admin);
         if config.threads != self.threads {
             tracing::warn!(
@@ -176,10 +225,28 @@ impl admin::Reload for Core {
     }
 }
 
-/// The admin view of every running service.
-pub(super) fn infos(running: &BTreeMap<String, RunningService>) -> BTreeMap<String, ServiceInfo> {
+/// True when `a` and `b` differ in `listen` only, so the running generation serves on.
+fn same_but_listen(a: &ServiceConfig, b: &ServiceConfig) -> bool {
+    let mut a = a.clone();
+    a.listen = b.listen;
+    a == *b
+}
+
+/// The admin view of every running service, with the `frontends` that route to each.
+pub(super) fn infos(
+    running: &BTreeMap<String, RunningService>,
+    frontends: &BTreeMap<String, HttpFrontend>,
+) -> BTreeMap<String, ServiceInfo> {
     running
         .iter()
-        .map(|(n, r)| (n.clone(), r.info.clone()))
+        .map(|(n, r)| {
+            let mut info = r.info.clone();
+            info.frontends = frontends
+                .iter()
+                .filter(|(_, f)| f.routes_to(n))
+                .map(|(f, _)| f.clone())
+                .collect();
+            (n.clone(), info)
+        })
         .collect()
 }

@@ -34,6 +34,8 @@ pub struct AgentHandles {
     pub balance: Arc<crate::balance::BalanceMetrics>,
     /// The proxy's metric families.
     pub proxy: Arc<crate::proxy::ProxyMetrics>,
+    /// The shared HTTP frontends' metric families.
+    pub frontends: Arc<crate::proxy::FrontendMetrics>,
     /// Cancelled when the agent stops.
     pub stop: CancellationToken,
     /// Cancelled when open connections must be cut.
@@ -61,107 +63,162 @@ pub struct RunningService {
     pub info: ServiceInfo,
     slot: Arc<ArcSwap<ServiceProxy>>,
     generation: CancellationToken,
-    listener: CancellationToken,
+    /// The service's own listener; none while it is reached through frontends only.
+    listener: Option<Listening>,
+}
+
+/// A service's own listener: its accept loop's stop token and its socket.
+struct Listening {
+    stop: CancellationToken,
     /// The listening socket, held weakly so that it closes when the accept loop stops.
     socket: Weak<TcpListener>,
 }
 
 impl RunningService {
-    /// Binds the listener and starts the first generation.
+    /// Binds the listener (when the config gives one) and starts the first generation.
     pub async fn start(
         name: &str,
         config: &ServiceConfig,
         shared: &AgentHandles,
         inherited: &mut Inherited,
     ) -> Result<Self, AgentError> {
-        let bind_err = |source| AgentError::Bind {
-            what: format!("services.{name}"),
-            addr: config.listen,
-            source,
+        let socket = match config.listen {
+            Some(listen) => Some(bind(name, listen, inherited).await?),
+            None => None,
         };
-        let socket = inherited
-            .listen(Owner::Service(name.to_string()), config.listen)
-            .await
-            .map_err(bind_err)?;
         Self::start_on(name, config, shared, socket)
     }
 
-    /// Starts on the listening socket of `from`, a service that stops or moves away in the same reload:
-    /// the address changes hands without a moment unbound, and without "address in use".
-    pub fn start_handed(
+    /// Starts the first generation, and the accept loop on `socket` when there is one.
+    pub fn start_on(
         name: &str,
         config: &ServiceConfig,
         shared: &AgentHandles,
-        from: &RunningService,
+        socket: Option<TcpListener>,
     ) -> Result<Self, AgentError> {
-        let bind_err = |source| AgentError::Bind {
-            what: format!("services.{name}"),
-            addr: config.listen,
-            source,
-        };
-        let gone = || std::io::Error::new(std::io::ErrorKind::NotFound, "the socket closed");
-        let socket = from.socket.upgrade().ok_or_else(gone).map_err(bind_err)?;
-        // A second descriptor of the same socket: the old accept loop closes its own when it stops.
-        let fd = socket.as_fd().try_clone_to_owned().map_err(bind_err)?;
-        let socket = TcpListener::from_std(std::net::TcpListener::from(fd)).map_err(bind_err)?;
-        tracing::info!(service = %name, listen = %from.info.listen, "listening socket handed over from a service this reload stops");
-        Self::start_on(name, config, shared, socket)
-    }
-
-    /// Starts the first generation and the accept loop on `socket`.
-    fn start_on(
-        name: &str,
-        config: &ServiceConfig,
-        shared: &AgentHandles,
-        socket: TcpListener,
-    ) -> Result<Self, AgentError> {
-        let bind_err = |source| AgentError::Bind {
-            what: format!("services.{name}"),
-            addr: config.listen,
-            source,
-        };
-        let listen = socket.local_addr().map_err(bind_err)?;
         let tls = TlsSetup::load(name, config, shared.proxy.tls(name))?;
         let generation = shared.stop.child_token();
         tls.watch(name, &shared.tasks, generation.clone());
         let (proxy, balancer) = build(name, config, shared, &generation, tls);
-        let slot = Arc::new(ArcSwap::new(proxy));
-        let listener = shared.stop.child_token();
-        let socket = Arc::new(socket);
-        let weak = Arc::downgrade(&socket);
-        shared
-            .listeners
-            .insert(Owner::Service(name.to_string()), config.listen, &socket);
-        shared.tasks.spawn(proxy::accept_loop(
-            socket,
-            Arc::clone(&slot),
-            listener.clone(),
-        ));
-        tracing::info!(service = %name, listen = %listen, mode = config.mode.name(), balance = config.balance.name(), "service started");
-        Ok(Self {
+        let mut service = Self {
             config: config.clone(),
             info: ServiceInfo {
-                listen,
+                listen: None,
+                frontends: Vec::new(),
                 mode: config.mode,
                 discovery: discovery::describe(config),
                 balancer,
             },
-            slot,
+            slot: Arc::new(ArcSwap::new(proxy)),
             generation,
-            listener,
-            socket: weak,
-        })
+            listener: None,
+        };
+        if let (Some(socket), Some(configured)) = (socket, config.listen) {
+            service.attach(name, configured, socket, shared)?;
+        }
+        let listen = service
+            .info
+            .listen
+            .map_or("-".to_string(), |a| a.to_string());
+        tracing::info!(service = %name, listen = %listen, mode = config.mode.name(), balance = config.balance.name(), "service started");
+        Ok(service)
+    }
+
+    /// Starts accepting on `socket`, configured as `configured`, into the current generation (the
+    /// service had no listener).
+    pub fn attach(
+        &mut self,
+        name: &str,
+        configured: SocketAddr,
+        socket: TcpListener,
+        shared: &AgentHandles,
+    ) -> Result<(), AgentError> {
+        let listen = socket.local_addr().map_err(|source| AgentError::Bind {
+            what: format!("services.{name}"),
+            addr: configured,
+            source,
+        })?;
+        let stop = shared.stop.child_token();
+        let socket = Arc::new(socket);
+        let weak = Arc::downgrade(&socket);
+        shared
+            .listeners
+            .insert(Owner::Service(name.to_string()), configured, &socket);
+        shared.tasks.spawn(proxy::accept_loop(
+            socket,
+            Arc::clone(&self.slot),
+            stop.clone(),
+        ));
+        tracing::info!(service = %name, listen = %listen, "service listening");
+        self.info.listen = Some(listen);
+        self.listener = Some(Listening { stop, socket: weak });
+        Ok(())
+    }
+
+    /// Closes the service's own listener, if it has one; the service keeps running for its frontends,
+    /// and connections accepted before finish on their own.
+    pub fn detach(&mut self, name: &str) {
+        if let Some(l) = self.listener.take() {
+            l.stop.cancel();
+            tracing::info!(service = %name, "service listener closed; reached through frontends only");
+        }
+        self.info.listen = None;
+    }
+
+    /// The listening socket of this service, duplicated for `name`, which starts on the same address in
+    /// the reload that stops this one or moves it away: the address changes hands without a moment
+    /// unbound, and without "address in use".
+    pub fn hand_socket(&self, name: &str, listen: SocketAddr) -> Result<TcpListener, AgentError> {
+        let bind_err = |source| AgentError::Bind {
+            what: format!("services.{name}"),
+            addr: listen,
+            source,
+        };
+        let gone = || std::io::Error::new(std::io::ErrorKind::NotFound, "the socket closed");
+        let socket = self
+            .listener
+            .as_ref()
+            .and_then(|l| l.socket.upgrade())
+            .ok_or_else(gone)
+            .map_err(bind_err)?;
+        // A second descriptor of the same socket: the old accept loop closes its own when it stops.
+        let fd = socket.as_fd().try_clone_to_owned().map_err(bind_err)?;
+        let socket = TcpListener::from_std(std::net::TcpListener::from(fd)).map_err(bind_err)?;
+        tracing::info!(service = %name, listen = %listen, "listening socket handed over from a service this reload stops");
+        Ok(socket)
+    }
+
+    /// The slot holding the service's current proxy, which a change swaps.
+    pub fn slot(&self) -> Arc<ArcSwap<ServiceProxy>> {
+        Arc::clone(&self.slot)
     }
 
     /// True when this service stops listening on `listen` under `next` (removed when `None`), so a
     /// service starting there may take its socket over.
     pub fn vacates(&self, next: Option<&ServiceConfig>, listen: SocketAddr) -> bool {
         listen.port() != 0
-            && self.info.listen == listen
-            && next.is_none_or(|n| n.listen != self.config.listen && n.listen != self.info.listen)
+            && self.info.listen == Some(listen)
+            && next.is_none_or(|n| !self.keeps_listener(n.listen))
     }
 
-    /// Swaps in a generation built from `config` (same listen address); the old one winds down.
+    /// True when `listen` (the address a new config gives) is the one this service listens on now:
+    /// the same configured address, or the port an ephemeral one got.
+    pub fn keeps_listener(&self, listen: Option<SocketAddr>) -> bool {
+        listen.is_some() && (listen == self.config.listen || listen == self.info.listen)
+    }
+
+    /// True when `listen` gives this service, which has no listener, one.
+    pub fn gains_listener(&self, listen: Option<SocketAddr>) -> bool {
+        self.listener.is_none() && listen.is_some()
+    }
+
+    /// True when `listen` moves this service's listener from one address to another, which restarts it.
+    pub fn moves_to(&self, listen: Option<SocketAddr>) -> bool {
+        self.listener.is_some() && listen.is_some() && !self.keeps_listener(listen)
+    }
+
+    /// Swaps in a generation built from `config` (the listener is the caller's: [`Self::attach`],
+    /// [`Self::detach`]); the old one winds down.
     pub fn change(
         &mut self,
         name: &str,
@@ -177,6 +234,7 @@ impl RunningService {
         self.generation = generation;
         self.info = ServiceInfo {
             listen: self.info.listen,
+            frontends: Vec::new(),
             mode: config.mode,
             discovery: discovery::describe(config),
             balancer,
@@ -188,10 +246,28 @@ impl RunningService {
 
     /// Closes the listener and winds the service down; open connections finish on their own.
     pub fn stop(&self, name: &str) {
-        self.listener.cancel();
+        if let Some(l) = &self.listener {
+            l.stop.cancel();
+        }
         self.generation.cancel();
         tracing::info!(service = %name, "service removed");
     }
+}
+
+/// Binds service `name`'s listener on `listen` (or takes over an inherited socket bound there).
+pub async fn bind(
+    name: &str,
+    listen: SocketAddr,
+    inherited: &mut Inherited,
+) -> Result<TcpListener, AgentError> {
+    inherited
+        .listen(Owner::Service(name.to_string()), listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what: format!("services.{name}"),
+            addr: listen,
+            source,
+        })
 }
 
 /// Builds a generation: balancer, discovery source, health checker and proxy, all stopped by `generation`.

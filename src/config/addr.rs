@@ -11,6 +11,13 @@ pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Err
     parse_socket_addr(&text).map_err(de::Error::custom)
 }
 
+/// [`socket_addr`] for an optional field (used with `#[serde(default)]`).
+pub fn optional_socket_addr<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<SocketAddr>, D::Error> {
+    socket_addr(d).map(Some)
+}
+
 /// Why an address in the config is refused; each message quotes what was written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddrError {

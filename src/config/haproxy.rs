@@ -1,7 +1,12 @@
 //! HAProxy directive lines (from Synapse configs) mapped onto sinew's settings.
 //!
-//! A directive sinew does not implement is listed in [`Directives::unsupported`]; a directive sinew knows
-//! with a value HAProxy would reject too (`retries many`, `timeout connect soon`) is an error.
+//! A directive sinew does not implement is listed in [`Directives::unsupported`]; a directive with a value
+//! HAProxy would reject too (`retries many`, `timeout connect soon`, `balance leastconnn`) is an error.
+
+mod balance;
+mod http;
+
+pub use http::{ForwardFor, RetryPolicy};
 
 use super::duration;
 use super::health::{CheckType, HealthCheck};
@@ -31,7 +36,15 @@ pub struct Directives {
     pub outlier: Option<super::Outlier>,
     /// `weight` in server options.
     pub weight: u32,
-    /// Directives sinew does not implement.
+    /// `balance hdr(NAME)`: the header hashed.
+    pub hash_header: Option<String>,
+    /// `option forwardfor`; without it HAProxy adds no `X-Forwarded-For`.
+    pub forward_for: Option<ForwardFor>,
+    /// `retry-on`.
+    pub retry_on: Option<RetryPolicy>,
+    /// `maxconn` of a frontend, listen or defaults section.
+    pub max_client_connections: Option<u32>,
+    /// What sinew does not implement, each message saying what sinew does instead.
     pub unsupported: Vec<String>,
     /// Directives accepted without a setting because sinew covers them its own way, with how.
     pub noted: Vec<String>,
@@ -129,13 +142,49 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), HaproxyError> {
             true
         }
         ["mode", ..] => return bad("expected mode tcp or mode http"),
-        ["balance", algo, ..] => match *algo {
-            "roundrobin" | "static-rr" => set(&mut d.balance, Algorithm::RoundRobin),
-            "leastconn" => set(&mut d.balance, Algorithm::LeastConn),
-            "random" => set(&mut d.balance, Algorithm::Random),
-            "source" => set(&mut d.balance, Algorithm::Hash),
-            _ => false,
+        ["balance", args @ ..] => match balance::parse(args) {
+            Ok(balance::Balance::Mapped(algo, header)) => {
+                d.balance = algo;
+                d.hash_header = header;
+                true
+            }
+            Ok(balance::Balance::Approximated) => {
+                d.unsupported.push(format!(
+                    "directive {:?}: not supported, sinew balances with {} instead",
+                    line.trim(),
+                    d.balance.name()
+                ));
+                true
+            }
+            Err(e) => return bad(&e),
         },
+        ["option", "forwardfor", args @ ..] => match http::forward_for(args) {
+            Ok(f) => {
+                if f.if_none {
+                    d.unsupported.push(format!(
+                        "directive {:?}: if-none not supported, sinew always appends the client",
+                        line.trim()
+                    ));
+                }
+                set(&mut d.forward_for, Some(f))
+            }
+            Err(e) => return bad(&e),
+        },
+        ["retry-on", args @ ..] => match http::retry_on(args) {
+            Ok(p) => {
+                for u in &p.unhonoured {
+                    d.unsupported
+                        .push(format!("directive {:?}: {u}", line.trim()));
+                }
+                set(&mut d.retry_on, Some(p))
+            }
+            Err(e) => return bad(&e),
+        },
+        ["maxconn", n] => match n.parse() {
+            Ok(n) if n > 0 => set(&mut d.max_client_connections, Some(n)),
+            _ => return bad("expected a whole number from 1"),
+        },
+        ["maxconn", ..] => return bad("expected one number"),
         ["timeout", kind
         @ ("connect" | "client" | "server" | "tunnel" | "queue" | "http-request" | "check"), value] =>
         {
@@ -198,7 +247,10 @@ pub fn directive(line: &str, d: &mut Directives) -> Result<(), HaproxyError> {
         _ => false,
     };
     if !ok {
-        d.unsupported.push(format!("directive {:?}", line.trim()));
+        d.unsupported.push(format!(
+            "directive {:?}: not supported yet, ignored",
+            line.trim()
+        ));
     }
     Ok(())
 }
@@ -329,7 +381,10 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), HaproxyEr
             _ => 0,
         };
         if consumed == 0 {
-            d.unsupported.push(format!("server option {:?}", words[i]));
+            d.unsupported.push(format!(
+                "server option {:?}: not supported yet, ignored",
+                words[i]
+            ));
             i += 1;
         } else {
             i += consumed;
@@ -413,12 +468,41 @@ mod tests {
         );
         assert_eq!(c.expect_status, vec![200]);
         assert_eq!((d.weight, d.max_connections), (5, Some(100)));
+        assert_eq!(d.forward_for, Some(ForwardFor::default()));
         assert_eq!(
             d.unsupported,
-            vec![
-                "directive \"option forwardfor\"".to_string(),
-                "server option \"backup\"".to_string()
-            ]
+            vec!["server option \"backup\": not supported yet, ignored".to_string()]
+        );
+    }
+
+    #[test]
+    fn frontend_directives_map_and_known_algorithms_sinew_lacks_are_warned_about() {
+        let mut d = Directives::default();
+        for line in [
+            "balance leastconn",
+            "balance uri",
+            "option forwardfor except 10.0.0.0/8 header X-Client",
+            "retry-on conn-failure 503",
+            "maxconn 500",
+        ] {
+            directive(line, &mut d).unwrap();
+        }
+        assert_eq!(d.balance, Algorithm::LeastConn);
+        assert_eq!(
+            d.unsupported,
+            ["directive \"balance uri\": not supported, sinew balances with least_conn instead"]
+        );
+        let f = d.forward_for.as_ref().unwrap();
+        assert_eq!(f.header.as_deref(), Some("X-Client"));
+        assert_eq!(
+            d.retry_on.as_ref().map(|p| p.codes.clone()),
+            Some(vec![503])
+        );
+        assert_eq!(d.max_client_connections, Some(500));
+        directive("balance hdr(X-User)", &mut d).unwrap();
+        assert_eq!(
+            (d.balance, d.hash_header.as_deref()),
+            (Algorithm::Hash, Some("X-User"))
         );
     }
 
@@ -429,6 +513,12 @@ mod tests {
             "timeout connect soon",
             "mode udp",
             "http-check expect status ok",
+            "balance leastconnn",
+            "balance",
+            "option forwardfor except everyone",
+            "retry-on 503 sometimes",
+            "maxconn 0",
+            "maxconn lots",
         ] {
             let e = directive(line, &mut Directives::default())
                 .unwrap_err()

@@ -1,7 +1,9 @@
 //! HTTP-mode settings: upstream protocol, header handling and limits, retry conditions and backoff.
 
 use super::duration;
-use serde::{Deserialize, Serialize};
+use super::network::Network;
+use hyper::header::HeaderName;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::time::Duration;
 
 /// The protocol spoken to backends in HTTP mode.
@@ -21,6 +23,11 @@ pub enum UpstreamProtocol {
 pub struct HttpOptions {
     /// Append the client address to `X-Forwarded-For` and set `X-Forwarded-Proto`.
     pub forwarded_headers: bool,
+    /// The header the client address is appended to (HAProxy's `option forwardfor header NAME`).
+    pub forwarded_for_header: FieldName,
+    /// Clients in these networks get no forwarded headers (HAProxy's `option forwardfor except NET`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forwarded_except: Vec<Network>,
     /// Add `Via: 1.1 sinew` to requests and responses.
     pub via: bool,
     /// Largest request head accepted from a client, in bytes (beyond it: 431).
@@ -40,6 +47,8 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             forwarded_headers: true,
+            forwarded_for_header: FieldName(HeaderName::from_static("x-forwarded-for")),
+            forwarded_except: Vec::new(),
             via: false,
             max_header_bytes: 64 * 1024,
             max_headers: 100,
@@ -47,6 +56,25 @@ impl Default for HttpOptions {
             access_log: false,
             max_idle_per_backend: 64,
         }
+    }
+}
+
+/// A header field name, checked at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldName(pub HeaderName);
+
+impl<'de> Deserialize<'de> for FieldName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        HeaderName::from_bytes(s.as_bytes())
+            .map(FieldName)
+            .map_err(|_| serde::de::Error::custom(format!("{s:?} is not a header field name")))
+    }
+}
+
+impl Serialize for FieldName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
     }
 }
 

@@ -3,20 +3,21 @@
 //!
 //! The native file gives the agent's settings (admin, shutdown grace, state and output files) and may
 //! add services of its own; the Synapse file's services run beside them; the Nerve file gives the
-//! registration. Nothing is overridden silently: a service name or a listen address that two files
-//! define, or a top-level setting (`state_file`, `file_output`, `register`, `threads`) that two files give, is an
+//! registration. Nothing is overridden silently: a service or HTTP frontend name or a listen address
+//! that two files define, or a top-level setting (`state_file`, `file_output`, `register`, `threads`) that two files give, is an
 //! error naming both files, so the operator decides which file keeps it.
 
 use super::{addr, register::Register, Config};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Why the files cannot be combined.
 #[derive(Debug, thiserror::Error)]
 pub enum LayerError {
-    /// A service of the same name in two files.
-    #[error("service {name:?} is defined in {} and in {}; remove it from one", first.display(), second.display())]
+    /// A service (or HTTP frontend) of the same name in two files.
+    #[error("{name} is defined in {} and in {}; remove it from one", first.display(), second.display())]
     Service {
-        /// The service.
+        /// `services.NAME` or `http_frontends.NAME`.
         name: String,
         /// The file read first (the native one).
         first: PathBuf,
@@ -74,32 +75,31 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     if ours.threads.is_some() && theirs.threads.is_some() {
         return Err(setting("threads"));
     }
-    let mut listeners: Vec<(std::net::SocketAddr, String)> =
-        vec![(ours.admin.listen, "admin".into())];
-    listeners.extend(
-        ours.services
-            .iter()
-            .map(|(n, s)| (s.listen, format!("services.{n}"))),
-    );
-    for (name, svc) in &theirs.services {
-        if ours.services.contains_key(name) {
-            return Err(LayerError::Service {
-                name: name.clone(),
-                first: base.file.to_path_buf(),
-                second: other.file.to_path_buf(),
-            });
-        }
-        if let Some((a, owner)) = listeners
-            .iter()
-            .find(|(a, _)| addr::overlaps(*a, svc.listen))
-        {
+    let twice = |section: &str, name: &str| LayerError::Service {
+        name: format!("{section}.{name}"),
+        first: base.file.to_path_buf(),
+        second: other.file.to_path_buf(),
+    };
+    if let Some(name) = theirs
+        .services
+        .keys()
+        .find(|n| ours.services.contains_key(*n))
+    {
+        return Err(twice("services", name));
+    }
+    if let Some(name) = theirs
+        .http_frontends
+        .keys()
+        .find(|n| ours.http_frontends.contains_key(*n))
+    {
+        return Err(twice("http_frontends", name));
+    }
+    let mine = listeners(&ours);
+    for (addr, owner) in listeners(&theirs).into_iter().filter(|(_, o)| o != "admin") {
+        if let Some((a, o)) = mine.iter().find(|(a, _)| addr::overlaps(*a, addr)) {
             return Err(LayerError::Address {
-                first: format!("{a} of {owner} in {}", base.file.display()),
-                second: format!(
-                    "{} of services.{name} in {}",
-                    svc.listen,
-                    other.file.display()
-                ),
+                first: format!("{a} of {o} in {}", base.file.display()),
+                second: format!("{addr} of {owner} in {}", other.file.display()),
             });
         }
     }
@@ -109,7 +109,24 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     ours.threads = ours.threads.or(theirs.threads);
     ours.services_explicit |= theirs.services_explicit;
     ours.services.extend(theirs.services);
+    ours.http_frontends.extend(theirs.http_frontends);
     Ok(())
+}
+
+/// Every listener of a config, with the section that owns it.
+fn listeners(config: &Config) -> Vec<(SocketAddr, String)> {
+    let services = config
+        .services
+        .iter()
+        .filter_map(|(n, s)| Some((s.listen?, format!("services.{n}"))));
+    let frontends = config
+        .http_frontends
+        .iter()
+        .map(|(n, f)| (f.listen, format!("http_frontends.{n}")));
+    std::iter::once((config.admin.listen, "admin".to_string()))
+        .chain(services)
+        .chain(frontends)
+        .collect()
 }
 
 /// Adds a Nerve file's registration to `base`, refusing a `register` section there too.
@@ -187,7 +204,7 @@ mod tests {
         let e = merge(&mut base, other).unwrap_err().to_string();
         assert_eq!(
             e,
-            "service \"web\" is defined in sinew.yaml and in synapse.json; remove it from one"
+            "services.web is defined in sinew.yaml and in synapse.json; remove it from one"
         );
     }
 

@@ -11,12 +11,14 @@ mod addr;
 mod discovery;
 pub mod duration;
 mod field;
+mod frontend;
 mod haproxy;
 mod health;
 mod http;
 pub mod layers;
 mod load;
 pub mod nerve;
+mod network;
 pub mod paths;
 pub mod register;
 mod service;
@@ -33,9 +35,13 @@ pub use discovery::{
     MAX_COALESCE,
 };
 pub use field::FieldError;
+pub use frontend::{
+    compile_regex, Condition, FrontendTimeouts, HttpFrontend, MatchKind, Route as FrontendRoute,
+};
 pub use health::{CheckType, HealthCheck, Outlier};
-pub use http::{Backoff, HttpOptions, RetryOn, UpstreamProtocol};
+pub use http::{Backoff, FieldName, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
+pub use network::{Network, NetworkError};
 pub use service::{
     Algorithm, Mode, Retries, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
 };
@@ -105,6 +111,13 @@ pub struct Config {
     /// The services this host depends on, by name.
     #[serde(deserialize_with = "unique::map")]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// Shared HTTP listeners that route each request to one of `services`, by name.
+    #[serde(
+        default,
+        deserialize_with = "unique::map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub http_frontends: BTreeMap<String, HttpFrontend>,
     /// This host's services to health-check and register in ZooKeeper.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<register::Register>,
@@ -123,6 +136,7 @@ impl Default for Config {
             file_output: None,
             threads: None,
             services: BTreeMap::new(),
+            http_frontends: BTreeMap::new(),
             register: None,
             services_explicit: false,
         }

@@ -109,8 +109,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
         }
     }
     let mut warnings = Vec::new();
+    // Nerve stops a service's watcher after this many failed reports in a row; sinew never gives up.
+    const GIVE_UP: &str = "max_repeated_report_failures: sinew keeps retrying a failed report and \
+                           reconnects its ZooKeeper session; it never stops registering the service";
+    if root.get("max_repeated_report_failures").is_some() {
+        warnings.push(GIVE_UP.to_string());
+    }
     let mut out = BTreeMap::new();
     for (name, svc) in services {
+        if svc.get("max_repeated_report_failures").is_some() {
+            warnings.push(format!("services.{name}.{GIVE_UP}"));
+        }
         match service(&svc) {
             Ok(r) => {
                 out.insert(name, r);
@@ -145,6 +154,22 @@ fn seconds(v: Option<&Value>, default: Duration) -> Duration {
         .filter(|s| *s > 0.0 && s.is_finite())
         .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX))
         .unwrap_or(default)
+}
+
+/// An http check's `headers`: a hash of names to string values.
+fn headers(v: Option<&Value>) -> Result<BTreeMap<String, String>, Skip> {
+    let bad = |m: String| Skip::Invalid(format!("checks.headers: {m}"));
+    match v {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                other => Err(bad(format!("{k}: {other} is not a string"))),
+            })
+            .collect(),
+        Some(other) => Err(bad(format!("{other} is not a hash of names to values"))),
+    }
 }
 
 fn service(svc: &Value) -> Result<Registration, Skip> {
@@ -219,6 +244,10 @@ fn service(svc: &Value) -> Result<Registration, Skip> {
             username: s("username"),
             vhost: s("vhost"),
             db: n("db"),
+            headers: headers(c.get("headers"))?,
+            connect_timeout: c
+                .get("open_timeout")
+                .map(|t| seconds(Some(t), Duration::from_millis(200))),
         });
     }
     let weight = match svc.get("weight") {
@@ -280,5 +309,39 @@ mod tests {
         assert_eq!(check.vhost.as_deref(), Some("prod"));
         assert_eq!(check.timeout, Duration::from_millis(500));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn http_check_headers_and_open_timeout_are_kept_and_report_failures_warned_about() {
+        let t = parse(
+            r#"{"max_repeated_report_failures": 5, "services": {"web": {"host": "10.0.0.5", "port": 80,
+                "zk_hosts": ["zk:2181"], "zk_path": "/nerve/web", "max_repeated_report_failures": 3,
+                "checks": [{"type": "http", "uri": "/health", "open_timeout": 0.5,
+                            "headers": {"Host": "api.example.com", "X-Check": "nerve"}}]}}}"#,
+            Path::new("nerve.json"),
+        )
+        .unwrap();
+        let check = &t.register.services["web"].checks[0];
+        assert_eq!(check.headers["Host"], "api.example.com");
+        assert_eq!(check.headers["X-Check"], "nerve");
+        assert_eq!(check.connect_timeout, Some(Duration::from_millis(500)));
+        assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
+        assert!(t.warnings[1].starts_with("services.web.max_repeated_report_failures"));
+        for (headers, says) in [
+            (r#"{"X-N": 1}"#, "checks.headers: X-N: 1 is not a string"),
+            (r#"["Host: a"]"#, "checks.headers"),
+            (r#"{"Bad Name": "x"}"#, "checks[0].headers"),
+        ] {
+            let e = parse(
+                &format!(
+                    r#"{{"services": {{"web": {{"host": "h", "port": 80, "zk_hosts": ["zk:2181"], "zk_path": "/n",
+                        "checks": [{{"type": "http", "uri": "/", "headers": {headers}}}]}}}}}}"#
+                ),
+                Path::new("nerve.json"),
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains("nerve.json") && e.contains(says), "{e}");
+        }
     }
 }

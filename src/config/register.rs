@@ -117,6 +117,16 @@ pub struct Check {
     /// redis: database index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<u32>,
+    /// http: extra request header fields; a `Host` among them replaces the default one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed to connect, within `timeout` (Nerve's `open_timeout`); default: all of `timeout`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "duration::option"
+    )]
+    pub connect_timeout: Option<Duration>,
 }
 
 /// Longest check interval, check timeout and session timeout accepted: far beyond any sensible value,
@@ -189,6 +199,24 @@ impl Register {
                     return Err(FieldError::new(
                         at("command"),
                         "an exec check needs a command",
+                    ));
+                }
+                for (k, v) in &c.headers {
+                    if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err()
+                        || hyper::header::HeaderValue::from_str(v).is_err()
+                    {
+                        return Err(FieldError::new(
+                            at("headers"),
+                            format!("{k:?}: {v:?} is not a valid header field"),
+                        ));
+                    }
+                }
+                if c.connect_timeout
+                    .is_some_and(|t| t.is_zero() || t > MAX_PERIOD)
+                {
+                    return Err(FieldError::new(
+                        at("connect_timeout"),
+                        "must be between 0 and 1 day",
                     ));
                 }
                 if c.kind == CheckKind::Http && !c.uri.as_deref().unwrap_or("/").starts_with('/') {

@@ -12,9 +12,14 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
-    /// The local address applications connect to.
-    #[serde(deserialize_with = "addr::socket_addr")]
-    pub listen: SocketAddr,
+    /// The local address applications connect to; without one the service is reached only through an
+    /// `http_frontends` route.
+    #[serde(
+        default,
+        deserialize_with = "addr::optional_socket_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listen: Option<SocketAddr>,
     /// Proxy mode.
     #[serde(default)]
     pub mode: Mode,
@@ -85,8 +90,9 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
-    /// A service on `listen` with every other setting at its default and no backends yet.
-    pub fn new(listen: SocketAddr) -> Self {
+    /// A service on `listen` (none: reached through a frontend only) with every other setting at its
+    /// default and no backends yet.
+    pub fn new(listen: Option<SocketAddr>) -> Self {
         Self {
             listen,
             mode: Mode::default(),

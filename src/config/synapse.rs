@@ -6,7 +6,11 @@
 //! naming file, service and field. A service whose discovery method sinew does not support is skipped
 //! with an error-level warning and the others run; when none is left, that is an error.
 
+mod front;
+mod frontend;
+mod global;
 mod native;
+mod sections;
 mod service;
 
 pub use native::to_yaml;
@@ -272,14 +276,7 @@ fn translate(
     for key in unknown_keys(&top, &known) {
         w.push(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
     }
-    for key in ["shared_frontend", "extra_sections"] {
-        if top.get(key).is_some() {
-            w.push(
-                Level::Warn,
-                format!("haproxy.{key}: not supported yet, ignored (each service needs a port)"),
-            );
-        }
-    }
+    let stats_bind = sections::read(file, &top, &mut w)?;
     let state_file = match top.get("state_file_path").and_then(Value::as_str) {
         None => None,
         Some(p) => Some(super::StateFile {
@@ -315,17 +312,30 @@ fn translate(
         w.push(Level::Info, format!("haproxy.defaults: {n}"));
     }
     for u in defaults.unsupported.drain(..) {
-        w.push(
-            Level::Warn,
-            format!("haproxy.defaults: {u}: not supported yet, ignored"),
-        );
+        w.push(Level::Warn, format!("haproxy.defaults: {u}"));
     }
-    let threads = nbthread(top.get("global")).map_err(|m| top_error("haproxy.global", m))?;
+    let threads =
+        global::nbthread(&lines(top.get("global"))).map_err(|m| top_error("haproxy.global", m))?;
     let bind = top.get("bind_address").and_then(Value::as_str);
     let given = services.len();
+    // Each service's backend name and shared frontend lines, read after every service is translated.
+    let shared: Vec<(String, String, Vec<String>)> = services
+        .iter()
+        .map(|(name, svc)| {
+            let hap = svc.get("haproxy");
+            let backend = hap
+                .and_then(|h| h.get("backend_name"))
+                .and_then(Value::as_str)
+                .unwrap_or(name);
+            let lines = lines(hap.and_then(|h| h.get("shared_frontend")));
+            (name.clone(), backend.to_string(), lines)
+        })
+        .collect();
+    let named = named_backends(&top, &shared);
     let mut out = BTreeMap::new();
-    for (name, svc) in services {
-        if let Some(s) = service::translate(file, &name, &svc, &defaults, bind, &mut w)? {
+    for ((name, svc), (_, backend, own)) in services.into_iter().zip(&shared) {
+        let routed = !own.is_empty() || named.contains(backend.as_str());
+        if let Some(s) = service::translate(file, &name, &svc, &defaults, (bind, routed), &mut w)? {
             out.insert(name, s);
         }
     }
@@ -340,7 +350,9 @@ fn translate(
             reasons: reasons.join("; "),
         });
     }
+    let http_frontends = shared_frontend(file, &top, &shared, &out, &mut w)?;
     let config = Config {
+        http_frontends,
         services_explicit: !out.is_empty()
             || matches!(
                 root.get("services"),
@@ -352,6 +364,16 @@ fn translate(
         threads,
         ..Config::default()
     };
+    let mut config = config;
+    if let Some(at) = stats_bind {
+        w.push(
+            Level::Info,
+            format!(
+                "haproxy.extra_sections: the stats bind address {at} is the admin server's address"
+            ),
+        );
+        config.admin.listen = at;
+    }
     config.validate(file)?;
     Ok(Translation {
         config,
@@ -359,28 +381,95 @@ fn translate(
     })
 }
 
-/// `nbthread N` in `haproxy.global`, the one line of it sinew reads: its runtime worker threads.
-fn nbthread(global: Option<&Value>) -> Result<Option<std::num::NonZeroUsize>, String> {
-    let mut found = None;
-    for line in lines(global) {
-        let mut words = line.split_whitespace();
-        if words.next() != Some("nbthread") {
-            continue;
-        }
-        let value = words.next().unwrap_or_default();
-        let n = value
-            .parse::<std::num::NonZeroUsize>()
-            .ok()
-            .filter(|n| n.get() <= super::MAX_THREADS && words.next().is_none())
-            .ok_or_else(|| {
-                format!(
-                    "{line:?}: expected nbthread N, a whole number 1-{}",
-                    super::MAX_THREADS
-                )
-            })?;
-        found = Some(n);
+/// The shared HTTP frontend of the top-level `haproxy.shared_frontend` lines and then each service's
+/// (`shared`: name, backend name, lines), routing to the translated services `out`.
+fn shared_frontend(
+    file: &Path,
+    top: &Value,
+    shared: &[(String, String, Vec<String>)],
+    out: &BTreeMap<String, super::ServiceConfig>,
+    w: &mut Warnings,
+) -> Result<BTreeMap<String, super::HttpFrontend>, SynapseError> {
+    let field = "haproxy.shared_frontend";
+    let top_lines = top.get("shared_frontend").map(|v| lines(Some(v)));
+    let in_service = |name: &str, message: String| SynapseError::Invalid {
+        file: file.to_path_buf(),
+        service: name.to_string(),
+        field: field.into(),
+        message,
+    };
+    let Some(top_lines) = top_lines else {
+        return match shared.iter().find(|(_, _, l)| !l.is_empty()) {
+            Some((name, _, _)) => Err(in_service(
+                name,
+                "the top-level haproxy.shared_frontend (with its bind line) is missing".into(),
+            )),
+            None => Ok(BTreeMap::new()),
+        };
+    };
+    let backend = |b: &str| {
+        shared
+            .iter()
+            .find(|(name, backend, _)| backend == b && out.contains_key(name))
+            .map(|(name, _, _)| name.clone())
+    };
+    let mut f = frontend::SharedFrontend::default();
+    for line in &top_lines {
+        f.line(line, &backend).map_err(|e| SynapseError::Top {
+            file: file.to_path_buf(),
+            field: field.into(),
+            message: format!("{line:?}: {e}"),
+        })?;
     }
-    Ok(found)
+    for (name, _, lines) in shared {
+        for line in lines {
+            f.line(line, &backend)
+                .map_err(|e| in_service(name, format!("{line:?}: {e}")))?;
+        }
+    }
+    for directive in f.ignored.drain(..) {
+        w.push(
+            Level::Warn,
+            format!(
+                "{field}: `{directive}` lines are not supported on the shared frontend, ignored"
+            ),
+        );
+    }
+    let frontend = f.finish().map_err(|e| SynapseError::Top {
+        file: file.to_path_buf(),
+        field: field.into(),
+        message: e,
+    })?;
+    let targets = frontend.routes.iter().map(|r| &r.service);
+    for name in targets.chain(frontend.default_service.as_ref()) {
+        if out.get(name).is_some_and(|s| s.mode != super::Mode::Http) {
+            return Err(in_service(
+                name,
+                "routed by the shared frontend, so it needs `mode http` in its haproxy backend or listen lines".into(),
+            ));
+        }
+    }
+    Ok(BTreeMap::from([("shared-frontend".to_string(), frontend)]))
+}
+
+/// The backend names that a `use_backend` or `default_backend` line of the shared frontend (top level
+/// or any service's) names.
+fn named_backends(
+    top: &Value,
+    shared: &[(String, String, Vec<String>)],
+) -> std::collections::BTreeSet<String> {
+    let top_lines = lines(top.get("shared_frontend"));
+    let all = top_lines
+        .iter()
+        .chain(shared.iter().flat_map(|(_, _, l)| l));
+    all.filter_map(|line| {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("use_backend" | "default_backend"), Some(b)) => Some(b.to_string()),
+            _ => None,
+        }
+    })
+    .collect()
 }
 
 /// The keys of a hash that are not in `known`.

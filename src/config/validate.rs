@@ -1,7 +1,7 @@
 //! Rules the types alone cannot express: cross-field constraints and ranges, checked once at load.
 
 use super::{
-    addr, Config, ConfigError, DiscoveryConfig, FieldError, ServiceConfig, MAX_COALESCE,
+    addr, Config, ConfigError, DiscoveryConfig, FieldError, Mode, ServiceConfig, MAX_COALESCE,
     MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
 };
 use std::net::SocketAddr;
@@ -27,32 +27,86 @@ impl Config {
         let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
             let section = format!("services.{name}");
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-            {
-                return Err(invalid(FieldError::new(
-                    section,
-                    "service names may use only letters, digits, '_', '-' and '.'",
-                )));
+            check_name(name).map_err(|e| invalid(e.under(&section)))?;
+            if let Some(listen) = svc.listen {
+                free_listen(&listeners, listen).map_err(|e| invalid(e.under(&section)))?;
+                listeners.push((listen, name));
             }
-            if let Some((addr, other)) = listeners
-                .iter()
-                .find(|(a, _)| addr::overlaps(*a, svc.listen))
-            {
-                let problem = if *addr == svc.listen {
-                    format!("{addr} is already used by {other}")
-                } else {
-                    format!("{} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers", svc.listen)
-                };
-                return Err(invalid(FieldError::new("listen", problem).under(&section)));
-            }
-            listeners.push((svc.listen, name));
             service_rules(svc).map_err(|e| invalid(e.under(&section)))?;
+            listener_rules(self, name, svc).map_err(|e| invalid(e.under(&section)))?;
+        }
+        for (name, frontend) in &self.http_frontends {
+            let section = format!("http_frontends.{name}");
+            check_name(name).map_err(|e| invalid(e.under(&section)))?;
+            free_listen(&listeners, frontend.listen).map_err(|e| invalid(e.under(&section)))?;
+            listeners.push((frontend.listen, name));
+            frontend
+                .validate(&self.services)
+                .map_err(|e| invalid(e.under(&section)))?;
         }
         Ok(())
     }
+}
+
+/// Service and frontend names may use only letters, digits, '_', '-' and '.'.
+fn check_name(name: &str) -> Result<(), FieldError> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+    {
+        return Err(FieldError::new(
+            "",
+            "names may use only letters, digits, '_', '-' and '.'",
+        ));
+    }
+    Ok(())
+}
+
+/// `listen` must not be, or overlap, an address already taken by one of `listeners`.
+fn free_listen(listeners: &[(SocketAddr, &str)], listen: SocketAddr) -> Result<(), FieldError> {
+    if let Some((addr, other)) = listeners.iter().find(|(a, _)| addr::overlaps(*a, listen)) {
+        let problem = if *addr == listen {
+            format!("{addr} is already used by {other}")
+        } else {
+            format!("{listen} overlaps {addr} of {other}: a wildcard address takes its port on every address it covers")
+        };
+        return Err(FieldError::new("listen", problem));
+    }
+    Ok(())
+}
+
+/// A service without `listen` must be reachable through a frontend, and so in HTTP mode, and may not
+/// carry settings of the listener it does not have.
+fn listener_rules(config: &Config, name: &str, svc: &ServiceConfig) -> Result<(), FieldError> {
+    if svc.listen.is_some() {
+        return Ok(());
+    }
+    let needs = |field: &str| {
+        FieldError::new(
+            field,
+            "applies to the service's own listener, and there is none: give `listen` or remove it",
+        )
+    };
+    if svc.tls_listen.is_some() {
+        return Err(needs("tls_listen"));
+    }
+    if svc.max_client_connections.is_some() {
+        return Err(needs("max_client_connections"));
+    }
+    if svc.mode != Mode::Http {
+        return Err(FieldError::new(
+            "listen",
+            "required in mode tcp: only an HTTP service can be reached through an http_frontend",
+        ));
+    }
+    if !config.http_frontends.values().any(|f| f.routes_to(name)) {
+        return Err(FieldError::new(
+            "listen",
+            "unreachable: give listen or route to it from an http_frontend",
+        ));
+    }
+    Ok(())
 }
 
 /// One service's own rules, with fields relative to the service.
@@ -225,5 +279,49 @@ mod tests {
             e.contains("services.a.listen: 0.0.0.0:3210 overlaps 127.0.0.1:3210 of admin"),
             "{e}"
         );
+    }
+
+    /// Two HTTP services, `a` portless with `extra` settings, and the `http_frontends` section `front`.
+    fn portless(extra: &str, front: &str) -> Result<crate::config::Config, String> {
+        parse(&format!(
+            "services:\n  a: {{ mode: http, backends: [127.0.0.1:1]{extra} }}\n  b: {{ listen: 127.0.0.1:5001, mode: http, backends: [127.0.0.1:1] }}\n{front}"
+        ))
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_service_without_listen_must_be_routed_to_by_a_frontend() {
+        let route = "http_frontends:\n  f: { listen: 127.0.0.1:8081, routes: [{ service: a, when: [{ match: host, values: [a] }] }] }\n";
+        let c = portless("", route).unwrap();
+        assert_eq!(c.services["a"].listen, None);
+        let default = "http_frontends:\n  f: { listen: 127.0.0.1:8081, default_service: a }\n";
+        assert!(portless("", default).is_ok());
+        let e = portless("", "").unwrap_err();
+        assert!(
+            e.contains(
+                "services.a.listen: unreachable: give listen or route to it from an http_frontend"
+            ),
+            "{e}"
+        );
+        let elsewhere = "http_frontends:\n  f: { listen: 127.0.0.1:8081, default_service: b }\n";
+        assert!(portless("", elsewhere)
+            .unwrap_err()
+            .contains("services.a.listen: unreachable"));
+    }
+
+    #[test]
+    fn a_service_without_listen_cannot_be_tcp_or_carry_listener_settings() {
+        let e = parse("services:\n  a: { backends: [127.0.0.1:1] }\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("services.a.listen: required in mode tcp"), "{e}");
+        let route = "http_frontends:\n  f: { listen: 127.0.0.1:8081, default_service: a }\n";
+        let e = portless(", max_client_connections: 5", route).unwrap_err();
+        assert!(
+            e.contains("services.a.max_client_connections: applies to the service's own listener"),
+            "{e}"
+        );
+        let e = portless(", tls_listen: { cert: c.pem, key: k.pem }", route).unwrap_err();
+        assert!(e.contains("services.a.tls_listen: applies"), "{e}");
     }
 }

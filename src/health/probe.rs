@@ -111,7 +111,7 @@ where
     let (status, body) = if h2 {
         http_client::http2(stream, &check_get(host, &check.path)).await?
     } else {
-        http_get(stream, host, &check.path).await?
+        http_get(stream, host, &check.path, &[]).await?
     };
     let status_ok = if check.expect_status.is_empty() {
         (200..400).contains(&status)
@@ -129,12 +129,21 @@ where
     Ok(format!("HTTP {status}"))
 }
 
-/// One HTTP/1.1 GET of a check over `stream`: the status and up to 64 KiB of body.
-pub async fn http_get<S>(stream: S, host: &str, path: &str) -> Result<(u16, Bytes), String>
+/// One HTTP/1.1 GET of a check over `stream` with extra `headers`: the status and up to 64 KiB of body.
+pub async fn http_get<S>(
+    stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(String, String)],
+) -> Result<(u16, Bytes), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    http_client::http1(stream, &check_get(host, path)).await
+    let get = Get {
+        headers,
+        ..check_get(host, path)
+    };
+    http_client::http1(stream, &get).await
 }
 
 /// A check's GET of `path` on `host`.
@@ -144,5 +153,6 @@ fn check_get<'a>(host: &'a str, path: &'a str) -> Get<'a> {
         path,
         user_agent: Some(USER_AGENT),
         max_body: MAX_BODY,
+        headers: &[],
     }
 }

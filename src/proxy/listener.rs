@@ -76,7 +76,7 @@ pub async fn accept_loop(
 
 /// How long the listener stops accepting after a failed accept: out of descriptors, until some are
 /// likely to have been freed; otherwise (a transient kernel error), just enough not to spin.
-fn accept_pause(resource: Option<Resource>) -> Duration {
+pub(super) fn accept_pause(resource: Option<Resource>) -> Duration {
     match resource {
         Some(r) if r.is_descriptors() => Duration::from_millis(100),
         Some(_) => Duration::from_millis(50),

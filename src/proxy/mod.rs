@@ -12,6 +12,7 @@ mod metrics;
 mod tcp;
 pub mod tls;
 
+pub use http::route::{self, Frontend, FrontendMetrics, RouteError, Router};
 /// The HTTP/1 wire parsers, for the fuzz targets and their regression tests only.
 #[doc(hidden)]
 pub use http::wire;

@@ -23,12 +23,18 @@ pub async fn run(check: &Check, host: &str, port: u16) -> Result<(), String> {
 
 async fn attempt(check: &Check, host: &str, port: u16) -> Result<(), String> {
     match check.kind {
-        CheckKind::Tcp => connect(host, port).await.map(drop),
+        CheckKind::Tcp => connect(check, host, port).await.map(drop),
         CheckKind::Http => {
-            let stream = connect(host, port).await?;
+            let stream = connect(check, host, port).await?;
             let path = check.uri.as_deref().unwrap_or("/");
+            let headers: Vec<(String, String)> = check
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             let (status, body) =
-                crate::health::probe::http_get(stream, &format!("{host}:{port}"), path).await?;
+                crate::health::probe::http_get(stream, &format!("{host}:{port}"), path, &headers)
+                    .await?;
             if !(200..300).contains(&status) {
                 return Err(format!("HTTP {status}"));
             }
@@ -45,10 +51,16 @@ async fn attempt(check: &Check, host: &str, port: u16) -> Result<(), String> {
     }
 }
 
-async fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
-    TcpStream::connect((host, port))
-        .await
-        .map_err(|e| format!("connect {host}:{port}: {e}"))
+/// Connects within the check's `connect_timeout`, when it has one (the whole run is bounded anyway).
+async fn connect(check: &Check, host: &str, port: u16) -> Result<TcpStream, String> {
+    let connecting = TcpStream::connect((host, port));
+    let result = match check.connect_timeout {
+        Some(limit) => tokio::time::timeout(limit, connecting)
+            .await
+            .map_err(|_| format!("connect {host}:{port}: timed out after {limit:?}"))?,
+        None => connecting.await,
+    };
+    result.map_err(|e| format!("connect {host}:{port}: {e}"))
 }
 
 /// Runs the program directly (arguments are never interpreted by a shell); exit 0 passes.
@@ -72,7 +84,7 @@ async fn exec(command: &[String]) -> Result<(), String> {
 
 /// AUTH and SELECT when configured, then SET key with a TTL and GET it back: proves the server stores.
 async fn redis(check: &Check, host: &str, port: u16) -> Result<(), String> {
-    let stream = connect(host, port).await?;
+    let stream = connect(check, host, port).await?;
     let mut conn = BufReader::new(stream);
     if let Some(password) = &check.password {
         expect_ok(&mut conn, &["AUTH", password])
@@ -138,5 +150,84 @@ async fn expect_ok(conn: &mut BufReader<TcpStream>, args: &[&str]) -> Result<(),
         Ok(())
     } else {
         Err(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    /// A backend on loopback answering 200 only to requests for `Host: api.example.com`, 404 otherwise.
+    async fn virtual_host() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let n = s.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+                let status = if head.contains("\r\nhost: api.example.com\r\n")
+                    && head.contains("\r\nx-check: nerve\r\n")
+                {
+                    "200 OK"
+                } else {
+                    "404 Not Found"
+                };
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    fn http(headers: &[(&str, &str)]) -> Check {
+        let mut check: Check =
+            serde_json::from_str(r#"{"type": "http", "uri": "/health", "timeout": "2s"}"#).unwrap();
+        check.headers = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        check
+    }
+
+    #[tokio::test]
+    async fn an_http_check_sends_its_headers_and_host() {
+        let port = virtual_host().await;
+        let right = http(&[("Host", "api.example.com"), ("X-Check", "nerve")]);
+        assert_eq!(run(&right, "127.0.0.1", port).await, Ok(()));
+        let e = run(&http(&[("X-Check", "nerve")]), "127.0.0.1", port)
+            .await
+            .unwrap_err();
+        assert!(e.contains("404"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn connect_timeout_bounds_the_connect_only() {
+        // A loopback listener that never accepts, its backlog filled: further connects hang.
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let _listener = socket.listen(0).unwrap();
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let c = tokio::time::timeout(
+                Duration::from_millis(100),
+                TcpStream::connect(("127.0.0.1", port)),
+            );
+            if let Ok(Ok(s)) = c.await {
+                held.push(s);
+            }
+        }
+        let mut check = http(&[]);
+        check.connect_timeout = Some(Duration::from_millis(50));
+        let e = run(&check, "127.0.0.1", port).await.unwrap_err();
+        assert!(
+            e.starts_with("connect") && e.contains("timed out after 50ms"),
+            "{e}"
+        );
     }
 }

@@ -82,6 +82,8 @@ pub enum Owner {
     Admin,
     /// A service, by name.
     Service(String),
+    /// A shared HTTP frontend, by name.
+    Frontend(String),
 }
 
 impl std::fmt::Display for Owner {
@@ -89,6 +91,7 @@ impl std::fmt::Display for Owner {
         match self {
             Owner::Admin => f.write_str("admin"),
             Owner::Service(name) => write!(f, "services.{name}"),
+            Owner::Frontend(name) => write!(f, "http_frontends.{name}"),
         }
     }
 }

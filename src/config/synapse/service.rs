@@ -59,14 +59,16 @@ impl At<'_> {
 }
 
 /// Translates one service; `Ok(None)` means it is skipped, with an error-level warning saying why.
+/// `routed`: the shared frontend routes to it, so it runs without a port of its own.
 pub(super) fn translate(
     file: &Path,
     name: &str,
     svc: &Value,
     defaults: &Directives,
-    global_bind: Option<&str>,
+    global: (Option<&str>, bool),
     w: &mut Warnings,
 ) -> Result<Option<ServiceConfig>, SynapseError> {
+    let (global_bind, routed) = global;
     let at = At { file, name };
     let mut warn = |level: Level, m: String| w.push(level, format!("services.{name}: {m}"));
     if !svc.is_object() {
@@ -79,39 +81,43 @@ pub(super) fn translate(
     for key in unknown_keys(&hap, HAPROXY_KEYS) {
         warn(Level::Warn, format!("unknown key `haproxy.{key}` ignored"));
     }
-    let Some(port) = hap.get("port").or_else(|| svc.get("local_port")) else {
-        warn(
-            Level::Error,
-            "no haproxy.port, so nothing to listen on (Synapse would only write a backend): skipped"
-                .into(),
-        );
-        return Ok(None);
-    };
-    let port = port_of(port)
-        .ok_or_else(|| at.invalid("haproxy.port", format!("{port} is not a port 1-65535")))?;
-    let bind = match hap.get("bind_address").and_then(Value::as_str) {
-        Some(b) => Some(b),
-        None => global_bind,
-    };
-    // Synapse's default bind address is `localhost`, which HAProxy binds as 127.0.0.1.
-    let ip = match bind.map(str::trim) {
-        None | Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        Some("*") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        Some(b) => b.parse().map_err(|_| {
-            at.invalid(
-                "haproxy.bind_address",
-                format!("{b:?} is not an IP address (or localhost, *)"),
-            )
-        })?,
+    let listen = match hap.get("port").or_else(|| svc.get("local_port")) {
+        Some(port) => Some(listen(&at, port, hap.get("bind_address"), global_bind)?),
+        None if routed => {
+            warn(
+                Level::Info,
+                "no haproxy.port: reached through the shared frontend only (as in Synapse)".into(),
+            );
+            None
+        }
+        None => {
+            warn(
+                Level::Error,
+                "no haproxy.port and no shared frontend routes to it, so nothing reaches it (Synapse would only write a backend): skipped"
+                    .into(),
+            );
+            return Ok(None);
+        }
     };
 
     let mut d = defaults.clone();
     d.unsupported.clear();
     d.noted.clear();
+    // Without a port Synapse writes no frontend section, so its lines go nowhere.
+    let frontend = match (listen, hap.get("frontend")) {
+        (None, Some(v)) if !lines(Some(v)).is_empty() => {
+            warn(
+                Level::Warn,
+                "haproxy.frontend: no port, so Synapse writes no frontend section: ignored".into(),
+            );
+            None
+        }
+        (_, v) => v,
+    };
     for (field, v) in [
         ("listen", svc.get("listen")),
         ("haproxy.listen", hap.get("listen")),
-        ("haproxy.frontend", hap.get("frontend")),
+        ("haproxy.frontend", frontend),
         ("haproxy.backend", hap.get("backend")),
     ] {
         for line in lines(v) {
@@ -134,20 +140,12 @@ pub(super) fn translate(
         warn(Level::Info, n);
     }
     for u in d.unsupported.drain(..) {
-        warn(Level::Warn, format!("{u}: not supported yet, ignored"));
-    }
-    for key in ["shared_frontend", "bind_options"] {
-        if hap.get(key).is_some() {
-            warn(
-                Level::Warn,
-                format!("haproxy.{key}: not supported yet, ignored"),
-            );
-        }
+        warn(Level::Warn, u);
     }
     if hap.get("backend_name").is_some() {
         warn(
             Level::Info,
-            "haproxy.backend_name: sinew names the backend after the service".into(),
+            "haproxy.backend_name: names the service in shared_frontend lines only; sinew names everything else after the service".into(),
         );
     }
     // Newer Synapse reads `backend_port_override`; `haproxy.server_port_override` is the older name.
@@ -230,7 +228,7 @@ pub(super) fn translate(
         Some(Value::Bool(b)) => Ok(*b),
         Some(other) => Err(at.invalid(key, format!("{other} is not true or false"))),
     };
-    let mut service = ServiceConfig::new(SocketAddr::new(ip, port));
+    let mut service = ServiceConfig::new(listen);
     service.mode = d.mode;
     service.balance = d.balance;
     service.backends = backends;
@@ -263,7 +261,38 @@ pub(super) fn translate(
     service.max_connections = d.max_connections;
     service.slow_start = d.slow_start.unwrap_or(service.slow_start);
     service.outlier = d.outlier;
+    super::front::apply(&d, &mut service, &mut warn);
+    match hap.get("bind_options") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(o)) => super::front::bind_options(o, &mut service, &mut warn)
+            .map_err(|m| at.invalid("haproxy.bind_options", m))?,
+        Some(_) => return Err(at.invalid("haproxy.bind_options", "expected a string".into())),
+    }
     Ok(Some(service))
+}
+
+/// The listen address of `port` on `bind_address` (the service's, else the top level's).
+fn listen(
+    at: &At,
+    port: &Value,
+    bind: Option<&Value>,
+    global_bind: Option<&str>,
+) -> Result<SocketAddr, SynapseError> {
+    let port = port_of(port)
+        .ok_or_else(|| at.invalid("haproxy.port", format!("{port} is not a port 1-65535")))?;
+    let bind = bind.and_then(Value::as_str).or(global_bind);
+    // Synapse's default bind address is `localhost`, which HAProxy binds as 127.0.0.1.
+    let ip = match bind.map(str::trim) {
+        None | Some("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some("*") => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Some(b) => b.parse().map_err(|_| {
+            at.invalid(
+                "haproxy.bind_address",
+                format!("{b:?} is not an IP address (or localhost, *)"),
+            )
+        })?,
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 /// A port 1-65535, written as a number or a string of digits.

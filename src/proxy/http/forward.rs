@@ -131,7 +131,7 @@ async fn forward(
     }
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if http.options.forwarded_headers {
-        headers::add_forwarded(&mut parts.headers, peer);
+        headers::add_forwarded(&mut parts.headers, peer, &http.options);
     }
     if http.options.via {
         headers::add_via(&mut parts.headers);

@@ -1,5 +1,6 @@
 //! Request and response header rules of a proxy: hop-by-hop removal, forwarding headers, idempotency.
 
+use crate::config::HttpOptions;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request};
 use std::net::SocketAddr;
@@ -64,16 +65,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` when absent.
-pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr) {
-    let xff = HeaderName::from_static("x-forwarded-for");
+/// Appends the client to `X-Forwarded-For` (or the configured header) and sets `X-Forwarded-Proto` when
+/// absent; nothing for a client in one of the `forwarded_except` networks.
+pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, options: &HttpOptions) {
+    if options
+        .forwarded_except
+        .iter()
+        .any(|n| n.contains(client.ip()))
+    {
+        return;
+    }
+    let xff = &options.forwarded_for_header.0;
     let ip = client.ip().to_string();
-    let value = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+    let value = match headers.get(xff).and_then(|v| v.to_str().ok()) {
         Some(prev) => format!("{prev}, {ip}"),
         None => ip,
     };
     if let Ok(v) = HeaderValue::from_str(&value) {
-        headers.insert(xff, v);
+        headers.insert(xff.clone(), v);
     }
     headers
         .entry(HeaderName::from_static("x-forwarded-proto"))
@@ -138,9 +147,28 @@ mod tests {
     fn forwarded_for_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        add_forwarded(
+            &mut h,
+            "127.0.0.1:5000".parse().unwrap(),
+            &HttpOptions::default(),
+        );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn forwarded_header_name_and_excepted_networks() {
+        let options: HttpOptions = serde_json::from_str(
+            r#"{"forwarded_for_header": "X-Client", "forwarded_except": ["10.0.0.0/8"]}"#,
+        )
+        .unwrap();
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "192.0.2.7:5000".parse().unwrap(), &options);
+        assert_eq!(h.get("x-client").unwrap(), "192.0.2.7");
+        assert!(h.get("x-forwarded-for").is_none());
+        let mut h = HeaderMap::new();
+        add_forwarded(&mut h, "10.1.2.3:5000".parse().unwrap(), &options);
+        assert!(h.is_empty(), "{h:?}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod headers;
 mod pool;
 mod retry;
 mod rewind;
+pub mod route;
 mod tunnel;
 mod upstream;
 
