@@ -10,11 +10,13 @@ use std::sync::Arc;
 
 fn backends(n: usize) -> Vec<Backend> {
     (0..n)
-        .map(|i| Backend {
-            host: format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
-            port: 8080,
-            weight: 1 + (i % 4) as u32,
-            origin: Origin::Static,
+        .map(|i| {
+            Backend::new(
+                format!("10.{}.{}.{}", i >> 16 & 255, i >> 8 & 255, i & 255),
+                8080,
+                1 + (i % 4) as u32,
+                Origin::Static,
+            )
         })
         .collect()
 }

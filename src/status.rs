@@ -226,6 +226,7 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
         "TOTAL",
         "CONNECT_FAILS",
         "LAST CHECK",
+        "LABELS",
     ]
     .map(String::from)
     .to_vec()];
@@ -248,10 +249,20 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
             b.connections_total.to_string(),
             b.connect_failures_total.to_string(),
             last,
+            labels(b),
         ]);
     }
     out.push_str(&table(&rows));
     Ok(out)
+}
+
+/// A backend's labels as `k=v,k=v`, or `-`.
+fn labels(b: &crate::balance::BackendView) -> String {
+    if b.labels.is_empty() {
+        return "-".into();
+    }
+    let pairs: Vec<String> = b.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
 }
 
 #[cfg(test)]
@@ -267,6 +278,7 @@ mod tests {
             {"address": "10.0.0.1:80", "state": "up", "weight": 1, "effective_weight_percent": 100, "origin": "static",
              "active": 1, "connections_total": 5, "connect_failures_total": 0, "last_check": null},
             {"address": "10.0.0.2:80", "state": "down", "weight": 1, "effective_weight_percent": 0, "origin": "static",
+             "labels": {"az": "us-east-1a", "rack": "7"},
              "active": 0, "connections_total": 3, "connect_failures_total": 2,
              "last_check": {"passed": false, "detail": "connect: refused", "age_seconds": 1.0}}
         ]}]}))
@@ -289,6 +301,12 @@ mod tests {
                 && out.contains("FAIL: connect: refused"),
             "{out}"
         );
+        let line = |addr: &str| out.lines().find(|l| l.starts_with(addr)).unwrap_or("");
+        assert!(
+            line("10.0.0.2:80").ends_with("az=us-east-1a,rack=7"),
+            "{out}"
+        );
+        assert!(line("10.0.0.1:80").ends_with('-'), "no labels: {out}");
         assert!(matches!(
             detail(&sample(), "nope"),
             Err(StatusError::NoSuchService(_))

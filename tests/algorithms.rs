@@ -83,12 +83,7 @@ async fn hash_keeps_each_client_address_on_its_backend() {
     let mut set: Vec<Backend> = backends
         .iter()
         .chain(std::iter::once(&d))
-        .map(|b| Backend {
-            host: "127.0.0.1".into(),
-            port: b.addr.port(),
-            weight: 1,
-            origin: Origin::Static,
-        })
+        .map(|b| Backend::new("127.0.0.1", b.addr.port(), 1, Origin::Static))
         .collect();
     agent
         .balancer("db")

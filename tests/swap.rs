@@ -12,12 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 fn backend(b: &EchoBackend) -> Backend {
-    Backend {
-        host: "127.0.0.1".into(),
-        port: b.addr.port(),
-        weight: 1,
-        origin: Origin::Static,
-    }
+    Backend::new("127.0.0.1", b.addr.port(), 1, Origin::Static)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

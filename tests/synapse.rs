@@ -608,3 +608,104 @@ fn a_stats_section_gives_the_admin_address_and_other_sections_are_warned_about()
     let t = translate("no-stats.json", &format!("{{{base}}}")).unwrap();
     assert_eq!(t.config.admin.listen.to_string(), "127.0.0.1:3210");
 }
+
+#[test]
+fn label_filters_backend_order_and_use_nerve_weights_translate() {
+    use sinew::config::{DiscoveryConfig, LabelCondition, Order};
+    let zk = |t: &synapse::Translation, name: &str| match &t.config.services[name].discovery {
+        Some(DiscoveryConfig::Zookeeper(zk)) => zk.clone(),
+        _ => panic!("{name}: zookeeper discovery expected"),
+    };
+    let t = translate(
+        "labels.json",
+        r#"{"services": {
+              "a": {"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/a",
+                                  "label_filters": [{"label": "az", "value": "us-1a", "condition": "equals"}],
+                                  "label_filter": {"label": "canary", "value": "true", "condition": "not-equals"}},
+                    "haproxy": {"port": 4201, "backend_order": "desc", "use_nerve_weights": true}},
+              "b": {"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/b"},
+                    "haproxy": {"port": 4202, "backend_order": "no_shuffle"}},
+              "c": {"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/c"},
+                    "haproxy": {"port": 4203, "backend_order": "random"}}},
+            "haproxy": {"use_nerve_weights": true, "server_order_seed": "42"}}"#,
+    )
+    .unwrap();
+    let a = zk(&t, "a");
+    let filters: Vec<(&str, LabelCondition)> = a
+        .label_filters
+        .iter()
+        .map(|f| (f.label.as_str(), f.condition))
+        .collect();
+    assert_eq!(
+        filters,
+        [
+            ("canary", LabelCondition::NotEquals),
+            ("az", LabelCondition::Equals)
+        ]
+    );
+    assert!(a.use_weights);
+    assert_eq!((a.order, a.order_seed), (Order::Desc, Some(42)));
+    assert_eq!(zk(&t, "b").order, Order::Asc);
+    assert_eq!(zk(&t, "c").order, Order::Shuffle);
+    let said = |text: &str| t.warnings.iter().any(|w| w.message.contains(text));
+    assert!(said("label_filter is deprecated"), "{:?}", t.warnings);
+    assert!(
+        said("services.c: haproxy.backend_order \"random\""),
+        "{:?}",
+        t.warnings
+    );
+    assert!(
+        said("services.a: haproxy.use_nerve_weights: Synapse reads it only in the top-level"),
+        "{:?}",
+        t.warnings
+    );
+
+    // Without use_nerve_weights, Synapse ignores a znode's weight; backends are shuffled by default.
+    let plain = translate(
+        "plain.json",
+        r#"{"services": {"d": {"discovery": {"method": "zookeeper", "hosts": ["127.0.0.1:2181"], "path": "/nerve/d"},
+                               "haproxy": {"port": 4204}}}}"#,
+    )
+    .unwrap();
+    let d = zk(&plain, "d");
+    assert!(!d.use_weights);
+    assert_eq!((d.order, d.order_seed), (Order::Shuffle, None));
+}
+
+#[test]
+fn a_bad_label_filter_or_znode_setting_is_an_error_naming_the_field() {
+    for (discovery, top, field) in [
+        (
+            r#""label_filters": [{"label": "az", "value": "a", "condition": "matches"}]"#,
+            "{}",
+            "services.web.discovery.label_filters[0]",
+        ),
+        (
+            r#""label_filter": {"label": "az", "condition": "equals"}"#,
+            "{}",
+            "services.web.discovery.label_filter[0]",
+        ),
+        (
+            "",
+            r#"{"use_nerve_weights": "yes"}"#,
+            "haproxy.use_nerve_weights",
+        ),
+        (
+            "",
+            r#"{"server_order_seed": "many"}"#,
+            "haproxy.server_order_seed",
+        ),
+    ] {
+        let comma = if discovery.is_empty() { "" } else { "," };
+        let e = translate(
+            "bad-label.json",
+            &format!(
+                r#"{{"services": {{"web": {{"discovery": {{"method": "zookeeper", "hosts": ["h:1"], "path": "/p"{comma}{discovery}}},
+                    "haproxy": {{"port": 4205}}}}}}, "haproxy": {top}}}"#
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(field), "{field}: {e}");
+    }
+}

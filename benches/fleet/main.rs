@@ -322,13 +322,10 @@ async fn run(args: Args) {
     }
     writer.populate(args.backends).await;
     let config = ZookeeperDiscovery {
-        hosts: hosts.clone(),
-        path: PATH.into(),
         session_timeout: args.session_timeout,
-        decode: Default::default(),
-        port_override: None,
         coalesce: args.coalesce,
         watch: args.watch,
+        ..ZookeeperDiscovery::new(hosts.clone(), PATH.into())
     };
     eprintln!("starting {} agents, {} at a time", args.agents, args.batch);
     let started = Instant::now();

@@ -1,5 +1,5 @@
 //! Znode data as ZooKeeper hands it to discovery: Nerve JSON and ServerSet JSON (the first byte picks the
-//! decoder and, for ServerSet, whether an `additionalEndpoints` name is asked for).
+//! decoder, for ServerSet whether an `additionalEndpoints` name is asked for, and whether weights are read).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -18,5 +18,5 @@ fuzz_target!(|input: &[u8]| {
         },
         endpoint_name: (how & 2 != 0).then(|| "http".to_string()),
     };
-    let _ = decode("i-0abc_0000000001", data, &decode_as);
+    let _ = decode("i-0abc_0000000001", data, &decode_as, how & 4 == 0);
 });

@@ -66,12 +66,7 @@ pub fn load(state: &StateFile) -> HashMap<String, Vec<Backend>> {
                 .backends
                 .into_iter()
                 .filter(|b| b.port != 0 && !b.host.is_empty())
-                .map(|b| Backend {
-                    host: b.host,
-                    port: b.port,
-                    weight: b.weight,
-                    origin: Origin::StateFile,
-                })
+                .map(|b| Backend::new(b.host, b.port, b.weight, Origin::StateFile))
                 .collect();
             (service, backends)
         })

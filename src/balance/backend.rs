@@ -1,7 +1,11 @@
 //! `Backend`: one address a service can be reached at, as reported by a discovery source.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+
+/// A backend's labels (Nerve's `labels`), by name.
+pub type Labels = BTreeMap<String, String>;
 
 /// Where a backend was learned from; shown in the admin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,9 +48,36 @@ pub struct Backend {
     pub weight: u32,
     /// Where this backend came from.
     pub origin: Origin,
+    /// What its server line says beyond the weight (HAProxy's `backup`, `disabled`, `maxconn`).
+    pub options: ServerOptions,
+    /// Its labels, shown in the admin API (and filtered on by discovery).
+    pub labels: Labels,
+}
+
+/// HAProxy server options a backend can carry (Nerve's `haproxy_server_options`), beyond the weight.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// `backup`: no traffic while any non-backup backend of the service is usable.
+    pub backup: bool,
+    /// `disabled`: in maintenance, never routed to.
+    pub disabled: bool,
+    /// `maxconn N`: this backend's own connection (request) limit, over the service's `max_connections`.
+    pub max_connections: Option<u32>,
 }
 
 impl Backend {
+    /// A backend with no server options and no labels.
+    pub fn new(host: impl Into<String>, port: u16, weight: u32, origin: Origin) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            weight,
+            origin,
+            options: ServerOptions::default(),
+            labels: Labels::new(),
+        }
+    }
+
     /// The `host:port` key that identifies the backend across swaps (IPv6 hosts bracketed).
     pub fn key(&self) -> String {
         let mut key = String::new();

@@ -188,12 +188,7 @@ mod tests {
     const EJECTION: Duration = Duration::from_secs(2);
 
     fn backend(port: u16) -> Backend {
-        Backend {
-            host: "127.0.0.1".into(),
-            port,
-            weight: 1,
-            origin: Origin::Static,
-        }
+        Backend::new("127.0.0.1", port, 1, Origin::Static)
     }
 
     /// A balancer over ports 1 and 2, past any initial ramp, with its clock task running.

@@ -1,6 +1,10 @@
-//! The one place that decides which backends get new traffic and how much: weight > 0, checked up,
-//! not ejected; all of them when too few are usable (panic threshold); ramped during slow start.
-//! Algorithms only ever see the weights computed here.
+//! The one place that decides which backends get new traffic and how much: weight > 0, not
+//! `disabled`, checked up, not ejected; all of them when too few are usable (panic threshold); ramped
+//! during slow start. Algorithms only ever see the weights computed here.
+//!
+//! Backends marked `backup` (HAProxy's server option) form a group of their own, used only while no
+//! other backend is usable; then, as in HAProxy without `option allbackups`, the first usable backup
+//! in the set's order takes all new traffic. The panic threshold applies within the group in use.
 //!
 //! Weights depend on the clock (an ejection runs out, a ramp climbs), but the pick path never reads it:
 //! [`next_change`] says when the weights computed here next differ, and the balancer's clock task
@@ -37,21 +41,54 @@ pub struct Weights {
     pub panic: bool,
 }
 
+/// True when `e` may get traffic at all: a weight, and not in maintenance.
+fn candidate(e: &Entry) -> bool {
+    e.backend.weight > 0 && !e.backend.options.disabled
+}
+
 /// Computes effective weights at `now` (milliseconds on the health clock).
 pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
-    let candidates = entries.iter().filter(|e| e.backend.weight > 0).count();
-    let usable = entries
-        .iter()
-        .filter(|e| e.backend.weight > 0 && e.health.usable(now))
-        .count();
-    let panic = policy.panic_threshold > 0
+    let usable = |e: &&Arc<Entry>| e.health.usable(now);
+    let primaries = || {
+        entries
+            .iter()
+            .filter(|e| candidate(e) && !e.backend.options.backup)
+    };
+    let backups = || {
+        entries
+            .iter()
+            .filter(|e| candidate(e) && e.backend.options.backup)
+    };
+    // The backups serve only when no primary is usable, and either one of them is or there is no
+    // primary at all to balance over in panic.
+    let backup = primaries().filter(usable).count() == 0
+        && (backups().any(|e| usable(&e)) || primaries().count() == 0);
+    let group = || {
+        entries
+            .iter()
+            .filter(move |e| candidate(e) && e.backend.options.backup == backup)
+    };
+    let candidates = group().count();
+    let usable_count = group().filter(usable).count();
+    // Without `option allbackups`, HAProxy sends everything to the first usable backup.
+    let only = if backup && usable_count > 0 {
+        group().find(usable).map(Arc::as_ptr)
+    } else {
+        None
+    };
+    let panic = only.is_none()
+        && policy.panic_threshold > 0
         && candidates > 0
-        && (usable as u64) * 100 < u64::from(policy.panic_threshold) * candidates as u64;
+        && (usable_count as u64) * 100 < u64::from(policy.panic_threshold) * candidates as u64;
     let weights = entries
         .iter()
         .map(|e| {
             let base = e.backend.weight * SCALE;
-            if base == 0 || (!panic && !e.health.usable(now)) {
+            let member = candidate(e) && e.backend.options.backup == backup;
+            if !member || only.is_some_and(|p| !std::ptr::eq(p, Arc::as_ptr(e))) {
+                return 0;
+            }
+            if !panic && !e.health.usable(now) {
                 return 0;
             }
             let slow = policy.slow_start.as_millis() as u64;
@@ -74,7 +111,7 @@ pub fn next_change(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Option<
     let step = (slow / 100).max(RAMP_STEP_MIN_MS);
     entries
         .iter()
-        .filter(|e| e.backend.weight > 0)
+        .filter(|e| candidate(e))
         .filter_map(|e| {
             if e.health.ejected(now) {
                 return Some(e.health.ejected_until());

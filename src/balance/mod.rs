@@ -30,7 +30,7 @@ mod set;
 mod tries;
 mod view;
 
-pub use backend::{Backend, Origin, Target};
+pub use backend::{Backend, Labels, Origin, ServerOptions, Target};
 pub use eligible::Policy;
 pub use fallback::Fallback;
 pub use load::{BackendLoad, BackendStats};
@@ -402,12 +402,7 @@ mod tests {
     use std::time::Duration;
 
     fn backend(port: u16, weight: u32) -> Backend {
-        Backend {
-            host: "127.0.0.1".into(),
-            port,
-            weight,
-            origin: Origin::Static,
-        }
+        Backend::new("127.0.0.1", port, weight, Origin::Static)
     }
 
     fn balancer(algorithm: Algorithm) -> Balancer {
@@ -593,6 +588,97 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![0, 0, 100]
         );
+    }
+
+    fn with(port: u16, f: impl FnOnce(&mut ServerOptions)) -> Backend {
+        let mut b = backend(port, 1);
+        f(&mut b.options);
+        b
+    }
+
+    #[test]
+    fn backups_serve_only_when_no_primary_is_usable_and_then_the_first_one() {
+        let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
+            panic_threshold: 50,
+            slow_start: Duration::ZERO,
+            max_connections: None,
+        });
+        b.update(vec![
+            backend(1, 1),
+            with(2, |o| o.backup = true),
+            backend(3, 1),
+            with(4, |o| o.backup = true),
+        ]);
+        assert_eq!(ports_with_weight(&b), [(1, 100), (2, 0), (3, 100), (4, 0)]);
+        assert_eq!(b.view().backends[1].state, "backup");
+        mark(&b, 1, false);
+        assert_eq!(
+            ports_with_weight(&b),
+            [(1, 0), (2, 0), (3, 100), (4, 0)],
+            "one primary is enough, and 1 of 2 is no panic"
+        );
+        mark(&b, 3, false);
+        assert_eq!(
+            ports_with_weight(&b),
+            [(1, 0), (2, 100), (3, 0), (4, 0)],
+            "no primary: the first usable backup takes all, no panic"
+        );
+        assert!(!b.current().weights().panic);
+        assert!((0..10).all(|_| b.pick(&[]).unwrap().entry.backend.port == 2));
+        mark(&b, 2, false);
+        assert_eq!(ports_with_weight(&b), [(1, 0), (2, 0), (3, 0), (4, 100)]);
+        mark(&b, 4, false);
+        assert!(
+            b.current().weights().panic,
+            "nothing usable: panic over the primaries"
+        );
+        assert_eq!(ports_with_weight(&b), [(1, 100), (2, 0), (3, 100), (4, 0)]);
+        mark(&b, 3, true);
+        assert_eq!(ports_with_weight(&b), [(1, 0), (2, 0), (3, 100), (4, 0)]);
+    }
+
+    #[test]
+    fn disabled_backends_get_nothing_even_in_panic() {
+        let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
+            panic_threshold: 100,
+            slow_start: Duration::ZERO,
+            max_connections: None,
+        });
+        b.update(vec![backend(1, 1), with(2, |o| o.disabled = true)]);
+        assert_eq!(ports_with_weight(&b), [(1, 100), (2, 0)]);
+        assert_eq!(b.view().backends[1].state, "maintenance");
+        mark(&b, 1, false);
+        assert!(b.current().weights().panic);
+        assert_eq!(ports_with_weight(&b), [(1, 100), (2, 0)]);
+        let only_disabled = balancer(Algorithm::LeastConn);
+        only_disabled.update(vec![with(1, |o| o.disabled = true)]);
+        assert!(only_disabled.pick(&[]).is_none());
+    }
+
+    #[test]
+    fn a_backend_maxconn_replaces_the_service_limit() {
+        for service_max in [None, Some(5)] {
+            let b = balancer(Algorithm::RoundRobin).with_policy(Policy {
+                max_connections: service_max,
+                ..Policy::default()
+            });
+            b.update(vec![
+                with(1, |o| o.max_connections = Some(1)),
+                backend(2, 1),
+            ]);
+            let held: Vec<Pick> = (0..4).filter_map(|_| b.pick(&[])).collect();
+            let on_1 = held.iter().filter(|p| p.entry.backend.port == 1).count();
+            let on_2 = held.len() - on_1;
+            assert_eq!(on_1, 1, "{service_max:?}");
+            assert_eq!(on_2, 3, "{service_max:?}");
+            if service_max.is_some() {
+                let more: Vec<Pick> = (0..5).filter_map(|_| b.pick(&[])).collect();
+                assert_eq!(more.len(), 2, "port 2 stops at the service's 5");
+            }
+        }
+        let unlimited = balancer(Algorithm::RoundRobin);
+        unlimited.update(vec![backend(1, 1)]);
+        assert!(!unlimited.current().limited());
     }
 
     #[tokio::test(start_paused = true)]

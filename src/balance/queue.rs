@@ -126,12 +126,7 @@ mod tests {
                 ..Policy::default()
             })
             .with_queue(max_queue, Duration::from_secs(5));
-        b.update(vec![Backend {
-            host: "127.0.0.1".into(),
-            port: 1,
-            weight: 1,
-            origin: Origin::Static,
-        }]);
+        b.update(vec![Backend::new("127.0.0.1", 1, 1, Origin::Static)]);
         Arc::new(b)
     }
 

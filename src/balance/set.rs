@@ -46,7 +46,8 @@ pub struct BackendSet {
     /// The entries' load state side by side: least-conn scans it without chasing entries.
     loads: Vec<Arc<BackendStats>>,
     weights: Weights,
-    max: Option<i64>,
+    /// Each entry's connection limit (`i64::MAX`: none); `None` when no entry has one.
+    limits: Option<Box<[i64]>>,
     picker: Picker,
 }
 
@@ -66,7 +67,8 @@ impl Drop for Pick {
 }
 
 impl BackendSet {
-    /// Builds a set and its selection state over the effective `weights` (one per entry).
+    /// Builds a set and its selection state over the effective `weights` (one per entry); `max` is the
+    /// service's per-backend limit, which a backend's own `maxconn` replaces.
     pub fn new(
         algorithm: Algorithm,
         entries: Vec<Arc<Entry>>,
@@ -85,11 +87,18 @@ impl BackendSet {
             }
         };
         let loads = entries.iter().map(|e| Arc::clone(&e.stats)).collect();
+        let limit = |e: &Arc<Entry>| e.backend.options.max_connections.or(max);
+        let limits = entries.iter().any(|e| limit(e).is_some()).then(|| {
+            entries
+                .iter()
+                .map(|e| limit(e).map_or(i64::MAX, i64::from))
+                .collect()
+        });
         Self {
             entries,
             loads,
             weights,
-            max: max.map(i64::from),
+            limits,
             picker,
         }
     }
@@ -109,9 +118,9 @@ impl BackendSet {
         self.pick_keyed(skip, None)
     }
 
-    /// True when backends have a connection limit.
+    /// True when some backend has a connection limit.
     pub fn limited(&self) -> bool {
-        self.max.is_some()
+        self.limits.is_some()
     }
 
     /// True when some backend not in `skip` gets new traffic.
@@ -133,9 +142,9 @@ impl BackendSet {
             let index = self.select(skip_now, key)?;
             let entry = &self.entries[index];
             let load = entry.stats.load.take();
-            match self.max {
+            match &self.limits {
                 // Counted first, checked second: two racing picks can never both take the last slot.
-                Some(max) if load > max => {
+                Some(limits) if load > limits[index] => {
                     entry.stats.load.release();
                     if skipped.is_empty() {
                         skipped = skip.to_vec();

@@ -66,12 +66,7 @@ mod tests {
         );
         b.update(
             (1..=backends)
-                .map(|port| Backend {
-                    host: "127.0.0.1".into(),
-                    port,
-                    weight: 1,
-                    origin: Origin::Static,
-                })
+                .map(|port| Backend::new("127.0.0.1", port, 1, Origin::Static))
                 .collect(),
         );
         b

@@ -4,6 +4,7 @@ use super::health::now_ms;
 use super::set::Entry;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// What the admin API shows of a service's balancer.
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,8 +47,18 @@ pub struct BackendView {
     pub weight: Option<u32>,
     /// Share of new traffic relative to the others, in percent of the configured weight (slow start, health).
     pub effective_weight_percent: Option<u32>,
-    /// `up`, `slow_start`, `down` (active checks), `ejected` (outlier), `disabled` (weight 0) or `draining`.
+    /// `up`, `slow_start`, `down` (active checks), `ejected` (outlier), `maintenance` (server option
+    /// `disabled`), `disabled` (weight 0), `backup` (a backup on standby) or `draining`.
     pub state: Cow<'static, str>,
+    /// Marked `backup`: serves only while no other backend is usable.
+    #[serde(default)]
+    pub backup: bool,
+    /// Its own connection limit (server option `maxconn`), over the service's `max_connections`.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
+    /// Its labels (Nerve's `labels`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Where it came from.
     pub origin: Option<String>,
     /// Connections (TCP) or in-flight requests (HTTP) now.
@@ -68,11 +79,14 @@ impl BackendView {
         let now = now_ms();
         let h = &entry.health;
         let base = entry.backend.weight * super::eligible::SCALE;
+        let options = &entry.backend.options;
         let state = match effective {
             None => "draining",
+            Some(_) if options.disabled => "maintenance",
             Some(_) if entry.backend.weight == 0 => "disabled",
             Some(_) if !h.checked_up() => "down",
             Some(_) if h.ejected(now) => "ejected",
+            Some(0) if options.backup => "backup",
             Some(w) if w < base => "slow_start",
             Some(_) => "up",
         };
@@ -82,6 +96,9 @@ impl BackendView {
             weight: in_set.then_some(entry.backend.weight),
             effective_weight_percent: effective.map(|w| (w * 100).checked_div(base).unwrap_or(0)),
             state: Cow::Borrowed(state),
+            backup: options.backup,
+            max_connections: options.max_connections,
+            labels: entry.backend.labels.clone(),
             origin: in_set.then(|| entry.backend.origin.to_string()),
             active: entry.stats.load.get(),
             connections_total: entry.stats.metrics.connections.get(),

@@ -2,6 +2,7 @@
 
 use super::duration;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -74,6 +75,32 @@ pub struct ZookeeperDiscovery {
     /// How changes are watched.
     #[serde(default)]
     pub watch: WatchMode,
+    /// Whether a znode's `weight` is read (Synapse reads it only with `use_nerve_weights`).
+    #[serde(default = "yes")]
+    pub use_weights: bool,
+    /// Only znodes whose labels pass every filter are backends (Synapse's `label_filters`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub label_filters: Vec<LabelFilter>,
+    /// The order of the backends, which decides which `backup` serves first (Synapse's `backend_order`).
+    #[serde(default)]
+    pub order: Order,
+    /// Seed of the `shuffle` order (Synapse's `server_order_seed`); random per process when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order_seed: Option<u64>,
+}
+
+/// The order of a service's discovered backends. Only `backup` selection depends on it (the first
+/// usable backup serves); the balancing algorithms weigh backends, not positions.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    /// By znode name, ascending.
+    #[default]
+    Asc,
+    /// By znode name, descending.
+    Desc,
+    /// A fixed pseudo-random order per seed: hosts with different seeds pick different first backups.
+    Shuffle,
 }
 
 impl ZookeeperDiscovery {
@@ -87,8 +114,54 @@ impl ZookeeperDiscovery {
             port_override: None,
             coalesce: default_coalesce(),
             watch: WatchMode::default(),
+            use_weights: true,
+            label_filters: Vec::new(),
+            order: Order::default(),
+            order_seed: None,
         }
     }
+
+    /// True when a backend with `labels` passes every label filter.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.label_filters.iter().all(|f| f.admits(labels))
+    }
+}
+
+/// One of Synapse's `label_filters`: a backend's label compared with a value.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LabelFilter {
+    /// The label's name.
+    pub label: String,
+    /// The value compared with.
+    pub value: String,
+    /// How they are compared.
+    pub condition: LabelCondition,
+}
+
+/// How a [`LabelFilter`] compares, as Synapse's base watcher does.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelCondition {
+    /// The label is present with this value.
+    Equals,
+    /// The label is absent or has another value.
+    NotEquals,
+}
+
+impl LabelFilter {
+    /// True when a backend with `labels` passes this filter.
+    pub fn admits(&self, labels: &BTreeMap<String, String>) -> bool {
+        let same = labels.get(&self.label) == Some(&self.value);
+        match self.condition {
+            LabelCondition::Equals => same,
+            LabelCondition::NotEquals => !same,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// How ZooKeeper discovery learns of changes.
@@ -148,6 +221,75 @@ mod tests {
         assert_eq!(
             ZookeeperDiscovery::new(vec!["h:1".into()], "/p".into()),
             written
+        );
+    }
+
+    #[test]
+    fn label_filters_compare_as_synapse_does() {
+        let filter = |condition| LabelFilter {
+            label: "az".into(),
+            value: "a".into(),
+            condition,
+        };
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        type Pairs = &'static [(&'static str, &'static str)];
+        // (condition, labels, admitted)
+        let table: [(LabelCondition, Pairs, bool); 6] = [
+            (LabelCondition::Equals, &[("az", "a")], true),
+            (LabelCondition::Equals, &[("az", "b")], false),
+            (LabelCondition::Equals, &[], false),
+            (LabelCondition::NotEquals, &[("az", "a")], false),
+            (LabelCondition::NotEquals, &[("az", "b")], true),
+            (LabelCondition::NotEquals, &[("rack", "a")], true),
+        ];
+        for (condition, pairs, admitted) in table {
+            assert_eq!(
+                filter(condition).admits(&labels(pairs)),
+                admitted,
+                "{condition:?} {pairs:?}"
+            );
+        }
+        let mut zk = ZookeeperDiscovery::new(vec!["h:1".into()], "/p".into());
+        assert!(zk.admits(&labels(&[])), "no filter admits all");
+        zk.label_filters = vec![
+            filter(LabelCondition::Equals),
+            LabelFilter {
+                label: "canary".into(),
+                value: "true".into(),
+                condition: LabelCondition::NotEquals,
+            },
+        ];
+        assert!(zk.admits(&labels(&[("az", "a")])));
+        assert!(
+            !zk.admits(&labels(&[("az", "a"), ("canary", "true")])),
+            "every filter must pass"
+        );
+    }
+
+    #[test]
+    fn an_unknown_label_condition_is_an_error_naming_the_field() {
+        let c = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery:\n      zookeeper: { hosts: [h:1], path: /p, use_weights: false, label_filters: [{label: az, value: a, condition: not-equals}] }\n",
+        )
+        .unwrap();
+        let Some(DiscoveryConfig::Zookeeper(zk)) = &c.services["web"].discovery else {
+            panic!("zookeeper expected")
+        };
+        assert!(!zk.use_weights);
+        assert_eq!(zk.label_filters[0].condition, LabelCondition::NotEquals);
+        let e = parse(
+            "services:\n  web:\n    listen: 127.0.0.1:1\n    discovery:\n      zookeeper: { hosts: [h:1], path: /p, label_filters: [{label: az, value: a, condition: matches}] }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("label_filters") && e.contains("matches") && e.contains("not-equals"),
+            "{e}"
         );
     }
 

@@ -112,13 +112,15 @@ const EXTERNAL_HAPROXY: [&str; 9] = [
 ];
 
 /// Other keys of the top-level `haproxy` hash that are read.
-const HAPROXY_KEYS: [&str; 6] = [
+const HAPROXY_KEYS: [&str; 8] = [
     "defaults",
     "bind_address",
     "state_file_path",
     "state_file_ttl",
     "shared_frontend",
     "extra_sections",
+    "use_nerve_weights",
+    "server_order_seed",
 ];
 
 /// Loads and translates a Synapse config file (JSON, or YAML unless it ends in `.json`).
@@ -317,6 +319,30 @@ fn translate(
     let threads =
         global::nbthread(&lines(top.get("global"))).map_err(|m| top_error("haproxy.global", m))?;
     let bind = top.get("bind_address").and_then(Value::as_str);
+    let reading = service::ZnodeReading {
+        use_nerve_weights: match top.get("use_nerve_weights") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(b)) => *b,
+            Some(other) => Err(top_error(
+                "haproxy.use_nerve_weights",
+                format!("{other} is not true or false"),
+            ))?,
+        },
+        // Synapse takes `.to_i` of it: a number, or a string of digits.
+        order_seed: match top.get("server_order_seed") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                    .ok_or_else(|| {
+                        top_error(
+                            "haproxy.server_order_seed",
+                            format!("{v} is not a whole number"),
+                        )
+                    })?,
+            ),
+        },
+    };
     let given = services.len();
     // Each service's backend name and shared frontend lines, read after every service is translated.
     let shared: Vec<(String, String, Vec<String>)> = services
@@ -335,7 +361,7 @@ fn translate(
     let mut out = BTreeMap::new();
     for ((name, svc), (_, backend, own)) in services.into_iter().zip(&shared) {
         let routed = !own.is_empty() || named.contains(backend.as_str());
-        if let Some(s) = service::translate(file, &name, &svc, &defaults, (bind, routed), &mut w)? {
+        if let Some(s) = service::translate(file, &name, &svc, &defaults, (bind, routed), reading, &mut w)? {
             out.insert(name, s);
         }
     }

@@ -23,6 +23,7 @@ pub struct DiscoveryMetrics {
     errors: IntCounterVec,
     zk_znodes: IntGaugeVec,
     zk_skipped: IntCounterVec,
+    zk_ignored: IntCounterVec,
     zk_service_connected: IntGaugeVec,
     zk_last_update: IntGaugeVec,
     zk_requests: IntCounterVec,
@@ -55,6 +56,11 @@ impl DiscoveryMetrics {
             zk_skipped: r.counter(
                 "sinew_discovery_znodes_skipped_total",
                 "Malformed znodes skipped (counted once per node version).",
+                s,
+            )?,
+            zk_ignored: r.counter(
+                "sinew_discovery_znode_options_ignored_total",
+                "Server options and fields of znodes that sinew left out (unsupported or malformed; counted once per node version).",
                 s,
             )?,
             zk_service_connected: r.gauge(
@@ -107,6 +113,11 @@ impl DiscoveryMetrics {
     /// The skipped-znodes counter of a service.
     pub fn zk_skipped(&self, service: &str) -> IntCounter {
         self.zk_skipped.with_label_values(&[service])
+    }
+
+    /// The left-out-options counter of a service.
+    pub fn zk_ignored(&self, service: &str) -> IntCounter {
+        self.zk_ignored.with_label_values(&[service])
     }
 
     /// The connected gauge of a service watched in ZooKeeper.

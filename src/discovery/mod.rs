@@ -81,11 +81,6 @@ pub fn describe(config: &ServiceConfig) -> String {
 pub fn to_backends(addrs: &[BackendAddr], origin: &Origin) -> Vec<Backend> {
     addrs
         .iter()
-        .map(|a| Backend {
-            host: a.host.clone(),
-            port: a.port,
-            weight: a.weight,
-            origin: origin.clone(),
-        })
+        .map(|a| Backend::new(a.host.clone(), a.port, a.weight, origin.clone()))
         .collect()
 }

@@ -4,8 +4,8 @@
 use super::{lines, unknown_keys, SynapseError, Warnings};
 use crate::config::haproxy::{self, Directives};
 use crate::config::{
-    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, Level, Mode, ServiceConfig,
-    ZookeeperDiscovery,
+    BackendAddr, Decode, DecodeMethod, DiscoveryConfig, LabelFilter, Level, Mode, Order,
+    ServiceConfig, ZookeeperDiscovery,
 };
 use serde_json::Value;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -39,7 +39,17 @@ const HAPROXY_KEYS: &[&str] = &[
     "backend_order",
     "cookie_value_method",
     "bind_options",
+    "use_nerve_weights",
 ];
+
+/// What the top-level `haproxy` hash says about reading znodes.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct ZnodeReading {
+    /// `use_nerve_weights`: a znode's `weight` is read (Synapse ignores it otherwise).
+    pub(super) use_nerve_weights: bool,
+    /// `server_order_seed`: the seed of the shuffled backend order.
+    pub(super) order_seed: Option<u64>,
+}
 
 /// The one service being translated: where errors and warnings point.
 struct At<'a> {
@@ -66,6 +76,7 @@ pub(super) fn translate(
     svc: &Value,
     defaults: &Directives,
     global: (Option<&str>, bool),
+    reading: ZnodeReading,
     w: &mut Warnings,
 ) -> Result<Option<ServiceConfig>, SynapseError> {
     let (global_bind, routed) = global;
@@ -142,6 +153,12 @@ pub(super) fn translate(
     for u in d.unsupported.drain(..) {
         warn(Level::Warn, u);
     }
+    if hap.get("use_nerve_weights").is_some() {
+        warn(
+            Level::Warn,
+            "haproxy.use_nerve_weights: Synapse reads it only in the top-level haproxy hash; ignored here as there".into(),
+        );
+    }
     if hap.get("backend_name").is_some() {
         warn(
             Level::Info,
@@ -207,13 +224,32 @@ pub(super) fn translate(
             (default_servers.clone(), None)
         }
         "zookeeper" => {
-            for key in unknown_keys(discovery, &["method", "path", "hosts", "decode"]) {
+            let known = [
+                "method",
+                "path",
+                "hosts",
+                "decode",
+                "label_filters",
+                "label_filter",
+            ];
+            for key in unknown_keys(discovery, &known) {
                 warn(
                     Level::Warn,
                     format!("discovery.{key}: not supported, ignored"),
                 );
             }
-            (Vec::new(), Some(zookeeper(&at, discovery, port_override)?))
+            if discovery.get("label_filter").is_some() {
+                warn(
+                    Level::Warn,
+                    "discovery.label_filter is deprecated (as in Synapse): use label_filters, a list"
+                        .into(),
+                );
+            }
+            let mut zk = zookeeper(&at, discovery, port_override)?;
+            zk.use_weights = reading.use_nerve_weights;
+            zk.label_filters = label_filters(&at, discovery)?;
+            (zk.order, zk.order_seed) = (order(&hap, &mut warn), reading.order_seed);
+            (Vec::new(), Some(DiscoveryConfig::Zookeeper(zk)))
         }
         other => {
             warn(
@@ -305,12 +341,54 @@ fn port_of(v: &Value) -> Option<u16> {
     n.and_then(|n| u16::try_from(n).ok()).filter(|p| *p != 0)
 }
 
+/// `haproxy.backend_order`: `asc`, `desc`, `no_shuffle` (the watcher's order, which for ZooKeeper is
+/// no order at all: sinew keeps znode-name order), anything else shuffled, as Synapse does.
+fn order(hap: &Value, warn: &mut impl FnMut(Level, String)) -> Order {
+    match hap.get("backend_order") {
+        None | Some(Value::Null) => Order::Shuffle,
+        Some(v) => match v.as_str() {
+            Some("asc") | Some("no_shuffle") => Order::Asc,
+            Some("desc") => Order::Desc,
+            Some("shuffle") => Order::Shuffle,
+            _ => {
+                warn(
+                    Level::Warn,
+                    format!("haproxy.backend_order {v} is not asc, desc or no_shuffle: shuffled, as Synapse does"),
+                );
+                Order::Shuffle
+            }
+        },
+    }
+}
+
+/// `discovery.label_filters` (a list) and the deprecated singular `label_filter`, all applied.
+fn label_filters(at: &At<'_>, d: &Value) -> Result<Vec<LabelFilter>, SynapseError> {
+    let mut out = Vec::new();
+    for field in ["label_filter", "label_filters"] {
+        let list = match d.get(field) {
+            None | Some(Value::Null) => continue,
+            Some(Value::Array(list)) => list.clone(),
+            Some(one) => vec![one.clone()],
+        };
+        for (i, f) in list.into_iter().enumerate() {
+            let filter = serde_json::from_value(f).map_err(|e| {
+                at.invalid(
+                    &format!("discovery.{field}[{i}]"),
+                    format!("{e} (a filter is {{label, value, condition: equals | not-equals}})"),
+                )
+            })?;
+            out.push(filter);
+        }
+    }
+    Ok(out)
+}
+
 /// `discovery: {method: zookeeper, hosts, path, decode}`; `hosts` may be one string.
 fn zookeeper(
     at: &At<'_>,
     d: &Value,
     port_override: Option<u16>,
-) -> Result<DiscoveryConfig, SynapseError> {
+) -> Result<ZookeeperDiscovery, SynapseError> {
     let hosts = lines(d.get("hosts"));
     if hosts.is_empty() {
         return Err(at.invalid(
@@ -342,11 +420,11 @@ fn zookeeper(
                 .map(String::from),
         },
     };
-    Ok(DiscoveryConfig::Zookeeper(ZookeeperDiscovery {
+    Ok(ZookeeperDiscovery {
         decode,
         port_override,
         ..ZookeeperDiscovery::new(hosts, path)
-    }))
+    })
 }
 
 /// `default_servers`: `[{name, host, port}]`.

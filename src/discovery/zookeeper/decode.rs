@@ -1,6 +1,11 @@
 //! Znode data to backends: Nerve's JSON and Finagle ServerSet JSON, as Synapse's decoders read them.
+//!
+//! Of Nerve's JSON, sinew reads `host`, `port`, `weight` (unless told to ignore it, as Synapse does
+//! without `use_nerve_weights`), `labels` and `haproxy_server_options` (see [`server_options`]); `name`
+//! is Nerve's instance id and is not needed, since the znode's own name is the backend's origin.
 
-use crate::balance::{Backend, Origin};
+use super::server_options::{self, Ignored};
+use crate::balance::{Backend, Labels, Origin};
 use crate::config::{Decode, DecodeMethod, DEFAULT_WEIGHT, MAX_WEIGHT};
 use serde_json::Value;
 
@@ -21,8 +26,23 @@ pub enum DecodeError {
     Field(String),
 }
 
-/// Decodes one znode named `node` into a backend.
-pub fn decode(node: &str, data: &[u8], how: &Decode) -> Result<Backend, DecodeError> {
+/// A decoded znode: its backend, and what in it was left out (to be counted and warned about).
+#[derive(Debug, PartialEq)]
+pub struct Decoded {
+    /// The backend.
+    pub backend: Backend,
+    /// Options and fields left out, in order.
+    pub ignored: Vec<Ignored>,
+}
+
+/// Decodes one znode named `node` into a backend; with `use_weights` false its `weight` field is
+/// ignored (a `weight` in its `haproxy_server_options` still counts, as in Synapse).
+pub fn decode(
+    node: &str,
+    data: &[u8],
+    how: &Decode,
+    use_weights: bool,
+) -> Result<Decoded, DecodeError> {
     if data.len() > MAX_DATA {
         return Err(DecodeError::TooLarge(data.len()));
     }
@@ -32,8 +52,9 @@ pub fn decode(node: &str, data: &[u8], how: &Decode) -> Result<Backend, DecodeEr
             "a JSON value that is not an object".into(),
         ));
     }
-    let (host, port, weight) = match how.method {
-        DecodeMethod::Nerve => (host(&v, "host")?, port(&v, "port")?, weight(&v)?),
+    let origin = Origin::Zookeeper(node.to_string());
+    match how.method {
+        DecodeMethod::Nerve => nerve(&v, origin, use_weights),
         DecodeMethod::Serverset => {
             let endpoint = match &how.endpoint_name {
                 Some(name) => v
@@ -49,19 +70,72 @@ pub fn decode(node: &str, data: &[u8], how: &Decode) -> Result<Backend, DecodeEr
                     return Err(DecodeError::Field(format!("status is {status}, not ALIVE")));
                 }
             }
-            (
+            let backend = Backend::new(
                 host(endpoint, "host")?,
                 port(endpoint, "port")?,
                 DEFAULT_WEIGHT,
-            )
+                origin,
+            );
+            Ok(Decoded {
+                backend,
+                ignored: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Nerve's JSON: the znode's `weight` wins over a `weight` in its server options (Synapse with
+/// `use_nerve_weights`), which wins over the default.
+fn nerve(v: &Value, origin: Origin, use_weights: bool) -> Result<Decoded, DecodeError> {
+    let (host, port) = (host(v, "host")?, port(v, "port")?);
+    let znode_weight = if use_weights { weight(v)? } else { None };
+    let mut ignored = Vec::new();
+    let parsed = match v.get("haproxy_server_options") {
+        None | Some(Value::Null) => server_options::Parsed::default(),
+        Some(Value::String(line)) => server_options::parse(line),
+        Some(other) => {
+            ignored.push(Ignored::Field(format!(
+                "haproxy_server_options {other} is not a string, ignored"
+            )));
+            server_options::Parsed::default()
         }
     };
-    Ok(Backend {
+    ignored.extend(parsed.ignored);
+    let mut backend = Backend::new(
         host,
         port,
-        weight,
-        origin: Origin::Zookeeper(node.to_string()),
-    })
+        znode_weight.or(parsed.weight).unwrap_or(DEFAULT_WEIGHT),
+        origin,
+    );
+    backend.options = parsed.options;
+    backend.labels = labels(v.get("labels"), &mut ignored);
+    Ok(Decoded { backend, ignored })
+}
+
+/// Nerve's `labels`: a hash of strings (numbers and booleans are taken as written).
+fn labels(v: Option<&Value>, ignored: &mut Vec<Ignored>) -> Labels {
+    let map = match v {
+        None | Some(Value::Null) => return Labels::new(),
+        Some(Value::Object(map)) => map,
+        Some(other) => {
+            ignored.push(Ignored::Field(format!(
+                "labels {other} is not a hash, ignored"
+            )));
+            return Labels::new();
+        }
+    };
+    map.iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k.clone(), s.clone())),
+            Value::Number(_) | Value::Bool(_) => Some((k.clone(), v.to_string())),
+            other => {
+                ignored.push(Ignored::Field(format!(
+                    "labels.{k}: {other} is not a string, ignored"
+                )));
+                None
+            }
+        })
+        .collect()
 }
 
 fn host(v: &Value, field: &str) -> Result<String, DecodeError> {
@@ -85,13 +159,13 @@ fn port(v: &Value, field: &str) -> Result<u16, DecodeError> {
         .ok_or_else(|| DecodeError::Field(format!("`{field}` missing or not a port 1-65535")))
 }
 
-fn weight(v: &Value) -> Result<u32, DecodeError> {
+fn weight(v: &Value) -> Result<Option<u32>, DecodeError> {
     match v.get("weight") {
-        None | Some(Value::Null) => Ok(DEFAULT_WEIGHT),
+        None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
             .as_u64()
             .filter(|w| *w <= u64::from(MAX_WEIGHT))
-            .map(|w| w as u32)
+            .map(|w| Some(w as u32))
             .ok_or_else(|| DecodeError::Field(format!("`weight` {n} is not 0-{MAX_WEIGHT}"))),
         Some(other) => Err(DecodeError::Field(format!(
             "`weight` {other} is not a number"
@@ -107,22 +181,98 @@ mod tests {
         Decode::default()
     }
 
+    fn backend(data: &[u8], use_weights: bool) -> Decoded {
+        decode("n", data, &nerve(), use_weights).unwrap()
+    }
+
     #[test]
     fn nerve_json() {
-        let b = decode(
+        let d = decode(
             "i-1_0000000001",
-            br#"{"host":"10.0.0.1","port":8080,"name":"i-1","weight":3,"labels":{"az":"a"},"haproxy_server_options":"backup"}"#,
+            br#"{"host":"10.0.0.1","port":8080,"name":"i-1","weight":3,"labels":{"az":"a","rack":7},"haproxy_server_options":"backup maxconn 2"}"#,
             &nerve(),
+            true,
         )
         .unwrap();
+        let b = d.backend;
         assert_eq!((b.host.as_str(), b.port, b.weight), ("10.0.0.1", 8080, 3));
         assert_eq!(b.origin, Origin::Zookeeper("i-1_0000000001".into()));
         assert_eq!(
-            decode("n", br#"{"host":"h","port":"81"}"#, &nerve())
-                .unwrap()
-                .port,
+            b.options,
+            crate::balance::ServerOptions {
+                backup: true,
+                disabled: false,
+                max_connections: Some(2)
+            }
+        );
+        let labels: Vec<(&str, &str)> = b
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(labels, [("az", "a"), ("rack", "7")]);
+        assert!(d.ignored.is_empty());
+        assert_eq!(
+            backend(br#"{"host":"h","port":"81"}"#, true).backend.port,
             81
         );
+    }
+
+    #[test]
+    fn the_znode_weight_wins_over_server_options_unless_ignored() {
+        // (data, use_weights, weight)
+        let table: [(&[u8], bool, u32); 6] = [
+            (br#"{"host":"h","port":1,"weight":4}"#, true, 4),
+            (br#"{"host":"h","port":1,"weight":4}"#, false, 1),
+            (
+                br#"{"host":"h","port":1,"weight":4,"haproxy_server_options":"weight 9"}"#,
+                true,
+                4,
+            ),
+            (
+                br#"{"host":"h","port":1,"weight":4,"haproxy_server_options":"weight 9"}"#,
+                false,
+                9,
+            ),
+            (
+                br#"{"host":"h","port":1,"haproxy_server_options":"weight 9"}"#,
+                true,
+                9,
+            ),
+            // Not read at all without use_weights, so not refused either (as Synapse).
+            (br#"{"host":"h","port":1,"weight":"heavy"}"#, false, 1),
+        ];
+        for (data, use_weights, weight) in table {
+            assert_eq!(
+                backend(data, use_weights).backend.weight,
+                weight,
+                "{} use_weights={use_weights}",
+                String::from_utf8_lossy(data)
+            );
+        }
+    }
+
+    #[test]
+    fn odd_options_and_labels_are_ignored_not_fatal() {
+        let d = backend(
+            br#"{"host":"h","port":1,"haproxy_server_options":"check inter 2s weight x disabled","labels":{"az":"a","deep":{"x":1}}}"#,
+            true,
+        );
+        assert!(d.backend.options.disabled);
+        assert_eq!(d.backend.weight, 1);
+        assert_eq!(d.backend.labels.len(), 1);
+        let keys: Vec<&str> = d.ignored.iter().map(Ignored::key).collect();
+        assert_eq!(keys.len(), 4, "{:?}", d.ignored);
+        assert_eq!(&keys[..3], ["check", "inter", "weight"]);
+        assert!(keys[3].contains("labels.deep"), "{keys:?}");
+        for data in [
+            &br#"{"host":"h","port":1,"haproxy_server_options":["backup"]}"#[..],
+            br#"{"host":"h","port":1,"labels":["az"]}"#,
+        ] {
+            let d = backend(data, true);
+            assert_eq!(d.ignored.len(), 1, "{}", String::from_utf8_lossy(data));
+            assert!(!d.backend.options.backup);
+        }
     }
 
     #[test]
@@ -135,14 +285,18 @@ mod tests {
                 method: DecodeMethod::Serverset,
                 endpoint_name: None,
             },
+            true,
         )
         .unwrap();
-        assert_eq!(main.port, 9090);
+        assert_eq!(main.backend.port, 9090);
         let admin = Decode {
             method: DecodeMethod::Serverset,
             endpoint_name: Some("admin".into()),
         };
-        assert_eq!(decode("member_1", data, &admin).unwrap().port, 9991);
+        assert_eq!(
+            decode("member_1", data, &admin, true).unwrap().backend.port,
+            9991
+        );
         let dead = br#"{"serviceEndpoint":{"host":"h","port":1},"status":"DEAD"}"#;
         assert!(decode(
             "m",
@@ -150,7 +304,8 @@ mod tests {
             &Decode {
                 method: DecodeMethod::Serverset,
                 endpoint_name: None
-            }
+            },
+            true
         )
         .is_err());
     }
@@ -170,14 +325,14 @@ mod tests {
             b"",
         ] {
             assert!(
-                decode("n", bad, &nerve()).is_err(),
+                decode("n", bad, &nerve(), true).is_err(),
                 "{}",
                 String::from_utf8_lossy(bad)
             );
         }
         let huge = vec![b' '; MAX_DATA + 1];
         assert_eq!(
-            decode("n", &huge, &nerve()),
+            decode("n", &huge, &nerve(), true),
             Err(DecodeError::TooLarge(MAX_DATA + 1))
         );
     }

@@ -15,6 +15,8 @@
 
 mod children;
 pub mod decode;
+mod order;
+pub mod server_options;
 
 use super::{SourceContext, ZkDiscoveryMetrics};
 use crate::config::ZookeeperDiscovery;
@@ -87,12 +89,13 @@ impl Watcher {
     fn new(config: ZookeeperDiscovery, ctx: SourceContext, sessions: &Sessions) -> Self {
         let service = ctx.balancer.service().to_string();
         let skipped = ctx.metrics.zk_skipped(&service);
+        let ignored = ctx.metrics.zk_ignored(&service);
         Self {
             connected: ctx.metrics.zk_service_connected(&service),
             last_update: ctx.metrics.zk_last_update(&service),
             metrics: ctx.metrics.zk_discovery(&service),
             conn: sessions.get(&config.hosts, config.session_timeout),
-            children: Children::new(&config, &service, skipped),
+            children: Children::new(&config, &service, skipped, ignored),
             dirty: Dirty::everything(),
             session: None,
             read_epoch: None,

@@ -24,14 +24,18 @@ pub use dirty::{Dirty, WatchEvent};
 pub use requests::Requests;
 
 use super::decode;
+use super::server_options::Ignored;
 use crate::balance::Backend;
 use crate::config::{WatchMode, ZookeeperDiscovery};
 use oneshot::Oneshot;
 use prometheus::IntCounter;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::task::Poll;
 use zookeeper_client as zk;
+
+/// Most options and fields of one service warned about as left out; beyond, they are only counted.
+const MAX_WARNED: usize = 64;
 
 /// One child as last read.
 struct Child {
@@ -92,6 +96,12 @@ struct Known {
     service: String,
     /// Counts malformed children.
     skipped: IntCounter,
+    /// Counts server options and fields of children left out.
+    ignored: IntCounter,
+    /// What has been warned about as left out, by option or field: each is warned about once.
+    warned: HashSet<String>,
+    /// Seed of the `shuffle` order.
+    seed: u64,
     /// Requests made since they were last taken.
     requests: Requests,
 }
@@ -104,8 +114,13 @@ pub struct Children {
 
 impl Children {
     /// Nothing known yet about `config.path`, watched in `config.watch` mode; malformed children of
-    /// `service` are counted on `skipped`.
-    pub fn new(config: &ZookeeperDiscovery, service: &str, skipped: IntCounter) -> Self {
+    /// `service` are counted on `skipped`, options and fields left out of a child on `ignored`.
+    pub fn new(
+        config: &ZookeeperDiscovery,
+        service: &str,
+        skipped: IntCounter,
+        ignored: IntCounter,
+    ) -> Self {
         Self {
             known: Known {
                 by_name: BTreeMap::new(),
@@ -113,6 +128,9 @@ impl Children {
                 config: config.clone(),
                 service: service.to_string(),
                 skipped,
+                ignored,
+                warned: HashSet::new(),
+                seed: config.order_seed.unwrap_or_else(|| fastrand::u64(..)),
                 requests: Requests::default(),
             },
             watches: Watches::new(config.watch),
@@ -180,8 +198,11 @@ impl Known {
         {
             return None;
         }
-        let backend = match decode::decode(name, data, &self.config.decode) {
-            Ok(mut backend) => {
+        let decoded = decode::decode(name, data, &self.config.decode, self.config.use_weights);
+        let backend = match decoded {
+            Ok(decoded) => {
+                self.left_out(name, &decoded.ignored);
+                let mut backend = decoded.backend;
                 if let Some(port) = self.config.port_override {
                     backend.port = port;
                 }
@@ -205,18 +226,33 @@ impl Known {
         Some(stat.mtime)
     }
 
+    /// Counts what was left out of child `name` and warns about each option or field the first time.
+    fn left_out(&mut self, name: &str, ignored: &[Ignored]) {
+        for i in ignored {
+            self.ignored.inc();
+            // Bounded, so that znodes inventing option names cannot grow it without end.
+            if self.warned.len() < MAX_WARNED && self.warned.insert(i.key().to_string()) {
+                tracing::warn!(service = %self.service, zk_path = %self.config.path, node = %name, "{i} (warned once per service and option)");
+            }
+        }
+    }
+
     /// The full path of child `name`.
     fn child_path(&self, name: &str) -> String {
         format!("{}/{name}", self.base)
     }
 
-    /// The backends of every known child, with the write times of those just read.
+    /// The backends of every known child that pass the label filters, in the configured order, with
+    /// the write times of those just read.
     fn found(&self, written: Vec<i64>) -> PathContents {
-        let backends = self
+        let mut backends: Vec<Backend> = self
             .by_name
             .values()
-            .filter_map(|c| c.backend.clone())
+            .filter_map(|c| c.backend.as_ref())
+            .filter(|b| self.config.admits(&b.labels))
+            .cloned()
             .collect();
+        super::order::arrange(&mut backends, self.config.order, self.seed);
         PathContents::Backends(backends, written)
     }
 }
