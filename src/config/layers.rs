@@ -94,7 +94,7 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     {
         return Err(twice("http_frontends", name));
     }
-    let mine = listeners(&ours);
+    let mine = listeners(ours);
     for (addr, owner) in listeners(&theirs).into_iter().filter(|(_, o)| o != "admin") {
         if let Some((a, o)) = mine.iter().find(|(a, _)| addr::overlaps(*a, addr)) {
             return Err(LayerError::Address {
@@ -226,6 +226,40 @@ mod tests {
         );
         let e = merge(&mut base, other).unwrap_err().to_string();
         assert!(e.contains("of admin in sinew.yaml"), "{e}");
+    }
+
+    #[test]
+    fn an_http_frontend_in_both_files_or_on_another_files_port_is_an_error_and_portless_services_merge(
+    ) {
+        let front = |listen: &str| {
+            format!("services:\n  api: {{ mode: http, backends: [127.0.0.1:1] }}\nhttp_frontends:\n  f: {{ listen: {listen}, default_service: api }}\n")
+        };
+        let mut base = layer("sinew.yaml", &front("127.0.0.1:8080"));
+        let other = layer(
+            "synapse.json",
+            "services:\n  web: { mode: http, backends: [127.0.0.1:2] }\nhttp_frontends:\n  f: { listen: 127.0.0.1:8081, default_service: web }\n",
+        );
+        let e = merge(&mut base, other).unwrap_err().to_string();
+        assert!(
+            e.starts_with("http_frontends.f is defined in sinew.yaml and in synapse.json"),
+            "{e}"
+        );
+        let other = layer(
+            "synapse.json",
+            "services:\n  web: { listen: 127.0.0.1:8080, backends: [127.0.0.1:2] }\n",
+        );
+        let e = merge(&mut base, other).unwrap_err().to_string();
+        assert!(
+            e.contains("127.0.0.1:8080 of http_frontends.f in sinew.yaml"),
+            "{e}"
+        );
+        let other = layer(
+            "synapse.json",
+            "services:\n  web: { mode: http, backends: [127.0.0.1:2] }\nhttp_frontends:\n  g: { listen: 127.0.0.1:8081, default_service: web }\n",
+        );
+        merge(&mut base, other).unwrap();
+        assert_eq!(base.config.http_frontends.len(), 2);
+        assert_eq!(base.config.services.len(), 2);
     }
 
     #[test]

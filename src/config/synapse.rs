@@ -361,7 +361,15 @@ fn translate(
     let mut out = BTreeMap::new();
     for ((name, svc), (_, backend, own)) in services.into_iter().zip(&shared) {
         let routed = !own.is_empty() || named.contains(backend.as_str());
-        if let Some(s) = service::translate(file, &name, &svc, &defaults, (bind, routed), reading, &mut w)? {
+        if let Some(s) = service::translate(
+            file,
+            &name,
+            &svc,
+            &defaults,
+            (bind, routed),
+            reading,
+            &mut w,
+        )? {
             out.insert(name, s);
         }
     }
