@@ -1,5 +1,5 @@
-//! Backend-set swaps: under load with zero failed connections, draining of removed backends, and the
-//! file discovery source.
+//! Backend-set swaps: under load with zero failed connections, draining of removed backends, the
+//! file discovery source, and default servers until a source first reports.
 
 mod support;
 
@@ -184,4 +184,47 @@ async fn file_discovery_follows_the_file_and_survives_a_bad_edit() {
         "a malformed file keeps the previous set"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn default_servers_serve_until_a_missing_discovery_file_appears() {
+    let (default, found) = (
+        EchoBackend::start("default").await,
+        EchoBackend::start("found").await,
+    );
+    let dir = std::env::temp_dir().join(format!("sinew-defaults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("missing.json");
+    let _ = std::fs::remove_file(&file);
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery: {{ file: {} }}\n    default_servers: [{}]\n",
+        file.display(),
+        default.hostport()
+    ))
+    .await;
+    let web = agent.service_addr("web").unwrap();
+    assert_eq!(
+        greet(web).await.as_deref(),
+        Ok("default"),
+        "defaults serve at start"
+    );
+    let (ready, _) = http_get(agent.admin_addr(), "/ready").await;
+    assert_eq!(ready, 503, "defaults are not a discovery report");
+
+    std::fs::write(&file, format!("[\"{}\"]", found.hostport())).unwrap();
+    let mut moved = false;
+    for _ in 0..250 {
+        if greet(web).await.as_deref() == Ok("found") {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        moved,
+        "the file's backends replace the defaults once it appears"
+    );
+    assert_eq!(agent.balancer("web").unwrap().current().entries().len(), 1);
+    agent.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,8 +5,9 @@ mod support;
 
 use sinew::agent::Agent;
 use sinew::config::synapse;
-use sinew::config::{Algorithm, Level, Mode};
+use sinew::config::{Algorithm, DiscoveryConfig, Level, Mode};
 use std::process::Command;
+use std::time::Duration;
 use support::process::{temp_file, BIN};
 use support::zk::{nerve, put, ZooKeeper};
 use support::*;
@@ -204,7 +205,7 @@ async fn a_yaml_hash_form_routes_while_an_unsupported_method_is_skipped() {
     let config = temp_file(
         "synapse-hash.yaml",
         &format!(
-            "services:\n  web:\n    default_servers:\n      - {{ name: a, host: 127.0.0.1, port: {pa} }}\n    discovery: {{ method: base }}\n    haproxy:\n      port: {p1}\n      listen: [\"mode tcp\"]\n  resolver:\n    discovery: {{ method: dns, servers: [{{ name: x, host: example.com }}] }}\n    haproxy: {{ port: {p2}, server_port_override: 80 }}\nhaproxy:\n  bind_address: 127.0.0.1\n  reload_command: /bin/true\n",
+            "services:\n  web:\n    default_servers:\n      - {{ name: a, host: 127.0.0.1, port: {pa} }}\n    discovery: {{ method: base }}\n    haproxy:\n      port: {p1}\n      listen: [\"mode tcp\"]\n  resolver:\n    discovery: {{ method: ec2tag, tag_name: role }}\n    haproxy: {{ port: {p2}, server_port_override: 80 }}\nhaproxy:\n  bind_address: 127.0.0.1\n  reload_command: /bin/true\n",
             pa = a.addr.port()
         ),
     );
@@ -212,7 +213,7 @@ async fn a_yaml_hash_form_routes_while_an_unsupported_method_is_skipped() {
     assert!(
         t.warnings
             .iter()
-            .any(|w| w.message.contains("services.resolver") && w.message.contains("dns")),
+            .any(|w| w.message.contains("services.resolver") && w.message.contains("ec2tag")),
         "{:?}",
         t.warnings
     );
@@ -358,12 +359,12 @@ fn a_config_whose_every_service_is_skipped_is_an_error() {
     let e = translate(
         "none.json",
         r#"{"services": {"cloud": {"discovery": {"method": "ec2tag"}, "haproxy": {"port": 4104}},
-                         "names": {"discovery": {"method": "dns"}, "haproxy": {"port": 4105}}}}"#,
+                         "names": {"discovery": {"method": "consul"}, "haproxy": {"port": 4105}}}}"#,
     )
     .unwrap_err()
     .to_string();
     assert!(
-        e.contains("no service can run") && e.contains("services.cloud") && e.contains("dns"),
+        e.contains("no service can run") && e.contains("services.cloud") && e.contains("consul"),
         "{e}"
     );
 }
@@ -708,4 +709,137 @@ fn a_bad_label_filter_or_znode_setting_is_an_error_naming_the_field() {
         .to_string();
         assert!(e.contains(field), "{field}: {e}");
     }
+}
+
+#[test]
+fn dns_and_zookeeper_dns_translate_to_resolved_discovery() {
+    let t = translate(
+        "dns.json",
+        r#"{"services": {
+            "db": {"discovery": {"method": "dns", "check_interval": 5, "nameserver": "10.0.0.53",
+                                 "servers": [{"name": "db1", "host": "db1.internal", "port": 5432},
+                                             {"name": "db2", "host": "10.0.0.7", "port": "5433", "labels": {"az": "a"}}]},
+                   "haproxy": {"port": 4201, "server_options": "check weight 4"}},
+            "over": {"discovery": {"method": "dns", "servers": [{"host": "db1.internal"}]},
+                     "haproxy": {"port": 4202, "server_port_override": 6000}},
+            "web": {"discovery": {"method": "zookeeper_dns", "hosts": ["zk1:2181"], "path": "/nerve/web",
+                                  "check_interval": 0.5},
+                    "default_servers": [{"name": "d", "host": "127.0.0.1", "port": 9}],
+                    "haproxy": {"port": 4203}}}}"#,
+    )
+    .unwrap();
+    let Some(DiscoveryConfig::Dns(db)) = &t.config.services["db"].discovery else {
+        panic!("dns expected: {:?}", t.config.services["db"].discovery)
+    };
+    assert_eq!(db.interval, Duration::from_secs(5));
+    let servers: Vec<_> = db
+        .servers
+        .iter()
+        .map(|s| {
+            (
+                s.addr.host.as_str(),
+                s.addr.port,
+                s.addr.weight,
+                s.name.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        servers,
+        [
+            ("db1.internal", 5432, 4, Some("db1")),
+            ("10.0.0.7", 5433, 4, Some("db2"))
+        ]
+    );
+    let warned = |what: &str| t.warnings.iter().any(|w| w.message.contains(what));
+    assert!(
+        warned("services.db: discovery.nameserver"),
+        "{:?}",
+        t.warnings
+    );
+    assert!(warned("discovery.servers[1].labels"), "{:?}", t.warnings);
+    let Some(DiscoveryConfig::Dns(over)) = &t.config.services["over"].discovery else {
+        panic!("dns expected")
+    };
+    assert_eq!(
+        (over.servers[0].addr.port, over.interval),
+        (6000, Duration::from_secs(30))
+    );
+    let web = &t.config.services["web"];
+    let Some(DiscoveryConfig::Zookeeper(zk)) = &web.discovery else {
+        panic!("zookeeper expected")
+    };
+    assert_eq!(
+        (zk.path.as_str(), zk.resolve_interval),
+        ("/nerve/web", Some(Duration::from_millis(500)))
+    );
+    assert_eq!(web.default_servers.len(), 1);
+
+    for (discovery, says) in [
+        (r#"{"method": "dns"}"#, "discovery.servers"),
+        (r#"{"method": "dns", "servers": []}"#, "discovery.servers"),
+        (
+            r#"{"method": "dns", "servers": [{"host": "h"}]}"#,
+            "discovery.servers[0]",
+        ),
+        (
+            r#"{"method": "dns", "servers": [{"port": 1}]}"#,
+            "discovery.servers[0]",
+        ),
+        (
+            r#"{"method": "dns", "servers": [{"host": "h", "port": 1}], "check_interval": "often"}"#,
+            "discovery.check_interval",
+        ),
+        (
+            r#"{"method": "dns", "servers": [{"host": "h", "port": 1}], "check_interval": 0}"#,
+            "discovery.check_interval",
+        ),
+        (
+            r#"{"method": "zookeeper_dns", "path": "/p"}"#,
+            "discovery.hosts",
+        ),
+    ] {
+        let e = translate(
+            "bad-dns.json",
+            &format!(r#"{{"services": {{"x": {{"discovery": {discovery}, "haproxy": {{"port": 4204}}}}}}}}"#),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("services.x") || e.contains("x"), "{e}");
+        assert!(e.contains(says), "{discovery}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn a_synapse_dns_service_routes_to_what_localhost_resolves_to() {
+    let port = support::process::free_port();
+    let backends = support::dns::serve_every_address("localhost", port, "local").await;
+    let listen = support::process::free_port();
+    let config = temp_file(
+        "synapse-dns.json",
+        &format!(
+            r#"{{"services": {{"local": {{"discovery": {{"method": "dns", "check_interval": 1,
+                   "servers": [{{"name": "l", "host": "localhost", "port": {port}}}]}},
+                   "haproxy": {{"port": {listen}, "listen": ["mode tcp"]}}}}}}}}"#
+        ),
+    );
+    let t = synapse::load(&config).unwrap();
+    let agent = start(t.config).await;
+    let addr = agent.service_addr("local").unwrap();
+    let mut routed = false;
+    for _ in 0..250 {
+        if greet(addr).await.ok().as_deref() == Some("local") {
+            routed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(routed, "the name's backend serves");
+    let view = agent.balancer("local").unwrap().view();
+    let mut hosts: Vec<String> = view.backends.iter().map(|b| b.address.clone()).collect();
+    hosts.sort();
+    let mut want: Vec<String> = backends.iter().map(|b| b.addr.to_string()).collect();
+    want.sort();
+    assert_eq!(hosts, want, "one backend per address of localhost");
+    agent.shutdown(Duration::from_secs(1)).await;
 }

@@ -136,6 +136,7 @@ impl Fleet {
         self.tasks.spawn(zookeeper::run(
             config.clone(),
             ctx,
+            sinew::discovery::Sink::Balancer(Arc::clone(&balancer)),
             sessions,
             sinew::supervise::Busy::default(),
         ));

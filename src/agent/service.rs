@@ -332,6 +332,9 @@ fn build(
         if let Some(backends) = saved.filter(|b| !b.is_empty()) {
             tracing::info!(service = %name, backends = backends.len(), "serving the state file's backends until discovery reports");
             balancer.update(backends);
+        } else if balancer.serve_defaults() {
+            // A source may take long to report, or never (a missing file, an unreachable ensemble).
+            tracing::info!(service = %name, "serving the default servers until discovery reports");
         }
     }
     let ctx = SourceContext {

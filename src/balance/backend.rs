@@ -16,6 +16,8 @@ pub enum Origin {
     File,
     /// A ZooKeeper znode, by name.
     Zookeeper(String),
+    /// An address the host name resolved to.
+    Dns(String),
     /// A default server used while discovery has none.
     Default,
     /// Kept from the previous set because discovery reported none.
@@ -30,6 +32,7 @@ impl fmt::Display for Origin {
             Origin::Static => f.write_str("static"),
             Origin::File => f.write_str("file"),
             Origin::Zookeeper(node) => write!(f, "zookeeper:{node}"),
+            Origin::Dns(name) => write!(f, "dns:{name}"),
             Origin::Default => f.write_str("default"),
             Origin::Previous => f.write_str("previous"),
             Origin::StateFile => f.write_str("state_file"),

@@ -196,8 +196,22 @@ impl Balancer {
     /// no-op. Counters and health of backends that stay are kept; backends that leave keep serving their
     /// open connections and are forgotten once those have drained. True when a new set was swapped in.
     pub fn update(&self, backends: Vec<Backend>) -> bool {
+        self.swap(backends, true)
+    }
+
+    /// Serves the default servers until discovery first reports; not counted as a report, so the
+    /// service still shows as waiting for discovery. True when there were defaults to serve.
+    pub fn serve_defaults(&self) -> bool {
+        let defaults = self.fallback.defaults.clone();
+        !defaults.is_empty() && self.swap(defaults, false)
+    }
+
+    /// [`Balancer::update`], marking a discovery report when `reported`.
+    fn swap(&self, backends: Vec<Backend>, reported: bool) -> bool {
         let mut reg = self.lock();
-        reg.last_update = Some(SystemTime::now());
+        if reported {
+            reg.last_update = Some(SystemTime::now());
+        }
         let current = self.current.load_full();
         let Some(backends) = self.fallback.apply(&self.service, backends, &current) else {
             return false;

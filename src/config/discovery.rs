@@ -1,8 +1,12 @@
-//! Where a service's backends come from when they are not listed: a file, or a ZooKeeper path.
+//! Where a service's backends come from when they are not listed: a file, a ZooKeeper path, or host
+//! names resolved through the system resolver.
 
+use super::addr::BackendAddr;
 use super::duration;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +18,8 @@ pub enum DiscoveryConfig {
     File(PathBuf),
     /// Children of a ZooKeeper path (Nerve or ServerSet znodes).
     Zookeeper(ZookeeperDiscovery),
+    /// Host names resolved on an interval, one backend per address.
+    Dns(DnsDiscovery),
 }
 
 /// The `discovery:` mapping as written: exactly one source key.
@@ -22,6 +28,7 @@ pub enum DiscoveryConfig {
 struct DiscoverySection {
     file: Option<PathBuf>,
     zookeeper: Option<ZookeeperDiscovery>,
+    dns: Option<DnsDiscovery>,
 }
 
 impl Serialize for DiscoveryConfig {
@@ -31,6 +38,7 @@ impl Serialize for DiscoveryConfig {
         match self {
             DiscoveryConfig::File(path) => map.serialize_entry("file", path)?,
             DiscoveryConfig::Zookeeper(zk) => map.serialize_entry("zookeeper", zk)?,
+            DiscoveryConfig::Dns(dns) => map.serialize_entry("dns", dns)?,
         }
         map.end()
     }
@@ -38,15 +46,16 @@ impl Serialize for DiscoveryConfig {
 
 /// A `discovery:` mapping that names no source, or both.
 #[derive(Debug, thiserror::Error)]
-#[error("give exactly one discovery source: `file` or `zookeeper`")]
+#[error("give exactly one discovery source: `file`, `zookeeper` or `dns`")]
 pub struct NotOneSource;
 
 impl TryFrom<DiscoverySection> for DiscoveryConfig {
     type Error = NotOneSource;
     fn try_from(d: DiscoverySection) -> Result<Self, NotOneSource> {
-        match (d.file, d.zookeeper) {
-            (Some(f), None) => Ok(DiscoveryConfig::File(f)),
-            (None, Some(z)) => Ok(DiscoveryConfig::Zookeeper(z)),
+        match (d.file, d.zookeeper, d.dns) {
+            (Some(f), None, None) => Ok(DiscoveryConfig::File(f)),
+            (None, Some(z), None) => Ok(DiscoveryConfig::Zookeeper(z)),
+            (None, None, Some(d)) => Ok(DiscoveryConfig::Dns(d)),
             _ => Err(NotOneSource),
         }
     }
@@ -87,6 +96,14 @@ pub struct ZookeeperDiscovery {
     /// Seed of the `shuffle` order (Synapse's `server_order_seed`); random per process when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_seed: Option<u64>,
+    /// When set, the znodes' host names are resolved to addresses (one backend per address) and
+    /// resolved again on this interval (Synapse's `zookeeper_dns`).
+    #[serde(
+        default,
+        with = "duration::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub resolve_interval: Option<Duration>,
 }
 
 /// The order of a service's discovered backends. Only `backup` selection depends on it (the first
@@ -118,6 +135,7 @@ impl ZookeeperDiscovery {
             label_filters: Vec::new(),
             order: Order::default(),
             order_seed: None,
+            resolve_interval: None,
         }
     }
 
@@ -200,6 +218,84 @@ pub enum DecodeMethod {
     Nerve,
     /// Finagle ServerSet JSON: `{serviceEndpoint, additionalEndpoints, shard}`.
     Serverset,
+}
+
+/// DNS discovery settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsDiscovery {
+    /// The names to resolve, each with the port its backends listen on.
+    pub servers: Vec<DnsServer>,
+    /// How often every name is resolved again (Synapse's `check_interval`).
+    #[serde(default = "default_dns_interval", with = "duration")]
+    pub interval: Duration,
+}
+
+/// Synapse's dns watcher re-resolves every 30 seconds unless `check_interval` says otherwise.
+pub const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(30);
+
+fn default_dns_interval() -> Duration {
+    DEFAULT_DNS_INTERVAL
+}
+
+/// One name to resolve: `"host:port"` or `{ host, port, weight, name }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsServer {
+    /// The host name (or an IP address, used as it is), its port and the weight of its backends.
+    pub addr: BackendAddr,
+    /// A name for logs (Synapse's server `name`); the host when not given.
+    pub name: Option<String>,
+}
+
+impl Serialize for DnsServer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("host", &self.addr.host)?;
+        map.serialize_entry("port", &self.addr.port)?;
+        map.serialize_entry("weight", &self.addr.weight)?;
+        if let Some(name) = &self.name {
+            map.serialize_entry("name", name)?;
+        }
+        map.end()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsServerMap {
+    host: String,
+    port: u32,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    name: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    super::DEFAULT_WEIGHT
+}
+
+impl<'de> Deserialize<'de> for DnsServer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = DnsServer;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"host:port\" or { host, port, weight, name }")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DnsServer, E> {
+                let addr = BackendAddr::parse(v).map_err(E::custom)?;
+                Ok(DnsServer { addr, name: None })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DnsServer, A::Error> {
+                let m = DnsServerMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let addr = BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)?;
+                Ok(DnsServer { addr, name: m.name })
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 fn default_session_timeout() -> Duration {
@@ -291,6 +387,52 @@ mod tests {
             e.contains("label_filters") && e.contains("matches") && e.contains("not-equals"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn dns_discovery_parses_both_server_forms_and_rejects_bad_ones() {
+        let c = parse(
+            "services:\n  db:\n    listen: 127.0.0.1:1\n    discovery:\n      dns:\n        servers: [\"db.internal:5432\", { host: db2.internal, port: 5433, name: db2, weight: 3 }]\n",
+        )
+        .unwrap();
+        let Some(DiscoveryConfig::Dns(dns)) = &c.services["db"].discovery else {
+            panic!("dns expected")
+        };
+        assert_eq!(dns.interval, DEFAULT_DNS_INTERVAL);
+        let s = &dns.servers;
+        assert_eq!(
+            (
+                s[0].addr.host.as_str(),
+                s[0].addr.port,
+                s[0].name.as_deref()
+            ),
+            ("db.internal", 5432, None)
+        );
+        assert_eq!(
+            (s[1].addr.port, s[1].addr.weight, s[1].name.as_deref()),
+            (5433, 3, Some("db2"))
+        );
+        for (bad, says) in [
+            ("dns: { servers: [] }", "discovery.dns.servers"),
+            (
+                "dns: { servers: [\"h:1\"], interval: 0s }",
+                "discovery.dns.interval",
+            ),
+            ("dns: { servers: [\"h\"] }", "expected host:port"),
+            ("dns: { servers: [{ host: h, port: 0 }] }", "invalid port"),
+            ("dns: { servers: [{ host: h, port: 1, ttl: 3 }] }", "ttl"),
+            (
+                "zookeeper: { hosts: [h:1], path: /p, resolve_interval: 0s }",
+                "discovery.zookeeper.resolve_interval",
+            ),
+        ] {
+            let e = parse(&format!(
+                "services:\n  db:\n    listen: 127.0.0.1:1\n    discovery: {{ {bad} }}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! Synapse configs, translated into sinew's own model: the `services` hash (or the older list with
-//! `local_port`), `service_conf_dir`, discovery `base` and `zookeeper`, `default_servers`, and the HAProxy
-//! directives sinew implements. Whatever sinew does not implement is reported once as a [`Warning`],
+//! `local_port`), `service_conf_dir`, discovery `base`, `zookeeper`, `dns` and `zookeeper_dns`,
+//! `default_servers`, and the HAProxy directives sinew implements. Whatever sinew does not implement is reported once as a [`Warning`],
 //! naming the service and the directive: never silently dropped, never fatal. Unknown keys are warned
 //! about and ignored, as Synapse ignores them; a wrong value (a bad port, `retries many`) is an error
 //! naming file, service and field. A service whose discovery method sinew does not support is skipped
 //! with an error-level warning and the others run; when none is left, that is an error.
 
+mod dns;
 mod front;
 mod frontend;
 mod global;

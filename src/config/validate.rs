@@ -143,10 +143,30 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
                     "at least one host is required",
                 ));
             }
+            if zk.resolve_interval.is_some_and(|i| i.is_zero()) {
+                return Err(FieldError::new(
+                    "discovery.zookeeper.resolve_interval",
+                    "must be greater than zero",
+                ));
+            }
             if !zk.path.starts_with('/') || (zk.path.len() > 1 && zk.path.ends_with('/')) {
                 return Err(FieldError::new(
                     "discovery.zookeeper.path",
                     format!("{:?} must start with '/' and not end with one", zk.path),
+                ));
+            }
+        }
+        Some(DiscoveryConfig::Dns(dns)) => {
+            if dns.servers.is_empty() {
+                return Err(FieldError::new(
+                    "discovery.dns.servers",
+                    "at least one server is required",
+                ));
+            }
+            if dns.interval.is_zero() {
+                return Err(FieldError::new(
+                    "discovery.dns.interval",
+                    "must be greater than zero",
                 ));
             }
         }

@@ -1,5 +1,5 @@
-//! The metric families of discovery: failed reads of every source, and what each service's
-//! ZooKeeper watch decoded, requested and propagated.
+//! The metric families of discovery: failed reads of every source, failed host-name lookups, and what
+//! each service's ZooKeeper watch decoded, requested and propagated.
 
 use crate::metrics::Registry;
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
@@ -21,6 +21,7 @@ pub const ZK_REQUEST_KINDS: [&str; 5] = ["list", "get_data", "exists", "watch", 
 /// Discovery's families, registered once per agent.
 pub struct DiscoveryMetrics {
     errors: IntCounterVec,
+    dns_failures: IntCounterVec,
     zk_znodes: IntGaugeVec,
     zk_skipped: IntCounterVec,
     zk_ignored: IntCounterVec,
@@ -51,6 +52,11 @@ impl DiscoveryMetrics {
                 "sinew_discovery_errors_total",
                 "Discovery reads that failed or were rejected (the previous set stays).",
                 &["service", "source"],
+            )?,
+            dns_failures: r.counter(
+                "sinew_discovery_dns_failures_total",
+                "Host-name lookups that failed, timed out or found no address, by reason (the name's last good answer stays).",
+                &["service", "reason"],
             )?,
             zk_znodes: r.gauge("sinew_discovery_znodes", "Backends decoded from a service's znodes at the last read.", s)?,
             zk_skipped: r.counter(
@@ -94,6 +100,13 @@ impl DiscoveryMetrics {
     /// Counts a failed or rejected discovery read of `source` (file, zookeeper).
     pub fn error(&self, service: &str, source: &str) {
         self.errors.with_label_values(&[service, source]).inc();
+    }
+
+    /// Counts a failed lookup of one of a service's host names (`error`, `timeout` or `empty`).
+    pub fn dns_failure(&self, service: &str, reason: &str) {
+        self.dns_failures
+            .with_label_values(&[service, reason])
+            .inc();
     }
 
     /// The ZooKeeper discovery children of one service.

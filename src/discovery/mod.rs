@@ -4,6 +4,7 @@
 //! that cannot read (a malformed file, an unreachable ZooKeeper) keeps quiet rather than reporting an
 //! empty list, so the last known good set keeps serving.
 
+pub mod dns;
 mod file;
 mod metrics;
 pub mod zookeeper;
@@ -14,6 +15,7 @@ use crate::balance::{Backend, Balancer, Origin};
 use crate::config::{BackendAddr, DiscoveryConfig, ServiceConfig};
 use crate::supervise::TaskMetrics;
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -47,7 +49,19 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
                 file::run(path.clone(), ctx.clone())
             });
         }
+        Some(DiscoveryConfig::Dns(dns)) => {
+            let (wanted, _) = watch::channel(Some(dns::servers(&dns.servers)));
+            resolve(Arc::new(wanted), dns.interval, ctx, tasks);
+        }
         Some(DiscoveryConfig::Zookeeper(zk)) => {
+            let sink = match zk.resolve_interval {
+                None => Sink::Balancer(Arc::clone(&ctx.balancer)),
+                Some(interval) => {
+                    let wanted = Arc::new(watch::channel(None).0);
+                    resolve(Arc::clone(&wanted), interval, ctx.clone(), tasks);
+                    Sink::Resolve(wanted)
+                }
+            };
             let sessions = Arc::clone(&ctx.zookeeper);
             let (zk, panics) = (zk.clone(), ctx.task_metrics.panics("zookeeper_discovery"));
             let name = format!("zookeeper discovery of {}", ctx.balancer.service());
@@ -60,8 +74,51 @@ pub fn start(config: &ServiceConfig, ctx: SourceContext, tasks: &TaskTracker) {
                 ctx.shutdown.clone(),
             );
             crate::supervise::spawn(tasks, name, panics, move || {
-                zookeeper::run(zk.clone(), ctx.clone(), Arc::clone(&sessions), busy.clone())
+                let (zk, ctx, sink) = (zk.clone(), ctx.clone(), sink.clone());
+                zookeeper::run(zk, ctx, sink, Arc::clone(&sessions), busy.clone())
             });
+        }
+    }
+}
+
+/// Runs the resolver of a service's host names on `tasks`, fed by `wanted`.
+fn resolve(
+    wanted: Arc<watch::Sender<dns::Wanted>>,
+    interval: std::time::Duration,
+    ctx: SourceContext,
+    tasks: &TaskTracker,
+) {
+    let panics = ctx.task_metrics.panics("dns_discovery");
+    let name = format!("dns discovery of {}", ctx.balancer.service());
+    crate::supervise::spawn(tasks, name, panics, move || {
+        // The sender lives as long as the resolver, so a fixed list is never taken for a closed source.
+        let (wanted, ctx) = (Arc::clone(&wanted), ctx.clone());
+        async move {
+            let changes = wanted.subscribe();
+            dns::run(changes, interval, ctx, Arc::new(dns::System)).await;
+        }
+    });
+}
+
+/// Where a source hands each complete list of backends it reads.
+#[derive(Clone)]
+pub enum Sink {
+    /// Straight to the service's balancer.
+    Balancer(Arc<Balancer>),
+    /// To the service's resolver, which turns their host names into addresses first.
+    Resolve(Arc<watch::Sender<dns::Wanted>>),
+}
+
+impl Sink {
+    /// Hands `backends` on; true when the balancer swapped in a new set (always false for a
+    /// resolver, whose swap comes later).
+    pub fn update(&self, backends: Vec<Backend>) -> bool {
+        match self {
+            Sink::Balancer(balancer) => balancer.update(backends),
+            Sink::Resolve(wanted) => {
+                wanted.send_replace(Some(backends));
+                false
+            }
         }
     }
 }
@@ -72,7 +129,24 @@ pub fn describe(config: &ServiceConfig) -> String {
         None => "static".into(),
         Some(DiscoveryConfig::File(path)) => format!("file:{}", path.display()),
         Some(DiscoveryConfig::Zookeeper(zk)) => {
-            format!("zookeeper:{}{}", crate::zk::cluster(&zk.hosts), zk.path)
+            let resolve = if zk.resolve_interval.is_some() {
+                " (resolved)"
+            } else {
+                ""
+            };
+            format!(
+                "zookeeper:{}{}{resolve}",
+                crate::zk::cluster(&zk.hosts),
+                zk.path
+            )
+        }
+        Some(DiscoveryConfig::Dns(dns)) => {
+            let names: Vec<String> = dns
+                .servers
+                .iter()
+                .map(|s| format!("{}:{}", s.addr.host, s.addr.port))
+                .collect();
+            format!("dns:{}", names.join(","))
         }
     }
 }

@@ -52,13 +52,14 @@ pub(super) struct ZnodeReading {
 }
 
 /// The one service being translated: where errors and warnings point.
-struct At<'a> {
+pub(super) struct At<'a> {
     file: &'a Path,
     name: &'a str,
 }
 
 impl At<'_> {
-    fn invalid(&self, field: &str, message: String) -> SynapseError {
+    /// An error at `field` of this service.
+    pub(super) fn invalid(&self, field: &str, message: String) -> SynapseError {
         SynapseError::Invalid {
             file: self.file.to_path_buf(),
             service: self.name.to_string(),
@@ -223,8 +224,10 @@ pub(super) fn translate(
             }
             (default_servers.clone(), None)
         }
-        "zookeeper" => {
-            let known = [
+        "zookeeper" | "zookeeper_dns" => {
+            // zookeeper_dns reads the same znodes and resolves their host names on an interval.
+            let resolving = method == "zookeeper_dns";
+            let mut known = vec![
                 "method",
                 "path",
                 "hosts",
@@ -232,6 +235,9 @@ pub(super) fn translate(
                 "label_filters",
                 "label_filter",
             ];
+            if resolving {
+                known.extend(["check_interval", "nameserver"]);
+            }
             for key in unknown_keys(discovery, &known) {
                 warn(
                     Level::Warn,
@@ -249,7 +255,15 @@ pub(super) fn translate(
             zk.use_weights = reading.use_nerve_weights;
             zk.label_filters = label_filters(&at, discovery)?;
             (zk.order, zk.order_seed) = (order(&hap, &mut warn), reading.order_seed);
+            if resolving {
+                zk.resolve_interval =
+                    Some(super::dns::resolve_interval(&at, discovery, &mut warn)?);
+            }
             (Vec::new(), Some(DiscoveryConfig::Zookeeper(zk)))
+        }
+        "dns" => {
+            let dns = super::dns::dns(&at, discovery, port_override, d.weight, &mut warn)?;
+            (Vec::new(), Some(dns))
         }
         other => {
             warn(
@@ -332,7 +346,7 @@ fn listen(
 }
 
 /// A port 1-65535, written as a number or a string of digits.
-fn port_of(v: &Value) -> Option<u16> {
+pub(super) fn port_of(v: &Value) -> Option<u16> {
     let n = match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -384,7 +398,7 @@ fn label_filters(at: &At<'_>, d: &Value) -> Result<Vec<LabelFilter>, SynapseErro
 }
 
 /// `discovery: {method: zookeeper, hosts, path, decode}`; `hosts` may be one string.
-fn zookeeper(
+pub(super) fn zookeeper(
     at: &At<'_>,
     d: &Value,
     port_override: Option<u16>,

@@ -18,7 +18,7 @@ pub mod decode;
 mod order;
 pub mod server_options;
 
-use super::{SourceContext, ZkDiscoveryMetrics};
+use super::{Sink, SourceContext, ZkDiscoveryMetrics};
 use crate::config::ZookeeperDiscovery;
 use crate::supervise::Busy;
 use crate::zk::{Backoff, Conn, Sessions};
@@ -41,13 +41,17 @@ const READ_RETRY_MAX: Duration = Duration::from_secs(15);
 ///
 /// Each read, from a change to the swap, is a unit of work marked on `busy` for the watchdog: it should
 /// end within three session timeouts. Waiting for a session or for the next change is not work.
+///
+/// Each set read goes to `sink`: the balancer, or the resolver when the znodes' host names are to be
+/// resolved.
 pub async fn run(
     config: ZookeeperDiscovery,
     ctx: SourceContext,
+    sink: Sink,
     sessions: Arc<Sessions>,
     busy: Busy,
 ) {
-    let mut watcher = Watcher::new(config, ctx, &sessions);
+    let mut watcher = Watcher::new(config, ctx, sink, &sessions);
     while watcher.step(&busy).await.is_ok() {}
 }
 
@@ -58,6 +62,8 @@ struct Stopped;
 struct Watcher {
     config: ZookeeperDiscovery,
     ctx: SourceContext,
+    /// Where each set read goes.
+    sink: Sink,
     service: String,
     /// 1 while the last read succeeded and the session is connected.
     connected: IntGauge,
@@ -86,7 +92,12 @@ struct Watcher {
 
 impl Watcher {
     /// A watcher that has read nothing yet, on the session of `config.hosts`.
-    fn new(config: ZookeeperDiscovery, ctx: SourceContext, sessions: &Sessions) -> Self {
+    fn new(
+        config: ZookeeperDiscovery,
+        ctx: SourceContext,
+        sink: Sink,
+        sessions: &Sessions,
+    ) -> Self {
         let service = ctx.balancer.service().to_string();
         let skipped = ctx.metrics.zk_skipped(&service);
         let ignored = ctx.metrics.zk_ignored(&service);
@@ -104,6 +115,7 @@ impl Watcher {
             resync: false,
             config,
             ctx,
+            sink,
             service,
         }
     }
@@ -183,7 +195,7 @@ impl Watcher {
                     .metrics
                     .zk_znodes(&self.service)
                     .set(backends.len() as i64);
-                if self.ctx.balancer.update(backends) && self.loaded {
+                if self.sink.update(backends) && self.loaded {
                     let now = unix_millis();
                     for mtime in written {
                         // Clocks of different hosts may disagree: a write "in the future" counts as 0.
@@ -195,7 +207,7 @@ impl Watcher {
             }
             PathContents::Missing => {
                 tracing::warn!(service = %self.service, zk_path = %self.config.path, "path does not exist; waiting for it");
-                self.ctx.balancer.update(Vec::new());
+                self.sink.update(Vec::new());
             }
         }
         self.loaded = true;
