@@ -71,6 +71,7 @@ pub fn config(
         shutdown_grace: Duration::from_secs(2),
         state_file: None,
         file_output: None,
+        threads: None,
         register: None,
         services: BTreeMap::from([("demo".to_string(), service)]),
         http_frontends: BTreeMap::new(),

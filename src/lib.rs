@@ -8,6 +8,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod endpoint;
 pub mod fault;
 pub mod fdlimit;
 pub mod health;

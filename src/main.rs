@@ -1,7 +1,7 @@
 //! The `sinew` command line.
 
-use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use sinew::endpoint::Endpoint;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,19 +25,25 @@ struct Cli {
     command: Command,
 }
 
-/// Where the config comes from: sinew's own file or an unmodified Synapse config.
+/// Where the config comes from: sinew's own file, an unmodified Synapse config, a Nerve config, or
+/// several of them together.
 #[derive(clap::Args)]
 struct Source {
-    /// sinew config file (YAML, or JSON when it ends in .json).
-    #[arg(long, short, conflicts_with = "synapse_config")]
+    /// sinew config file (YAML, or JSON when it ends in .json); beside --synapse-config or
+    /// --nerve-config it gives the agent's settings and may add services.
+    #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Synapse config file (JSON, or YAML), translated into sinew's model.
+    /// Synapse config file (JSON, or YAML), translated into sinew's model; alone or beside --config.
     #[arg(long)]
     synapse_config: Option<PathBuf>,
     /// Nerve config file (nerve.conf.json): this host's services to check and register; alone or
     /// beside --config / --synapse-config.
     #[arg(long)]
     nerve_config: Option<PathBuf>,
+    /// The admin server's address (ip:port, [ipv6]:port or host:port), in place of the config's
+    /// admin.listen.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<Endpoint>,
 }
 
 impl From<Source> for sinew::agent::Source {
@@ -46,6 +52,7 @@ impl From<Source> for sinew::agent::Source {
             config: args.config,
             synapse_config: args.synapse_config,
             nerve_config: args.nerve_config,
+            admin: args.admin.map(|a| a.first()),
         }
     }
 }
@@ -71,12 +78,16 @@ enum Command {
     Check {
         #[command(flatten)]
         source: Source,
+        /// Fail when anything is ignored, unsupported or skipped (each is named on stderr); without
+        /// it, only a skipped service fails the check.
+        #[arg(long)]
+        strict: bool,
     },
     /// Show every service (or one, in detail) from a running sinew's admin API.
     Status {
-        /// The admin server's address.
-        #[arg(long, default_value = "127.0.0.1:3210")]
-        admin: SocketAddr,
+        /// The admin server's address (ip:port, [ipv6]:port or host:port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
+        admin: Endpoint,
         /// Print the raw JSON of /api/services.
         #[arg(long)]
         json: bool,
@@ -88,9 +99,9 @@ enum Command {
         /// Where the demo service listens.
         #[arg(long, default_value = "127.0.0.1:4000")]
         listen: SocketAddr,
-        /// Where the admin server listens.
-        #[arg(long, default_value = "127.0.0.1:3210")]
-        admin: SocketAddr,
+        /// Where the admin server listens (ip:port, [ipv6]:port or host:port).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
+        admin: Endpoint,
     },
 }
 
@@ -98,7 +109,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
-        Command::Check { source } => check(&source.into()),
+        Command::Check { source, strict } => check(&source.into(), strict),
         Command::Run { source, takeover } => {
             let launch = sinew::lifecycle::Launch {
                 source: source.into(),
@@ -106,7 +117,7 @@ fn main() -> ExitCode {
                 // Before the runtime's threads start: this edits the environment.
                 activated: sinew::systemd::listen_fds(),
             };
-            runtime().and_then(|rt| Ok(rt.block_on(sinew::lifecycle::run(launch))?))
+            sinew::lifecycle::start(launch).map_err(anyhow::Error::from)
         }
         Command::Status {
             admin,
@@ -114,7 +125,7 @@ fn main() -> ExitCode {
             service,
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
         Command::Demo { listen, admin } => {
-            runtime().and_then(|rt| rt.block_on(demo(listen, admin)))
+            runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }
     };
     match result {
@@ -127,19 +138,17 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    builder.build().context("cannot start the runtime")
+    Ok(sinew::lifecycle::runtime(None)?)
 }
 
-fn check(source: &sinew::agent::Source) -> anyhow::Result<()> {
+fn check(source: &sinew::agent::Source, strict: bool) -> anyhow::Result<()> {
     use sinew::config::Level;
-    let config = source.load_reporting(|w| match w.level {
+    let config = sinew::agent::check(source, strict, |w| match w.level {
         Level::Info => eprintln!("note: {w}"),
         Level::Warn => eprintln!("warning: {w}"),
         Level::Error => eprintln!("error: {w}"),
     })?;
-    if !source.is_native() {
+    if source.synapse_config.is_some() {
         print!("{}", sinew::config::synapse::to_yaml(&config)?);
     } else {
         println!(
@@ -151,7 +160,8 @@ fn check(source: &sinew::agent::Source) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn status(admin: SocketAddr, json: bool, service: Option<String>) -> anyhow::Result<()> {
+async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow::Result<()> {
+    let admin = admin.reachable().await;
     let api = sinew::status::fetch(admin).await?;
     let registered = sinew::status::fetch_registered(admin).await?;
     let out = match (json, service) {

@@ -7,6 +7,7 @@
 //! successor process (binary upgrade) is a shutdown that leaves the znodes to the successor; the
 //! ZooKeeper sessions close last in both, so registered nodes live through the drain.
 
+mod check;
 mod frontend;
 mod persist;
 mod reload;
@@ -14,6 +15,7 @@ mod service;
 mod source;
 mod summary;
 
+pub use check::{check, CheckError};
 use reload::{infos, Core};
 pub use source::{Source, SourceError};
 pub use summary::ReloadSummary;
@@ -235,6 +237,7 @@ impl Agent {
             registrar,
             admin_token,
             admin_fixed: (config.admin.listen, config.admin.upgrade_socket.clone()),
+            threads: config.threads,
             grace: std::sync::Mutex::new(config.shutdown_grace),
             source,
         });

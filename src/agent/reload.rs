@@ -29,6 +29,8 @@ pub(super) struct Core {
     pub(super) admin_token: Arc<arc_swap::ArcSwapOption<String>>,
     /// The admin settings that only a restart changes: listen address and upgrade socket.
     pub(super) admin_fixed: (SocketAddr, Option<std::path::PathBuf>),
+    /// The runtime worker threads the process started with (`threads`), which only a restart changes.
+    pub(super) threads: Option<std::num::NonZeroUsize>,
     /// The files [`Agent::reload`] reads again, when the agent was started from files.
     pub(super) source: Option<Source>,
     /// The shutdown grace period of the config in force.
@@ -171,6 +173,12 @@ impl Core {
         self.view
             .store(Arc::new(infos(&running, &config.http_frontends)));
         summary.token_changed = self.apply_admin(&config.admin);
+        if config.threads != self.threads {
+            tracing::warn!(
+                threads = config.threads.map_or(0, |t| t.get()),
+                "threads changes only at a restart (or a binary upgrade); the runtime keeps its current workers"
+            );
+        }
         summary.registration = self.registrar.reload(config.register.as_ref()).await;
         *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = config.shutdown_grace;
         tracing::info!(%summary, "config reloaded");

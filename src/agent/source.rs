@@ -1,8 +1,11 @@
-//! Where an agent's config comes from: sinew's own file, an unmodified Synapse config, a Nerve config
-//! beside either (or alone). A reload reads the same files again.
+//! Where an agent's config comes from: sinew's own file, an unmodified Synapse config and a Nerve
+//! config, alone or together (the native file then gives the agent's settings). A reload reads the same
+//! files again.
 
+use crate::config::layers::{self, Layer};
 use crate::config::Config;
 use crate::config::{Level, Warning};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// The config files an agent is started from, read again on every reload.
@@ -14,6 +17,8 @@ pub struct Source {
     pub synapse_config: Option<PathBuf>,
     /// A Nerve config file: this host's services to check and register.
     pub nerve_config: Option<PathBuf>,
+    /// The admin server's address, in place of the config's `admin.listen` (`--admin`).
+    pub admin: Option<SocketAddr>,
 }
 
 /// Why a source could not be loaded.
@@ -31,6 +36,9 @@ pub enum SourceError {
     /// The Nerve config could not be translated.
     #[error(transparent)]
     Nerve(#[from] crate::config::nerve::NerveError),
+    /// The files cannot be combined: both define the same service, address or setting.
+    #[error(transparent)]
+    Layers(#[from] crate::config::layers::LayerError),
 }
 
 impl Source {
@@ -43,21 +51,40 @@ impl Source {
         })
     }
 
-    /// Loads the config, handing each translation warning to `warn`.
+    /// Loads the config, handing each translation warning to `warn`: every file given, each validated
+    /// on its own, then merged (see [`crate::config::layers`]) and validated as a whole.
     pub fn load_reporting(&self, mut warn: impl FnMut(&Warning)) -> Result<Config, SourceError> {
-        let mut config = match (&self.config, &self.synapse_config, &self.nerve_config) {
-            (Some(path), _, _) => Config::load(path)?,
-            (None, Some(path), _) => {
-                let t = crate::config::synapse::load(path)?;
-                for w in &t.warnings {
-                    warn(w);
-                }
-                t.config
-            }
-            (None, None, Some(_)) => Config::default(),
-            (None, None, None) => return Err(SourceError::Empty),
+        let (native, synapse, nerve) = (&self.config, &self.synapse_config, &self.nerve_config);
+        if native.is_none() && synapse.is_none() && nerve.is_none() {
+            return Err(SourceError::Empty);
+        }
+        let mut base = match native {
+            Some(path) => Layer {
+                file: path,
+                config: Config::load(path)?,
+            },
+            None => Layer {
+                file: self.path(),
+                config: Config::default(),
+            },
         };
-        if let Some(path) = &self.nerve_config {
+        if let Some(path) = synapse {
+            let t = crate::config::synapse::load(path)?;
+            for w in &t.warnings {
+                warn(w);
+            }
+            match native {
+                Some(_) => layers::merge(
+                    &mut base,
+                    Layer {
+                        file: path,
+                        config: t.config,
+                    },
+                )?,
+                None => base.config = t.config,
+            }
+        }
+        if let Some(path) = nerve {
             let t = crate::config::nerve::load(path)?;
             for message in t.warnings {
                 warn(&Warning {
@@ -65,15 +92,14 @@ impl Source {
                     message,
                 });
             }
-            config.register = Some(t.register);
-            config.validate(path)?;
+            layers::merge_register(&mut base, path, t.register)?;
         }
+        let mut config = base.config;
+        if let Some(addr) = self.admin {
+            config.admin.listen = addr;
+        }
+        config.validate(self.path())?;
         Ok(config)
-    }
-
-    /// True when the config is sinew's own file (not translated from Synapse or Nerve).
-    pub fn is_native(&self) -> bool {
-        self.config.is_some()
     }
 
     /// The file that names the config in messages.

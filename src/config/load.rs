@@ -79,6 +79,7 @@ impl Config {
             }
         };
         config.services_explicit = !config.services.is_empty() || names_services(text, format);
+        config.resolve_paths(super::paths::base_of(file));
         config.validate(file)?;
         Ok(config)
     }

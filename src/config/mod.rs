@@ -15,9 +15,11 @@ mod frontend;
 mod haproxy;
 mod health;
 mod http;
+pub mod layers;
 mod load;
 pub mod nerve;
 mod network;
+pub mod paths;
 pub mod register;
 mod service;
 pub mod synapse;
@@ -103,6 +105,9 @@ pub struct Config {
     /// Write each service's current backends as JSON into this directory (Synapse's `file_output`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file_output: Option<FileOutput>,
+    /// Runtime worker threads; default: the CPUs the process may run on. Read at start only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<std::num::NonZeroUsize>,
     /// The services this host depends on, by name.
     #[serde(deserialize_with = "unique::map")]
     pub services: BTreeMap<String, ServiceConfig>,
@@ -129,6 +134,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(10),
             state_file: None,
             file_output: None,
+            threads: None,
             services: BTreeMap::new(),
             http_frontends: BTreeMap::new(),
             register: None,
@@ -180,6 +186,9 @@ impl Default for AdminConfig {
         }
     }
 }
+
+/// The most runtime worker threads `threads` may ask for (HAProxy's own ceiling for `nbthread`).
+pub const MAX_THREADS: usize = 4096;
 
 fn default_state_ttl() -> Duration {
     Duration::from_secs(86_400)

@@ -89,8 +89,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
         Some(_) => return Err(invalid("`services` must be a hash".into())),
     };
     if let Some(dir) = root.get("service_conf_dir").and_then(Value::as_str) {
-        let entries = std::fs::read_dir(dir).map_err(|source| NerveError::Read {
-            file: PathBuf::from(dir),
+        let dir = super::paths::resolve(super::paths::base_of(path), Path::new(dir));
+        let entries = std::fs::read_dir(&dir).map_err(|source| NerveError::Read {
+            file: dir.clone(),
             source,
         })?;
         let mut files: Vec<PathBuf> = entries

@@ -9,6 +9,7 @@
 mod dns;
 mod front;
 mod frontend;
+mod global;
 mod native;
 mod sections;
 mod service;
@@ -169,14 +170,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, SynapseError> {
             })
         }
     }
+    let base = super::paths::base_of(path);
     if let Some(dir) = root.get("service_conf_dir").and_then(Value::as_str) {
         // A file there replaces a service of the same name, as in Synapse.
-        for (name, v) in read_conf_dir(Path::new(dir))? {
+        for (name, v) in read_conf_dir(&super::paths::resolve(base, Path::new(dir)))? {
             services.retain(|(n, _)| *n != name);
             services.push((name, v));
         }
     }
-    translate(path, &root, services)
+    let mut t = translate(path, &root, services)?;
+    t.config.resolve_paths(base);
+    Ok(t)
 }
 
 fn read_value(path: &Path) -> Result<Value, SynapseError> {
@@ -323,6 +327,8 @@ fn translate(
     for u in defaults.unsupported.drain(..) {
         w.push(Level::Warn, format!("haproxy.defaults: {u}"));
     }
+    let threads =
+        global::nbthread(&lines(top.get("global"))).map_err(|m| top_error("haproxy.global", m))?;
     let bind = top.get("bind_address").and_then(Value::as_str);
     let reading = service::ZnodeReading {
         use_nerve_weights: match top.get("use_nerve_weights") {
@@ -400,6 +406,7 @@ fn translate(
         services: out,
         state_file,
         file_output,
+        threads,
         ..Config::default()
     };
     let mut config = config;

@@ -18,6 +18,12 @@ impl Config {
         if let Some(r) = &self.register {
             r.validate().map_err(|e| invalid(e.under("register")))?;
         }
+        if self.threads.is_some_and(|t| t.get() > super::MAX_THREADS) {
+            return Err(invalid(FieldError::new(
+                "threads",
+                format!("at most {}", super::MAX_THREADS),
+            )));
+        }
         let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
             let section = format!("services.{name}");

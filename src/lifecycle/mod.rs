@@ -29,6 +29,9 @@ pub enum LifecycleError {
     /// The signal handlers could not be installed.
     #[error(transparent)]
     Signals(#[from] SignalError),
+    /// The async runtime could not be built.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(#[source] std::io::Error),
 }
 
 /// How the process is started.
@@ -41,9 +44,31 @@ pub struct Launch {
     pub activated: Vec<(OwnedFd, Option<String>)>,
 }
 
-/// Runs sinew until it is stopped or hands over to a successor.
-pub async fn run(launch: Launch) -> Result<(), LifecycleError> {
+/// Builds the multi-threaded runtime with `threads` workers (default: the CPUs the process may run on).
+pub fn runtime(
+    threads: Option<std::num::NonZeroUsize>,
+) -> Result<tokio::runtime::Runtime, LifecycleError> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(n) = threads {
+        builder.worker_threads(n.get());
+    }
+    builder.build().map_err(LifecycleError::Runtime)
+}
+
+/// Loads the config, builds the runtime its `threads` asks for, and runs sinew on it until it is
+/// stopped or hands over to a successor.
+pub fn start(launch: Launch) -> Result<(), LifecycleError> {
     let config = launch.source.load()?;
+    if let Some(n) = config.threads {
+        tracing::info!(threads = n.get(), "runtime worker threads");
+    }
+    runtime(config.threads)?.block_on(run(launch, config))
+}
+
+/// Runs sinew from `config` (loaded from `launch.source`) until it is stopped or hands over to a
+/// successor.
+pub async fn run(launch: Launch, config: crate::config::Config) -> Result<(), LifecycleError> {
     match crate::fdlimit::raise() {
         Ok((before, after)) if before < after => {
             tracing::info!(before, after, "open-file limit raised to the hard limit")
@@ -169,4 +194,20 @@ async fn handed(rx: &mut Option<oneshot::Receiver<()>>) {
         *rx = None;
     }
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroUsize;
+
+    #[test]
+    fn the_runtime_has_the_workers_threads_asks_for() {
+        for n in [1, 3] {
+            let rt = runtime(NonZeroUsize::new(n)).unwrap();
+            assert_eq!(rt.metrics().num_workers(), n);
+        }
+        let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        assert_eq!(runtime(None).unwrap().metrics().num_workers(), cpus);
+    }
 }
