@@ -593,6 +593,16 @@ fn a_stats_section_gives_the_admin_address_and_other_sections_are_warned_about()
         t.warnings
     );
 
+    // Synapse's own example writes the address in the title, HAProxy's older `listen NAME ADDR` form.
+    let t = translate(
+        "stats-title.json",
+        &format!(
+            r#"{{{base}, "haproxy": {{"extra_sections": {{"listen stats :3213": ["mode http", "stats enable"]}}}}}}"#
+        ),
+    )
+    .unwrap();
+    assert_eq!(t.config.admin.listen.to_string(), "0.0.0.0:3213");
+
     let e = translate(
         "stats-bad.json",
         &format!(

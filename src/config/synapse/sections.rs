@@ -56,6 +56,16 @@ pub(super) fn read(
             );
             continue;
         }
+        // HAProxy's older `listen NAME ADDR` form gives the address in the title itself.
+        if let Some(addr) = title.split_whitespace().nth(2) {
+            let at = bind_addr(addr).ok_or_else(|| {
+                error(
+                    field.clone(),
+                    format!("{addr:?} is not an address such as :3212 or 127.0.0.1:3212"),
+                )
+            })?;
+            stats.get_or_insert(at);
+        }
         for line in &body {
             let words: Vec<&str> = line.split_whitespace().collect();
             if let ["bind", addr, rest @ ..] = words.as_slice() {
