@@ -394,18 +394,6 @@ fn synapse_global_nbthread_maps_to_threads_and_a_bad_value_is_an_error() {
     }
 }
 
-/// The runtime worker threads of process `pid` (tokio names them `tokio-rt-worker`).
-fn workers(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| {
-            tasks
-                .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-                .filter(|comm| comm.trim_end() == "tokio-rt-worker")
-                .count()
-        })
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn threads_sets_the_runtime_workers_of_the_process() {
     let admin = free_port();
@@ -413,7 +401,13 @@ async fn threads_sets_the_runtime_workers_of_the_process() {
         "threads.yaml",
         &format!("admin: {{ listen: 127.0.0.1:{admin} }}\nthreads: 3\nservices: {{}}\n"),
     );
-    let sinew = support::process::Proc::run(&config);
-    support::process::wait_listening(std::net::SocketAddr::from(([127, 0, 0, 1], admin))).await;
-    assert_eq!(workers(sinew.0.id()), 3);
+    let _sinew = support::process::Proc::run(&config);
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin));
+    support::process::wait_listening(admin).await;
+    let (_, body) = http_get(admin, "/metrics").await;
+    assert_eq!(
+        metric(&body, "sinew_runtime_worker_threads"),
+        Some(3.0),
+        "{body}"
+    );
 }

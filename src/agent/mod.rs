@@ -111,6 +111,7 @@ impl Agent {
     ) -> Result<Self, AgentError> {
         let registry = Registry::new();
         crate::metrics::register_build_info(&registry)?;
+        crate::metrics::register_runtime_info(&registry)?;
         let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
         let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
         let frontends = Arc::new(crate::proxy::FrontendMetrics::register(&registry)?);

@@ -23,3 +23,18 @@ pub fn register_build_info(registry: &Registry) -> Result<(), prometheus::Error>
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     Ok(())
 }
+
+/// Registers the runtime's worker thread count (the `threads` setting, or one per CPU) in `registry`.
+pub fn register_runtime_info(registry: &Registry) -> Result<(), prometheus::Error> {
+    let workers = registry.gauge(
+        "sinew_runtime_worker_threads",
+        "Worker threads of the async runtime serving traffic (`threads`).",
+        &[],
+    )?;
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        workers
+            .with_label_values(&[])
+            .set(runtime.metrics().num_workers() as i64);
+    }
+    Ok(())
+}
