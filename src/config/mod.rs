@@ -17,6 +17,7 @@ mod health;
 mod http;
 mod load;
 pub mod nerve;
+mod nerve_keys;
 mod network;
 pub mod register;
 mod service;
