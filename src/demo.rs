@@ -59,6 +59,7 @@ pub fn config(
             host: a.ip().to_string(),
             port: a.port(),
             weight: if i == 0 { 2 } else { 1 },
+            name: None,
         })
         .collect();
     service.timeouts.idle = Duration::from_secs(60);

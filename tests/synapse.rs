@@ -40,6 +40,11 @@ fn the_example_configs_translate() {
     assert_eq!(users.balance, Algorithm::LeastConn);
     assert_eq!(users.timeouts.idle.as_secs(), 60);
     assert_eq!(users.default_servers.len(), 1);
+    assert_eq!(
+        users.default_servers[0].name.as_deref(),
+        Some("fallback"),
+        "a default server keeps its name, for file_output"
+    );
     assert!(
         t.warnings
             .iter()

@@ -71,6 +71,9 @@ pub enum AgentError {
     /// The config files could not be read again.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The `file_output` directory cannot be created.
+    #[error(transparent)]
+    Persist(#[from] persist::PersistError),
     /// The agent was started from a config, not from files it could read again.
     #[error("reload is not available: sinew was not started from a config file")]
     NoSource,
@@ -109,6 +112,9 @@ impl Agent {
         mut inherited: Inherited,
         takeover: bool,
     ) -> Result<Self, AgentError> {
+        if let Some(output) = &config.file_output {
+            persist::create_directory(output)?;
+        }
         let registry = Registry::new();
         crate::metrics::register_build_info(&registry)?;
         crate::metrics::register_runtime_info(&registry)?;

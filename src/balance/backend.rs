@@ -55,6 +55,10 @@ pub struct Backend {
     pub options: ServerOptions,
     /// Its labels, shown in the admin API (and filtered on by discovery).
     pub labels: Labels,
+    /// Nerve's instance `name` (from the znode, or a default server's config), when given.
+    pub name: Option<String>,
+    /// The znode's `haproxy_server_options` as written, when given; `options` is what sinew reads of it.
+    pub server_options: Option<String>,
 }
 
 /// HAProxy server options a backend can carry (Nerve's `haproxy_server_options`), beyond the weight.
@@ -78,6 +82,8 @@ impl Backend {
             origin,
             options: ServerOptions::default(),
             labels: Labels::new(),
+            name: None,
+            server_options: None,
         }
     }
 

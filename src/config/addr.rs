@@ -72,7 +72,7 @@ pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a == b || covers(a, b) || covers(b, a)
 }
 
-/// One static backend as written in the config: `"host:port"` or `{ host, port, weight }`.
+/// One static backend as written in the config: `"host:port"` or `{ host, port, weight, name }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendAddr {
     /// Host name or IP address.
@@ -81,6 +81,8 @@ pub struct BackendAddr {
     pub port: u16,
     /// Relative weight, 1-256 (HAProxy's range); 0 means "never picked".
     pub weight: u32,
+    /// The server's name (Synapse's default server `name`), written by `file_output`.
+    pub name: Option<String>,
 }
 
 /// Default backend weight, as in HAProxy.
@@ -115,17 +117,25 @@ impl BackendAddr {
         if weight > MAX_WEIGHT {
             return Err(AddrError::Weight { host, port, weight });
         }
-        Ok(Self { host, port, weight })
+        Ok(Self {
+            host,
+            port,
+            weight,
+            name: None,
+        })
     }
 }
 
 impl serde::Serialize for BackendAddr {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(Some(3))?;
+        let mut map = s.serialize_map(None)?;
         map.serialize_entry("host", &self.host)?;
         map.serialize_entry("port", &self.port)?;
         map.serialize_entry("weight", &self.weight)?;
+        if let Some(name) = &self.name {
+            map.serialize_entry("name", name)?;
+        }
         map.end()
     }
 }
@@ -137,6 +147,8 @@ struct BackendMap {
     port: u32,
     #[serde(default = "default_weight")]
     weight: u32,
+    #[serde(default)]
+    name: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -149,14 +161,17 @@ impl<'de> Deserialize<'de> for BackendAddr {
         impl<'de> Visitor<'de> for V {
             type Value = BackendAddr;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"host:port\" or { host, port, weight }")
+                f.write_str("\"host:port\" or { host, port, weight, name }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendAddr, E> {
                 BackendAddr::parse(v).map_err(E::custom)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BackendAddr, A::Error> {
                 let m = BackendMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)
+                let mut addr =
+                    BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)?;
+                addr.name = m.name;
+                Ok(addr)
             }
         }
         d.deserialize_any(V)

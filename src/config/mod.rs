@@ -18,6 +18,7 @@ mod http;
 pub mod layers;
 mod load;
 pub mod nerve;
+mod nerve_keys;
 mod network;
 pub mod paths;
 pub mod register;

@@ -108,7 +108,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
             services.push((name, read(&f)?));
         }
     }
-    let mut warnings = Vec::new();
+    let mut warnings = super::nerve_keys::top(&root);
     // Nerve stops a service's watcher after this many failed reports in a row; sinew never gives up.
     const GIVE_UP: &str = "max_repeated_report_failures: sinew keeps retrying a failed report and \
                            reconnects its ZooKeeper session; it never stops registering the service";
@@ -117,6 +117,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
     }
     let mut out = BTreeMap::new();
     for (name, svc) in services {
+        warnings.extend(super::nerve_keys::service(&name, &svc));
         if svc.get("max_repeated_report_failures").is_some() {
             warnings.push(format!("services.{name}.{GIVE_UP}"));
         }
@@ -248,6 +249,8 @@ fn service(svc: &Value) -> Result<Registration, Skip> {
             connect_timeout: c
                 .get("open_timeout")
                 .map(|t| seconds(Some(t), Duration::from_millis(200))),
+            // Nerve's http check counts every 2xx and 3xx status as healthy.
+            accept_redirects: kind == CheckKind::Http,
         });
     }
     let weight = match svc.get("weight") {

@@ -127,6 +127,9 @@ pub struct Check {
         with = "duration::option"
     )]
     pub connect_timeout: Option<Duration>,
+    /// http: a 3xx status is healthy too, as in Nerve's http check; default: only 2xx.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_redirects: bool,
 }
 
 /// Longest check interval, check timeout and session timeout accepted: far beyond any sensible value,

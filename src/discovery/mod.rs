@@ -155,6 +155,9 @@ pub fn describe(config: &ServiceConfig) -> String {
 pub fn to_backends(addrs: &[BackendAddr], origin: &Origin) -> Vec<Backend> {
     addrs
         .iter()
-        .map(|a| Backend::new(a.host.clone(), a.port, a.weight, origin.clone()))
+        .map(|a| Backend {
+            name: a.name.clone(),
+            ..Backend::new(a.host.clone(), a.port, a.weight, origin.clone())
+        })
         .collect()
 }

@@ -35,7 +35,8 @@ async fn attempt(check: &Check, host: &str, port: u16) -> Result<(), String> {
             let (status, body) =
                 crate::health::probe::http_get(stream, &format!("{host}:{port}"), path, &headers)
                     .await?;
-            if !(200..300).contains(&status) {
+            let healthy_below = if check.accept_redirects { 400 } else { 300 };
+            if !(200..healthy_below).contains(&status) {
                 return Err(format!("HTTP {status}"));
             }
             match &check.expect {
@@ -182,6 +183,51 @@ mod tests {
             }
         });
         port
+    }
+
+    /// A backend on loopback answering every request with `status`.
+    async fn answering(status: &'static str) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut buf = vec![0; 4096];
+                let _ = s.read(&mut buf).await;
+                let reply = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn accept_redirects_makes_3xx_healthy_as_nerve_does() {
+        // (status, healthy by default, healthy with accept_redirects)
+        let table = [
+            ("200 OK", true, true),
+            ("204 No Content", true, true),
+            ("302 Found", false, true),
+            ("399 Odd", false, true),
+            ("404 Not Found", false, false),
+            ("500 Internal Server Error", false, false),
+        ];
+        for (status, plain, redirects) in table {
+            let port = answering(status).await;
+            let mut check = http(&[]);
+            assert_eq!(
+                run(&check, "127.0.0.1", port).await.is_ok(),
+                plain,
+                "{status}"
+            );
+            check.accept_redirects = true;
+            assert_eq!(
+                run(&check, "127.0.0.1", port).await.is_ok(),
+                redirects,
+                "{status}"
+            );
+        }
     }
 
     fn http(headers: &[(&str, &str)]) -> Check {

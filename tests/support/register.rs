@@ -20,21 +20,26 @@ pub fn register(zk: &super::zk::ZooKeeper, port: u16, checks: &str) -> String {
 /// The name and data of every child of [`PATH`] (none while it does not exist). A failed listing is
 /// tried again, never taken for an empty one.
 pub async fn nodes(client: &zk::Client) -> Vec<(String, String)> {
+    nodes_at(client, PATH).await
+}
+
+/// The name and data of every child of `path`, as [`nodes`] reads them.
+pub async fn nodes_at(client: &zk::Client, path: &str) -> Vec<(String, String)> {
     let mut tries = 0;
     let children = loop {
-        match client.list_children(PATH).await {
+        match client.list_children(path).await {
             Ok(children) => break children,
             Err(zk::Error::NoNode) => break Vec::new(),
             Err(e) => {
                 tries += 1;
-                assert!(tries < 100, "cannot list {PATH}: {e}");
+                assert!(tries < 100, "cannot list {path}: {e}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     };
     let mut out = Vec::new();
     for c in children {
-        if let Ok((data, _)) = client.get_data(&format!("{PATH}/{c}")).await {
+        if let Ok((data, _)) = client.get_data(&format!("{path}/{c}")).await {
             out.push((c, String::from_utf8_lossy(&data).into_owned()));
         }
     }

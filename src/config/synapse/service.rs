@@ -465,7 +465,10 @@ fn servers(v: Option<&Value>, weight: u32) -> Result<Vec<BackendAddr>, String> {
                 .get("port")
                 .and_then(port_of)
                 .ok_or(format!("[{i}]: a default server needs a port 1-65535"))?;
-            BackendAddr::new(host.to_string(), u32::from(port), weight).map_err(|e| e.to_string())
+            let mut addr = BackendAddr::new(host.to_string(), u32::from(port), weight)
+                .map_err(|e| e.to_string())?;
+            addr.name = s.get("name").and_then(Value::as_str).map(str::to_string);
+            Ok(addr)
         })
         .collect()
 }

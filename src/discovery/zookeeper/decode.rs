@@ -1,8 +1,8 @@
 //! Znode data to backends: Nerve's JSON and Finagle ServerSet JSON, as Synapse's decoders read them.
 //!
 //! Of Nerve's JSON, sinew reads `host`, `port`, `weight` (unless told to ignore it, as Synapse does
-//! without `use_nerve_weights`), `labels` and `haproxy_server_options` (see [`server_options`]); `name`
-//! is Nerve's instance id and is not needed, since the znode's own name is the backend's origin.
+//! without `use_nerve_weights`), `labels`, `haproxy_server_options` (see [`server_options`]) and
+//! `name`, Nerve's instance id, which `file_output` writes as Synapse does.
 
 use super::server_options::{self, Ignored};
 use crate::balance::{Backend, Labels, Origin};
@@ -90,9 +90,13 @@ fn nerve(v: &Value, origin: Origin, use_weights: bool) -> Result<Decoded, Decode
     let (host, port) = (host(v, "host")?, port(v, "port")?);
     let znode_weight = if use_weights { weight(v)? } else { None };
     let mut ignored = Vec::new();
+    let mut written = None;
     let parsed = match v.get("haproxy_server_options") {
         None | Some(Value::Null) => server_options::Parsed::default(),
-        Some(Value::String(line)) => server_options::parse(line),
+        Some(Value::String(line)) => {
+            written = Some(line.clone());
+            server_options::parse(line)
+        }
         Some(other) => {
             ignored.push(Ignored::Field(format!(
                 "haproxy_server_options {other} is not a string, ignored"
@@ -108,7 +112,9 @@ fn nerve(v: &Value, origin: Origin, use_weights: bool) -> Result<Decoded, Decode
         origin,
     );
     backend.options = parsed.options;
+    backend.server_options = written;
     backend.labels = labels(v.get("labels"), &mut ignored);
+    backend.name = v.get("name").and_then(Value::as_str).map(str::to_string);
     Ok(Decoded { backend, ignored })
 }
 
@@ -211,6 +217,8 @@ mod tests {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         assert_eq!(labels, [("az", "a"), ("rack", "7")]);
+        assert_eq!(b.name.as_deref(), Some("i-1"));
+        assert_eq!(b.server_options.as_deref(), Some("backup maxconn 2"));
         assert!(d.ignored.is_empty());
         assert_eq!(
             backend(br#"{"host":"h","port":"81"}"#, true).backend.port,
