@@ -355,6 +355,18 @@ async fn a_synapse_and_a_nerve_host_moves_onto_sinew_by_the_checklist() {
             file.display()
         );
     }
+    // api.json follows discovery: Nerve's instance name and the backend, as Synapse writes them.
+    let api_json = host.out.join("api.json");
+    let written = eventually(Duration::from_secs(5), || {
+        let text = std::fs::read_to_string(&api_json).unwrap_or_default();
+        let list: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        list.as_array().is_some_and(|l| {
+            l.iter()
+                .any(|b| b["name"] == "host-1" && b["port"] == a.addr.port())
+        })
+    })
+    .await;
+    assert!(written, "{:?}", std::fs::read_to_string(&api_json));
     // global nbthread sizes the runtime.
     let (_, body) = http_get(admin, "/metrics").await;
     assert_eq!(
