@@ -185,3 +185,23 @@ fn check_strict_fails_on_anything_ignored_and_plain_check_only_on_a_skipped_serv
         "{err}"
     );
 }
+
+#[test]
+fn plain_check_fails_when_a_nerve_service_cannot_be_registered() {
+    let nerve = temp_file(
+        "cli-nerve-etcd.json",
+        r#"{"instance_id": "i-1", "services": {
+              "web": {"host": "127.0.0.1", "port": 8080, "reporter_type": "zookeeper",
+                      "zk_hosts": ["127.0.0.1:2181"], "zk_path": "/nerve/web", "checks": [{"type": "tcp"}]},
+              "old": {"host": "127.0.0.1", "port": 8081, "reporter_type": "etcd",
+                      "etcd_host": "127.0.0.1", "etcd_path": "/nerve/old", "checks": [{"type": "tcp"}]}}}"#,
+    );
+    let file = nerve.to_string_lossy().into_owned();
+    let out = sinew(&["check", "--nerve-config", &file]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("error: services.old: reporter_type \"etcd\" is not supported"),
+        "{err}"
+    );
+}

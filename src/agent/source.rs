@@ -86,11 +86,8 @@ impl Source {
         }
         if let Some(path) = nerve {
             let t = crate::config::nerve::load(path)?;
-            for message in t.warnings {
-                warn(&Warning {
-                    level: Level::Warn,
-                    message,
-                });
+            for w in &t.warnings {
+                warn(w);
             }
             layers::merge_register(&mut base, path, t.register)?;
         }

@@ -3,6 +3,7 @@
 //! `zk_path`, `check_interval`, `checks`, `weight`, `labels`, `haproxy_server_options`.
 
 use super::register::{Check, CheckKind, Register, Registration};
+use super::{Level, Warning};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -34,8 +35,8 @@ pub enum NerveError {
 pub struct Translation {
     /// The registration model.
     pub register: Register,
-    /// One line per service or setting left out.
-    pub warnings: Vec<String>,
+    /// One per service or setting left out; a service that is not registered is at error level.
+    pub warnings: Vec<Warning>,
 }
 
 fn read_text(path: &Path) -> Result<String, NerveError> {
@@ -108,27 +109,39 @@ pub fn parse(text: &str, path: &Path) -> Result<Translation, NerveError> {
             services.push((name, read(&f)?));
         }
     }
-    let mut warnings = super::nerve_keys::top(&root);
+    let warn = |message: String| Warning {
+        level: Level::Warn,
+        message,
+    };
+    let mut warnings: Vec<Warning> = super::nerve_keys::top(&root)
+        .into_iter()
+        .map(warn)
+        .collect();
     // Nerve stops a service's watcher after this many failed reports in a row; sinew never gives up.
     const GIVE_UP: &str = "max_repeated_report_failures: sinew keeps retrying a failed report and \
                            reconnects its ZooKeeper session; it never stops registering the service";
     if root.get("max_repeated_report_failures").is_some() {
-        warnings.push(GIVE_UP.to_string());
+        warnings.push(warn(GIVE_UP.to_string()));
     }
     let mut out = BTreeMap::new();
     for (name, svc) in services {
-        warnings.extend(super::nerve_keys::service(&name, &svc));
+        warnings.extend(
+            super::nerve_keys::service(&name, &svc)
+                .into_iter()
+                .map(warn),
+        );
         if svc.get("max_repeated_report_failures").is_some() {
-            warnings.push(format!("services.{name}.{GIVE_UP}"));
+            warnings.push(warn(format!("services.{name}.{GIVE_UP}")));
         }
         match service(&svc) {
             Ok(r) => {
                 out.insert(name, r);
             }
             Err(Skip::Invalid(m)) => return Err(invalid(format!("services.{name}.{m}"))),
-            Err(Skip::Unsupported(m)) => warnings.push(format!(
-                "services.{name}: {m}; the service is not registered"
-            )),
+            Err(Skip::Unsupported(m)) => warnings.push(Warning {
+                level: Level::Error,
+                message: format!("services.{name}: {m}; the service is not registered"),
+            }),
         }
     }
     let register = Register {
@@ -329,7 +342,9 @@ mod tests {
         assert_eq!(check.headers["X-Check"], "nerve");
         assert_eq!(check.connect_timeout, Some(Duration::from_millis(500)));
         assert_eq!(t.warnings.len(), 2, "{:?}", t.warnings);
-        assert!(t.warnings[1].starts_with("services.web.max_repeated_report_failures"));
+        assert!(t.warnings[1]
+            .message
+            .starts_with("services.web.max_repeated_report_failures"));
         for (headers, says) in [
             (r#"{"X-N": 1}"#, "checks.headers: X-N: 1 is not a string"),
             (r#"["Host: a"]"#, "checks.headers"),
