@@ -29,7 +29,7 @@ const SERVICE: &[&str] = &[
 
 /// Service keys Nerve reads that sinew does not honour, and why.
 const SERVICE_IGNORED: &[(&str, &str)] = &[
-    ("heartbeat_path", "sinew does not write heartbeat znodes"),
+    ("heartbeat_path", "sinew touches no heartbeat file; /ready and the sinew_task_* metrics show it is making progress"),
     ("rate_limiting", "sinew does not rate-limit its reports"),
     (
         "check_mocked",
