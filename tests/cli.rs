@@ -205,3 +205,44 @@ fn plain_check_fails_when_a_nerve_service_cannot_be_registered() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn metrics_carry_process_families_and_logs_into_a_file_carry_no_colour_codes() {
+    let admin = free_port();
+    let config = temp_file(
+        "cli-process.yaml",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  web: {{ listen: 127.0.0.1:{}, backends: [127.0.0.1:1] }}\n",
+            free_port()
+        ),
+    );
+    let log = temp_file("cli-process.log", "");
+    let child = Command::new(BIN)
+        .args(["run", "--log-level", "info", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn sinew");
+    let sinew = Proc(child);
+    let admin: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_listening(admin).await;
+    let (_, body) = support::http_get(admin, "/metrics").await;
+    let cpu = support::metric(&body, "process_cpu_seconds_total");
+    assert!(cpu.is_some_and(|v| v >= 0.0), "{cpu:?}");
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        let value = support::metric(&body, family);
+        assert!(value.is_some_and(|v| v > 0.0), "{family}: {value:?}");
+    }
+    drop(sinew);
+    let written = std::fs::read_to_string(&log).expect("log");
+    assert!(written.contains("INFO"), "{written}");
+    assert!(
+        !written.contains('\u{1b}'),
+        "colour codes in a file: {written:?}"
+    );
+}

@@ -118,6 +118,7 @@ impl Agent {
         let registry = Registry::new();
         crate::metrics::register_build_info(&registry)?;
         crate::metrics::register_runtime_info(&registry)?;
+        registry.process()?;
         let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
         let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
         let frontends = Arc::new(crate::proxy::FrontendMetrics::register(&registry)?);

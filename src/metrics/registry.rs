@@ -59,6 +59,13 @@ impl Registry {
         Self::default()
     }
 
+    /// Registers the standard `process_*` families (resident memory, CPU seconds, open and maximum
+    /// file descriptors, start time), read from /proc at each scrape.
+    pub fn process(&self) -> Result<(), prometheus::Error> {
+        let collector = prometheus::process_collector::ProcessCollector::for_self();
+        self.0.families.register(Box::new(collector))
+    }
+
     /// Registers a counter family.
     pub fn counter(
         &self,
