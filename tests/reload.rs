@@ -143,6 +143,7 @@ async fn sighup_and_api_reload_apply_good_configs_and_reject_broken_ones() {
     );
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
     wait_listening(one).await;
+    wait_listening(admin_addr).await;
     let mut held = TcpStream::connect(one).await.unwrap();
     assert_eq!(read_line(&mut held).await.unwrap(), "a");
 
@@ -187,7 +188,9 @@ async fn an_empty_or_truncated_file_never_stops_the_running_services() {
     let sinew = Proc::run(&path);
     let one: SocketAddr = format!("127.0.0.1:{p1}").parse().unwrap();
     let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    // The services and the admin server are bound one after the other: wait for both.
     wait_listening(one).await;
+    wait_listening(admin_addr).await;
 
     // A truncated write: nothing, only a comment, or the top of the file without its services.
     for (text, why) in [
