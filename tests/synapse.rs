@@ -750,14 +750,7 @@ fn dns_and_zookeeper_dns_translate_to_resolved_discovery() {
     let servers: Vec<_> = db
         .servers
         .iter()
-        .map(|s| {
-            (
-                s.addr.host.as_str(),
-                s.addr.port,
-                s.addr.weight,
-                s.name.as_deref(),
-            )
-        })
+        .map(|s| (s.host.as_str(), s.port, s.weight, s.name.as_deref()))
         .collect();
     assert_eq!(
         servers,
@@ -777,7 +770,7 @@ fn dns_and_zookeeper_dns_translate_to_resolved_discovery() {
         panic!("dns expected")
     };
     assert_eq!(
-        (over.servers[0].addr.port, over.interval),
+        (over.servers[0].port, over.interval),
         (6000, Duration::from_secs(30))
     );
     let web = &t.config.services["web"];

@@ -3,10 +3,8 @@
 
 use super::addr::BackendAddr;
 use super::duration;
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -225,7 +223,7 @@ pub enum DecodeMethod {
 #[serde(deny_unknown_fields)]
 pub struct DnsDiscovery {
     /// The names to resolve, each with the port its backends listen on.
-    pub servers: Vec<DnsServer>,
+    pub servers: Vec<BackendAddr>,
     /// How often every name is resolved again (Synapse's `check_interval`).
     #[serde(default = "default_dns_interval", with = "duration")]
     pub interval: Duration,
@@ -236,66 +234,6 @@ pub const DEFAULT_DNS_INTERVAL: Duration = Duration::from_secs(30);
 
 fn default_dns_interval() -> Duration {
     DEFAULT_DNS_INTERVAL
-}
-
-/// One name to resolve: `"host:port"` or `{ host, port, weight, name }`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsServer {
-    /// The host name (or an IP address, used as it is), its port and the weight of its backends.
-    pub addr: BackendAddr,
-    /// A name for logs (Synapse's server `name`); the host when not given.
-    pub name: Option<String>,
-}
-
-impl Serialize for DnsServer {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("host", &self.addr.host)?;
-        map.serialize_entry("port", &self.addr.port)?;
-        map.serialize_entry("weight", &self.addr.weight)?;
-        if let Some(name) = &self.name {
-            map.serialize_entry("name", name)?;
-        }
-        map.end()
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DnsServerMap {
-    host: String,
-    port: u32,
-    #[serde(default = "default_weight")]
-    weight: u32,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-fn default_weight() -> u32 {
-    super::DEFAULT_WEIGHT
-}
-
-impl<'de> Deserialize<'de> for DnsServer {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = DnsServer;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"host:port\" or { host, port, weight, name }")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<DnsServer, E> {
-                let addr = BackendAddr::parse(v).map_err(E::custom)?;
-                Ok(DnsServer { addr, name: None })
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<DnsServer, A::Error> {
-                let m = DnsServerMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                let addr = BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)?;
-                Ok(DnsServer { addr, name: m.name })
-            }
-        }
-        d.deserialize_any(V)
-    }
 }
 
 fn default_session_timeout() -> Duration {
@@ -401,15 +339,11 @@ mod tests {
         assert_eq!(dns.interval, DEFAULT_DNS_INTERVAL);
         let s = &dns.servers;
         assert_eq!(
-            (
-                s[0].addr.host.as_str(),
-                s[0].addr.port,
-                s[0].name.as_deref()
-            ),
+            (s[0].host.as_str(), s[0].port, s[0].name.as_deref()),
             ("db.internal", 5432, None)
         );
         assert_eq!(
-            (s[1].addr.port, s[1].addr.weight, s[1].name.as_deref()),
+            (s[1].port, s[1].weight, s[1].name.as_deref()),
             (5433, 3, Some("db2"))
         );
         for (bad, says) in [

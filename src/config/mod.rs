@@ -32,8 +32,8 @@ mod warning;
 
 pub use addr::{parse_socket_addr, AddrError, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
 pub use discovery::{
-    Decode, DecodeMethod, DiscoveryConfig, DnsDiscovery, DnsServer, LabelCondition, LabelFilter,
-    NotOneSource, Order, WatchMode, ZookeeperDiscovery, DEFAULT_DNS_INTERVAL, MAX_COALESCE,
+    Decode, DecodeMethod, DiscoveryConfig, DnsDiscovery, LabelCondition, LabelFilter, NotOneSource,
+    Order, WatchMode, ZookeeperDiscovery, DEFAULT_DNS_INTERVAL, MAX_COALESCE,
 };
 pub use field::FieldError;
 pub use frontend::{

@@ -144,7 +144,7 @@ pub fn describe(config: &ServiceConfig) -> String {
             let names: Vec<String> = dns
                 .servers
                 .iter()
-                .map(|s| format!("{}:{}", s.addr.host, s.addr.port))
+                .map(|s| format!("{}:{}", s.host, s.port))
                 .collect();
             format!("dns:{}", names.join(","))
         }

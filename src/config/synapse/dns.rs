@@ -3,9 +3,7 @@
 
 use super::service::{port_of, At};
 use super::{unknown_keys, SynapseError};
-use crate::config::{
-    BackendAddr, DiscoveryConfig, DnsDiscovery, DnsServer, Level, DEFAULT_DNS_INTERVAL,
-};
+use crate::config::{BackendAddr, DiscoveryConfig, DnsDiscovery, Level, DEFAULT_DNS_INTERVAL};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -52,10 +50,10 @@ pub(super) fn dns(
             let port = port_override
                 .or_else(|| s.get("port").and_then(port_of))
                 .ok_or_else(|| at.invalid(&field, "a server needs a port 1-65535".into()))?;
-            let addr = BackendAddr::new(host.to_string(), u32::from(port), weight)
+            let mut addr = BackendAddr::new(host.to_string(), u32::from(port), weight)
                 .map_err(|e| at.invalid(&field, e.to_string()))?;
-            let name = s.get("name").and_then(Value::as_str).map(String::from);
-            Ok(DnsServer { addr, name })
+            addr.name = s.get("name").and_then(Value::as_str).map(String::from);
+            Ok(addr)
         })
         .collect::<Result<Vec<_>, SynapseError>>()?;
     Ok(DiscoveryConfig::Dns(DnsDiscovery {

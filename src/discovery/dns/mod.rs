@@ -14,7 +14,7 @@ pub mod answers;
 
 use super::SourceContext;
 use crate::balance::{Backend, Origin};
-use crate::config::DnsServer;
+use crate::config::BackendAddr;
 use answers::{Answers, LookupFailure, Streak};
 use std::collections::HashSet;
 use std::future::Future;
@@ -49,15 +49,15 @@ impl Lookup for System {
 }
 
 /// The configured servers as named backends, each with its name (or host) as origin.
-pub fn servers(servers: &[DnsServer]) -> Vec<Backend> {
+pub fn servers(servers: &[BackendAddr]) -> Vec<Backend> {
     servers
         .iter()
         .map(|s| {
             Backend::new(
-                s.addr.host.clone(),
-                s.addr.port,
-                s.addr.weight,
-                Origin::Dns(s.name.clone().unwrap_or_else(|| s.addr.host.clone())),
+                s.host.clone(),
+                s.port,
+                s.weight,
+                Origin::Dns(s.name.clone().unwrap_or_else(|| s.host.clone())),
             )
         })
         .collect()
@@ -236,7 +236,7 @@ mod tests {
     async fn re_resolves_on_the_interval_keeps_the_last_good_answer_and_never_swaps_an_equal_set() {
         let lookup = Arc::new(Scripted::default());
         lookup.set("db.internal", Some(&["10.0.0.2", "10.0.0.1"]));
-        let server: DnsServer = serde_norway::from_str("db.internal:5432").unwrap();
+        let server: BackendAddr = serde_norway::from_str("db.internal:5432").unwrap();
         let (_tx, rx) = watch::channel(Some(servers(&[server])));
         let mut h = start(rx, Duration::from_secs(30), &lookup);
         settle().await;
