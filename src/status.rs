@@ -246,7 +246,7 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
             or_dash(b.effective_weight_percent),
             or_dash(b.origin.as_ref()),
             b.active.to_string(),
-            b.connections_total.to_string(),
+            b.requests_total.to_string(),
             b.connect_failures_total.to_string(),
             last,
             labels(b),
