@@ -57,7 +57,11 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
             frontends: s.frontends.clone(),
             mode: s.mode.name().into(),
             discovery: s.discovery.clone(),
-            view: s.balancer.view(),
+            view: {
+                let mut view = s.balancer.view();
+                state.history.fill(&mut view);
+                view
+            },
         })
         .collect();
     ServicesJson { services }

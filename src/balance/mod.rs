@@ -39,7 +39,7 @@ pub use metrics::{BalanceMetrics, SetMetrics};
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use tries::Tries;
-pub use view::{BackendView, HistoryPoint, ServiceView, TrafficView};
+pub use view::{requests_total, BackendView, HistoryPoint, ServiceView, TrafficView};
 
 use crate::config::{Algorithm, Outlier};
 use arc_swap::ArcSwap;
