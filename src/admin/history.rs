@@ -190,9 +190,10 @@ pub struct History {
 }
 
 impl History {
-    /// Records one sample of `service` taken at `now`: an interval per backend seen before, and
-    /// their sum for the service. A backend seen for the first time only sets its baseline; one no
-    /// longer in `backends` is dropped with its series.
+    /// Records one sample of `service` taken at `now`: an interval per backend, and their sum for the
+    /// service. The first sample of a service only sets its backends' baselines; a backend that joins
+    /// later counts from zero (its series are new, so everything it counted is in the interval). A
+    /// backend no longer in `backends` is dropped with its series.
     pub fn record(&self, service: &str, now: u64, backends: Vec<(String, Counts)>) {
         let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
         let svc = services.entry(service.to_string()).or_default();
@@ -213,7 +214,14 @@ impl History {
                     b.last = counts;
                     seen.insert(key, b);
                 }
-                _ => {
+                (None, Some(seconds)) => {
+                    let interval = Interval::between(&Counts::default(), &counts, now, seconds);
+                    total.add(&interval);
+                    let mut ring = Ring::default();
+                    ring.push(interval);
+                    seen.insert(key, BackendSeries { last: counts, ring });
+                }
+                (_, None) => {
                     let ring = Ring::default();
                     seen.insert(key, BackendSeries { last: counts, ring });
                 }
@@ -403,6 +411,22 @@ mod tests {
             let keys: Vec<&String> = services["web"].backends.keys().collect();
             assert_eq!(keys, ["127.0.0.1:2"]);
         }
+        // A backend that joins a sampled service counts from zero.
+        tokio::time::advance(INTERVAL).await;
+        b.update(vec![
+            Backend::new("127.0.0.1", 2, 1, Origin::Static),
+            Backend::new("127.0.0.1", 3, 1, Origin::Static),
+        ]);
+        serve(&b, 1, 10, 200, 0.001);
+        history.record("web", now_ms(), Counts::of(&b));
+        let v = view(&history, &b);
+        assert_eq!(
+            v.backends[1].traffic.unwrap().rps,
+            2.0,
+            "{:?}",
+            v.backends[1]
+        );
+        assert_eq!(v.history.last().unwrap().rps, 2.0);
         history.retain(&BTreeMap::new());
         assert!(history.services.lock().unwrap().is_empty());
     }
