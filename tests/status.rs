@@ -363,3 +363,142 @@ async fn status_page_shows_traffic_sparklines_highlights_and_filters() {
     .await
     .unwrap();
 }
+
+/// `sinew status` with `args`, its standard output read by nobody: the read end is closed at once.
+fn status_into_closed_pipe(args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .arg("status")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinew_status_filters_json_survives_a_closed_pipe_and_says_os_errors_once() {
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let agent = agent(&config(&a, &b)).await;
+    let admin = agent.admin_addr().to_string();
+    // A server that resets every connection: the OS error under hyper's "connection error".
+    let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let reset_addr = reset.local_addr().unwrap().to_string();
+    let resetter = tokio::spawn(async move {
+        while let Ok((s, _)) = reset.accept().await {
+            // A zero linger resets at once on drop; it is a non-zero one that would block.
+            #[allow(deprecated)]
+            let _ = s.set_linger(Some(Duration::ZERO));
+            drop(s);
+        }
+    });
+    tokio::task::spawn_blocking(move || {
+        let one: serde_json::Value =
+            serde_json::from_str(&status(&["--admin", &admin, "--json", "web"])).unwrap();
+        assert_eq!(one["name"], "web");
+        assert_eq!(one["backends"].as_array().map(Vec::len), Some(2), "{one}");
+        let out = Command::new(BIN)
+            .args(["status", "--admin", &admin, "--json", "nope"])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no service named \"nope\""));
+
+        for args in [vec!["--admin", &admin], vec!["--admin", &admin, "--json"]] {
+            let out = status_into_closed_pipe(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+            assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        }
+
+        let out = Command::new(BIN)
+            .args(["status", "--admin", &reset_addr])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(&format!("admin server at {reset_addr}")),
+            "{stderr}"
+        );
+        assert_eq!(
+            stderr.matches("os error").count(),
+            1,
+            "the OS error, once: {stderr}"
+        );
+    })
+    .await
+    .unwrap();
+    resetter.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinew_status_shows_discovery_age_and_the_zookeeper_session() {
+    let mut zk = support::zk::ZooKeeper::start().await;
+    let backend = EchoBackend::start("a").await;
+    let client = zk.client().await;
+    support::zk::put(
+        &client,
+        "/status/web/a",
+        &support::zk::nerve("127.0.0.1", backend.addr.port(), "a"),
+    )
+    .await;
+    let agent = agent(&format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{}], path: /status/web }}\n  local:\n    listen: 127.0.0.1:0\n    backends: [{}]\n",
+        zk.address(),
+        backend.hostport(),
+    ))
+    .await;
+    let admin = agent.admin_addr().to_string();
+    let column = |out: &str, service: &str, header: &str| -> String {
+        let mut lines = out.lines();
+        let head = lines.next().unwrap_or_default();
+        let at = head.find(header).unwrap_or(0);
+        lines
+            .find(|l| l.starts_with(service))
+            .and_then(|l| l.get(at..))
+            .and_then(|c| c.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let overview = |admin: String| async move {
+        tokio::task::spawn_blocking(move || status(&["--admin", &admin]))
+            .await
+            .unwrap()
+    };
+    let mut out = String::new();
+    for _ in 0..100 {
+        out = overview(admin.clone()).await;
+        if column(&out, "web", "ZOOKEEPER") == "connected" && column(&out, "web", "UP/") == "1/1" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(column(&out, "web", "ZOOKEEPER"), "connected", "{out}");
+    assert!(column(&out, "web", "UPDATED").ends_with('s'), "{out}");
+    assert_eq!(
+        column(&out, "local", "ZOOKEEPER"),
+        "-",
+        "not from ZooKeeper: {out}"
+    );
+    let detail = tokio::task::spawn_blocking({
+        let admin = admin.clone();
+        move || status(&["--admin", &admin, "web"])
+    })
+    .await
+    .unwrap();
+    assert!(detail.contains("ZooKeeper session connected"), "{detail}");
+
+    drop(client);
+    zk.kill();
+    for _ in 0..150 {
+        out = overview(admin.clone()).await;
+        if column(&out, "web", "ZOOKEEPER") == "LOST" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(column(&out, "web", "ZOOKEEPER"), "LOST", "{out}");
+}

@@ -439,6 +439,7 @@ mod tests {
             frontends: Vec::new(),
             mode: Mode::Http,
             discovery: "static".into(),
+            zookeeper_connected: None,
             balancer: Arc::clone(&b),
         };
         let services = Arc::new(ArcSwap::from_pointee(BTreeMap::from([(
