@@ -501,4 +501,17 @@ async fn sinew_status_shows_discovery_age_and_the_zookeeper_session() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(column(&out, "web", "ZOOKEEPER"), "LOST", "{out}");
+    // The page says so on that service, and on no other.
+    let url = format!("http://{admin}/");
+    let dom = tokio::task::spawn_blocking(move || render(&url))
+        .await
+        .unwrap();
+    assert!(
+        section(&dom, "data-service=\"web\"").contains("ZOOKEEPER SESSION LOST"),
+        "{dom}"
+    );
+    assert!(
+        !section(&dom, "data-service=\"local\"").contains("ZooKeeper"),
+        "{dom}"
+    );
 }
