@@ -4,7 +4,8 @@
 //!
 //! From the rings come the traffic of the last minute (requests per second, error ratio, p50/p99
 //! from the response-time buckets, merged per service) and the points of the page's sparklines.
-//! A service's series go when the service does, a backend's when it leaves the set. Memory is
+//! A service's series go when the service does, a backend's when it has left the set and drained
+//! (a backend that returns while it still drains keeps its counters, and so its series). Memory is
 //! bounded: a series holds [`POINTS`] intervals of 88 bytes, about 5.3 KB, so 100 services of 10
 //! backends each (1,100 series) take about 5.8 MB.
 
@@ -45,11 +46,10 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Reads the counters of every backend in `balancer`'s current set, by address.
+    /// Reads the counters of every backend `balancer` knows (in its set or draining), by address.
     pub fn of(balancer: &Balancer) -> Vec<(String, Counts)> {
         balancer
-            .current()
-            .entries()
+            .known()
             .iter()
             .map(|e| {
                 let m = &e.stats.metrics;
@@ -404,6 +404,16 @@ mod tests {
         history.record("web", now_ms(), Counts::of(&b));
         tokio::time::advance(INTERVAL).await;
         history.record("web", now_ms(), Counts::of(&b));
+        // Backend 1 leaves with a connection open: it drains, and its series stay meanwhile.
+        let held = b.pick(&[]).unwrap();
+        let draining = held.entry.key.clone();
+        let staying = if draining == "127.0.0.1:1" { 2 } else { 1 };
+        b.update(vec![Backend::new("127.0.0.1", staying, 1, Origin::Static)]);
+        history.record("web", now_ms(), Counts::of(&b));
+        assert!(history.services.lock().unwrap()["web"]
+            .backends
+            .contains_key(&draining));
+        drop(held);
         b.update(vec![Backend::new("127.0.0.1", 2, 1, Origin::Static)]);
         history.record("web", now_ms(), Counts::of(&b));
         {

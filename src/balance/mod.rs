@@ -382,6 +382,16 @@ impl Balancer {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every backend still known: in the current set, then those draining the connections they
+    /// still have.
+    pub fn known(&self) -> Vec<Arc<Entry>> {
+        let set = self.current();
+        let reg = self.lock();
+        let mut known = set.entries().to_vec();
+        known.extend(draining(&reg, &set).cloned());
+        known
+    }
+
     /// A read-only view for the admin API.
     pub fn view(&self) -> ServiceView {
         let set = self.current();
@@ -393,11 +403,7 @@ impl Balancer {
             .zip(&set.weights().weights)
             .map(|(e, w)| BackendView::new(e, Some(*w), slow))
             .collect();
-        let in_set: HashSet<&str> = set.entries().iter().map(|e| e.key.as_str()).collect();
-        let mut draining: Vec<BackendView> = reg
-            .entries
-            .values()
-            .filter(|e| !in_set.contains(e.key.as_str()) && e.stats.load.get() > 0)
+        let mut draining: Vec<BackendView> = draining(&reg, &set)
             .map(|e| BackendView::new(e, None, slow))
             .collect();
         draining.sort_by(|a, b| a.address.cmp(&b.address));
@@ -419,6 +425,14 @@ impl Balancer {
             backends,
         }
     }
+}
+
+/// The entries of `reg` that left `set` and still have connections open.
+fn draining<'a>(reg: &'a Registry, set: &'a BackendSet) -> impl Iterator<Item = &'a Arc<Entry>> {
+    let in_set: HashSet<&str> = set.entries().iter().map(|e| e.key.as_str()).collect();
+    reg.entries
+        .values()
+        .filter(move |e| !in_set.contains(e.key.as_str()) && e.stats.load.get() > 0)
 }
 
 #[cfg(test)]
