@@ -503,9 +503,17 @@ async fn sinew_status_shows_discovery_age_and_the_zookeeper_session() {
     assert_eq!(column(&out, "web", "ZOOKEEPER"), "LOST", "{out}");
     // The page says so on that service, and on no other.
     let url = format!("http://{admin}/");
-    let dom = tokio::task::spawn_blocking(move || render(&url))
-        .await
-        .unwrap();
+    let dom = tokio::task::spawn_blocking(move || {
+        screenshot(
+            &url,
+            &shot_dir().join("status-zookeeper-lost.png"),
+            1400,
+            450,
+        );
+        render(&url)
+    })
+    .await
+    .unwrap();
     assert!(
         section(&dom, "data-service=\"web\"").contains("ZOOKEEPER SESSION LOST"),
         "{dom}"
