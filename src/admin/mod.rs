@@ -4,6 +4,7 @@
 
 mod api;
 mod guard;
+mod log_level;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
 pub use guard::RefusalMetrics;
@@ -106,9 +107,9 @@ pub async fn accept_loop(
         let stop = stop.clone();
         let spare = Arc::clone(&spare);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, &req).await) }
+                async move { Ok::<_, Infallible>(route(&state, &mut req).await) }
             });
             let mut builder = http1::Builder::new();
             builder
@@ -130,7 +131,7 @@ fn exposed(addr: std::net::SocketAddr, has_token: bool) -> bool {
     !addr.ip().is_loopback() && !has_token
 }
 
-async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
     let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
     let token = token(state, req);
     let header = |name| {
@@ -152,6 +153,9 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     }
     if let Some(rest) = req.uri().path().strip_prefix("/api/register") {
         return register(state, req.method(), rest);
+    }
+    if req.uri().path() == "/api/log-level" {
+        return log_level::serve(req).await;
     }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {

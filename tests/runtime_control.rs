@@ -1,0 +1,162 @@
+//! Runtime control of a running `sinew` binary through its admin API and the `sinew log-level` and
+//! `sinew reload` commands: the log filter, the running config, and a reload's dry run.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use support::process::*;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// One request to the admin API: the status and the body.
+async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+    (status, body.unwrap_or_default())
+}
+
+/// `sinew run --config FILE` with its log (text, no `RUST_LOG`) written to `log`.
+fn run_logged(config: &Path, log: &Path) -> Proc {
+    let file = std::fs::File::create(log).unwrap();
+    Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn sinew"),
+    )
+}
+
+/// Runs `sinew ARGS` to its end: exit success, stdout, stderr.
+fn sinew(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("SINEW_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run sinew");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn log_file(name: &str) -> PathBuf {
+    temp_file(name, "")
+}
+
+/// A refused admin request is logged at debug level only (sinew::admin): the probe of these tests.
+async fn refused_probe(admin: SocketAddr) {
+    let (status, _) = request(admin, "POST", "/api/reload", "evil.example", "", "").await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn the_log_filter_is_read_and_replaced_at_run_time_and_a_bad_one_changes_nothing() {
+    let backend = EchoBackend::start("a").await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:{admin}, token: s3cret }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n",
+        backend.hostport()
+    );
+    let config = temp_file("log-level.yaml", &yaml);
+    let log = log_file("log-level.log");
+    let _sinew = run_logged(&config, &log);
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_listening(admin_addr).await;
+    let admin_arg = admin_addr.to_string();
+
+    // Reading needs no token; the default filter is info.
+    let (ok, out, err) = sinew(&["log-level", "--admin", &admin_arg], &[]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "info");
+    refused_probe(admin_addr).await;
+
+    // Replacing it is a state-changing request: the token is needed.
+    let (ok, _, err) = sinew(&["log-level", "--admin", &admin_arg, "debug"], &[]);
+    assert!(!ok);
+    assert!(err.contains("401"), "{err}");
+    let local = admin_addr.to_string();
+    let auth = "Authorization: Bearer s3cret\r\n";
+    let (status, body) = request(
+        admin_addr,
+        "PUT",
+        "/api/log-level",
+        &local,
+        auth,
+        "info,sinew::admin=[",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("invalid log filter"), "{body}");
+    let (status, body) = request(admin_addr, "PUT", "/api/log-level", &local, auth, "").await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        request(admin_addr, "GET", "/api/log-level", &local, "", "")
+            .await
+            .1
+            .trim(),
+        "info"
+    );
+
+    let before = std::fs::read_to_string(&log).unwrap();
+    assert!(!before.contains("admin request refused"), "{before}");
+    assert!(!before.contains("log filter changed"), "{before}");
+
+    let (ok, out, err) = sinew(
+        &[
+            "log-level",
+            "--admin",
+            &admin_arg,
+            "info,sinew::admin=debug",
+        ],
+        &[("SINEW_ADMIN_TOKEN", "s3cret")],
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("info -> "), "{out}");
+    let (_, out, _) = sinew(&["log-level", "--admin", &admin_arg], &[]);
+    let current = out.trim();
+    assert!(
+        current.contains("sinew::admin=debug") && current.contains("info"),
+        "{current}"
+    );
+
+    refused_probe(admin_addr).await;
+    let logged = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("admin request refused"))
+    })
+    .await;
+    let after = std::fs::read_to_string(&log).unwrap();
+    assert!(logged, "{after}");
+    assert!(after.contains("log filter changed"), "{after}");
+    assert!(
+        after.contains("sinew::admin=debug"),
+        "old and new are logged: {after}"
+    );
+}
