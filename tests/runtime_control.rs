@@ -160,3 +160,33 @@ async fn the_log_filter_is_read_and_replaced_at_run_time_and_a_bad_one_changes_n
         "old and new are logged: {after}"
     );
 }
+
+#[tokio::test]
+async fn the_running_config_is_served_with_the_token_redacted_and_only_to_the_token() {
+    let backend = EchoBackend::start("a").await;
+    let (port, admin) = (free_port(), free_port());
+    let yaml = format!(
+        "admin: {{ listen: 127.0.0.1:{admin}, token: very-s3cret }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n    timeouts: {{ connect: 1500ms }}\n",
+        backend.hostport()
+    );
+    let config = temp_file("api-config.yaml", &yaml);
+    let _sinew = Proc::run(&config);
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_listening(admin_addr).await;
+    let local = admin_addr.to_string();
+
+    let (status, body) = request(admin_addr, "GET", "/api/config", &local, "", "").await;
+    assert_eq!(status, 401, "{body}");
+    assert!(!body.contains("very-s3cret"));
+    let auth = "Authorization: Bearer very-s3cret\r\n";
+    let (status, body) = request(admin_addr, "GET", "/api/config", "sinew.example", auth, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("very-s3cret"), "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["admin"]["token"], "<redacted>");
+    assert_eq!(json["admin"]["listen"], local);
+    let web = &json["services"]["web"];
+    assert_eq!(web["listen"], format!("127.0.0.1:{port}"));
+    assert_eq!(web["timeouts"]["connect"], "1s 500ms");
+    assert_eq!(web["backends"][0]["port"], backend.addr.port());
+}

@@ -3,6 +3,7 @@
 //! requests, the token).
 
 mod api;
+mod config;
 mod guard;
 mod log_level;
 
@@ -51,6 +52,8 @@ pub struct AdminState {
     pub registrar: Option<Arc<Registrar>>,
     /// Required bearer token of state-changing requests, when set (replaced on reload).
     pub token: Arc<arc_swap::ArcSwapOption<String>>,
+    /// The config in force (replaced on reload), for `GET /api/config`.
+    pub config: Arc<ArcSwap<crate::config::Config>>,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -132,7 +135,9 @@ fn exposed(addr: std::net::SocketAddr, has_token: bool) -> bool {
 }
 
 async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
-    let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
+    // `/api/config` shows the whole topology: guarded as if it changed state.
+    let changes_state = (req.method() != Method::GET && req.method() != Method::HEAD)
+        || req.uri().path() == config::PATH;
     let token = token(state, req);
     let header = |name| {
         req.headers()
@@ -193,6 +198,7 @@ async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full
                 )
             }
         }
+        config::PATH => config::serve(state),
         "/api/services" => {
             let body = serde_json::to_string_pretty(&api::services(state))
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

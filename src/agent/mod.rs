@@ -248,6 +248,7 @@ impl Agent {
             threads: config.threads,
             grace: std::sync::Mutex::new(config.shutdown_grace),
             source,
+            config: Arc::new(ArcSwap::from_pointee(config)),
         });
         let state = Arc::new(AdminState {
             services: Arc::clone(&core.view),
@@ -259,6 +260,7 @@ impl Agent {
                 .then(|| Arc::clone(&core) as Arc<dyn admin::Reload>),
             registrar: Some(Arc::clone(&core.registrar)),
             token: Arc::clone(&core.admin_token),
+            config: Arc::clone(&core.config),
         });
         let stop = core.shared.stop.clone();
         core.shared

@@ -33,6 +33,8 @@ pub(super) struct Core {
     pub(super) threads: Option<std::num::NonZeroUsize>,
     /// The files [`Agent::reload`] reads again, when the agent was started from files.
     pub(super) source: Option<Source>,
+    /// The config in force: the last one applied.
+    pub(super) config: Arc<ArcSwap<Config>>,
     /// The shutdown grace period of the config in force.
     pub(super) grace: std::sync::Mutex<Duration>,
 }
@@ -181,6 +183,7 @@ impl Core {
         }
         summary.registration = self.registrar.reload(config.register.as_ref()).await;
         *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = config.shutdown_grace;
+        self.config.store(Arc::new(config));
         tracing::info!(%summary, "config reloaded");
         Ok(summary)
     }

@@ -21,6 +21,7 @@ pub mod nerve;
 mod nerve_keys;
 mod network;
 pub mod paths;
+pub mod redact;
 pub mod register;
 mod service;
 pub mod synapse;
