@@ -8,6 +8,7 @@
 //! Synapse and Nerve readers translate their formats into the same model.
 
 mod addr;
+pub mod diff;
 mod discovery;
 pub mod duration;
 mod field;
