@@ -190,3 +190,88 @@ async fn the_running_config_is_served_with_the_token_redacted_and_only_to_the_to
     assert_eq!(web["timeouts"]["connect"], "1s 500ms");
     assert_eq!(web["backends"][0]["port"], backend.addr.port());
 }
+
+#[tokio::test]
+async fn a_dry_run_shows_the_difference_and_applies_nothing_and_a_real_reload_applies_and_logs_it()
+{
+    let (a, b) = (EchoBackend::start("a").await, EchoBackend::start("b").await);
+    let (port, admin) = (free_port(), free_port());
+    let yaml = |backend: &EchoBackend, connect: &str| {
+        format!(
+            "admin: {{ listen: 127.0.0.1:{admin} }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    backends: [{}]\n    timeouts: {{ connect: {connect} }}\n",
+            backend.hostport()
+        )
+    };
+    let config = temp_file("dry-run.yaml", &yaml(&a, "1s"));
+    let log = log_file("dry-run.log");
+    let _sinew = run_logged(&config, &log);
+    let (web, admin_addr): (SocketAddr, SocketAddr) = (
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        format!("127.0.0.1:{admin}").parse().unwrap(),
+    );
+    wait_listening(web).await;
+    wait_listening(admin_addr).await;
+    let admin_arg = admin_addr.to_string();
+    assert_eq!(greet(web).await.unwrap(), "a");
+
+    let (ok, out, err) = sinew(&["reload", "--dry-run", "--admin", &admin_arg], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("no changes"), "{out}");
+
+    std::fs::write(&config, yaml(&b, "2s")).unwrap();
+    let (ok, out, err) = sinew(&["reload", "--dry-run", "--admin", &admin_arg], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("nothing applied"), "{out}");
+    assert!(out.contains("web: timeouts.connect: 1s -> 2s"), "{out}");
+    let backends = format!("web: backends: [{}] -> [{}]", a.hostport(), b.hostport());
+    assert!(out.contains(&backends), "{out}");
+    // Nothing was applied: the service still routes to the old backend, and the API shows the old config.
+    assert_eq!(greet(web).await.unwrap(), "a");
+    let local = admin_addr.to_string();
+    let (_, body) = request(admin_addr, "GET", "/api/config", &local, "", "").await;
+    assert!(body.contains("\"connect\": \"1s\""), "{body}");
+
+    // An invalid file: the dry run names the error and the command fails; the service still runs.
+    std::fs::write(&config, "services:\n  web:\n    listen: nowhere\n").unwrap();
+    let (ok, out, err) = sinew(&["reload", "--dry-run", "--admin", &admin_arg], &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("400") && err.contains("services.web.listen"),
+        "{err}"
+    );
+    let (status, body) = request(
+        admin_addr,
+        "POST",
+        "/api/reload?dry_run=true",
+        &local,
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("nothing applied"), "{body}");
+    assert_eq!(greet(web).await.unwrap(), "a");
+
+    // A real reload through the command applies the change and logs the same difference.
+    std::fs::write(&config, yaml(&b, "2s")).unwrap();
+    let (ok, out, err) = sinew(&["reload", "--admin", &admin_arg], &[]);
+    assert!(ok, "{err}");
+    assert!(out.contains("changed [web]"), "{out}");
+    assert_eq!(greet(web).await.unwrap(), "b");
+    let logged = eventually(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("reload changed the service"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(logged, "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("reload changed the service"))
+        .unwrap();
+    assert!(
+        line.contains("service=web") && line.contains("timeouts.connect: 1s -> 2s"),
+        "{line}"
+    );
+    let (ok, out, _) = sinew(&["reload", "--dry-run", "--admin", &admin_arg], &[]);
+    assert!(ok && out.contains("no changes"), "{out}");
+}

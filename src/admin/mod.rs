@@ -6,6 +6,7 @@ mod api;
 mod config;
 mod guard;
 mod log_level;
+mod reload;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
 pub use guard::RefusalMetrics;
@@ -36,6 +37,9 @@ pub trait Reload: Send + Sync {
     /// Reads the files again and applies them: a summary of what changed, or why the running config
     /// stays. Runs to its end as a task of its own, whatever becomes of the request that asked.
     fn reload(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+    /// Reads and validates the files as a reload would and applies nothing: how they differ from the
+    /// running config (one change a line), or why a reload would reject them.
+    fn dry_run(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
 /// What the admin server reads.
@@ -164,7 +168,11 @@ async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full
     }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {
-            reload(state).await
+            match reload::dry_run(req.uri().query()) {
+                Ok(true) => reload::dry(state).await,
+                Ok(false) => reload(state).await,
+                Err(response) => response,
+            }
         } else {
             text(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -74,6 +74,9 @@ pub enum AgentError {
     /// The `file_output` directory cannot be created.
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
+    /// The running and the new config could not be compared.
+    #[error(transparent)]
+    Diff(#[from] crate::config::diff::DiffError),
     /// The agent was started from a config, not from files it could read again.
     #[error("reload is not available: sinew was not started from a config file")]
     NoSource,
@@ -278,6 +281,12 @@ impl Agent {
     /// `POST /api/reload` do); a broken file or a failed bind keeps the running config.
     pub async fn reload(&self) -> Result<ReloadSummary, AgentError> {
         self.core.reload().await
+    }
+
+    /// Reads the config files again and validates them as [`Agent::reload`] would, applies nothing, and
+    /// returns how they differ from the config in force.
+    pub async fn dry_run(&self) -> Result<crate::config::diff::ConfigDiff, AgentError> {
+        self.core.dry_run().await
     }
 
     /// Applies a new config. Listeners of added or moved services are bound first: if one cannot be,
