@@ -159,6 +159,15 @@ async fn the_log_filter_is_read_and_replaced_at_run_time_and_a_bad_one_changes_n
         after.contains("sinew::admin=debug"),
         "old and new are logged: {after}"
     );
+    let page = http_get(admin_addr, "/metrics").await.1;
+    let changes = |result: &str| {
+        metric(
+            &page,
+            &format!("sinew_admin_log_filter_changes_total{{result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(changes("ok"), Some(1.0), "{page}");
+    assert_eq!(changes("rejected"), Some(2.0), "{page}");
 }
 
 #[tokio::test]
@@ -251,6 +260,15 @@ async fn a_dry_run_shows_the_difference_and_applies_nothing_and_a_real_reload_ap
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("nothing applied"), "{body}");
     assert_eq!(greet(web).await.unwrap(), "a");
+    let (ok, _, err) = sinew(&["reload", "--admin", &admin_arg], &[]);
+    assert!(!ok && err.contains("services.web.listen"), "{err}");
+    let page = http_get(admin_addr, "/metrics").await.1;
+    assert_eq!(
+        metric(&page, "sinew_config_last_reload_successful"),
+        Some(0.0),
+        "{page}"
+    );
+    assert_eq!(greet(web).await.unwrap(), "a");
 
     // A real reload through the command applies the change and logs the same difference.
     std::fs::write(&config, yaml(&b, "2s")).unwrap();
@@ -274,4 +292,18 @@ async fn a_dry_run_shows_the_difference_and_applies_nothing_and_a_real_reload_ap
     );
     let (ok, out, _) = sinew(&["reload", "--dry-run", "--admin", &admin_arg], &[]);
     assert!(ok && out.contains("no changes"), "{out}");
+    let page = http_get(admin_addr, "/metrics").await.1;
+    let reloads = |mode: &str, result: &str| {
+        let series = format!("sinew_config_reloads_total{{mode=\"{mode}\",result=\"{result}\"}}");
+        metric(&page, &series)
+    };
+    assert_eq!(reloads("dry_run", "ok"), Some(3.0), "{page}");
+    assert_eq!(reloads("dry_run", "rejected"), Some(2.0), "{page}");
+    assert_eq!(reloads("reload", "ok"), Some(1.0), "{page}");
+    assert_eq!(reloads("reload", "rejected"), Some(1.0), "{page}");
+    assert_eq!(
+        metric(&page, "sinew_config_last_reload_successful"),
+        Some(1.0),
+        "{page}"
+    );
 }

@@ -10,6 +10,7 @@ mod reload;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
 pub use guard::RefusalMetrics;
+pub use log_level::LogFilterMetrics;
 
 use crate::metrics::Registry;
 use crate::register::Registrar;
@@ -58,6 +59,8 @@ pub struct AdminState {
     pub token: Arc<arc_swap::ArcSwapOption<String>>,
     /// The config in force (replaced on reload), for `GET /api/config`.
     pub config: Arc<ArcSwap<crate::config::Config>>,
+    /// Changes of the log filter, counted.
+    pub log_filter: LogFilterMetrics,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -164,7 +167,7 @@ async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full
         return register(state, req.method(), rest);
     }
     if req.uri().path() == "/api/log-level" {
-        return log_level::serve(req).await;
+        return log_level::serve(req, &state.log_filter).await;
     }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {

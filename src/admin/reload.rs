@@ -16,17 +16,18 @@ pub(super) fn dry_run(query: Option<&str>) -> Result<bool, Response<Full<Bytes>>
         .filter(|p| !p.is_empty())
     {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
-        dry =
-            match (key, value) {
-                ("dry_run", "true" | "1") => true,
-                ("dry_run", "false" | "0") => false,
-                _ => return Err(text(
+        dry = match (key, value) {
+            ("dry_run", "true" | "1") => true,
+            ("dry_run", "false" | "0") => false,
+            _ => {
+                return Err(text(
                     StatusCode::BAD_REQUEST,
                     format!(
                         "unknown reload parameter {pair:?}: the only one is dry_run=true|false\n"
                     ),
-                )),
-            };
+                ))
+            }
+        };
     }
     Ok(dry)
 }

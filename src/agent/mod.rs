@@ -11,6 +11,7 @@ mod check;
 mod frontend;
 mod persist;
 mod reload;
+mod reload_metrics;
 mod service;
 mod source;
 mod summary;
@@ -130,6 +131,8 @@ impl Agent {
         let task_metrics = crate::supervise::TaskMetrics::register(&registry)?;
         let handovers = crate::upgrade::HandoverMetrics::register(&registry)?;
         let refused = admin::RefusalMetrics::register(&registry)?;
+        let reloads = reload_metrics::ReloadMetrics::register(&registry)?;
+        let log_filter = admin::LogFilterMetrics::register(&registry)?;
         let zk = crate::zk::ZkMetrics::register(&registry)?;
         let (sessions_stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let stop = sessions_stop.child_token();
@@ -252,6 +255,7 @@ impl Agent {
             grace: std::sync::Mutex::new(config.shutdown_grace),
             source,
             config: Arc::new(ArcSwap::from_pointee(config)),
+            reloads,
         });
         let state = Arc::new(AdminState {
             services: Arc::clone(&core.view),
@@ -264,6 +268,7 @@ impl Agent {
             registrar: Some(Arc::clone(&core.registrar)),
             token: Arc::clone(&core.admin_token),
             config: Arc::clone(&core.config),
+            log_filter,
         });
         let stop = core.shared.stop.clone();
         core.shared

@@ -2,6 +2,7 @@
 //! applied to them service by service.
 
 use super::frontend::{self, RunningFrontend};
+use super::reload_metrics::{Mode, ReloadMetrics};
 use super::service::{self, AgentHandles, RunningService};
 use super::{AgentError, ReloadSummary, Source};
 use crate::admin::{self, ServiceInfo};
@@ -34,6 +35,8 @@ pub(super) struct Core {
     pub(super) threads: Option<std::num::NonZeroUsize>,
     /// The files [`Agent::reload`] reads again, when the agent was started from files.
     pub(super) source: Option<Source>,
+    /// Reloads and dry runs, counted.
+    pub(super) reloads: ReloadMetrics,
     /// The config in force: the last one applied.
     pub(super) config: Arc<ArcSwap<Config>>,
     /// The shutdown grace period of the config in force.
@@ -49,11 +52,13 @@ impl Core {
         let loaded = source.load();
         // Parsing peaks at tens of times the file's size; give that back now rather than keep it.
         crate::memory::release_freed();
-        let config = loaded.inspect_err(
-            |e| tracing::error!(error = %e, "reload rejected; the running config stays"),
-        )?;
-        self.apply(config)
-            .await
+        let config = loaded.inspect_err(|e| {
+            self.reloads.count(Mode::Reload, false);
+            tracing::error!(error = %e, "reload rejected; the running config stays")
+        })?;
+        let applied = self.apply(config).await;
+        self.reloads.count(Mode::Reload, applied.is_ok());
+        applied
             .inspect_err(|e| tracing::error!(error = %e, "reload failed; the running config stays"))
     }
 
@@ -64,9 +69,12 @@ impl Core {
         };
         let loaded = source.load();
         crate::memory::release_freed();
-        let config = loaded?;
-        admissible(&config, &*self.running.lock().await)?;
-        Ok(diff::diff(&self.config.load(), &config)?)
+        let checked = match loaded {
+            Ok(config) => admissible(&config, &*self.running.lock().await).map(|()| config),
+            Err(e) => Err(e.into()),
+        };
+        self.reloads.count(Mode::DryRun, checked.is_ok());
+        Ok(diff::diff(&self.config.load(), &checked?)?)
     }
 
     /// See [`Agent::apply`].
