@@ -122,7 +122,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format, cli.log_level.as_deref());
+    if let Err(e) = init_logs(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("sinew: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Check { source, strict } => check(&source.into(), strict),
         Command::Run { source, takeover } => {
@@ -233,13 +236,18 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logs(format: LogFormat, level: Option<&str>) {
+/// Installs the log subscriber; a `--log-level` or `RUST_LOG` that does not parse is an error.
+fn init_logs(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    use sinew::log_level::parse;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::{EnvFilter, Layer};
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    use tracing_subscriber::Layer;
+    let filter = match (level, std::env::var("RUST_LOG")) {
+        (Some(l), _) => parse(l).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?,
+        (None, Ok(env)) if !env.trim().is_empty() => {
+            parse(&env).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?
+        }
+        (None, _) => parse("info")?,
     };
     // The filter is reloadable: `PUT /api/log-level` replaces it while sinew runs.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
@@ -253,4 +261,5 @@ fn init_logs(format: LogFormat, level: Option<&str>) {
         LogFormat::Json => fmt.json().boxed(),
     };
     tracing_subscriber::registry().with(filter).with(fmt).init();
+    Ok(())
 }

@@ -307,3 +307,38 @@ async fn a_dry_run_shows_the_difference_and_applies_nothing_and_a_real_reload_ap
         "{page}"
     );
 }
+
+#[test]
+fn a_log_filter_that_does_not_parse_at_start_is_an_error_naming_where_it_came_from() {
+    let config = temp_file(
+        "bad-filter.yaml",
+        "services:\n  web: { listen: 127.0.0.1:1, backends: [127.0.0.1:2] }\n",
+    );
+    let path = config.to_string_lossy();
+    let (ok, _, err) = sinew(
+        &["--log-level", "sinew=loud", "check", "--config", &path],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("--log-level: invalid log filter \"sinew=loud\""),
+        "{err}"
+    );
+    let (ok, _, err) = sinew(
+        &["check", "--config", &path],
+        &[("RUST_LOG", "info,sinew=[")],
+    );
+    assert!(!ok);
+    assert!(err.contains("RUST_LOG: invalid log filter"), "{err}");
+    let (ok, _, err) = sinew(
+        &[
+            "--log-level",
+            "info,sinew::proxy=debug",
+            "check",
+            "--config",
+            &path,
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+}
