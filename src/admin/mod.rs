@@ -171,11 +171,7 @@ async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full
     }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {
-            match reload::dry_run(req.uri().query()) {
-                Ok(true) => reload::dry(state).await,
-                Ok(false) => reload(state).await,
-                Err(response) => response,
-            }
+            reload::serve(state, req.uri().query()).await
         } else {
             text(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -1,14 +1,23 @@
 //! `POST /api/reload?dry_run=true`: what a reload would change, with nothing applied.
 
-use super::{text, AdminState, RELOAD_TIMEOUT};
+use super::{reload, text, AdminState, RELOAD_TIMEOUT};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Response, StatusCode};
 use std::sync::Arc;
 
-/// Whether the query asks for a dry run (`dry_run`, `dry_run=true|1|false|0`), or the 400 answer to a
-/// query it does not understand.
-pub(super) fn dry_run(query: Option<&str>) -> Result<bool, Response<Full<Bytes>>> {
+/// Serves `POST /api/reload`: a reload, or a dry run when the query asks for one; 400 for a query it
+/// does not understand.
+pub(super) async fn serve(state: &AdminState, query: Option<&str>) -> Response<Full<Bytes>> {
+    match dry_run(query) {
+        Ok(true) => dry(state).await,
+        Ok(false) => reload(state).await,
+        Err(message) => text(StatusCode::BAD_REQUEST, message),
+    }
+}
+
+/// Whether the query asks for a dry run (`dry_run`, `dry_run=true|1|false|0`), or why it is refused.
+fn dry_run(query: Option<&str>) -> Result<bool, String> {
     let mut dry = false;
     for pair in query
         .unwrap_or_default()
@@ -20,11 +29,8 @@ pub(super) fn dry_run(query: Option<&str>) -> Result<bool, Response<Full<Bytes>>
             ("dry_run", "true" | "1") => true,
             ("dry_run", "false" | "0") => false,
             _ => {
-                return Err(text(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "unknown reload parameter {pair:?}: the only one is dry_run=true|false\n"
-                    ),
+                return Err(format!(
+                    "unknown reload parameter {pair:?}: the only one is dry_run=true|false\n"
                 ))
             }
         };
@@ -34,7 +40,7 @@ pub(super) fn dry_run(query: Option<&str>) -> Result<bool, Response<Full<Bytes>>
 
 /// Reads and validates the config files and answers how they differ from the running config; 400
 /// with the error when a reload would reject them. Nothing is applied either way.
-pub(super) async fn dry(state: &AdminState) -> Response<Full<Bytes>> {
+async fn dry(state: &AdminState) -> Response<Full<Bytes>> {
     let Some(reloader) = &state.reload else {
         return text(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -76,7 +82,7 @@ mod tests {
         }
         for bad in ["dry_run=yes", "dryrun=true", "dry_run=true&force=1"] {
             let refused = dry_run(Some(bad)).expect_err(bad);
-            assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+            assert!(refused.contains("unknown reload parameter"), "{refused}");
         }
     }
 }
