@@ -342,3 +342,47 @@ fn a_log_filter_that_does_not_parse_at_start_is_an_error_naming_where_it_came_fr
     );
     assert!(ok, "{err}");
 }
+
+#[tokio::test]
+async fn the_running_config_is_the_merged_one_with_synapse_services_translated() {
+    let (web, admin) = (free_port(), free_port());
+    let native = temp_file(
+        "merged-native.yaml",
+        &format!("admin: {{ listen: 127.0.0.1:{admin}, token: merged-s3cret }}\n"),
+    );
+    let synapse = temp_file(
+        "merged-synapse.json",
+        &format!(
+            r#"{{"services": {{"web": {{"discovery": {{"method": "base"}}, "haproxy": {{"port": {web}}},
+                "default_servers": [{{"name": "b", "host": "127.0.0.1", "port": 1}}]}}}}}}"#
+        ),
+    );
+    let _sinew = Proc(
+        Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&native)
+            .arg("--synapse-config")
+            .arg(&synapse)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn sinew"),
+    );
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_listening(admin_addr).await;
+    let auth = "Authorization: Bearer merged-s3cret\r\n";
+    let local = admin_addr.to_string();
+    let (status, body) = request(admin_addr, "GET", "/api/config", &local, auth, "").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("merged-s3cret"), "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["admin"]["token"], "<redacted>");
+    let backend = &json["services"]["web"]["backends"][0];
+    assert_eq!(backend["port"], 1, "{body}");
+    assert_eq!(backend["name"], "b", "{body}");
+    assert!(
+        json["services"]["web"]["listen"]
+            .as_str()
+            .is_some_and(|l| l.ends_with(&format!(":{web}"))),
+        "{body}"
+    );
+}
