@@ -1,5 +1,5 @@
-//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON)
-//! and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
+//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON),
+//! `/api/config`, `/api/log-level` and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
 //! requests, the token).
 
 mod api;
