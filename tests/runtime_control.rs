@@ -146,6 +146,11 @@ async fn the_log_filter_is_read_and_replaced_at_run_time_and_a_bad_one_changes_n
         current.contains("sinew::admin=debug") && current.contains("info"),
         "{current}"
     );
+    // A config reload keeps the filter set at run time.
+    let (ok, _, err) = sinew(&["reload", "--admin", &admin_arg, "--token", "s3cret"], &[]);
+    assert!(ok, "{err}");
+    let (_, out, _) = sinew(&["log-level", "--admin", &admin_arg], &[]);
+    assert_eq!(out.trim(), current, "the reload kept the filter");
 
     refused_probe(admin_addr).await;
     let logged = eventually(Duration::from_secs(5), || {
@@ -239,6 +244,9 @@ async fn a_dry_run_shows_the_difference_and_applies_nothing_and_a_real_reload_ap
     let local = admin_addr.to_string();
     let (_, body) = request(admin_addr, "GET", "/api/config", &local, "", "").await;
     assert!(body.contains("\"connect\": \"1s\""), "{body}");
+    // Without a token, the topology is not served to a Host a rebound web page would send.
+    let (status, _) = request(admin_addr, "GET", "/api/config", "sinew.example", "", "").await;
+    assert_eq!(status, 403);
 
     // An invalid file: the dry run names the error and the command fails; the service still runs.
     std::fs::write(&config, "services:\n  web:\n    listen: nowhere\n").unwrap();
