@@ -94,6 +94,21 @@ enum Command {
         /// Show this service's backends (with --json: print only this service).
         service: Option<String>,
     },
+    /// Show the log filter of a running sinew, or replace it (until its next restart).
+    LogLevel {
+        #[command(flatten)]
+        admin: sinew::control::AdminArgs,
+        /// The new filter (tracing env-filter syntax), e.g. `info,sinew::proxy=debug`.
+        filter: Option<String>,
+    },
+    /// Reload a running sinew's config files (as SIGHUP does), or show what a reload would change.
+    Reload {
+        #[command(flatten)]
+        admin: sinew::control::AdminArgs,
+        /// Read and validate the files and print the difference from the running config; apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Start three demo HTTP backends and sinew in front of them.
     Demo {
         /// Where the demo service listens.
@@ -107,7 +122,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(cli.log_format, cli.log_level.as_deref());
+    if let Err(e) = init_logs(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("sinew: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Check { source, strict } => check(&source.into(), strict),
         Command::Run { source, takeover } => {
@@ -124,6 +142,21 @@ fn main() -> ExitCode {
             json,
             service,
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
+        Command::LogLevel { admin, filter } => runtime().and_then(|rt| {
+            let (method, body) = match filter {
+                Some(f) => (hyper::Method::PUT, Some(f)),
+                None => (hyper::Method::GET, None),
+            };
+            rt.block_on(control(&admin, method, "/api/log-level", body))
+        }),
+        Command::Reload { admin, dry_run } => runtime().and_then(|rt| {
+            let path = if dry_run {
+                "/api/reload?dry_run=true"
+            } else {
+                "/api/reload"
+            };
+            rt.block_on(control(&admin, hyper::Method::POST, path, None))
+        }),
         Command::Demo { listen, admin } => {
             runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }
@@ -179,6 +212,18 @@ async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow:
     Ok(sinew::status::print(out.trim_end())?)
 }
 
+/// One admin API request for `sinew log-level` and `sinew reload`: its answer printed.
+async fn control(
+    admin: &sinew::control::AdminArgs,
+    method: hyper::Method,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<()> {
+    let answer = sinew::control::call(admin, method, path, body).await?;
+    println!("{}", answer.trim_end());
+    Ok(())
+}
+
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     let agent = sinew::demo::start(listen, admin, stop.clone()).await?;
@@ -188,19 +233,30 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logs(format: LogFormat, level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+/// Installs the log subscriber; a `--log-level` or `RUST_LOG` that does not parse is an error.
+fn init_logs(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    use sinew::log_level::parse;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let filter = match (level, std::env::var("RUST_LOG")) {
+        (Some(l), _) => parse(l).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?,
+        (None, Ok(env)) if !env.trim().is_empty() => {
+            parse(&env).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?
+        }
+        (None, _) => parse("info")?,
     };
+    // The filter is reloadable: `PUT /api/log-level` replaces it while sinew runs.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    sinew::log_level::install(handle);
     // Colour codes only for a person at a terminal, never into a file or a journal.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Ok(())
 }
