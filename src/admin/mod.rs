@@ -1,11 +1,13 @@
-//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON)
-//! and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
+//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON),
+//! `POST /api/reload` and backend overrides (`/api/services/{service}/backends/...`, `/api/overrides`). Requests pass the checks of `guard` first (DNS rebinding, cross-site
 //! requests, the token).
 
 mod api;
+mod backends;
 mod guard;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
+pub use backends::OverridesJson;
 pub use guard::RefusalMetrics;
 
 use crate::metrics::Registry;
@@ -153,6 +155,9 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     if let Some(rest) = req.uri().path().strip_prefix("/api/register") {
         return register(state, req.method(), rest);
     }
+    if let Some(rest) = req.uri().path().strip_prefix("/api/services/") {
+        return backends::control(state, req.method(), rest);
+    }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {
             reload(state).await
@@ -197,6 +202,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
+        "/api/overrides" => backends::list(state),
         "/" => {
             let mut r = text(StatusCode::OK, STATUS_PAGE.into());
             r.headers_mut().insert(

@@ -22,6 +22,7 @@ pub mod health;
 mod least_conn;
 mod load;
 mod metrics;
+pub mod overrides;
 mod p2c;
 mod queue;
 mod random;
@@ -35,6 +36,7 @@ pub use eligible::Policy;
 pub use fallback::Fallback;
 pub use load::{BackendLoad, BackendStats};
 pub use metrics::{BalanceMetrics, SetMetrics};
+pub use overrides::{Action, AdminState, Outcome, Override, OverrideError, OverrideView};
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use tries::Tries;
@@ -69,6 +71,8 @@ pub struct Balancer {
     rebuilt: Notify,
     /// Whether backends get HTTP response series (HTTP-mode services).
     http: bool,
+    /// Operators' overrides of the service's backends, kept across reloads by the agent.
+    overrides: Arc<overrides::ServiceOverrides>,
 }
 
 /// The latest entry of every backend still known (in the set or draining), plus swap bookkeeping.
@@ -84,7 +88,7 @@ impl Balancer {
     pub fn new(service: &str, algorithm: Algorithm, metrics: Arc<BalanceMetrics>) -> Self {
         let set_metrics = metrics.set(service);
         let queue = Arc::new(queue::Queue::new(0, Duration::ZERO, metrics.queue(service)));
-        let empty = eligible::weights(&[], &Policy::default(), 0);
+        let empty = eligible::weights(&[], &Policy::default(), &Default::default(), 0);
         Self {
             service: service.to_string(),
             algorithm,
@@ -101,7 +105,14 @@ impl Balancer {
             swapped: watch::channel(0).0,
             rebuilt: Notify::new(),
             http: false,
+            overrides: Arc::new(overrides::ServiceOverrides::detached()),
         }
+    }
+
+    /// Applies the operators' overrides in `store` (the service's, shared with its earlier balancers).
+    pub fn with_overrides(mut self, store: Arc<overrides::ServiceOverrides>) -> Self {
+        self.overrides = store;
+        self
     }
 
     /// Gives backends the HTTP response series (for HTTP-mode services).
@@ -269,7 +280,8 @@ impl Balancer {
             return false;
         }
         let count = entries.len();
-        let weights = eligible::weights(&entries, &self.policy, now_ms());
+        let admin = self.overrides.snapshot();
+        let weights = eligible::weights(&entries, &self.policy, &admin, now_ms());
         self.install(entries, weights);
         reg.updates += 1;
         self.set_metrics.swaps.inc();
@@ -288,11 +300,12 @@ impl Balancer {
         let _reg = self.lock();
         let now = now_ms();
         let current = self.current.load_full();
-        let weights = eligible::weights(current.entries(), &self.policy, now);
+        let admin = self.overrides.snapshot();
+        let weights = eligible::weights(current.entries(), &self.policy, &admin, now);
         if &weights != current.weights() {
             self.install(current.entries().to_vec(), weights);
         }
-        eligible::next_change(current.entries(), &self.policy, now)
+        eligible::next_change(current.entries(), &self.policy, &admin, now)
     }
 
     /// Resolves once the set's selection state has been rebuilt since the last call (the deadline
@@ -379,18 +392,19 @@ impl Balancer {
     pub fn view(&self) -> ServiceView {
         let set = self.current();
         let reg = self.lock();
+        let admin = self.overrides.snapshot();
         let mut backends: Vec<BackendView> = set
             .entries()
             .iter()
             .zip(&set.weights().weights)
-            .map(|(e, w)| BackendView::new(e, Some(*w)))
+            .map(|(e, w)| BackendView::new(e, Some(*w), admin.get(&e.key)))
             .collect();
         let in_set: HashSet<&str> = set.entries().iter().map(|e| e.key.as_str()).collect();
         let mut draining: Vec<BackendView> = reg
             .entries
             .values()
             .filter(|e| !in_set.contains(e.key.as_str()) && e.stats.load.get() > 0)
-            .map(|e| BackendView::new(e, None))
+            .map(|e| BackendView::new(e, None, admin.get(&e.key)))
             .collect();
         draining.sort_by(|a, b| a.address.cmp(&b.address));
         backends.extend(draining);
