@@ -6,6 +6,7 @@ pub mod admin;
 pub mod agent;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod discovery;
 pub mod endpoint;

@@ -94,6 +94,8 @@ enum Command {
         /// Show this service's backends.
         service: Option<String>,
     },
+    /// Drain, disable, enable or reweight one backend of a running sinew, or list the overrides.
+    Backend(sinew::control::BackendArgs),
     /// Start three demo HTTP backends and sinew in front of them.
     Demo {
         /// Where the demo service listens.
@@ -124,6 +126,9 @@ fn main() -> ExitCode {
             json,
             service,
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
+        Command::Backend(args) => runtime()
+            .and_then(|rt| Ok(rt.block_on(sinew::control::run(args))?))
+            .map(|out| print!("{out}")),
         Command::Demo { listen, admin } => {
             runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }

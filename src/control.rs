@@ -1,0 +1,234 @@
+//! `sinew backend`: drain, disable, enable or reweight one backend of a running sinew through its admin
+//! API, and list the overrides in force (HAProxy's `set server` on the runtime API).
+
+use crate::admin::OverridesJson;
+use crate::endpoint::Endpoint;
+use crate::http_client::{self, Get};
+use hyper::Method;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpStream;
+
+/// The environment variable read for the admin token when `--token` is not given.
+pub const TOKEN_ENV: &str = "SINEW_ADMIN_TOKEN";
+
+/// Largest answer read.
+const MAX_BODY: usize = 16 << 20;
+
+/// How long one call may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a backend command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The admin server could not be reached, or refused the request.
+    #[error("admin server at {addr}: {message}")]
+    Admin {
+        /// The admin address.
+        addr: SocketAddr,
+        /// What went wrong (the server's own message when it answered).
+        message: String,
+    },
+}
+
+/// `sinew backend`'s arguments.
+#[derive(clap::Args)]
+pub struct BackendArgs {
+    /// The admin server's address (ip:port, [ipv6]:port or host:port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
+    pub admin: Endpoint,
+    /// The admin.token of the running sinew (default: the SINEW_ADMIN_TOKEN environment variable).
+    #[arg(long, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: BackendCommand,
+}
+
+/// One `sinew backend` action.
+#[derive(clap::Subcommand)]
+pub enum BackendCommand {
+    /// No new connections or requests to ADDR; open ones finish (HAProxy's `state drain`).
+    Drain {
+        /// The service.
+        service: String,
+        /// The backend's host:port as `sinew status SERVICE` shows it, or its discovered name.
+        addr: String,
+    },
+    /// Take ADDR out of rotation at once, even in panic mode (HAProxy's `state maint`).
+    Disable {
+        /// The service.
+        service: String,
+        /// The backend's host:port, or its discovered name.
+        addr: String,
+    },
+    /// Clear every override of ADDR: back to its discovered state and weight.
+    Enable {
+        /// The service.
+        service: String,
+        /// The backend's host:port, or its discovered name.
+        addr: String,
+    },
+    /// Give ADDR weight N (0 to 256) in place of its discovered weight.
+    Weight {
+        /// The service.
+        service: String,
+        /// The backend's host:port, or its discovered name.
+        addr: String,
+        /// The weight, 0 (no new traffic) to 256.
+        n: String,
+    },
+    /// List the overrides in force.
+    List,
+}
+
+/// Runs `sinew backend`: the text to print.
+pub async fn run(args: BackendArgs) -> Result<String, ControlError> {
+    let addr = args.admin.reachable().await;
+    let token = args.token.or_else(|| std::env::var(TOKEN_ENV).ok());
+    let target = |service: &str, backend: &str, verb: &str| {
+        format!(
+            "/api/services/{}/backends/{}/{verb}",
+            encode(service),
+            encode(backend)
+        )
+    };
+    let (method, path) = match &args.command {
+        BackendCommand::Drain { service, addr } => (Method::POST, target(service, addr, "drain")),
+        BackendCommand::Disable { service, addr } => {
+            (Method::POST, target(service, addr, "disable"))
+        }
+        BackendCommand::Enable { service, addr } => (Method::POST, target(service, addr, "enable")),
+        BackendCommand::Weight { service, addr, n } => (
+            Method::PUT,
+            target(service, addr, &format!("weight/{}", encode(n))),
+        ),
+        BackendCommand::List => {
+            let body = call(addr, token.as_deref(), Method::GET, "/api/overrides").await?;
+            let list: OverridesJson =
+                serde_json::from_slice(&body).map_err(|e| ControlError::Admin {
+                    addr,
+                    message: format!("bad JSON: {e}"),
+                })?;
+            return Ok(table(&list));
+        }
+    };
+    let body = call(addr, token.as_deref(), method, &path).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The overrides in force, one line each.
+pub fn table(list: &OverridesJson) -> String {
+    if list.services.is_empty() {
+        return "no overrides in force\n".into();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20}  {:<40}  {:<8}  {:<6}  IN SET",
+        "SERVICE", "BACKEND", "STATE", "WEIGHT"
+    );
+    for (service, overrides) in &list.services {
+        for o in overrides {
+            let _ = writeln!(
+                out,
+                "{service:<20}  {:<40}  {:<8}  {:<6}  {}",
+                o.address,
+                o.now.admin_state.map_or("-", |s| s.name()),
+                o.now.weight.map_or("-".into(), |w| w.to_string()),
+                if o.in_set { "yes" } else { "no" }
+            );
+        }
+    }
+    out
+}
+
+/// One request to the admin API; the body of a 2xx answer, or the server's message as the error.
+async fn call(
+    addr: SocketAddr,
+    token: Option<&str>,
+    method: Method,
+    path: &str,
+) -> Result<bytes::Bytes, ControlError> {
+    let err = |message: String| ControlError::Admin { addr, message };
+    let headers: Vec<(String, String)> = token
+        .map(|t| ("authorization".to_string(), format!("Bearer {t}")))
+        .into_iter()
+        .collect();
+    let host = addr.to_string();
+    let request = Get {
+        host: &host,
+        path,
+        user_agent: None,
+        max_body: MAX_BODY,
+        headers: &headers,
+    };
+    let exchange = async {
+        let stream = TcpStream::connect(addr).await.map_err(|e| {
+            err(format!(
+                "connect: {e} (is sinew running, and is --admin its admin.listen?)"
+            ))
+        })?;
+        http_client::http1_method(stream, method, &request)
+            .await
+            .map_err(err)
+    };
+    let (status, body) = tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| err("timed out".into()))??;
+    if !(200..300).contains(&status) {
+        let text = String::from_utf8_lossy(&body);
+        return Err(err(format!("HTTP {status}: {}", text.trim_end())));
+    }
+    Ok(body)
+}
+
+/// Percent-encodes a path segment: everything but unreserved characters and `:`.
+fn encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~:".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::{AdminState, Override, OverrideView};
+
+    #[test]
+    fn addresses_are_encoded_for_the_path() {
+        assert_eq!(encode("10.0.0.1:8080"), "10.0.0.1:8080");
+        assert_eq!(encode("[::1]:80"), "%5B::1%5D:80");
+        assert_eq!(encode("a/b c%"), "a%2Fb%20c%25");
+    }
+
+    #[test]
+    fn the_list_shows_state_weight_and_presence() {
+        let mut list = OverridesJson {
+            services: Default::default(),
+        };
+        assert_eq!(table(&list), "no overrides in force\n");
+        list.services.insert(
+            "web".into(),
+            vec![OverrideView {
+                address: "10.0.0.1:80".into(),
+                now: Override {
+                    admin_state: Some(AdminState::Drain),
+                    weight: None,
+                },
+                in_set: false,
+            }],
+        );
+        let text = table(&list);
+        let row = text.lines().nth(1).unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(cells, ["web", "10.0.0.1:80", "drain", "-", "no"]);
+    }
+}
