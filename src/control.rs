@@ -2,6 +2,7 @@
 //! API, and list the overrides in force (HAProxy's `set server` on the runtime API).
 
 use crate::admin::OverridesJson;
+use crate::balance::BackendView;
 use crate::endpoint::Endpoint;
 use crate::http_client::{self, Get};
 use hyper::Method;
@@ -144,6 +145,23 @@ pub fn table(list: &OverridesJson) -> String {
     out
 }
 
+/// A backend's state for `sinew status`, with an operator's override named (`drain (operator)`).
+pub fn state_cell(b: &BackendView) -> String {
+    match b.admin_state {
+        Some(_) => format!("{} (operator)", b.state),
+        None => b.state.to_string(),
+    }
+}
+
+/// A backend's weight for `sinew status`: an operator's weight beside the discovered one (`3 (was 1)`).
+pub fn weight_cell(b: &BackendView) -> String {
+    match (b.weight_override, b.weight) {
+        (Some(w), Some(was)) => format!("{w} (was {was})"),
+        (Some(w), None) => w.to_string(),
+        (None, w) => w.map_or_else(|| "-".into(), |w| w.to_string()),
+    }
+}
+
 /// One request to the admin API; the body of a 2xx answer, or the server's message as the error.
 async fn call(
     addr: SocketAddr,
@@ -207,6 +225,31 @@ mod tests {
         assert_eq!(encode("10.0.0.1:8080"), "10.0.0.1:8080");
         assert_eq!(encode("[::1]:80"), "%5B::1%5D:80");
         assert_eq!(encode("a/b c%"), "a%2Fb%20c%25");
+    }
+
+    #[test]
+    fn status_cells_name_an_operator_override() {
+        let view = |extra: serde_json::Value| -> BackendView {
+            let mut v = serde_json::json!({"address": "10.0.0.1:80", "state": "up", "weight": 1,
+                "effective_weight_percent": 100, "origin": "static", "active": 0,
+                "connections_total": 0, "connect_failures_total": 0, "last_check": null});
+            if let (Some(v), Some(extra)) = (v.as_object_mut(), extra.as_object()) {
+                v.extend(extra.clone());
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let plain = view(serde_json::json!({}));
+        assert_eq!(
+            (state_cell(&plain), weight_cell(&plain)),
+            ("up".into(), "1".into())
+        );
+        let drained = view(
+            serde_json::json!({"state": "drain", "admin_state": "drain", "weight_override": 3}),
+        );
+        assert_eq!(
+            (state_cell(&drained), weight_cell(&drained)),
+            ("drain (operator)".into(), "3 (was 1)".into())
+        );
     }
 
     #[test]

@@ -333,6 +333,25 @@ async fn weight_sets_round_robin_proportions_and_disable_takes_a_backend_out() {
         (view["state"].as_str(), view["admin_state"].as_str()),
         (Some("maintenance"), Some("disable"))
     );
+    // `sinew status SERVICE` shows both overrides.
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["status", "--admin", &admin_addr.to_string(), "web"])
+            .output()
+            .expect("run sinew status")
+    })
+    .await
+    .expect("status task");
+    let out = String::from_utf8_lossy(&status.stdout);
+    let line = |addr: SocketAddr| {
+        let prefix = addr.to_string();
+        out.lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(line(a.addr).contains("3 (was 1)"), "{out}");
+    assert!(line(b.addr).contains("maintenance (operator)"), "{out}");
     agent.shutdown(Duration::from_secs(1)).await;
 }
 
