@@ -352,6 +352,17 @@ async fn weight_sets_round_robin_proportions_and_disable_takes_a_backend_out() {
     };
     assert!(line(a.addr).contains("3 (was 1)"), "{out}");
     assert!(line(b.addr).contains("maintenance (operator)"), "{out}");
+    // And so does the status page, in the backend's state and weight cells.
+    let url = format!("http://{admin_addr}/");
+    let dom = tokio::task::spawn_blocking(move || support::chromium::render(&url))
+        .await
+        .expect("render");
+    let row = |addr: SocketAddr| support::chromium::backend_row(&dom, &addr.to_string());
+    assert!(row(a.addr).contains("3 (operator; discovered 1)"), "{dom}");
+    assert!(
+        row(b.addr).contains("state maintenance") && row(b.addr).contains("(operator disable)"),
+        "{dom}"
+    );
     agent.shutdown(Duration::from_secs(1)).await;
 }
 
