@@ -190,6 +190,13 @@ impl Overrides {
         });
         Arc::clone(store)
     }
+
+    /// Drops the overrides of a service a reload removed (its metric series are gone with it); a
+    /// service of that name added later starts without any.
+    pub fn forget(&self, service: &str) {
+        let mut services = self.services.lock().unwrap_or_else(|p| p.into_inner());
+        services.remove(service);
+    }
 }
 
 /// One service's overrides: read whole (a snapshot) whenever weights are computed.
@@ -545,6 +552,29 @@ mod tests {
             .render()
             .contains(r#"sinew_backend_admin_overrides{service="svc"} 0"#));
         assert!(b.overrides().is_empty());
+    }
+
+    #[test]
+    fn a_forgotten_service_starts_over_with_counted_series() {
+        let (registry, overrides, b) = setup(Algorithm::RoundRobin);
+        b.update(vec![backend(1, 1)]);
+        b.control("127.0.0.1:1", Action::Drain).unwrap();
+        // A reload removes the service: its series go, and so do its overrides.
+        registry.forget_service("svc");
+        overrides.forget("svc");
+        let again = balancer(&Registry::new(), &overrides, Algorithm::RoundRobin);
+        again.update(vec![backend(1, 1)]);
+        assert_eq!(again.pick(&[]).unwrap().entry.backend.port, 1);
+        again.control("127.0.0.1:1", Action::Weight(2)).unwrap();
+        let text = registry.render();
+        assert!(
+            text.contains(r#"sinew_backend_admin_actions_total{action="weight",service="svc"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"sinew_backend_admin_overrides{service="svc"} 1"#),
+            "{text}"
+        );
     }
 
     #[test]
