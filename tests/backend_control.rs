@@ -8,7 +8,6 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use sinew::agent::Agent;
-use sinew::config::{Config, Format};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -97,11 +96,12 @@ async fn state(admin_addr: SocketAddr, backend: SocketAddr) -> serde_json::Value
         .unwrap_or(serde_json::Value::Null)
 }
 
-fn zk_config(hosts: &str, extra: &str) -> Config {
+/// Writes the config file of a service `web` discovered in ZooKeeper at `hosts`, plus `extra`.
+fn write_zk_config(path: &Path, hosts: &str, extra: &str) {
     let yaml = format!(
         "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    discovery:\n      zookeeper: {{ hosts: [{hosts}], path: {PATH}, session_timeout: 1s }}\n{extra}",
     );
-    Config::parse(&yaml, Format::Yaml, Path::new("test.yaml")).expect("valid config")
+    std::fs::write(path, yaml).expect("write config");
 }
 
 async fn wait_backends(agent: &Agent, n: usize) {
@@ -133,9 +133,20 @@ async fn a_drained_backend_finishes_open_connections_and_stays_drained_across_ch
         &nerve("127.0.0.1", b.addr.port(), "i-b"),
     )
     .await;
-    let agent = Agent::start(zk_config(&zk.address(), ""))
-        .await
-        .expect("agent");
+    let path = support::process::temp_file("backend-control.yaml", "");
+    write_zk_config(&path, &zk.address(), "");
+    let source = sinew::agent::Source {
+        config: Some(path.clone()),
+        ..Default::default()
+    };
+    let agent = Agent::start_with(
+        source.load().expect("config"),
+        Some(source),
+        sinew::upgrade::Inherited::default(),
+        false,
+    )
+    .await
+    .expect("agent");
     wait_backends(&agent, 2).await;
     let (web, admin_addr) = (agent.service_addr("web").expect("web"), agent.admin_addr());
 
@@ -193,10 +204,9 @@ async fn a_drained_backend_finishes_open_connections_and_stays_drained_across_ch
 
     // A reload that builds the service anew keeps it drained.
     let before = agent.balancer("web").expect("web");
-    agent
-        .apply(zk_config(&zk.address(), "    balance: least_conn\n"))
-        .await
-        .expect("reload");
+    write_zk_config(&path, &zk.address(), "    balance: least_conn\n");
+    let (status, body) = admin(admin_addr, "POST", "/api/reload", None).await;
+    assert_eq!(status, 200, "{body}");
     let after = agent.balancer("web").expect("web");
     assert!(
         !Arc::ptr_eq(&before, &after),
