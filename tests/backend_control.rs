@@ -188,6 +188,13 @@ async fn a_drained_backend_finishes_open_connections_and_stays_drained_across_ch
     // The znode goes away and comes back: the backend is still drained.
     remove(&client, &node_a).await;
     wait_backends(&agent, 1).await;
+    let (_, json) = http_get(admin_addr, "/api/overrides").await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(
+        json["services"]["web"][0],
+        serde_json::json!({"address": a.addr.to_string(), "admin_state": "drain",
+            "weight_override": null, "in_set": false})
+    );
     let (ok, list, _) = cli(admin_addr, &["list"], &[]).await;
     assert!(ok);
     let row: Vec<String> = list

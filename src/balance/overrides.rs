@@ -73,6 +73,7 @@ pub struct Override {
     /// Drained or disabled, when set.
     pub admin_state: Option<AdminState>,
     /// The weight that replaces the discovered one, when set.
+    #[serde(rename = "weight_override")]
     pub weight: Option<u32>,
 }
 
