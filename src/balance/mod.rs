@@ -150,13 +150,36 @@ impl Balancer {
     }
 
     /// Picks from `set`, waiting in the service's queue while every usable backend is at `max_connections`.
+    ///
+    /// `set` may have been replaced while the caller held it (a retry, a wait in the queue): a backend
+    /// that the current set holds with no new traffic (drained, disabled, down, ejected) is passed
+    /// over, so nothing new reaches it through an old snapshot. One that left the set is still picked,
+    /// as its open connections are served: swaps under load fail no connection.
     pub async fn pick_queued(
         &self,
         set: &BackendSet,
         skip: &[usize],
         key: Option<u64>,
     ) -> Result<Pick, Unavailable> {
-        self.queue.pick(set, skip, key).await
+        let mut skipped = std::borrow::Cow::Borrowed(skip);
+        loop {
+            let pick = self.queue.pick(set, &skipped, key).await?;
+            if self.still_usable(set, &pick) {
+                return Ok(pick);
+            }
+            skipped.to_mut().push(pick.index);
+        }
+    }
+
+    /// False when `pick`, taken from `set`, is in the current set with no new traffic.
+    fn still_usable(&self, set: &BackendSet, pick: &Pick) -> bool {
+        let current = self.current.load();
+        std::ptr::eq(&**current, set)
+            || !current
+                .entries()
+                .iter()
+                .zip(&current.weights().weights)
+                .any(|(e, w)| *w == 0 && e.key == pick.entry.key)
     }
 
     /// Enables passive outlier ejection.

@@ -603,6 +603,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_request_waiting_in_the_queue_does_not_get_a_backend_drained_meanwhile() {
+        let (_r, _o, b) = setup(Algorithm::RoundRobin);
+        let b = Arc::new(
+            b.with_policy(Policy {
+                max_connections: Some(1),
+                ..Policy::default()
+            })
+            .with_queue(10, Duration::from_secs(30)),
+        );
+        b.update(vec![backend(1, 1), backend(2, 1)]);
+        let set = b.current();
+        let held: Vec<Pick> = (0..2).map(|_| b.pick(&[]).unwrap()).collect();
+        let waiter = {
+            let (b, set) = (Arc::clone(&b), Arc::clone(&set));
+            tokio::spawn(async move {
+                let pick = b.pick_queued(&set, &[], None).await.ok()?;
+                Some(pick.entry.backend.port)
+            })
+        };
+        tokio::task::yield_now().await;
+        b.control("127.0.0.1:1", Action::Drain).unwrap();
+        let (on_1, on_2): (Vec<Pick>, Vec<Pick>) =
+            held.into_iter().partition(|p| p.entry.backend.port == 1);
+        // The drained backend's connection ends: its slot is free, but not for new work.
+        drop(on_1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished(), "still waiting for backend 2");
+        drop(on_2);
+        assert_eq!(waiter.await.unwrap(), Some(2));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn lifting_a_drain_ramps_the_backend_up_again_under_slow_start() {
         let (_r, _o, b) = setup(Algorithm::RoundRobin);
         let b = b.with_policy(Policy {
