@@ -1,11 +1,11 @@
 //! One-shot HTTP GETs over a stream the caller connected: health checks' probes (HTTP/1.1, or HTTP/2
-//! over TLS when ALPN chose it) and `sinew status` reading the admin API. Each call is one request on
+//! over TLS when ALPN chose it), `sinew status` reading the admin API and `sinew backend` writing to it. Each call is one request on
 //! its own connection; the caller bounds it with a timeout.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::header::{HeaderName, HeaderValue, HOST, USER_AGENT};
-use hyper::Request;
+use hyper::{Method, Request};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -29,11 +29,27 @@ pub async fn http1<S>(stream: S, get: &Get<'_>) -> Result<(u16, Bytes), String>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    http1_method(stream, Method::GET, get).await
+}
+
+/// [`http1`] with another method (and still no body), e.g. an admin API `POST`.
+pub async fn http1_method<S>(
+    stream: S,
+    method: Method,
+    get: &Get<'_>,
+) -> Result<(u16, Bytes), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("http handshake: {}", causes(&e)))?;
     let driver = tokio::spawn(conn);
-    let result = send(sender.send_request(request(get, get.path)?), get.max_body).await;
+    let result = send(
+        sender.send_request(request(method, get, get.path)?),
+        get.max_body,
+    )
+    .await;
     driver.abort();
     result
 }
@@ -50,14 +66,21 @@ where
     let driver = tokio::spawn(conn);
     // HTTP/2 carries the scheme and authority in the request itself.
     let uri = format!("https://{}{}", get.host, get.path);
-    let result = send(sender.send_request(request(get, &uri)?), get.max_body).await;
+    let result = send(
+        sender.send_request(request(Method::GET, get, &uri)?),
+        get.max_body,
+    )
+    .await;
     driver.abort();
     result
 }
 
-/// The GET of `uri` (a path, or an absolute URI for HTTP/2).
-fn request(get: &Get<'_>, uri: &str) -> Result<Request<Empty<Bytes>>, String> {
-    let mut request = Request::get(uri).header(HOST, get.host);
+/// The `method` request of `uri` (a path, or an absolute URI for HTTP/2).
+fn request(method: Method, get: &Get<'_>, uri: &str) -> Result<Request<Empty<Bytes>>, String> {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(HOST, get.host);
     if let Some(agent) = get.user_agent {
         request = request.header(USER_AGENT, agent);
     }

@@ -109,6 +109,8 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Drain, disable, enable or reweight one backend of a running sinew, or list the overrides.
+    Backend(sinew::control::backend::BackendArgs),
     /// Start three demo HTTP backends and sinew in front of them.
     Demo {
         /// Where the demo service listens.
@@ -157,6 +159,9 @@ fn main() -> ExitCode {
             };
             rt.block_on(control(&admin, hyper::Method::POST, path, None))
         }),
+        Command::Backend(args) => runtime()
+            .and_then(|rt| Ok(rt.block_on(sinew::control::backend::run(args))?))
+            .map(|out| print!("{out}")),
         Command::Demo { listen, admin } => {
             runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }

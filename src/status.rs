@@ -285,8 +285,8 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
         };
         rows.push(vec![
             b.address.clone(),
-            b.state.to_string(),
-            or_dash(b.weight),
+            crate::control::backend::state_cell(b),
+            crate::control::backend::weight_cell(b),
             or_dash(b.effective_weight_percent),
             or_dash(b.origin.as_ref()),
             b.active.to_string(),

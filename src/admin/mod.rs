@@ -1,8 +1,10 @@
 //! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON),
-//! `/api/config`, `/api/log-level` and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
-//! requests, the token).
+//! `/api/config`, `/api/log-level`, `POST /api/reload` and backend overrides
+//! (`/api/services/{service}/backends/...`, `/api/overrides`). Requests pass the checks of `guard` first (DNS
+//! rebinding, cross-site requests, the token).
 
 mod api;
+mod backends;
 mod config;
 mod guard;
 mod history;
@@ -11,6 +13,7 @@ mod quantile;
 mod reload;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
+pub use backends::OverridesJson;
 pub use guard::RefusalMetrics;
 pub use history::History;
 pub use log_level::LogFilterMetrics;
@@ -174,6 +177,9 @@ async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full
     if req.uri().path() == "/api/log-level" {
         return log_level::serve(req, &state.log_filter).await;
     }
+    if let Some(rest) = req.uri().path().strip_prefix("/api/services/") {
+        return backends::control(state, req.method(), rest);
+    }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {
             reload::serve(state, req.uri().query()).await
@@ -219,6 +225,7 @@ async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full
                 .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }
+        "/api/overrides" => backends::list(state),
         "/" => {
             let mut r = text(StatusCode::OK, STATUS_PAGE.into());
             r.headers_mut().insert(

@@ -124,6 +124,7 @@ impl Agent {
         crate::metrics::register_runtime_info(&registry)?;
         registry.process()?;
         let balance = Arc::new(crate::balance::BalanceMetrics::register(&registry)?);
+        let overrides = Arc::new(crate::balance::overrides::Overrides::register(&registry)?);
         let proxy = Arc::new(crate::proxy::ProxyMetrics::register(&registry)?);
         let frontends = Arc::new(crate::proxy::FrontendMetrics::register(&registry)?);
         let discovery = Arc::new(crate::discovery::DiscoveryMetrics::register(&registry)?);
@@ -142,6 +143,7 @@ impl Agent {
             discovery,
             task_metrics,
             balance,
+            overrides,
             proxy,
             frontends,
             stop,

@@ -151,6 +151,7 @@ impl Core {
                 r.stop(name);
                 if !config.services.contains_key(name) {
                     self.shared.registry.forget_service(name);
+                    self.shared.overrides.forget(name);
                     summary.removed.push(name.clone());
                 }
             }

@@ -32,6 +32,8 @@ pub struct AgentHandles {
     pub task_metrics: crate::supervise::TaskMetrics,
     /// Balancing's metric families.
     pub balance: Arc<crate::balance::BalanceMetrics>,
+    /// Operators' backend overrides, per service, kept across reloads.
+    pub overrides: Arc<crate::balance::overrides::Overrides>,
     /// The proxy's metric families.
     pub proxy: Arc<crate::proxy::ProxyMetrics>,
     /// The shared HTTP frontends' metric families.
@@ -302,7 +304,8 @@ fn build(
             .with_outlier(svc.outlier)
             .with_ewma_decay(svc.ewma_decay)
             .with_queue(svc.max_queue, svc.timeouts.queue)
-            .with_http_metrics(svc.mode == crate::config::Mode::Http),
+            .with_http_metrics(svc.mode == crate::config::Mode::Http)
+            .with_overrides(shared.overrides.service(name)),
     );
     if svc.health_check.is_some() || svc.outlier.is_some() || !svc.slow_start.is_zero() {
         let (b, check, stop) = (

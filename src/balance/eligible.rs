@@ -2,6 +2,9 @@
 //! `disabled`, checked up, not ejected; all of them when too few are usable (panic threshold); ramped
 //! during slow start. Algorithms only ever see the weights computed here.
 //!
+//! An operator's override (see `overrides`) comes first: a drained or disabled backend is no
+//! candidate at all, even in panic, and a weight override replaces the discovered weight.
+//!
 //! Backends marked `backup` (HAProxy's server option) form a group of their own, used only while no
 //! other backend is usable; then, as in HAProxy without `option allbackups`, the first usable backup
 //! in the set's order takes all new traffic. The panic threshold applies within the group in use.
@@ -10,6 +13,7 @@
 //! [`next_change`] says when the weights computed here next differ, and the balancer's clock task
 //! rebuilds the set then.
 
+use super::overrides::{Override, OverrideMap};
 use super::set::Entry;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,13 +45,25 @@ pub struct Weights {
     pub panic: bool,
 }
 
-/// True when `e` may get traffic at all: a weight, and not in maintenance.
-fn candidate(e: &Entry) -> bool {
-    e.backend.weight > 0 && !e.backend.options.disabled
+/// `e`'s weight before health and slow start: an operator's override, else the discovered one.
+pub fn base_weight(e: &Entry, admin: Option<&Override>) -> u32 {
+    admin.and_then(|o| o.weight).unwrap_or(e.backend.weight)
 }
 
-/// Computes effective weights at `now` (milliseconds on the health clock).
-pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
+/// True when `e` may get traffic at all: a weight, not in maintenance, not drained or disabled.
+fn candidate(e: &Entry, overrides: &OverrideMap) -> bool {
+    let admin = overrides.get(&e.key);
+    base_weight(e, admin) > 0 && !e.backend.options.disabled && !admin.is_some_and(Override::blocks)
+}
+
+/// Computes effective weights at `now` (milliseconds on the health clock) under `overrides`.
+pub fn weights(
+    entries: &[Arc<Entry>],
+    policy: &Policy,
+    overrides: &OverrideMap,
+    now: u64,
+) -> Weights {
+    let candidate = |e: &Entry| candidate(e, overrides);
     let usable = |e: &&Arc<Entry>| e.health.usable(now);
     let primaries = || {
         entries
@@ -83,7 +99,7 @@ pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
     let weights = entries
         .iter()
         .map(|e| {
-            let base = e.backend.weight * SCALE;
+            let base = base_weight(e, overrides.get(&e.key)) * SCALE;
             let member = candidate(e) && e.backend.options.backup == backup;
             if !member || only.is_some_and(|p| !std::ptr::eq(p, Arc::as_ptr(e))) {
                 return 0;
@@ -106,12 +122,17 @@ pub fn weights(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Weights {
 /// The next time after `now` at which [`weights`] may give a different answer with no other event: the
 /// end of the earliest ejection, or the next step of a slow start ramp. `None` when only an event (a
 /// check, an ejection, a swap) can change them.
-pub fn next_change(entries: &[Arc<Entry>], policy: &Policy, now: u64) -> Option<u64> {
+pub fn next_change(
+    entries: &[Arc<Entry>],
+    policy: &Policy,
+    overrides: &OverrideMap,
+    now: u64,
+) -> Option<u64> {
     let slow = policy.slow_start.as_millis() as u64;
     let step = (slow / 100).max(RAMP_STEP_MIN_MS);
     entries
         .iter()
-        .filter(|e| candidate(e))
+        .filter(|e| candidate(e, overrides))
         .filter_map(|e| {
             if e.health.ejected(now) {
                 return Some(e.health.ejected_until());

@@ -132,6 +132,12 @@ impl BackendHealth {
         was
     }
 
+    /// Starts slow start over from `now`, as for a backend that just came up (an operator's override
+    /// lifted).
+    pub fn restart_ramp(&self, now: u64) {
+        self.usable_since_ms.store(now, Ordering::Relaxed);
+    }
+
     /// Counts a success of real traffic.
     pub fn success(&self) {
         if self.failures.load(Ordering::Relaxed) != 0 {

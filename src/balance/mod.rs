@@ -23,6 +23,7 @@ pub mod health;
 mod least_conn;
 mod load;
 mod metrics;
+pub mod overrides;
 mod p2c;
 mod queue;
 mod random;
@@ -36,6 +37,7 @@ pub use eligible::Policy;
 pub use fallback::Fallback;
 pub use load::{BackendLoad, BackendStats};
 pub use metrics::{BalanceMetrics, SetMetrics};
+pub use overrides::{Action, AdminState, Outcome, Override, OverrideError, OverrideView};
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use tries::Tries;
@@ -70,6 +72,8 @@ pub struct Balancer {
     rebuilt: Notify,
     /// Whether backends get HTTP response series (HTTP-mode services).
     http: bool,
+    /// Operators' overrides of the service's backends, kept across reloads by the agent.
+    overrides: Arc<overrides::ServiceOverrides>,
 }
 
 /// The latest entry of every backend still known (in the set or draining), plus swap bookkeeping.
@@ -87,7 +91,7 @@ impl Balancer {
     pub fn new(service: &str, algorithm: Algorithm, metrics: Arc<BalanceMetrics>) -> Self {
         let set_metrics = metrics.set(service);
         let queue = Arc::new(queue::Queue::new(0, Duration::ZERO, metrics.queue(service)));
-        let empty = eligible::weights(&[], &Policy::default(), 0);
+        let empty = eligible::weights(&[], &Policy::default(), &Default::default(), 0);
         Self {
             service: service.to_string(),
             algorithm,
@@ -104,7 +108,14 @@ impl Balancer {
             swapped: watch::channel(0).0,
             rebuilt: Notify::new(),
             http: false,
+            overrides: Arc::new(overrides::ServiceOverrides::detached()),
         }
+    }
+
+    /// Applies the operators' overrides in `store` (the service's, shared with its earlier balancers).
+    pub fn with_overrides(mut self, store: Arc<overrides::ServiceOverrides>) -> Self {
+        self.overrides = store;
+        self
     }
 
     /// Gives backends the HTTP response series (for HTTP-mode services).
@@ -142,13 +153,36 @@ impl Balancer {
     }
 
     /// Picks from `set`, waiting in the service's queue while every usable backend is at `max_connections`.
+    ///
+    /// `set` may have been replaced while the caller held it (a retry, a wait in the queue): a backend
+    /// that the current set holds with no new traffic (drained, disabled, down, ejected) is passed
+    /// over, so nothing new reaches it through an old snapshot. One that left the set is still picked,
+    /// as its open connections are served: swaps under load fail no connection.
     pub async fn pick_queued(
         &self,
         set: &BackendSet,
         skip: &[usize],
         key: Option<u64>,
     ) -> Result<Pick, Unavailable> {
-        self.queue.pick(set, skip, key).await
+        let mut skipped = std::borrow::Cow::Borrowed(skip);
+        loop {
+            let pick = self.queue.pick(set, &skipped, key).await?;
+            if self.still_usable(set, &pick) {
+                return Ok(pick);
+            }
+            skipped.to_mut().push(pick.index);
+        }
+    }
+
+    /// False when `pick`, taken from `set`, is in the current set with no new traffic.
+    fn still_usable(&self, set: &BackendSet, pick: &Pick) -> bool {
+        let current = self.current.load();
+        std::ptr::eq(&**current, set)
+            || !current
+                .entries()
+                .iter()
+                .zip(&current.weights().weights)
+                .any(|(e, w)| *w == 0 && e.key == pick.entry.key)
     }
 
     /// Enables passive outlier ejection.
@@ -276,7 +310,8 @@ impl Balancer {
         if changes::mark_swap(current.entries(), &entries, now) {
             reg.changed_ms = Some(now);
         }
-        let weights = eligible::weights(&entries, &self.policy, now);
+        let admin = self.overrides.snapshot();
+        let weights = eligible::weights(&entries, &self.policy, &admin, now);
         self.install(entries, weights);
         reg.updates += 1;
         self.set_metrics.swaps.inc();
@@ -295,11 +330,12 @@ impl Balancer {
         let _reg = self.lock();
         let now = now_ms();
         let current = self.current.load_full();
-        let weights = eligible::weights(current.entries(), &self.policy, now);
+        let admin = self.overrides.snapshot();
+        let weights = eligible::weights(current.entries(), &self.policy, &admin, now);
         if &weights != current.weights() {
             self.install(current.entries().to_vec(), weights);
         }
-        eligible::next_change(current.entries(), &self.policy, now)
+        eligible::next_change(current.entries(), &self.policy, &admin, now)
     }
 
     /// Resolves once the set's selection state has been rebuilt since the last call (the deadline
@@ -397,14 +433,15 @@ impl Balancer {
         let set = self.current();
         let reg = self.lock();
         let slow = self.policy.slow_start.as_millis() as u64;
+        let admin = self.overrides.snapshot();
         let mut backends: Vec<BackendView> = set
             .entries()
             .iter()
             .zip(&set.weights().weights)
-            .map(|(e, w)| BackendView::new(e, Some(*w), slow))
+            .map(|(e, w)| BackendView::new(e, Some(*w), slow, admin.get(&e.key)))
             .collect();
         let mut draining: Vec<BackendView> = draining(&reg, &set)
-            .map(|e| BackendView::new(e, None, slow))
+            .map(|e| BackendView::new(e, None, slow, admin.get(&e.key)))
             .collect();
         draining.sort_by(|a, b| a.address.cmp(&b.address));
         backends.extend(draining);

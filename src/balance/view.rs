@@ -2,6 +2,7 @@
 
 use super::changes::last_change;
 use super::health::now_ms;
+use super::overrides::Override;
 use super::set::Entry;
 use crate::metrics::backend::BackendMetrics;
 use serde::{Deserialize, Serialize};
@@ -88,8 +89,15 @@ pub struct BackendView {
     /// Share of new traffic relative to the others, in percent of the configured weight (slow start, health).
     pub effective_weight_percent: Option<u32>,
     /// `up`, `slow_start`, `down` (active checks), `ejected` (outlier), `maintenance` (server option
-    /// `disabled`), `disabled` (weight 0), `backup` (a backup on standby) or `draining`.
+    /// `disabled`, or an operator's `disable`), `drain` (an operator's `drain`), `disabled` (weight 0),
+    /// `backup` (a backup on standby) or `draining` (left the set, connections still open).
     pub state: Cow<'static, str>,
+    /// An operator's `drain` or `disable` in force (see `sinew backend`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_state: Option<super::AdminState>,
+    /// An operator's weight in force in place of `weight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_override: Option<u32>,
     /// Marked `backup`: serves only while no other backend is usable.
     #[serde(default)]
     pub backup: bool,
@@ -128,16 +136,25 @@ pub struct BackendView {
 
 impl BackendView {
     /// Describes an entry; `effective` is its weight in the current set, `None` when it left the set;
-    /// `slow_start_ms` is the service's slow start.
-    pub fn new(entry: &Entry, effective: Option<u32>, slow_start_ms: u64) -> Self {
+    /// `slow_start_ms` is the service's slow start; `admin` is an operator's override of it.
+    pub fn new(
+        entry: &Entry,
+        effective: Option<u32>,
+        slow_start_ms: u64,
+        admin: Option<&Override>,
+    ) -> Self {
         let now = now_ms();
         let h = &entry.health;
-        let base = entry.backend.weight * super::eligible::SCALE;
+        let weight = super::eligible::base_weight(entry, admin);
+        let base = weight * super::eligible::SCALE;
         let options = &entry.backend.options;
+        let admin_state = admin.and_then(|o| o.admin_state);
         let state = match effective {
             None => "draining",
             Some(_) if options.disabled => "maintenance",
-            Some(_) if entry.backend.weight == 0 => "disabled",
+            Some(_) if admin_state == Some(super::AdminState::Disable) => "maintenance",
+            Some(_) if admin_state == Some(super::AdminState::Drain) => "drain",
+            Some(_) if weight == 0 => "disabled",
             Some(_) if !h.checked_up() => "down",
             Some(_) if h.ejected(now) => "ejected",
             Some(0) if options.backup => "backup",
@@ -150,6 +167,8 @@ impl BackendView {
             weight: in_set.then_some(entry.backend.weight),
             effective_weight_percent: effective.map(|w| (w * 100).checked_div(base).unwrap_or(0)),
             state: Cow::Borrowed(state),
+            admin_state,
+            weight_override: admin.and_then(|o| o.weight),
             backup: options.backup,
             max_connections: options.max_connections,
             labels: entry.backend.labels.clone(),

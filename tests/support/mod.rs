@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: loopback backends, an in-process agent, a raw HTTP GET.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod chromium;
 pub mod dns;
 pub mod http;
 pub mod load;

@@ -1,5 +1,7 @@
-//! `sinew log-level` and `sinew reload`: one request to a running sinew's admin API, its answer
-//! printed, and a non-zero exit when the admin server refused or failed it.
+//! `sinew log-level`, `sinew reload` and `sinew backend`: one request to a running sinew's admin API,
+//! its answer printed, and a non-zero exit when the admin server refused or failed it.
+
+pub mod backend;
 
 use crate::endpoint::Endpoint;
 use bytes::Bytes;
@@ -54,6 +56,9 @@ pub enum ControlError {
         /// Its answer, trimmed.
         body: String,
     },
+    /// The admin server's answer could not be understood.
+    #[error("the admin server's answer is not what was expected: {0}")]
+    BadAnswer(String),
 }
 
 /// Sends one request to the admin API and returns the body of a 2xx answer.
