@@ -5,6 +5,7 @@ use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
 use super::io::{Activity, Metered};
 use super::{Cause, ServiceProxy};
 use crate::balance::{BackendSet, Pick, Target, Tries, Unavailable};
+use crate::metrics::BackendCause;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -150,7 +151,12 @@ async fn connect(
                 return Err(Unconnected::Local(resource));
             }
             Blame::Backend | Blame::Client(_) => {
-                pick.entry.stats.metrics.connect_failures.inc();
+                let stats = &pick.entry.stats.metrics;
+                stats.connect_failures.inc();
+                stats.error(match seen {
+                    Seen::ConnectTimeout => BackendCause::ConnectTimeout,
+                    _ => BackendCause::ConnectFailure,
+                });
                 proxy.balancer.observe(&pick.entry, false);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
             }

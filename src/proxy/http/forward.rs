@@ -7,6 +7,7 @@ use super::upstream::Failure;
 use super::{headers, retry, tunnel, Client, HttpProxy};
 use crate::balance::{Pick, Tries, Unavailable};
 use crate::config::UpstreamProtocol;
+use crate::metrics::BackendCause;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
 use crate::proxy::{Cause, Recording, ServiceProxy};
 use bytes::Bytes;
@@ -326,6 +327,9 @@ async fn send(
                 stats.response_class(resp.status().as_u16()).inc();
             }
             pick.entry.rtt.observe(took);
+            if resp.status().is_server_error() {
+                pick.entry.stats.metrics.error(BackendCause::Http5xx);
+            }
             balancer.observe(&pick.entry, !resp.status().is_server_error());
             return Attempt::Response(Exchanged { resp, pick });
         }
@@ -353,13 +357,20 @@ async fn send(
         }
         Blame::Backend => {
             balancer.observe(&pick.entry, false);
+            let stats = &pick.entry.stats.metrics;
+            stats.error(match failure.seen {
+                Seen::ConnectFailed(_) => BackendCause::ConnectFailure,
+                Seen::ConnectTimeout => BackendCause::ConnectTimeout,
+                Seen::ExchangeFailed => BackendCause::Reset,
+                Seen::ResponseTimeout => BackendCause::Timeout,
+            });
             match failure.seen {
                 Seen::ResponseTimeout => {
                     pick.entry.rtt.observe(timeout);
                     Attempt::Failed(LocalReply::Timeout)
                 }
                 Seen::ConnectFailed(_) | Seen::ConnectTimeout => {
-                    pick.entry.stats.metrics.connect_failures.inc();
+                    stats.connect_failures.inc();
                     tracing::debug!(service, %backend, error, "connect failed");
                     Attempt::Failed(LocalReply::ConnectFailure)
                 }
