@@ -359,6 +359,15 @@ async fn a_service_without_listen_is_reached_through_the_frontend_only() {
         Some(1.0),
         "the service's own backend metrics"
     );
+    for service in ["a", "b"] {
+        let requests =
+            format!("sinew_service_requests_total{{code=\"2xx\",service=\"{service}\"}}");
+        assert_eq!(
+            metric(&m, &requests),
+            Some(1.0),
+            "counted under the routed service: {requests}"
+        );
+    }
     agent.shutdown(Duration::from_secs(1)).await;
 }
 
