@@ -248,3 +248,48 @@ services:
     assert_eq!(good.requests(), 13);
     promtool_check(&body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_left_before_its_answer_counts_as_other() {
+    let good = HttpBackend::start("good").await;
+    let agent = agent(&support::http::web_service(&[good.hostport()], "")).await;
+    let web = agent.service_addr("web").unwrap();
+    // A chunked body goes to hyper's server path; the client leaves while the backend takes 300 ms.
+    let mut s = TcpStream::connect(web).await.expect("connect");
+    s.write_all(
+        b"POST /slow/300 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await
+    .expect("send");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(s);
+    let admin = agent.admin_addr();
+    let other = r#"sinew_service_requests_total{code="other",service="web"}"#;
+    let mut body = String::new();
+    for _ in 0..100 {
+        body = http_get(admin, "/metrics").await.1;
+        if metric(&body, other) == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let s = |series: &str, value: f64| (series.to_string(), value);
+    assert_series(
+        &body,
+        &[
+            s(other, 1.0),
+            s(
+                r#"sinew_service_requests_total{code="2xx",service="web"}"#,
+                0.0,
+            ),
+            s(
+                r#"sinew_service_errors_total{cause="client_aborted",service="web"}"#,
+                1.0,
+            ),
+            s(
+                r#"sinew_service_request_duration_seconds_count{service="web"}"#,
+                1.0,
+            ),
+        ],
+    );
+}
