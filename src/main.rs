@@ -88,10 +88,10 @@ enum Command {
         /// The admin server's address (ip:port, [ipv6]:port or host:port).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
         admin: Endpoint,
-        /// Print the raw JSON of /api/services.
+        /// Print the raw JSON of /api/services (with SERVICE: that service's entry only).
         #[arg(long)]
         json: bool,
-        /// Show this service's backends.
+        /// Show this service's backends (with --json: print only this service).
         service: Option<String>,
     },
     /// Start three demo HTTP backends and sinew in front of them.
@@ -165,9 +165,7 @@ async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow:
     let api = sinew::status::fetch(admin).await?;
     let registered = sinew::status::fetch_registered(admin).await?;
     let out = match (json, service) {
-        (true, _) => serde_json::to_string_pretty(
-            &serde_json::json!({"services": api.services, "registered": registered}),
-        )?,
+        (true, service) => sinew::status::json(api, registered, service.as_deref())?,
         (false, Some(name)) => sinew::status::detail(&api, &name)?,
         (false, None) => {
             let mut out = sinew::status::overview(&api);
@@ -178,8 +176,7 @@ async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow:
             out
         }
     };
-    println!("{}", out.trim_end());
-    Ok(())
+    Ok(sinew::status::print(out.trim_end())?)
 }
 
 async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {

@@ -4,9 +4,12 @@
 
 mod api;
 mod guard;
+mod history;
+mod quantile;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
 pub use guard::RefusalMetrics;
+pub use history::History;
 
 use crate::metrics::Registry;
 use crate::register::Registrar;
@@ -50,6 +53,8 @@ pub struct AdminState {
     pub registrar: Option<Arc<Registrar>>,
     /// Required bearer token of state-changing requests, when set (replaced on reload).
     pub token: Arc<arc_swap::ArcSwapOption<String>>,
+    /// The last minutes of every service's traffic, sampled by [`History::run`].
+    pub history: Arc<History>,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.

@@ -259,8 +259,12 @@ impl Agent {
                 .then(|| Arc::clone(&core) as Arc<dyn admin::Reload>),
             registrar: Some(Arc::clone(&core.registrar)),
             token: Arc::clone(&core.admin_token),
+            history: Arc::default(),
         });
         let stop = core.shared.stop.clone();
+        core.shared
+            .tasks
+            .spawn(Arc::clone(&state.history).run(Arc::clone(&core.view), stop.clone()));
         core.shared
             .tasks
             .spawn(admin::accept_loop(admin_listener, state, stop));
