@@ -60,6 +60,7 @@ pub fn config(
             port: a.port(),
             weight: if i == 0 { 2 } else { 1 },
             name: None,
+            labels: Default::default(),
         })
         .collect();
     service.timeouts.idle = Duration::from_secs(60);

@@ -104,7 +104,9 @@ async fn connect_failure_retries_on_another_backend() {
     let (_, body) = http_get(agent.admin_addr(), "/metrics").await;
     let failures = metric(
         &body,
-        &format!("sinew_backend_connect_failures_total{{backend=\"{dead}\",service=\"web\"}}"),
+        &format!(
+            "sinew_backend_connect_failures_total{{backend=\"{dead}\",name=\"\",service=\"web\"}}"
+        ),
     );
     assert_eq!(
         failures,

@@ -53,7 +53,7 @@ impl Setup {
     async fn assert_backends_unharmed(&self) {
         let metrics = self.metrics().await;
         for b in &self.backends {
-            let labels = format!("{{backend=\"{}\",service=\"web\"}}", b.hostport());
+            let labels = format!("{{backend=\"{}\",name=\"\",service=\"web\"}}", b.hostport());
             for name in [
                 "sinew_backend_ejections_total",
                 "sinew_backend_connect_failures_total",
@@ -66,7 +66,7 @@ impl Setup {
                 );
             }
             let five = format!(
-                "sinew_backend_http_responses_total{{backend=\"{}\",code=\"5xx\",service=\"web\"}}",
+                "sinew_backend_http_responses_total{{backend=\"{}\",name=\"\",service=\"web\",code=\"5xx\"}}",
                 b.hostport()
             );
             assert_eq!(metric(&metrics, &five).unwrap_or(0.0), 0.0, "{five}");
@@ -228,7 +228,7 @@ async fn a_slow_upload_is_not_counted_as_backend_latency() {
             metric(
                 &metrics,
                 &format!(
-                    "sinew_backend_http_response_duration_seconds_sum{{backend=\"{}\",service=\"web\"}}",
+                    "sinew_backend_http_response_duration_seconds_sum{{backend=\"{}\",name=\"\",service=\"web\"}}",
                     b.hostport()
                 ),
             )

@@ -121,9 +121,15 @@ async fn attempts(agent: &Agent, backend: &str) -> f64 {
     ]
     .iter()
     .filter_map(|m| {
+        // The pool's families carry no instance name.
+        let name = if m.contains("http_connections") {
+            ""
+        } else {
+            "name=\"\","
+        };
         metric(
             &body,
-            &format!("{m}{{backend=\"{backend}\",service=\"web\"}}"),
+            &format!("{m}{{backend=\"{backend}\",{name}service=\"web\"}}"),
         )
     })
     .sum()

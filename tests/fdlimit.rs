@@ -119,7 +119,10 @@ async fn out_of_descriptors_no_backend_is_charged_and_the_admin_api_answers() {
             "sinew_backend_connect_failures_total",
             "sinew_backend_ejections_total",
         ] {
-            let series = format!("{name}{{backend=\"{}\",service=\"web\"}}", b.hostport());
+            let series = format!(
+                "{name}{{backend=\"{}\",name=\"\",service=\"web\"}}",
+                b.hostport()
+            );
             assert_eq!(metric(&metrics, &series), Some(0.0), "{series}");
         }
     }
@@ -127,7 +130,7 @@ async fn out_of_descriptors_no_backend_is_charged_and_the_admin_api_answers() {
         metric(
             &metrics,
             &format!(
-                "{name}{{backend=\"{}\",service=\"checked\"}}",
+                "{name}{{backend=\"{}\",name=\"\",service=\"checked\"}}",
                 backends[0].hostport()
             ),
         )

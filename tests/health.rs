@@ -56,7 +56,7 @@ async fn tcp_checks_take_a_dead_backend_out_and_bring_it_back() {
     assert_eq!(
         metric(
             &metrics,
-            &format!("sinew_backend_up{{backend=\"{flaky_addr}\",service=\"web\"}}")
+            &format!("sinew_backend_up{{backend=\"{flaky_addr}\",name=\"\",service=\"web\"}}")
         ),
         Some(0.0)
     );
@@ -138,7 +138,7 @@ async fn outlier_detection_ejects_a_backend_failing_real_traffic() {
         metric(
             &metrics,
             &format!(
-                "sinew_backend_ejections_total{{backend=\"{}\",service=\"web\"}}",
+                "sinew_backend_ejections_total{{backend=\"{}\",name=\"\",service=\"web\"}}",
                 sick.hostport()
             )
         ),

@@ -97,7 +97,7 @@ async fn requests_balance_per_request_over_pooled_connections() {
     );
     let body = metrics(&agent).await;
     let a_2xx = format!(
-        "sinew_backend_http_responses_total{{backend=\"{}\",code=\"2xx\",service=\"web\"}}",
+        "sinew_backend_http_responses_total{{backend=\"{}\",name=\"\",service=\"web\",code=\"2xx\"}}",
         a.hostport()
     );
     assert_eq!(metric(&body, &a_2xx), Some(10.0));

@@ -502,7 +502,7 @@ async fn a_reload_removes_the_series_of_removed_services_and_backends() {
     }
     for (service, backend) in [("one", &a), ("two", &c)] {
         let up = format!(
-            "sinew_backend_up{{backend=\"{}\",service=\"{service}\"}}",
+            "sinew_backend_up{{backend=\"{}\",name=\"\",service=\"{service}\"}}",
             backend.hostport()
         );
         assert_eq!(metric(&page, &up), Some(1.0), "{up} in\n{page}");
@@ -529,7 +529,7 @@ async fn a_backend_removed_by_discovery_is_down_while_it_drains_and_then_gone() 
     let (addr, admin) = (agent.service_addr("web").unwrap(), agent.admin_addr());
     let up = |backend: &EchoBackend| {
         format!(
-            "sinew_backend_up{{backend=\"{}\",service=\"web\"}}",
+            "sinew_backend_up{{backend=\"{}\",name=\"\",service=\"web\"}}",
             backend.hostport()
         )
     };

@@ -175,7 +175,7 @@ async fn unmatched_requests_go_to_the_default_service_with_its_own_handling() {
         Some(0.0)
     );
     let a_5xx = format!(
-        "sinew_backend_http_responses_total{{backend=\"{}\",code=\"5xx\",service=\"a\"}}",
+        "sinew_backend_http_responses_total{{backend=\"{}\",name=\"\",service=\"a\",code=\"5xx\"}}",
         a.hostport()
     );
     assert_eq!(
@@ -351,7 +351,7 @@ async fn a_service_without_listen_is_reached_through_the_frontend_only() {
         Some(1.0)
     );
     let a_2xx = format!(
-        "sinew_backend_http_responses_total{{backend=\"{}\",code=\"2xx\",service=\"a\"}}",
+        "sinew_backend_http_responses_total{{backend=\"{}\",name=\"\",service=\"a\",code=\"2xx\"}}",
         a.hostport()
     );
     assert_eq!(
@@ -359,6 +359,15 @@ async fn a_service_without_listen_is_reached_through_the_frontend_only() {
         Some(1.0),
         "the service's own backend metrics"
     );
+    for service in ["a", "b"] {
+        let requests =
+            format!("sinew_service_requests_total{{code=\"2xx\",service=\"{service}\"}}");
+        assert_eq!(
+            metric(&m, &requests),
+            Some(1.0),
+            "counted under the routed service: {requests}"
+        );
+    }
     agent.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -38,7 +38,7 @@ async fn what_a_client_sends_first_reaches_the_backend_whole() {
         expected_sent += size;
     }
     let series = format!(
-        "sinew_backend_sent_bytes_total{{backend=\"{}\",service=\"db\"}}",
+        "sinew_backend_sent_bytes_total{{backend=\"{}\",name=\"\",service=\"db\"}}",
         backend.hostport()
     );
     let metrics = http_get(agent.admin_addr(), "/metrics").await.1;

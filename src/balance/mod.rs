@@ -280,6 +280,9 @@ impl Balancer {
                             Arc::new(ewma::PeakEwma::new(self.ewma_decay)),
                         ),
                     };
+                    stats
+                        .metrics
+                        .identify(backend.name.as_deref(), &backend.labels);
                     let entry = Arc::new(Entry {
                         target: backend.target(),
                         backend,

@@ -72,7 +72,7 @@ pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a == b || covers(a, b) || covers(b, a)
 }
 
-/// One static backend as written in the config: `"host:port"` or `{ host, port, weight, name }`.
+/// One static backend as written in the config: `"host:port"` or `{ host, port, weight, name, labels }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendAddr {
     /// Host name or IP address.
@@ -83,6 +83,8 @@ pub struct BackendAddr {
     pub weight: u32,
     /// The server's name (Synapse's default server `name`), written by `file_output`.
     pub name: Option<String>,
+    /// Its labels (as Nerve's), shown in the admin API and on `sinew_backend_info`.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// Default backend weight, as in HAProxy.
@@ -122,6 +124,7 @@ impl BackendAddr {
             port,
             weight,
             name: None,
+            labels: Default::default(),
         })
     }
 }
@@ -136,6 +139,9 @@ impl serde::Serialize for BackendAddr {
         if let Some(name) = &self.name {
             map.serialize_entry("name", name)?;
         }
+        if !self.labels.is_empty() {
+            map.serialize_entry("labels", &self.labels)?;
+        }
         map.end()
     }
 }
@@ -149,6 +155,8 @@ struct BackendMap {
     weight: u32,
     #[serde(default)]
     name: Option<String>,
+    #[serde(default)]
+    labels: std::collections::BTreeMap<String, String>,
 }
 
 fn default_weight() -> u32 {
@@ -161,7 +169,7 @@ impl<'de> Deserialize<'de> for BackendAddr {
         impl<'de> Visitor<'de> for V {
             type Value = BackendAddr;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"host:port\" or { host, port, weight, name }")
+                f.write_str("\"host:port\" or { host, port, weight, name, labels }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendAddr, E> {
                 BackendAddr::parse(v).map_err(E::custom)
@@ -171,6 +179,7 @@ impl<'de> Deserialize<'de> for BackendAddr {
                 let mut addr =
                     BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)?;
                 addr.name = m.name;
+                addr.labels = m.labels;
                 Ok(addr)
             }
         }

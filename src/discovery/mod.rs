@@ -168,6 +168,7 @@ pub fn to_backends(addrs: &[BackendAddr], origin: &Origin) -> Vec<Backend> {
         .iter()
         .map(|a| Backend {
             name: a.name.clone(),
+            labels: a.labels.clone(),
             ..Backend::new(a.host.clone(), a.port, a.weight, origin.clone())
         })
         .collect()

@@ -6,6 +6,7 @@
 //! leaves `/metrics` with it. A backend that left its service's set and has no connection left is not
 //! shown either, even while its entry waits to be pruned.
 
+use super::identity::Identity;
 use super::registry::Rendered;
 use super::LATENCY_BUCKETS;
 use std::collections::BTreeMap;
@@ -15,6 +16,34 @@ use std::sync::{Arc, Mutex, Weak};
 
 /// HTTP status classes, as `code` label values.
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// Why an exchange with a backend failed: a `cause` of `sinew_backend_errors_total`. Only the
+/// backend's failures count here, never a client's or this host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendCause {
+    /// The connection was refused or the host unreachable.
+    ConnectFailure,
+    /// The connection did not complete within `timeouts.connect`.
+    ConnectTimeout,
+    /// The backend closed or reset the connection before a whole response head (HTTP).
+    Reset,
+    /// No response head within `timeouts.request` (HTTP).
+    Timeout,
+    /// A 5xx response (HTTP).
+    Http5xx,
+}
+
+/// Every backend cause, by index, with its label value.
+const BACKEND_CAUSES: [&str; 5] = [
+    "connect_failure",
+    "connect_timeout",
+    "reset",
+    "timeout",
+    "http_5xx",
+];
+
+/// How many causes a TCP backend can have (the connect ones, which come first).
+const TCP_BACKEND_CAUSES: usize = 2;
 
 /// A monotonic counter.
 #[derive(Default)]
@@ -122,8 +151,12 @@ pub struct BackendMetrics {
     pub check_failures: Counter,
     /// Active health checks this host could not run (out of descriptors, memory or ports).
     pub check_skips: Counter,
+    /// Failed exchanges by [`BackendCause`].
+    errors: [Counter; BACKEND_CAUSES.len()],
     /// Set while the backend is out of its service's current set (removed, maybe draining).
     departed: AtomicBool,
+    /// Its name and labels, replaced when discovery reports new ones.
+    identity: Mutex<Arc<Identity>>,
 }
 
 impl BackendMetrics {
@@ -142,6 +175,25 @@ impl BackendMetrics {
             self.usable.set(0);
         }
         self.departed.store(!member, Ordering::Relaxed);
+    }
+
+    /// Counts a failed exchange by `cause`.
+    pub fn error(&self, cause: BackendCause) {
+        self.errors[cause as usize].inc();
+    }
+
+    /// Sets the backend's instance name and labels (when a backend is added or changes).
+    pub fn identify(&self, name: Option<&str>, labels: &BTreeMap<String, String>) {
+        let identity = Identity::new(name, labels);
+        let mut current = self.identity.lock().unwrap_or_else(|p| p.into_inner());
+        if **current != identity {
+            *current = Arc::new(identity);
+        }
+    }
+
+    /// The backend's name and labels now.
+    fn identity(&self) -> Arc<Identity> {
+        Arc::clone(&self.identity.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// True while the series belong in `/metrics`: in the set, or still serving `active` connections.
@@ -280,6 +332,7 @@ impl<T: BackendSource> Rendered for BackendSeries<T> {
         if rows.is_empty() {
             return;
         }
+        render_identity(out, &rows);
         for (name, kind, help, value) in PLAIN {
             header(out, name, kind, help);
             for row in &rows {
@@ -302,13 +355,9 @@ impl<T: BackendSource> Rendered for BackendSeries<T> {
             "HTTP responses received from a backend, by status class.",
         );
         for (row, m) in &http {
-            let (backend, service) = (&row.backend, &row.service);
+            let l = &row.labels;
             for (class, c) in CLASSES.iter().zip(&m.responses) {
-                let _ = writeln!(
-                    out,
-                    "{name}{{backend=\"{backend}\",code=\"{class}\",service=\"{service}\"}} {}",
-                    c.get()
-                );
+                let _ = writeln!(out, "{name}{{{l},code=\"{class}\"}} {}", c.get());
             }
         }
         let name = "sinew_backend_http_response_duration_seconds";
@@ -334,23 +383,63 @@ impl<T: BackendSource> Rendered for BackendSeries<T> {
     }
 }
 
+/// `sinew_backend_info` (name and labels) and `sinew_backend_errors_total` of every row.
+fn render_identity<T: BackendSource>(out: &mut String, rows: &[Row<T>]) {
+    let name = "sinew_backend_info";
+    header(
+        out,
+        name,
+        "gauge",
+        "A backend's instance name and labels (label_<key>); always 1.",
+    );
+    for row in rows {
+        let _ = writeln!(out, "{name}{{{}{}}} 1", row.labels, row.identity.labels());
+    }
+    let name = "sinew_backend_errors_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Failed exchanges with a backend by cause (connect_failure, connect_timeout; HTTP: reset, timeout, http_5xx); never a client's fault.",
+    );
+    for row in rows {
+        let m = row.state.metrics();
+        let causes = if m.http.is_some() {
+            BACKEND_CAUSES.len()
+        } else {
+            TCP_BACKEND_CAUSES
+        };
+        for (cause, c) in BACKEND_CAUSES.iter().zip(&m.errors).take(causes) {
+            let _ = writeln!(
+                out,
+                "{name}{{{},cause=\"{cause}\"}} {}",
+                row.labels,
+                c.get()
+            );
+        }
+    }
+}
+
 /// One backend as rendered: its label values escaped once.
 struct Row<T> {
-    backend: String,
-    service: String,
-    /// `backend="...",service="..."`.
+    /// `backend="...",name="...",service="..."`.
     labels: String,
+    identity: Arc<Identity>,
     state: Arc<T>,
 }
 
-impl<T> Row<T> {
+impl<T: BackendSource> Row<T> {
     fn new(service: &str, backend: &str, state: Arc<T>) -> Self {
-        let (backend, service) = (escape(backend).into_owned(), escape(service).into_owned());
-        let labels = format!("backend=\"{backend}\",service=\"{service}\"");
+        let identity = state.metrics().identity();
+        let labels = format!(
+            "backend=\"{}\",name=\"{}\",service=\"{}\"",
+            escape(backend),
+            identity.name(),
+            escape(service)
+        );
         Self {
-            backend,
-            service,
             labels,
+            identity,
             state,
         }
     }
@@ -362,7 +451,7 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 }
 
 /// A label value escaped for the text format (backslash, double quote, newline).
-fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+pub(super) fn escape(value: &str) -> std::borrow::Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
         return value.into();
     }
@@ -416,31 +505,85 @@ mod tests {
         let _tcp = series.get("tcp", "a\"b\\c:1", false);
         let mut out = String::new();
         series.render(&mut out);
-        let l = r#"backend="10.0.0.1:80",service="web""#;
+        let l = r#"backend="10.0.0.1:80",name="",service="web""#;
         for line in [
             format!("sinew_backend_connections_total{{{l}}} 1"),
             format!("sinew_backend_connections_active{{{l}}} 1"),
             format!("sinew_backend_sent_bytes_total{{{l}}} 300"),
-            r#"sinew_backend_http_responses_total{backend="10.0.0.1:80",code="2xx",service="web"} 1"#.into(),
-            r#"sinew_backend_http_responses_total{backend="10.0.0.1:80",code="5xx",service="web"} 1"#.into(),
+            format!("sinew_backend_http_responses_total{{{l},code=\"2xx\"}} 1"),
+            format!("sinew_backend_http_responses_total{{{l},code=\"5xx\"}} 1"),
             format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"0.001\"}} 0"),
             format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"0.0025\"}} 1"),
             format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"30\"}} 1"),
             format!("sinew_backend_http_response_duration_seconds_bucket{{{l},le=\"+Inf\"}} 2"),
             format!("sinew_backend_http_response_duration_seconds_sum{{{l}}} 100.002"),
             format!("sinew_backend_http_response_duration_seconds_count{{{l}}} 2"),
-            r#"sinew_backend_up{backend="a\"b\\c:1",service="tcp"} 0"#.into(),
+            r#"sinew_backend_up{backend="a\"b\\c:1",name="",service="tcp"} 0"#.into(),
         ] {
             assert!(out.lines().any(|x| x == line), "{line} not in\n{out}");
         }
         assert_eq!(out.matches("# TYPE sinew_backend_up gauge").count(), 1);
         // The TCP backend has no HTTP series.
-        assert!(!out.contains(r#"code="2xx",service="tcp""#));
+        assert!(!out.contains(r#"service="tcp",code="2xx""#));
+        assert!(out.contains(r#"service="web",code="2xx""#));
         series.forget("web", "10.0.0.1:80");
         series.forget("tcp", "a\"b\\c:1");
         let mut out = String::new();
         series.render(&mut out);
         assert!(out.is_empty(), "{out}");
+    }
+
+    #[test]
+    fn name_labels_and_errors_by_cause_render_for_every_backend() {
+        let series = BackendSeries::<Probe>::default();
+        let web = series.get("web", "10.0.0.1:80", true);
+        let labels = [("az", "us-east-1a"), ("rack", "r\"7")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        web.metrics.identify(Some("web-1"), &labels);
+        web.metrics.error(BackendCause::Http5xx);
+        web.metrics.error(BackendCause::Http5xx);
+        web.metrics.error(BackendCause::ConnectTimeout);
+        let _db = series.get("db", "10.0.0.2:5432", false);
+        let out = rendered(&series);
+        let web = r#"backend="10.0.0.1:80",name="web-1",service="web""#;
+        let db = r#"backend="10.0.0.2:5432",name="",service="db""#;
+        for line in [
+            format!(r#"sinew_backend_info{{{web},label_az="us-east-1a",label_rack="r\"7"}} 1"#),
+            format!("sinew_backend_info{{{db}}} 1"),
+            format!("sinew_backend_up{{{web}}} 0"),
+            format!("sinew_backend_http_responses_total{{{web},code=\"5xx\"}} 0"),
+            format!("sinew_backend_http_response_duration_seconds_count{{{web}}} 0"),
+            format!("sinew_backend_errors_total{{{web},cause=\"http_5xx\"}} 2"),
+            format!("sinew_backend_errors_total{{{web},cause=\"connect_timeout\"}} 1"),
+            format!("sinew_backend_errors_total{{{web},cause=\"connect_failure\"}} 0"),
+            format!("sinew_backend_errors_total{{{web},cause=\"reset\"}} 0"),
+            format!("sinew_backend_errors_total{{{web},cause=\"timeout\"}} 0"),
+            format!("sinew_backend_errors_total{{{db},cause=\"connect_failure\"}} 0"),
+            format!("sinew_backend_errors_total{{{db},cause=\"connect_timeout\"}} 0"),
+        ] {
+            assert!(out.lines().any(|x| x == line), "{line} not in\n{out}");
+        }
+        // A TCP backend has only the connect causes.
+        assert_eq!(
+            out.matches(&format!("sinew_backend_errors_total{{{db}"))
+                .count(),
+            2
+        );
+        // Discovery renames it: the series carry the new name, and the old one is gone.
+        series
+            .get("web", "10.0.0.1:80", true)
+            .metrics
+            .identify(Some("web-2"), &Default::default());
+        let out = rendered(&series);
+        assert!(!out.contains("web-1"), "{out}");
+        assert!(
+            out.contains(
+                r#"sinew_backend_info{backend="10.0.0.1:80",name="web-2",service="web"} 1"#
+            ),
+            "{out}"
+        );
     }
 
     fn rendered(series: &BackendSeries<Probe>) -> String {
@@ -458,7 +601,7 @@ mod tests {
         first.metrics.usable.set(1);
         drop(first);
         assert!(rendered(&series)
-            .contains(r#"sinew_backend_up{backend="10.0.0.1:80",service="web"} 1"#));
+            .contains(r#"sinew_backend_up{backend="10.0.0.1:80",name="",service="web"} 1"#));
         assert!(series.sweep().is_empty(), "still held");
         drop(second);
         assert!(rendered(&series).is_empty(), "{}", rendered(&series));
@@ -478,12 +621,12 @@ mod tests {
         m.metrics.set_member(false);
         let out = rendered(&series);
         assert!(
-            out.contains(r#"sinew_backend_up{backend="10.0.0.1:80",service="web"} 0"#),
+            out.contains(r#"sinew_backend_up{backend="10.0.0.1:80",name="",service="web"} 0"#),
             "{out}"
         );
         assert!(
             out.contains(
-                r#"sinew_backend_connections_active{backend="10.0.0.1:80",service="web"} 1"#
+                r#"sinew_backend_connections_active{backend="10.0.0.1:80",name="",service="web"} 1"#
             ),
             "{out}"
         );
@@ -496,7 +639,8 @@ mod tests {
         // Back in the set before its entry was pruned: shown again, counts kept.
         m.metrics.connections.inc();
         m.metrics.set_member(true);
-        assert!(rendered(&series)
-            .contains(r#"sinew_backend_connections_total{backend="10.0.0.1:80",service="web"} 1"#));
+        assert!(rendered(&series).contains(
+            r#"sinew_backend_connections_total{backend="10.0.0.1:80",name="",service="web"} 1"#
+        ));
     }
 }

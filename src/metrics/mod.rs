@@ -3,9 +3,10 @@
 //! out per service and per backend, so hot paths touch only pre-resolved atomics.
 
 pub mod backend;
+mod identity;
 mod registry;
 
-pub use backend::BackendMetrics;
+pub use backend::{BackendCause, BackendMetrics};
 pub use registry::{Registry, Rendered};
 
 /// Buckets of response-time histograms, in seconds (1 ms to 10 s).

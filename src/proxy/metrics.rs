@@ -1,9 +1,12 @@
 //! The metric families the proxy owns: each service's client connections, HTTP answers sinew gave
 //! itself, failures no backend is charged with, TLS, and the HTTP pool's backend connections.
 
+use super::red::{RedFamilies, ServiceRed};
 use super::PoolMetrics;
+use crate::config::Mode;
 use crate::metrics::Registry;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use std::sync::Arc;
 
 /// The proxy's families, registered once per agent.
 pub struct ProxyMetrics {
@@ -24,6 +27,7 @@ pub struct ProxyMetrics {
     accept_errors: IntCounterVec,
     local_errors: IntCounterVec,
     client_errors: IntCounterVec,
+    red: RedFamilies,
 }
 
 /// The client-connection children of one service.
@@ -233,7 +237,13 @@ impl ProxyMetrics {
                 "Requests that failed by the client's fault, by kind (bad_request, head_too_large, head_timeout, bad_request_body, client_aborted, body_timeout); never charged to a backend.",
                 &["service", "kind"],
             )?,
+            red: RedFamilies::register(r)?,
         })
+    }
+
+    /// The RED children of a service in `mode`, every series created now at 0.
+    pub fn red(&self, service: &str, mode: Mode) -> Arc<ServiceRed> {
+        self.red.service(service, mode)
     }
 
     /// The client-connection children of one service.

@@ -9,6 +9,7 @@ mod http;
 mod io;
 mod listener;
 mod metrics;
+mod red;
 mod tcp;
 pub mod tls;
 
@@ -19,6 +20,7 @@ pub use http::wire;
 pub use http::PoolMetrics;
 pub use listener::accept_loop;
 pub use metrics::{FaultMetrics, HttpMetrics, ProxyMetrics, ServiceMetrics, TlsMetrics};
+pub use red::{Cause, Recording, ServiceRed};
 pub use tls::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
@@ -34,6 +36,8 @@ pub struct ServiceProxy {
     pub balancer: Arc<Balancer>,
     /// The service's client-connection metric children.
     pub metrics: ServiceMetrics,
+    /// The service's requests, connections and failures as its clients see them.
+    pub red: Arc<ServiceRed>,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// Retry policy.
@@ -85,6 +89,7 @@ impl ServiceProxy {
         tls: TlsSetup,
     ) -> Self {
         let faults = metrics.faults(balancer.service());
+        let red = metrics.red(balancer.service(), config.mode);
         let service_metrics = metrics.service(balancer.service());
         let http = (config.mode == Mode::Http).then(|| {
             Arc::new(http::HttpProxy::new(
@@ -97,6 +102,7 @@ impl ServiceProxy {
         Self {
             balancer,
             metrics: service_metrics,
+            red,
             timeouts: config.timeouts,
             retries: config.retries.clone(),
             max_clients: config.max_client_connections,

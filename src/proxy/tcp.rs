@@ -3,13 +3,23 @@
 
 use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
 use super::io::{Activity, Metered};
-use super::ServiceProxy;
-use crate::balance::{BackendSet, Pick, Target, Tries};
+use super::{Cause, ServiceProxy};
+use crate::balance::{BackendSet, Pick, Target, Tries, Unavailable};
+use crate::metrics::BackendCause;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Why a client connection got no backend.
+enum Unconnected {
+    /// No backend could be reached: none usable, all failed, or the queue turned it away.
+    Unreachable(Cause),
+    /// This host ran out of a resource connecting (no other backend is tried: it would fail the same way).
+    Local(Resource),
+}
 
 /// A connected stream, plain or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -29,6 +39,8 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
 
 /// Serves `client`, which has sent `early` already.
 async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
+    let accepted = Instant::now();
+    let _open = proxy.red.connection(accepted);
     let metrics = &proxy.metrics;
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
@@ -39,8 +51,9 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
     // unboxed it would size the task for the connection's whole life.
     let (backend, pick, sent) = match Box::pin(connect(&set, &proxy, key, &early)).await {
         Ok(connected) => connected,
-        Err(None) => {
+        Err(Unconnected::Unreachable(cause)) => {
             metrics.no_backend.inc();
+            proxy.red.error(cause);
             if let Some(suppressed) = proxy.warnings.allow() {
                 tracing::warn!(
                     service = %proxy.balancer.service(),
@@ -51,7 +64,8 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
             }
             return;
         }
-        Err(Some(resource)) => {
+        Err(Unconnected::Local(resource)) => {
+            proxy.red.error(Cause::LocalLimit);
             if let Some(suppressed) = proxy.warnings.allow() {
                 tracing::warn!(
                     service = %proxy.balancer.service(),
@@ -63,6 +77,7 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
             return;
         }
     };
+    proxy.red.connected(accepted);
     let stats = &pick.entry.stats.metrics;
     stats.connections.inc();
     let activity = Activity::new();
@@ -80,11 +95,13 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
     tokio::select! {
         r = copy => {
             if let Err(e) = r {
+                proxy.red.error(Cause::Reset);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
             }
         }
         _ = activity.idle(proxy.timeouts.idle) => {
             metrics.idle_timeouts.inc();
+            proxy.red.error(Cause::IdleTimeout);
             tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, "idle timeout");
         }
         _ = proxy.abort.cancelled() => {}
@@ -92,21 +109,25 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
 }
 
 /// Connects to a backend of `set`, trying up to `1 + retries.attempts` distinct backends.
-/// Returns the stream, the pick and how many bytes of `early` went out with the connect; or the local
-/// resource that ran out (no other backend is tried then: it would fail the same way), or `None`
-/// when no backend could be reached.
+/// Returns the stream, the pick and how many bytes of `early` went out with the connect, or why there
+/// is none.
 async fn connect(
     set: &BackendSet,
     proxy: &ServiceProxy,
     key: Option<u64>,
     early: &[u8],
-) -> Result<(Box<dyn Io>, Pick, usize), Option<Resource>> {
+) -> Result<(Box<dyn Io>, Pick, usize), Unconnected> {
     let mut tries = Tries::new(proxy.retries.attempts);
     while tries.left() {
         let pick = match tries.pick(&proxy.balancer, set, key).await {
             Ok(p) => p,
             // With nothing tried yet this is "no backend" or a queue rejection; later, all were tried.
-            Err(_) => return Err(None),
+            Err(unavailable) => {
+                return Err(Unconnected::Unreachable(unreachable(
+                    unavailable,
+                    tries.made(),
+                )))
+            }
         };
         let started = tokio::time::Instant::now();
         if tries.made() > 0 {
@@ -127,17 +148,33 @@ async fn connect(
             Blame::Local(resource) => {
                 proxy.faults.local_error(resource.label());
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed for a local resource limit");
-                return Err(Some(resource));
+                return Err(Unconnected::Local(resource));
             }
             Blame::Backend | Blame::Client(_) => {
-                pick.entry.stats.metrics.connect_failures.inc();
+                let stats = &pick.entry.stats.metrics;
+                stats.connect_failures.inc();
+                stats.error(match seen {
+                    Seen::ConnectTimeout => BackendCause::ConnectTimeout,
+                    _ => BackendCause::ConnectFailure,
+                });
                 proxy.balancer.observe(&pick.entry, false);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error, "connect failed");
             }
         }
         tries.record(&pick);
     }
-    Err(None)
+    Err(Unconnected::Unreachable(Cause::ConnectFailure))
+}
+
+/// The cause of a connection that got no backend from the balancer after `tried` failed connects.
+fn unreachable(unavailable: Unavailable, tried: u32) -> Cause {
+    match (unavailable, tried) {
+        (Unavailable::QueueFull, _) => Cause::QueueFull,
+        (Unavailable::QueueTimeout, _) => Cause::QueueTimeout,
+        (Unavailable::NoBackend, 0) => Cause::NoBackend,
+        // Every usable backend was tried and refused.
+        (Unavailable::NoBackend, _) => Cause::ConnectFailure,
+    }
 }
 
 /// Connects to a backend, with TLS when the service originates it (the handshake counts as part of
@@ -172,5 +209,27 @@ async fn dial_sending(
             Ok((Box::new(stream), sent))
         }
         _ => Ok((dial(proxy, target, host).await?, 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_without_a_backend_counts_under_its_cause() {
+        let table = [
+            (Unavailable::NoBackend, 0, Cause::NoBackend),
+            (Unavailable::NoBackend, 2, Cause::ConnectFailure),
+            (Unavailable::QueueFull, 0, Cause::QueueFull),
+            (Unavailable::QueueTimeout, 1, Cause::QueueTimeout),
+        ];
+        for (unavailable, tried, want) in table {
+            assert_eq!(
+                unreachable(unavailable, tried),
+                want,
+                "{unavailable:?} after {tried}"
+            );
+        }
     }
 }

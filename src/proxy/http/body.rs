@@ -5,6 +5,7 @@
 use super::h1::ResponseBody;
 use crate::balance::Pick;
 use crate::proxy::blame::ClientBody;
+use crate::proxy::Recording;
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -75,19 +76,27 @@ impl Body for UpBody {
 }
 
 /// A backend's response body that holds the backend's [`Pick`] (its in-flight count) until it ends
-/// or is dropped.
+/// or is dropped, and records the request it answers then (its duration ends with the last byte).
 pub struct Guarded {
     inner: UpBody,
     pick: Option<Pick>,
+    record: Recording,
 }
 
 impl Guarded {
-    /// Wraps `inner`, releasing `pick` at the end of the stream.
-    pub fn new(inner: UpBody, pick: Pick) -> Self {
+    /// Wraps `inner`, releasing `pick` and finishing `record` at the end of the stream.
+    pub fn new(inner: UpBody, pick: Pick, record: Recording) -> Self {
         Self {
             inner,
             pick: Some(pick),
+            record,
         }
+    }
+
+    /// The stream ended (or broke off): the backend is free and the request done.
+    fn ended(&mut self) {
+        self.pick = None;
+        self.record.finish();
     }
 }
 
@@ -101,8 +110,8 @@ impl Body for Guarded {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.pick = None,
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.pick = None,
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.ended(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.ended(),
             _ => {}
         }
         polled

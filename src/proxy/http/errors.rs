@@ -3,6 +3,7 @@
 
 use super::body::{full, ProxyBody};
 use crate::proxy::blame::ClientFault;
+use crate::proxy::Cause;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Response, StatusCode};
@@ -58,6 +59,25 @@ impl LocalReply {
             LocalReply::ClientAborted => "client_aborted",
             LocalReply::BodyTimeout => "body_timeout",
             LocalReply::LocalLimit => "local_limit",
+        }
+    }
+
+    /// The `cause` it counts as in `sinew_service_errors_total`.
+    pub fn red_cause(self) -> Cause {
+        match self {
+            LocalReply::NoBackend => Cause::NoBackend,
+            LocalReply::ConnectFailure => Cause::ConnectFailure,
+            LocalReply::Reset => Cause::Reset,
+            LocalReply::Timeout => Cause::Timeout,
+            LocalReply::BadRequestBody => Cause::BadRequestBody,
+            LocalReply::QueueFull => Cause::QueueFull,
+            LocalReply::QueueTimeout => Cause::QueueTimeout,
+            LocalReply::BadRequest => Cause::BadRequest,
+            LocalReply::HeadTooLarge => Cause::HeadTooLarge,
+            LocalReply::HeadTimeout => Cause::HeadTimeout,
+            LocalReply::ClientAborted => Cause::ClientAborted,
+            LocalReply::BodyTimeout => Cause::BodyTimeout,
+            LocalReply::LocalLimit => Cause::LocalLimit,
         }
     }
 
@@ -130,5 +150,36 @@ impl LocalReply {
         r.headers_mut()
             .insert("x-sinew-error", HeaderValue::from_static(self.cause()));
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [LocalReply; 13] = [
+        LocalReply::NoBackend,
+        LocalReply::ConnectFailure,
+        LocalReply::Reset,
+        LocalReply::Timeout,
+        LocalReply::BadRequestBody,
+        LocalReply::QueueFull,
+        LocalReply::QueueTimeout,
+        LocalReply::BadRequest,
+        LocalReply::HeadTooLarge,
+        LocalReply::HeadTimeout,
+        LocalReply::ClientAborted,
+        LocalReply::BodyTimeout,
+        LocalReply::LocalLimit,
+    ];
+
+    #[test]
+    fn every_answer_counts_under_its_own_cause_with_the_same_blame() {
+        for reply in ALL {
+            let cause = reply.red_cause();
+            assert_eq!(cause.label(), reply.cause(), "{reply:?}");
+            assert_eq!(cause.is_client(), reply.is_client(), "{reply:?}");
+            assert!(crate::proxy::red::HTTP_CAUSES.contains(&cause), "{reply:?}");
+        }
     }
 }

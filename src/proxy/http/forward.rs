@@ -7,8 +7,9 @@ use super::upstream::Failure;
 use super::{headers, retry, tunnel, Client, HttpProxy};
 use crate::balance::{Pick, Tries, Unavailable};
 use crate::config::UpstreamProtocol;
+use crate::metrics::BackendCause;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
-use crate::proxy::ServiceProxy;
+use crate::proxy::{Cause, Recording, ServiceProxy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
@@ -84,28 +85,31 @@ pub async fn handle(
     http: &HttpProxy,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
-    let started = Instant::now();
+    let record = proxy.red.request(Instant::now());
     let _active = http.budget.request();
     let client_upgrade = headers::is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let body = match prepare(body, http.options.max_retry_body).await {
         Ok(b) => b,
-        Err(failure) => return fail(&proxy, http, failure, &parts, started, 0),
+        Err(failure) => return fail(&proxy, http, failure, &parts, record, 0),
     };
-    forward(parts, body, client_upgrade, started, proxy, http, peer).await
+    forward(parts, body, client_upgrade, record, proxy, http, peer).await
 }
 
-/// Serves one request whose body is in memory, from sinew's own HTTP/1 server path.
+/// Serves one request whose body is in memory, from sinew's own HTTP/1 server path; its first byte
+/// came at `started`.
 pub async fn handle_buffered(
     parts: Parts,
     body: Bytes,
+    started: Instant,
     proxy: Arc<ServiceProxy>,
     http: &HttpProxy,
     peer: SocketAddr,
 ) -> Response<ProxyBody> {
+    let record = proxy.red.request(started);
     let _active = http.budget.request();
     let body = ReqBody::Replayable(body);
-    forward(parts, body, None, Instant::now(), proxy, http, peer).await
+    forward(parts, body, None, record, proxy, http, peer).await
 }
 
 /// Cleans the head, then sends to backends until an answer worth passing on, or none is left (the
@@ -114,7 +118,7 @@ async fn forward(
     mut parts: Parts,
     mut body: ReqBody,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    started: Instant,
+    record: Recording,
     proxy: Arc<ServiceProxy>,
     http: &HttpProxy,
     peer: SocketAddr,
@@ -225,10 +229,10 @@ async fn forward(
             exchanged,
             client_upgrade,
             &parts,
-            started,
+            record,
             tries.made(),
         ),
-        None => fail(&proxy, http, last, &parts, started, tries.made()),
+        None => fail(&proxy, http, last, &parts, record, tries.made()),
     }
 }
 
@@ -323,6 +327,9 @@ async fn send(
                 stats.response_class(resp.status().as_u16()).inc();
             }
             pick.entry.rtt.observe(took);
+            if resp.status().is_server_error() {
+                pick.entry.stats.metrics.error(BackendCause::Http5xx);
+            }
             balancer.observe(&pick.entry, !resp.status().is_server_error());
             return Attempt::Response(Exchanged { resp, pick });
         }
@@ -350,13 +357,20 @@ async fn send(
         }
         Blame::Backend => {
             balancer.observe(&pick.entry, false);
+            let stats = &pick.entry.stats.metrics;
+            stats.error(match failure.seen {
+                Seen::ConnectFailed(_) => BackendCause::ConnectFailure,
+                Seen::ConnectTimeout => BackendCause::ConnectTimeout,
+                Seen::ExchangeFailed => BackendCause::Reset,
+                Seen::ResponseTimeout => BackendCause::Timeout,
+            });
             match failure.seen {
                 Seen::ResponseTimeout => {
                     pick.entry.rtt.observe(timeout);
                     Attempt::Failed(LocalReply::Timeout)
                 }
                 Seen::ConnectFailed(_) | Seen::ConnectTimeout => {
-                    pick.entry.stats.metrics.connect_failures.inc();
+                    stats.connect_failures.inc();
                     tracing::debug!(service, %backend, error, "connect failed");
                     Attempt::Failed(LocalReply::ConnectFailure)
                 }
@@ -403,10 +417,14 @@ fn respond(
     exchanged: Exchanged,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     parts: &Parts,
-    started: Instant,
+    mut record: Recording,
     attempts: u32,
 ) -> Response<ProxyBody> {
     let Exchanged { mut resp, pick } = exchanged;
+    record.status(resp.status().as_u16());
+    if resp.status().is_server_error() {
+        proxy.red.error(Cause::Backend5xx);
+    }
     let upstream_upgrade =
         (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut head, body) = resp.into_parts();
@@ -419,11 +437,13 @@ fn respond(
             status = head.status.as_u16(),
             backend = %pick.entry.key,
             attempts,
-            ms = started.elapsed().as_millis() as u64,
+            ms = record.started().elapsed().as_millis() as u64,
         );
     }
     match (upstream_upgrade, client_upgrade) {
         (Some(upstream), Some(client)) => {
+            // The request is answered; what the tunnel carries is not a request's.
+            record.finish();
             tunnel::spawn(proxy, client, upstream, pick);
             Response::from_parts(head, full(Bytes::new()))
         }
@@ -432,7 +452,7 @@ fn respond(
             if http.options.via {
                 headers::add_via(&mut head.headers);
             }
-            Response::from_parts(head, boxed(Guarded::new(body, pick)))
+            Response::from_parts(head, boxed(Guarded::new(body, pick, record)))
         }
     }
 }
@@ -442,9 +462,11 @@ fn fail(
     http: &HttpProxy,
     failure: LocalReply,
     parts: &Parts,
-    started: Instant,
+    mut record: Recording,
     attempts: u32,
 ) -> Response<ProxyBody> {
+    record.status(failure.status().as_u16());
+    proxy.red.error(failure.red_cause());
     http.metrics.error(failure.cause()).inc();
     if failure.is_client() {
         proxy.faults.client_error(failure.cause());
@@ -458,7 +480,7 @@ fn fail(
             status = failure.status().as_u16(),
             error = failure.cause(),
             attempts,
-            ms = started.elapsed().as_millis() as u64,
+            ms = record.started().elapsed().as_millis() as u64,
         );
     }
     failure.response(proxy.balancer.service())

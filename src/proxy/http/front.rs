@@ -61,6 +61,8 @@ struct Front<'a, S> {
     served: u64,
     /// When the connection was accepted.
     opened: Instant,
+    /// When the first byte of the request being read came (the accept, for the first request).
+    started: Option<Instant>,
 }
 
 /// Serves requests on `io` (bytes already read in `buf`) until the connection ends or a request for
@@ -83,6 +85,7 @@ where
         http,
         served: 0,
         opened: Instant::now(),
+        started: None,
     };
     let stop = proxy.stop.cancelled();
     tokio::pin!(stop);
@@ -94,12 +97,16 @@ where
             NextRequest::Handoff => return ConnectionFate::Handoff,
             NextRequest::Close => return ConnectionFate::Closed,
             NextRequest::Reject(reply) => {
+                let mut record = proxy.red.request(front.began());
+                record.status(reply.status().as_u16());
+                proxy.red.error(reply.red_cause());
                 http.metrics.error(reply.cause()).inc();
                 if reply.is_client() {
                     proxy.faults.client_error(reply.cause());
                 }
                 let resp = reply.response(proxy.balancer.service());
                 let _ = front.respond(resp, Version::HTTP_11, false, false).await;
+                record.finish();
                 front.close().await;
                 return ConnectionFate::Closed;
             }
@@ -110,7 +117,9 @@ where
         }
         let body = front.buf.split_to(req.body_len).freeze();
         let (version, head) = (req.parts.version, req.parts.method == Method::HEAD);
-        let resp = forward::handle_buffered(req.parts, body, Arc::clone(proxy), http, peer).await;
+        let started = front.began();
+        let resp =
+            forward::handle_buffered(req.parts, body, started, Arc::clone(proxy), http, peer).await;
         let keep_alive = req.keep_alive && !proxy.stop.is_cancelled();
         match front.respond(resp, version, head, keep_alive).await {
             Ok(true) => {}
@@ -123,6 +132,11 @@ where
 }
 
 impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
+    /// When the request just read began: its first byte, or now when it came whole with the last.
+    fn began(&self) -> Instant {
+        self.started.unwrap_or_else(Instant::now)
+    }
+
     /// Waits for the next request head. The first request must be whole within `timeouts.header_read`
     /// of the accept, later ones within it of their first byte; a stop (`stop`, seen once) ends a
     /// connection waiting between requests, except that a connection with no request yet, or any
@@ -138,7 +152,7 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
     {
         let timeouts = &self.proxy.timeouts;
         let options = &self.http.options;
-        let mut started = (self.served == 0).then_some(self.opened);
+        self.started = (self.served == 0).then_some(self.opened);
         let mut grace = None;
         loop {
             if !self.buf.is_empty() {
@@ -161,9 +175,9 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
                         });
                     }
                 }
-                started.get_or_insert_with(Instant::now);
+                self.started.get_or_insert_with(Instant::now);
             }
-            let deadline = started.map(|t| t + timeouts.header_read).or(grace);
+            let deadline = self.started.map(|t| t + timeouts.header_read).or(grace);
             tokio::select! {
                 biased;
                 read = read_more(self.io, self.buf) => match read {
@@ -173,7 +187,7 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
                 _ = until(deadline) => {
                     // A connection that never began a request (a probe, a preconnect) is closed
                     // without an answer, as HAProxy's `http-ignore-probes` and hyper do.
-                    return match started {
+                    return match self.started {
                         Some(_) if !self.buf.is_empty() => NextRequest::Reject(LocalReply::HeadTimeout),
                         _ => NextRequest::Close,
                     };
@@ -187,7 +201,7 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
                         Some(wait) => grace = Some(Instant::now() + wait),
                         None => return NextRequest::Close,
                     }
-                    started = None;
+                    self.started = None;
                 }
             }
         }
