@@ -14,6 +14,7 @@ pub mod fdlimit;
 pub mod health;
 pub mod http_client;
 pub mod lifecycle;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod proxy;

@@ -192,18 +192,9 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn init_logs(format: LogFormat, level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::new(l),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    let format = match format {
+        LogFormat::Text => sinew::logging::Format::Text,
+        LogFormat::Json => sinew::logging::Format::Json,
     };
-    // Colour codes only for a person at a terminal, never into a file or a journal.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    sinew::logging::init(format, sinew::logging::filter(level));
 }
