@@ -2,6 +2,7 @@
 //! both sides are done or the connection has been idle too long.
 
 use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
+use super::connlog::{cause, Connection};
 use super::io::{Activity, Metered};
 use super::ServiceProxy;
 use crate::balance::{BackendSet, Pick, Target, Tries};
@@ -30,6 +31,9 @@ pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>
 /// Serves `client`, which has sent `early` already.
 async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
     let metrics = &proxy.metrics;
+    let mut log = proxy
+        .connection_log
+        .then(|| Connection::new(proxy.balancer.service(), peer));
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
     let key = proxy
@@ -49,6 +53,9 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
                     "no backend reachable; client connection closed"
                 );
             }
+            if let Some(log) = &log {
+                log.log(cause::NO_BACKEND);
+            }
             return;
         }
         Err(Some(resource)) => {
@@ -60,9 +67,17 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
                     "cannot connect to a backend: out of a local resource; client connection closed, the backend is not charged"
                 );
             }
+            if let Some(log) = &log {
+                log.log(cause::LOCAL_LIMIT);
+            }
             return;
         }
     };
+    if let Some(log) = &mut log {
+        log.upstream = Some(pick.entry.key.clone());
+        log.connect = Some(log.age());
+    }
+    let early_len = early.len() as u64;
     let stats = &pick.entry.stats.metrics;
     stats.connections.inc();
     let activity = Activity::new();
@@ -77,17 +92,28 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
         drop(early);
         super::copy::bidirectional(&mut client, &mut backend).await
     };
-    tokio::select! {
-        r = copy => {
-            if let Err(e) = r {
+    let termination = tokio::select! {
+        r = copy => match r {
+            Ok(_) => cause::DONE,
+            Err(e) => {
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
+                if let Some(log) = &mut log {
+                    log.error = Some(e.to_string());
+                }
+                cause::ERROR
             }
-        }
+        },
         _ = activity.idle(proxy.timeouts.idle) => {
             metrics.idle_timeouts.inc();
             tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, "idle timeout");
+            cause::IDLE_TIMEOUT
         }
-        _ = proxy.abort.cancelled() => {}
+        _ = proxy.abort.cancelled() => cause::SHUTDOWN,
+    };
+    if let Some(log) = &mut log {
+        log.from_client = early_len + client.read();
+        log.to_client = backend.read();
+        log.log(termination);
     }
 }
 
