@@ -282,3 +282,71 @@ async fn the_connection_log_has_one_line_per_closed_tcp_connection() {
         "connection_log is off by default: {lines:#?}"
     );
 }
+
+/// Runs sinew watching a real ZooKeeper with JSON logs at `level`, kills the server for two seconds
+/// twice over (the session reconnects each time), and returns every line.
+async fn zookeeper_run(name: &str, level: &str) -> Vec<Value> {
+    let mut zk = support::zk::ZooKeeper::start().await;
+    let config = format!(
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:{}\n    discovery:\n      zookeeper: {{ hosts: [{}], path: /logs/web, session_timeout: 30s }}\n",
+        free_port(),
+        zk.address()
+    );
+    let sinew = Logged::start(name, &config, level);
+    let said = |m: &'static str| move |l: &Value| l["message"] == m;
+    sinew
+        .wait_for(1, said("ZooKeeper session established"))
+        .await;
+    for round in 1..=2 {
+        zk.kill();
+        sinew
+            .wait_for(
+                round,
+                said("ZooKeeper disconnected; last known backends keep serving"),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        zk.restart().await;
+        sinew
+            .wait_for(
+                round,
+                said("ZooKeeper reconnected; re-reading watched paths"),
+            )
+            .await;
+    }
+    sinew.lines()
+}
+
+#[tokio::test]
+async fn the_zookeeper_clients_info_lines_are_not_repeated_per_session_event() {
+    let lines = zookeeper_run("logs-zk", "info").await;
+    let count = |m: &str| lines.iter().filter(|l| l["message"] == m).count();
+    // sinew's own lines say each session event once.
+    assert_eq!(count("ZooKeeper session established"), 1, "{lines:#?}");
+    assert_eq!(
+        count("ZooKeeper disconnected; last known backends keep serving"),
+        2,
+        "{lines:#?}"
+    );
+    assert_eq!(
+        count("ZooKeeper reconnected; re-reading watched paths"),
+        2,
+        "{lines:#?}"
+    );
+    // The client library's own (one or two per connect, state change and session) are held back
+    // below WARN.
+    let library: Vec<_> = lines
+        .iter()
+        .filter(|l| {
+            l["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("zookeeper_client"))
+        })
+        .collect();
+    assert!(
+        library
+            .iter()
+            .all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        "{library:#?}"
+    );
+}
