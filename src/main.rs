@@ -94,6 +94,18 @@ enum Command {
         /// Show this service's backends.
         service: Option<String>,
     },
+    /// Print a shell completion script (e.g. `sinew completions bash > /etc/bash_completion.d/sinew`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sinew man | man -l -`.
+    Man {
+        /// Write sinew.1 and one page per subcommand (sinew-run.1, ...) into this directory instead
+        /// (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Start three demo HTTP backends and sinew in front of them.
     Demo {
         /// Where the demo service listens.
@@ -124,6 +136,8 @@ fn main() -> ExitCode {
             json,
             service,
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out_dir } => man(out_dir),
         Command::Demo { listen, admin } => {
             runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }
@@ -189,6 +203,41 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     agent.shutdown(std::time::Duration::from_secs(2)).await;
     stop.cancel();
     Ok(())
+}
+
+/// Writes `shell`'s completion script for every subcommand and flag to stdout.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sinew", &mut script);
+    print_quietly(&script)
+}
+
+/// Writes the man page to stdout, or every page (one per subcommand too) into `out_dir`.
+fn man(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let command = Cli::command();
+    match out_dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            print_quietly(&page)
+        }
+        Some(dir) => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(command, &dir))
+            .with_context(|| format!("writing man pages into {}", dir.display())),
+    }
+}
+
+/// Writes `bytes` to stdout; a reader that closed the pipe early (`| head`) is not an error.
+fn print_quietly(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 fn init_logs(format: LogFormat, level: Option<&str>) {
