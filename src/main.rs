@@ -119,6 +119,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = matches!(cli.log_format, LogFormat::Json);
     init_logs(cli.log_format, cli.log_level.as_deref());
     let result = match cli.command {
         Command::Check { source, strict } => check(&source.into(), strict),
@@ -144,6 +145,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A shipper reading JSON lines gets the reason as one too.
+        Err(e) if json => {
+            tracing::error!(error = format!("{e:#}"), "sinew exits");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("sinew: {e:#}");
             ExitCode::FAILURE

@@ -126,6 +126,26 @@ fn micros(line: &Value, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("{key} is not a number: {line}"))
 }
 
+#[test]
+fn a_fatal_error_is_a_json_line_too() {
+    let config = temp_file("logs-fatal.yaml", "services: {}\nbogus: 1\n");
+    let out = Command::new(BIN)
+        .args(["--log-format", "json", "run", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run sinew");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().expect("a line");
+    let line: Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("{e}: {err}"));
+    assert_eq!(line["level"], "ERROR");
+    assert_eq!(line["message"], "sinew exits");
+    assert!(
+        line["error"].as_str().is_some_and(|e| e.contains("bogus")),
+        "{line}"
+    );
+}
+
 #[tokio::test]
 async fn the_access_log_has_one_line_per_request_with_every_field() {
     let backend = support::http::HttpBackend::start("b1").await;
