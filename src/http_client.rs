@@ -31,7 +31,7 @@ where
 {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| format!("http handshake: {e}"))?;
+        .map_err(|e| format!("http handshake: {}", causes(&e)))?;
     let driver = tokio::spawn(conn);
     let result = send(sender.send_request(request(get, get.path)?), get.max_body).await;
     driver.abort();
@@ -46,7 +46,7 @@ where
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
             .await
-            .map_err(|e| format!("http2 handshake: {e}"))?;
+            .map_err(|e| format!("http2 handshake: {}", causes(&e)))?;
     let driver = tokio::spawn(conn);
     // HTTP/2 carries the scheme and authority in the request itself.
     let uri = format!("https://{}{}", get.host, get.path);
@@ -74,17 +74,77 @@ fn request(get: &Get<'_>, uri: &str) -> Result<Request<Empty<Bytes>>, String> {
         .map_err(|e| format!("bad request: {e}"))
 }
 
+/// An error and its causes in one line, each said once: hyper's own text ("connection error") hides
+/// the OS error beneath it, and some errors repeat their cause in their own text.
+pub fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Awaits a response and reads its status and up to `max_body` bytes of body.
 async fn send(
     response: impl Future<Output = hyper::Result<hyper::Response<hyper::body::Incoming>>>,
     max_body: usize,
 ) -> Result<(u16, Bytes), String> {
-    let resp = response.await.map_err(|e| format!("http: {e}"))?;
+    let resp = response
+        .await
+        .map_err(|e| format!("http: {}", causes(&e)))?;
     let status = resp.status().as_u16();
     let body = Limited::new(resp.into_body(), max_body)
         .collect()
         .await
-        .map_err(|e| format!("reading body: {e}"))?
+        .map_err(|e| format!("reading body: {}", causes(&*e)))?
         .to_bytes();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a text of its own and, optionally, the cause it wraps.
+    #[derive(Debug)]
+    struct Wrap(String, Option<std::io::Error>);
+
+    impl std::fmt::Display for Wrap {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Wrap {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_ref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn causes_are_said_once() {
+        let reset = || std::io::Error::from_raw_os_error(104);
+        let os = reset().to_string();
+        // (error, its line)
+        let cases = [
+            (
+                Wrap("connection error".into(), Some(reset())),
+                format!("connection error: {os}"),
+            ),
+            (
+                Wrap(format!("connect: {os}"), Some(reset())),
+                format!("connect: {os}"),
+            ),
+            (Wrap("closed".into(), None), "closed".to_string()),
+        ];
+        for (e, want) in cases {
+            assert_eq!(causes(&e), want);
+            assert!(causes(&e).matches("os error").count() <= 1);
+        }
+    }
 }

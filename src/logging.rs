@@ -1,5 +1,5 @@
-//! The log subscriber: a filter layer (tracing's env-filter syntax) and a formatting layer, text for a
-//! person or JSON with flat fields for a log shipper.
+//! Log lines for shipping: the JSON formatting layer with flat fields, and the filter directives every
+//! filter gets unless it says otherwise.
 //!
 //! JSON lines are one object each: `timestamp` (RFC 3339, UTC), `level`, `target`, `message`, then
 //! every field of every span the event is in and every field of the event itself, all at the top
@@ -15,19 +15,7 @@ use tracing_log::NormalizeEvent;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
-use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
-use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::EnvFilter;
-
-/// How log lines are written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Format {
-    /// One human-readable line per event.
-    Text,
-    /// One JSON object per line, fields flat (see the module doc).
-    Json,
-}
 
 /// The keys every JSON line has; a field by one of these names is renamed `field_<name>`.
 const FIXED: [&str; 4] = ["timestamp", "level", "target", "message"];
@@ -37,40 +25,17 @@ const FIXED: [&str; 4] = ["timestamp", "level", "target", "message"];
 /// (`sinew::zk`) already say once, with the service and the ensemble.
 const QUIET: [(&str, &str); 1] = [("zookeeper_client", "zookeeper_client=warn")];
 
-/// The filter for `level` (tracing's env-filter syntax), else `RUST_LOG`, else `info`, with
-/// [`QUIET`]'s directives for the targets it does not mention.
-pub fn filter(level: Option<&str>) -> EnvFilter {
-    let env = std::env::var(EnvFilter::DEFAULT_ENV).ok();
-    let spec = level
-        .map(str::to_string)
-        .or(env)
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| "info".to_string());
-    let mut directives = spec.clone();
+/// `spec` (a filter in tracing's env-filter syntax) with [`QUIET`]'s directives for the targets it
+/// does not mention.
+pub fn with_defaults(spec: &str) -> String {
+    let mut directives = spec.trim().to_string();
     for (target, directive) in QUIET {
         if !spec.contains(target) {
             directives.push(',');
             directives.push_str(directive);
         }
     }
-    EnvFilter::new(directives)
-}
-
-/// Installs the global subscriber: `filter` as its own layer, then the formatter, writing to
-/// stderr (colour codes only when stderr is a terminal).
-pub fn init(format: Format, filter: EnvFilter) {
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let registry = tracing_subscriber::registry().with(filter);
-    let text = tracing_subscriber::fmt::layer()
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    let result = match format {
-        Format::Text => registry.with(text).try_init(),
-        Format::Json => registry.with(json_layer(std::io::stderr)).try_init(),
-    };
-    if let Err(e) = result {
-        eprintln!("sinew: logging not set up: {e}");
-    }
+    directives
 }
 
 /// The JSON formatting layer, writing to `writer`.
@@ -209,6 +174,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::sync::{Arc, Mutex};
+    use tracing_subscriber::layer::SubscriberExt;
 
     /// A writer into a shared buffer.
     #[derive(Clone, Default)]
@@ -297,11 +263,8 @@ mod tests {
 
     #[test]
     fn the_zookeeper_client_is_quiet_unless_the_filter_names_it() {
-        assert!(filter(Some("info"))
-            .to_string()
-            .contains("zookeeper_client=warn"));
-        let named = filter(Some("info,zookeeper_client=debug")).to_string();
-        assert!(named.contains("zookeeper_client=debug"), "{named}");
-        assert!(!named.contains("zookeeper_client=warn"), "{named}");
+        assert_eq!(with_defaults("info"), "info,zookeeper_client=warn");
+        let named = with_defaults("info,zookeeper_client=debug");
+        assert_eq!(named, "info,zookeeper_client=debug");
     }
 }

@@ -88,10 +88,10 @@ enum Command {
         /// The admin server's address (ip:port, [ipv6]:port or host:port).
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3210")]
         admin: Endpoint,
-        /// Print the raw JSON of /api/services.
+        /// Print the raw JSON of /api/services (with SERVICE: that service's entry only).
         #[arg(long)]
         json: bool,
-        /// Show this service's backends.
+        /// Show this service's backends (with --json: print only this service).
         service: Option<String>,
     },
     /// Print a shell completion script (e.g. `sinew completions bash > /etc/bash_completion.d/sinew`).
@@ -105,6 +105,21 @@ enum Command {
         /// (created if missing).
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+    /// Show the log filter of a running sinew, or replace it (until its next restart).
+    LogLevel {
+        #[command(flatten)]
+        admin: sinew::control::AdminArgs,
+        /// The new filter (tracing env-filter syntax), e.g. `info,sinew::proxy=debug`.
+        filter: Option<String>,
+    },
+    /// Reload a running sinew's config files (as SIGHUP does), or show what a reload would change.
+    Reload {
+        #[command(flatten)]
+        admin: sinew::control::AdminArgs,
+        /// Read and validate the files and print the difference from the running config; apply nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Start three demo HTTP backends and sinew in front of them.
     Demo {
@@ -120,7 +135,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = matches!(cli.log_format, LogFormat::Json);
-    init_logs(cli.log_format, cli.log_level.as_deref());
+    if let Err(e) = init_logs(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("sinew: {e}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Check { source, strict } => check(&source.into(), strict),
         Command::Run { source, takeover } => {
@@ -139,6 +157,21 @@ fn main() -> ExitCode {
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
         Command::Completions { shell } => completions(shell),
         Command::Man { out_dir } => man(out_dir),
+        Command::LogLevel { admin, filter } => runtime().and_then(|rt| {
+            let (method, body) = match filter {
+                Some(f) => (hyper::Method::PUT, Some(f)),
+                None => (hyper::Method::GET, None),
+            };
+            rt.block_on(control(&admin, method, "/api/log-level", body))
+        }),
+        Command::Reload { admin, dry_run } => runtime().and_then(|rt| {
+            let path = if dry_run {
+                "/api/reload?dry_run=true"
+            } else {
+                "/api/reload"
+            };
+            rt.block_on(control(&admin, hyper::Method::POST, path, None))
+        }),
         Command::Demo { listen, admin } => {
             runtime().and_then(|rt| rt.block_on(demo(listen, admin.first())))
         }
@@ -185,9 +218,7 @@ async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow:
     let api = sinew::status::fetch(admin).await?;
     let registered = sinew::status::fetch_registered(admin).await?;
     let out = match (json, service) {
-        (true, _) => serde_json::to_string_pretty(
-            &serde_json::json!({"services": api.services, "registered": registered}),
-        )?,
+        (true, service) => sinew::status::json(api, registered, service.as_deref())?,
         (false, Some(name)) => sinew::status::detail(&api, &name)?,
         (false, None) => {
             let mut out = sinew::status::overview(&api);
@@ -198,7 +229,18 @@ async fn status(admin: Endpoint, json: bool, service: Option<String>) -> anyhow:
             out
         }
     };
-    println!("{}", out.trim_end());
+    Ok(sinew::status::print(out.trim_end())?)
+}
+
+/// One admin API request for `sinew log-level` and `sinew reload`: its answer printed.
+async fn control(
+    admin: &sinew::control::AdminArgs,
+    method: hyper::Method,
+    path: &str,
+    body: Option<String>,
+) -> anyhow::Result<()> {
+    let answer = sinew::control::call(admin, method, path, body).await?;
+    println!("{}", answer.trim_end());
     Ok(())
 }
 
@@ -236,6 +278,38 @@ fn man(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
     }
 }
 
+/// Installs the log subscriber; a `--log-level` or `RUST_LOG` that does not parse is an error.
+fn init_logs(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
+    use sinew::log_level::parse;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    // The operator's filter is checked alone, so an error quotes only what they wrote; the default
+    // directives are added after.
+    let checked = |spec: &str, from: &str| -> anyhow::Result<_> {
+        parse(spec).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+        Ok(parse(&sinew::logging::with_defaults(spec))?)
+    };
+    let filter = match (level, std::env::var("RUST_LOG")) {
+        (Some(l), _) => checked(l, "--log-level")?,
+        (None, Ok(env)) if !env.trim().is_empty() => checked(&env, "RUST_LOG")?,
+        (None, _) => checked("info", "the default filter")?,
+    };
+    // The filter is reloadable: `PUT /api/log-level` replaces it while sinew runs.
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    sinew::log_level::install(handle);
+    // Colour codes only for a person at a terminal, never into a file or a journal.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => sinew::logging::json_layer(std::io::stderr).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(fmt).init();
+    Ok(())
+}
+
 /// Writes `bytes` to stdout; a reader that closed the pipe early (`| head`) is not an error.
 fn print_quietly(bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
@@ -244,12 +318,4 @@ fn print_quietly(bytes: &[u8]) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }
-}
-
-fn init_logs(format: LogFormat, level: Option<&str>) {
-    let format = match format {
-        LogFormat::Text => sinew::logging::Format::Text,
-        LogFormat::Json => sinew::logging::Format::Json,
-    };
-    sinew::logging::init(format, sinew::logging::filter(level));
 }

@@ -109,8 +109,42 @@ fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Seconds since the Unix epoch, now.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// How long ago discovery last reported, as of `now` (Unix seconds): `12s`, `3m`, `2h`, `never`.
+fn updated(svc: &ServiceJson, now: f64) -> String {
+    let Some(at) = svc.view.last_update_unix else {
+        return "never".into();
+    };
+    let s = (now - at).max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s}s ago"),
+        120..=7199 => format!("{}m ago", s / 60),
+        _ => format!("{}h ago", s / 3600),
+    }
+}
+
+/// The ZooKeeper session of a service's discovery: `connected`, `LOST`, or `-` for other sources.
+fn session(svc: &ServiceJson) -> &'static str {
+    match svc.zookeeper_connected {
+        Some(true) => "connected",
+        Some(false) => "LOST",
+        None => "-",
+    }
+}
+
 /// All services, one line each.
 pub fn overview(api: &ServicesJson) -> String {
+    overview_at(api, unix_now())
+}
+
+/// [`overview`] as of `now` (Unix seconds).
+fn overview_at(api: &ServicesJson, now: f64) -> String {
     let mut rows = vec![[
         "SERVICE",
         "LISTEN",
@@ -121,6 +155,8 @@ pub fn overview(api: &ServicesJson) -> String {
         "ACTIVE",
         "QUEUED",
         "SWAPS",
+        "UPDATED",
+        "ZOOKEEPER",
         "PANIC",
     ]
     .map(String::from)
@@ -141,6 +177,8 @@ pub fn overview(api: &ServicesJson) -> String {
             svc.view.active_connections.to_string(),
             svc.view.queued.to_string(),
             svc.view.swaps.to_string(),
+            updated(svc, now),
+            session(svc).into(),
             if svc.view.panic {
                 "PANIC".into()
             } else {
@@ -199,14 +237,20 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
         .iter()
         .find(|v| v.view.name == service)
         .ok_or_else(|| StatusError::NoSuchService(service.to_string()))?;
+    let zookeeper = match svc.zookeeper_connected {
+        Some(true) => ", ZooKeeper session connected",
+        Some(false) => ", ZooKeeper session LOST (routing on the last known set)",
+        None => "",
+    };
     let mut out = format!(
-        "{} on {}, frontends {} ({}, {}), backends from {}, {} swaps, {} active, {} queued{}\n\n",
+        "{} on {}, frontends {} ({}, {}), backends from {} (updated {}{zookeeper}), {} swaps, {} active, {} queued{}\n\n",
         svc.view.name,
         or_dash(svc.listen),
         frontends(svc),
         svc.mode,
         svc.view.balance,
         svc.discovery,
+        updated(svc, unix_now()),
         svc.view.swaps,
         svc.view.active_connections,
         svc.view.queued,
@@ -246,7 +290,7 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
             or_dash(b.effective_weight_percent),
             or_dash(b.origin.as_ref()),
             b.active.to_string(),
-            b.connections_total.to_string(),
+            b.requests_total.to_string(),
             b.connect_failures_total.to_string(),
             last,
             labels(b),
@@ -254,6 +298,40 @@ pub fn detail(api: &ServicesJson, service: &str) -> Result<String, StatusError> 
     }
     out.push_str(&table(&rows));
     Ok(out)
+}
+
+/// `--json`: the whole API document, or only `service`'s entry.
+pub fn json(
+    api: ServicesJson,
+    registered: Option<Vec<RegisteredView>>,
+    service: Option<&str>,
+) -> Result<String, StatusError> {
+    let text = match service {
+        None => serde_json::to_string_pretty(
+            &serde_json::json!({"services": api.services, "registered": registered}),
+        ),
+        Some(name) => {
+            let svc = api
+                .services
+                .into_iter()
+                .find(|s| s.view.name == name)
+                .ok_or_else(|| StatusError::NoSuchService(name.to_string()))?;
+            serde_json::to_string_pretty(&svc)
+        }
+    };
+    // Values that were just read from JSON always serialise again.
+    Ok(text.unwrap_or_default())
+}
+
+/// Prints `text` and a newline on standard output. A reader that went away (`sinew status | head -1`)
+/// is not an error: what it wanted, it has.
+pub fn print(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r,
+    }
 }
 
 /// A backend's labels as `k=v,k=v`, or `-`.
@@ -332,6 +410,54 @@ mod tests {
             .map(String::from)
             .collect();
         assert_eq!(row[1..3], ["127.0.0.1:4001", "-"]);
+    }
+
+    #[test]
+    fn the_overview_shows_the_last_update_and_the_zookeeper_session() {
+        let mut api = sample();
+        let row = |api: &ServicesJson, now| {
+            let out = overview_at(api, now);
+            let cells: Vec<String> = out
+                .lines()
+                .nth(1)
+                .unwrap()
+                .split("  ")
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect();
+            cells[cells.len() - 3..].join("|")
+        };
+        assert_eq!(row(&api, 1000.0), "never|-|-", "static, never reported");
+        api.services[0].view.last_update_unix = Some(1000.0);
+        api.services[0].zookeeper_connected = Some(true);
+        // (now, shown)
+        for (now, shown) in [
+            (1012.4, "12s ago|connected"),
+            (1300.0, "5m ago|connected"),
+            (8200.0, "2h ago|connected"),
+        ] {
+            assert_eq!(row(&api, now), format!("{shown}|-"));
+        }
+        api.services[0].zookeeper_connected = Some(false);
+        assert_eq!(row(&api, 1000.0), "0s ago|LOST|-");
+        assert!(detail(&api, "web")
+            .unwrap()
+            .contains("ZooKeeper session LOST"));
+    }
+
+    #[test]
+    fn json_prints_one_service_when_named() {
+        let one: serde_json::Value =
+            serde_json::from_str(&json(sample(), None, Some("web")).unwrap()).unwrap();
+        assert_eq!(one["name"], "web");
+        assert!(one.get("services").is_none(), "{one}");
+        let all: serde_json::Value =
+            serde_json::from_str(&json(sample(), None, None).unwrap()).unwrap();
+        assert_eq!(all["services"][0]["name"], "web");
+        assert!(matches!(
+            json(sample(), None, Some("nope")),
+            Err(StatusError::NoSuchService(_))
+        ));
     }
 
     #[test]

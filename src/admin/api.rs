@@ -19,6 +19,8 @@ pub struct ServiceInfo {
     pub mode: Mode,
     /// Where backends come from, for operators (`static`, `file:PATH`, `zookeeper:HOSTS/PATH`).
     pub discovery: String,
+    /// For ZooKeeper discovery: 1 while its watch is armed on a connected session.
+    pub zookeeper_connected: Option<prometheus::IntGauge>,
     /// The service's balancer.
     pub balancer: Arc<Balancer>,
 }
@@ -35,6 +37,10 @@ pub struct ServiceJson {
     pub mode: Cow<'static, str>,
     /// Where backends come from, for operators.
     pub discovery: String,
+    /// For ZooKeeper discovery: whether its watch is armed on a connected session; `null` for other
+    /// sources.
+    #[serde(default)]
+    pub zookeeper_connected: Option<bool>,
     /// The balancer's view: name, algorithm, counts and backends.
     #[serde(flatten)]
     pub view: ServiceView,
@@ -57,7 +63,12 @@ pub(super) fn services(state: &AdminState) -> ServicesJson {
             frontends: s.frontends.clone(),
             mode: s.mode.name().into(),
             discovery: s.discovery.clone(),
-            view: s.balancer.view(),
+            zookeeper_connected: s.zookeeper_connected.as_ref().map(|g| g.get() == 1),
+            view: {
+                let mut view = s.balancer.view();
+                state.history.fill(&mut view);
+                view
+            },
         })
         .collect();
     ServicesJson { services }

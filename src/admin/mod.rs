@@ -1,12 +1,19 @@
-//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON)
-//! and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
+//! The admin server: the status page (`/`), `/metrics` (Prometheus), `/ready`, `/api/services` (JSON),
+//! `/api/config`, `/api/log-level` and `POST /api/reload`. Requests pass the checks of `guard` first (DNS rebinding, cross-site
 //! requests, the token).
 
 mod api;
+mod config;
 mod guard;
+mod history;
+mod log_level;
+mod quantile;
+mod reload;
 
 pub use api::{ServiceInfo, ServiceJson, ServicesJson};
 pub use guard::RefusalMetrics;
+pub use history::History;
+pub use log_level::LogFilterMetrics;
 
 use crate::metrics::Registry;
 use crate::register::Registrar;
@@ -34,6 +41,9 @@ pub trait Reload: Send + Sync {
     /// Reads the files again and applies them: a summary of what changed, or why the running config
     /// stays. Runs to its end as a task of its own, whatever becomes of the request that asked.
     fn reload(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+    /// Reads and validates the files as a reload would and applies nothing: how they differ from the
+    /// running config (one change a line), or why a reload would reject them.
+    fn dry_run(self: Arc<Self>) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
 /// What the admin server reads.
@@ -50,6 +60,12 @@ pub struct AdminState {
     pub registrar: Option<Arc<Registrar>>,
     /// Required bearer token of state-changing requests, when set (replaced on reload).
     pub token: Arc<arc_swap::ArcSwapOption<String>>,
+    /// The last minutes of every service's traffic, sampled by [`History::run`].
+    pub history: Arc<History>,
+    /// The config in force (replaced on reload), for `GET /api/config`.
+    pub config: Arc<ArcSwap<crate::config::Config>>,
+    /// Changes of the log filter, counted.
+    pub log_filter: LogFilterMetrics,
 }
 
 /// The status page: one self-contained HTML file that polls `/api/services`.
@@ -106,9 +122,9 @@ pub async fn accept_loop(
         let stop = stop.clone();
         let spare = Arc::clone(&spare);
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
+            let svc = service_fn(move |mut req| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(&state, &req).await) }
+                async move { Ok::<_, Infallible>(route(&state, &mut req).await) }
             });
             let mut builder = http1::Builder::new();
             builder
@@ -130,8 +146,10 @@ fn exposed(addr: std::net::SocketAddr, has_token: bool) -> bool {
     !addr.ip().is_loopback() && !has_token
 }
 
-async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let changes_state = req.method() != Method::GET && req.method() != Method::HEAD;
+async fn route(state: &AdminState, req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    // `/api/config` shows the whole topology: guarded as if it changed state.
+    let changes_state = (req.method() != Method::GET && req.method() != Method::HEAD)
+        || req.uri().path() == config::PATH;
     let token = token(state, req);
     let header = |name| {
         req.headers()
@@ -153,9 +171,12 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
     if let Some(rest) = req.uri().path().strip_prefix("/api/register") {
         return register(state, req.method(), rest);
     }
+    if req.uri().path() == "/api/log-level" {
+        return log_level::serve(req, &state.log_filter).await;
+    }
     if req.uri().path() == "/api/reload" {
         return if req.method() == Method::POST {
-            reload(state).await
+            reload::serve(state, req.uri().query()).await
         } else {
             text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -189,6 +210,7 @@ async fn route(state: &AdminState, req: &Request<Incoming>) -> Response<Full<Byt
                 )
             }
         }
+        config::PATH => config::serve(state),
         "/api/services" => {
             let body = serde_json::to_string_pretty(&api::services(state))
                 .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));

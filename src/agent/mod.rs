@@ -11,6 +11,7 @@ mod check;
 mod frontend;
 mod persist;
 mod reload;
+mod reload_metrics;
 mod service;
 mod source;
 mod summary;
@@ -74,6 +75,9 @@ pub enum AgentError {
     /// The `file_output` directory cannot be created.
     #[error(transparent)]
     Persist(#[from] persist::PersistError),
+    /// The running and the new config could not be compared.
+    #[error(transparent)]
+    Diff(#[from] crate::config::diff::DiffError),
     /// The agent was started from a config, not from files it could read again.
     #[error("reload is not available: sinew was not started from a config file")]
     NoSource,
@@ -127,6 +131,8 @@ impl Agent {
         let task_metrics = crate::supervise::TaskMetrics::register(&registry)?;
         let handovers = crate::upgrade::HandoverMetrics::register(&registry)?;
         let refused = admin::RefusalMetrics::register(&registry)?;
+        let reloads = reload_metrics::ReloadMetrics::register(&registry)?;
+        let log_filter = admin::LogFilterMetrics::register(&registry)?;
         let zk = crate::zk::ZkMetrics::register(&registry)?;
         let (sessions_stop, tasks) = (CancellationToken::new(), TaskTracker::new());
         let stop = sessions_stop.child_token();
@@ -248,6 +254,8 @@ impl Agent {
             threads: config.threads,
             grace: std::sync::Mutex::new(config.shutdown_grace),
             source,
+            config: Arc::new(ArcSwap::from_pointee(config)),
+            reloads,
         });
         let state = Arc::new(AdminState {
             services: Arc::clone(&core.view),
@@ -259,8 +267,14 @@ impl Agent {
                 .then(|| Arc::clone(&core) as Arc<dyn admin::Reload>),
             registrar: Some(Arc::clone(&core.registrar)),
             token: Arc::clone(&core.admin_token),
+            history: Arc::default(),
+            config: Arc::clone(&core.config),
+            log_filter,
         });
         let stop = core.shared.stop.clone();
+        core.shared
+            .tasks
+            .spawn(Arc::clone(&state.history).run(Arc::clone(&core.view), stop.clone()));
         core.shared
             .tasks
             .spawn(admin::accept_loop(admin_listener, state, stop));
@@ -276,6 +290,12 @@ impl Agent {
     /// `POST /api/reload` do); a broken file or a failed bind keeps the running config.
     pub async fn reload(&self) -> Result<ReloadSummary, AgentError> {
         self.core.reload().await
+    }
+
+    /// Reads the config files again and validates them as [`Agent::reload`] would, applies nothing, and
+    /// returns how they differ from the config in force.
+    pub async fn dry_run(&self) -> Result<crate::config::diff::ConfigDiff, AgentError> {
+        self.core.dry_run().await
     }
 
     /// Applies a new config. Listeners of added or moved services are bound first: if one cannot be,

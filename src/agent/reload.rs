@@ -2,9 +2,11 @@
 //! applied to them service by service.
 
 use super::frontend::{self, RunningFrontend};
+use super::reload_metrics::{Mode, ReloadMetrics};
 use super::service::{self, AgentHandles, RunningService};
 use super::{AgentError, ReloadSummary, Source};
 use crate::admin::{self, ServiceInfo};
+use crate::config::diff::{self, ConfigDiff};
 use crate::config::{Config, HttpFrontend, ServiceConfig};
 use crate::register::Registrar;
 use crate::upgrade::Inherited;
@@ -33,6 +35,10 @@ pub(super) struct Core {
     pub(super) threads: Option<std::num::NonZeroUsize>,
     /// The files [`Agent::reload`] reads again, when the agent was started from files.
     pub(super) source: Option<Source>,
+    /// Reloads and dry runs, counted.
+    pub(super) reloads: ReloadMetrics,
+    /// The config in force: the last one applied.
+    pub(super) config: Arc<ArcSwap<Config>>,
     /// The shutdown grace period of the config in force.
     pub(super) grace: std::sync::Mutex<Duration>,
 }
@@ -46,28 +52,38 @@ impl Core {
         let loaded = source.load();
         // Parsing peaks at tens of times the file's size; give that back now rather than keep it.
         crate::memory::release_freed();
-        let config = loaded.inspect_err(
-            |e| tracing::error!(error = %e, "reload rejected; the running config stays"),
-        )?;
-        self.apply(config)
-            .await
+        let config = loaded.inspect_err(|e| {
+            self.reloads.count(Mode::Reload, false);
+            tracing::error!(error = %e, "reload rejected; the running config stays")
+        })?;
+        let applied = self.apply(config).await;
+        self.reloads.count(Mode::Reload, applied.is_ok());
+        applied
             .inspect_err(|e| tracing::error!(error = %e, "reload failed; the running config stays"))
+    }
+
+    /// See [`Agent::dry_run`].
+    pub(super) async fn dry_run(&self) -> Result<ConfigDiff, AgentError> {
+        let Some(source) = &self.source else {
+            return Err(AgentError::NoSource);
+        };
+        let loaded = source.load();
+        crate::memory::release_freed();
+        let checked = match loaded {
+            Ok(config) => admissible(&config, &*self.running.lock().await).map(|()| config),
+            Err(e) => Err(e.into()),
+        };
+        self.reloads.count(Mode::DryRun, checked.is_ok());
+        Ok(diff::diff(&self.config.load(), &checked?)?)
     }
 
     /// See [`Agent::apply`].
     pub(super) async fn apply(&self, config: Config) -> Result<ReloadSummary, AgentError> {
         let mut running = self.running.lock().await;
-        if config.services.is_empty() && !config.services_explicit && !running.is_empty() {
-            let names: Vec<&str> = running.keys().map(String::as_str).collect();
-            return Err(AgentError::WouldStopEverything {
-                running: names.join(", "),
-            });
-        }
+        admissible(&config, &running)?;
+        // Computed before anything changes, logged once the new config is in force.
+        let changes = diff::diff(&self.config.load(), &config);
         let mut summary = ReloadSummary::default();
-        // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
-        for svc in config.services.values() {
-            crate::proxy::TlsSetup::check(svc)?;
-        }
         // Start what is new (or moved to another address), and bind the listeners services gain, before
         // touching anything that runs.
         let mut started = BTreeMap::new();
@@ -181,7 +197,12 @@ impl Core {
         }
         summary.registration = self.registrar.reload(config.register.as_ref()).await;
         *self.grace.lock().unwrap_or_else(|p| p.into_inner()) = config.shutdown_grace;
+        self.config.store(Arc::new(config));
         tracing::info!(%summary, "config reloaded");
+        match changes {
+            Ok(changes) => log_changes(&changes),
+            Err(e) => tracing::warn!(error = %e, "the reload's changes cannot be listed"),
+        }
         Ok(summary)
     }
 
@@ -222,6 +243,48 @@ impl admin::Reload for Core {
                 .map(|summary| summary.to_string())
                 .map_err(|e| e.to_string())
         })
+    }
+
+    fn dry_run(
+        self: Arc<Self>,
+    ) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send + 'static>> {
+        Box::pin(async move {
+            Core::dry_run(&self)
+                .await
+                .map(|changes| changes.to_string())
+                .map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Checks what a reload must refuse before it changes anything: a config without services that does
+/// not say it means none while services run, and certificates or keys that do not load.
+fn admissible(
+    config: &Config,
+    running: &BTreeMap<String, RunningService>,
+) -> Result<(), AgentError> {
+    if config.services.is_empty() && !config.services_explicit && !running.is_empty() {
+        let names: Vec<&str> = running.keys().map(String::as_str).collect();
+        return Err(AgentError::WouldStopEverything {
+            running: names.join(", "),
+        });
+    }
+    // Certificates and keys are checked for every service first, so a bad file rejects the whole reload.
+    for svc in config.services.values() {
+        crate::proxy::TlsSetup::check(svc)?;
+    }
+    Ok(())
+}
+
+/// Logs what a reload changed: one line per changed service, one for the other settings.
+fn log_changes(changes: &ConfigDiff) {
+    for (service, fields) in &changes.changed {
+        let fields = ConfigDiff::service_line(fields);
+        tracing::info!(service = %service, changes = %fields, "reload changed the service's settings");
+    }
+    if !changes.settings.is_empty() {
+        let fields = ConfigDiff::service_line(&changes.settings);
+        tracing::info!(changes = %fields, "reload changed top-level settings");
     }
 }
 

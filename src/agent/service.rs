@@ -107,6 +107,11 @@ impl RunningService {
                 frontends: Vec::new(),
                 mode: config.mode,
                 discovery: discovery::describe(config),
+                zookeeper_connected: discovery::zookeeper_connected(
+                    name,
+                    config,
+                    &shared.discovery,
+                ),
                 balancer,
             },
             slot: Arc::new(ArcSwap::new(proxy)),
@@ -237,6 +242,7 @@ impl RunningService {
             frontends: Vec::new(),
             mode: config.mode,
             discovery: discovery::describe(config),
+            zookeeper_connected: discovery::zookeeper_connected(name, config, &shared.discovery),
             balancer,
         };
         self.config = config.clone();

@@ -43,6 +43,8 @@ pub struct BackendHealth {
     ejected_until_ms: AtomicU64,
     ejections: AtomicU32,
     usable_since_ms: AtomicU64,
+    /// When an event last changed the backend's state (see `changes`).
+    changed_ms: AtomicU64,
     last_check_state: AtomicU8,
     last_check: Mutex<Option<LastCheck>>,
 }
@@ -55,6 +57,7 @@ impl Default for BackendHealth {
             ejected_until_ms: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             usable_since_ms: AtomicU64::new(now_ms()),
+            changed_ms: AtomicU64::new(now_ms()),
             last_check_state: AtomicU8::new(0),
             last_check: Mutex::new(None),
         }
@@ -95,6 +98,9 @@ impl BackendHealth {
     /// Records an active check; returns true when the verdict changed.
     pub fn record_check(&self, up: bool, check: LastCheck) -> bool {
         let changed = self.checked_up.swap(up, Ordering::Relaxed) != up;
+        if changed {
+            self.mark_changed(now_ms());
+        }
         if changed && up {
             self.usable_since_ms.store(now_ms(), Ordering::Relaxed);
         }
@@ -121,6 +127,7 @@ impl BackendHealth {
         if was {
             self.ejected_until_ms.store(0, Ordering::Relaxed);
             self.usable_since_ms.store(now, Ordering::Relaxed);
+            self.mark_changed(now);
         }
         was
     }
@@ -146,7 +153,20 @@ impl BackendHealth {
         self.usable_since_ms
             .store(now + length.as_millis() as u64, Ordering::Relaxed);
         self.failures.store(0, Ordering::Relaxed);
+        self.mark_changed(now);
         length
+    }
+
+    /// Records that an event (a check verdict, an ejection, joining or leaving the set) changed the
+    /// backend's state at `now`.
+    pub fn mark_changed(&self, now: u64) {
+        self.changed_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// When an event last changed the backend's state; changes that come with time alone (an
+    /// ejection or a slow start running out) are added when read (see `changes`).
+    pub fn changed_at(&self) -> u64 {
+        self.changed_ms.load(Ordering::Relaxed)
     }
 }
 

@@ -13,6 +13,7 @@
 //! [`Balancer::refresh`] gives.
 
 mod backend;
+mod changes;
 pub mod checker;
 mod eligible;
 mod ewma;
@@ -38,7 +39,7 @@ pub use metrics::{BalanceMetrics, SetMetrics};
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use tries::Tries;
-pub use view::{BackendView, ServiceView};
+pub use view::{requests_total, BackendView, HistoryPoint, ServiceView, TrafficView};
 
 use crate::config::{Algorithm, Outlier};
 use arc_swap::ArcSwap;
@@ -77,6 +78,8 @@ struct Registry {
     entries: HashMap<String, Arc<Entry>>,
     last_update: Option<SystemTime>,
     updates: u64,
+    /// When a swap last changed the set's membership or a backend's state (`None`: never).
+    changed_ms: Option<u64>,
 }
 
 impl Balancer {
@@ -269,7 +272,11 @@ impl Balancer {
             return false;
         }
         let count = entries.len();
-        let weights = eligible::weights(&entries, &self.policy, now_ms());
+        let now = now_ms();
+        if changes::mark_swap(current.entries(), &entries, now) {
+            reg.changed_ms = Some(now);
+        }
+        let weights = eligible::weights(&entries, &self.policy, now);
         self.install(entries, weights);
         reg.updates += 1;
         self.set_metrics.swaps.inc();
@@ -375,22 +382,29 @@ impl Balancer {
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Every backend still known: in the current set, then those draining the connections they
+    /// still have.
+    pub fn known(&self) -> Vec<Arc<Entry>> {
+        let set = self.current();
+        let reg = self.lock();
+        let mut known = set.entries().to_vec();
+        known.extend(draining(&reg, &set).cloned());
+        known
+    }
+
     /// A read-only view for the admin API.
     pub fn view(&self) -> ServiceView {
         let set = self.current();
         let reg = self.lock();
+        let slow = self.policy.slow_start.as_millis() as u64;
         let mut backends: Vec<BackendView> = set
             .entries()
             .iter()
             .zip(&set.weights().weights)
-            .map(|(e, w)| BackendView::new(e, Some(*w)))
+            .map(|(e, w)| BackendView::new(e, Some(*w), slow))
             .collect();
-        let in_set: HashSet<&str> = set.entries().iter().map(|e| e.key.as_str()).collect();
-        let mut draining: Vec<BackendView> = reg
-            .entries
-            .values()
-            .filter(|e| !in_set.contains(e.key.as_str()) && e.stats.load.get() > 0)
-            .map(|e| BackendView::new(e, None))
+        let mut draining: Vec<BackendView> = draining(&reg, &set)
+            .map(|e| BackendView::new(e, None, slow))
             .collect();
         draining.sort_by(|a, b| a.address.cmp(&b.address));
         backends.extend(draining);
@@ -405,9 +419,20 @@ impl Balancer {
             active_connections: self.clients.as_ref().map_or(0, |c| c.get()),
             panic: set.weights().panic,
             queued: self.queue.depth(),
+            last_change_seconds: view::service_last_change(reg.changed_ms, &backends),
+            traffic: None,
+            history: Vec::new(),
             backends,
         }
     }
+}
+
+/// The entries of `reg` that left `set` and still have connections open.
+fn draining<'a>(reg: &'a Registry, set: &'a BackendSet) -> impl Iterator<Item = &'a Arc<Entry>> {
+    let in_set: HashSet<&str> = set.entries().iter().map(|e| e.key.as_str()).collect();
+    reg.entries
+        .values()
+        .filter(move |e| !in_set.contains(e.key.as_str()) && e.stats.load.get() > 0)
 }
 
 #[cfg(test)]
@@ -456,6 +481,44 @@ mod tests {
             .collect();
         assert_eq!(next, vec![3, 3]);
         drop(held);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_view_counts_requests_and_time_since_the_last_change() {
+        for http in [false, true] {
+            let registry = crate::metrics::Registry::new();
+            let metrics = Arc::new(BalanceMetrics::register(&registry).unwrap());
+            let b = Balancer::new("svc", Algorithm::RoundRobin, metrics).with_http_metrics(http);
+            assert_eq!(b.view().last_change_seconds, None, "no backends yet");
+            b.update(vec![backend(1, 1), backend(2, 1)]);
+            let pick = b.pick(&[]).unwrap();
+            let m = &pick.entry.stats.metrics;
+            m.connections.inc();
+            if let Some(h) = &m.http {
+                // Two responses on one connection: an HTTP backend counts responses.
+                h.response_class(200).inc();
+                h.response_class(503).inc();
+            }
+            tokio::time::advance(Duration::from_secs(30)).await;
+            let key = pick.entry.key.clone();
+            let set = b.current();
+            let other = set.entries().iter().find(|e| e.key != key).unwrap();
+            other.health.record_check(
+                false,
+                health::LastCheck {
+                    passed: false,
+                    detail: "refused".into(),
+                    at_ms: now_ms(),
+                },
+            );
+            tokio::time::advance(Duration::from_secs(5)).await;
+            let v = b.view();
+            let find = |k: &str| v.backends.iter().find(|x| x.address == k).unwrap();
+            assert_eq!(find(&key).requests_total, if http { 2 } else { 1 });
+            assert_eq!(find(&key).last_change_seconds, 35.0);
+            assert_eq!(find(&other.key).last_change_seconds, 5.0);
+            assert_eq!(v.last_change_seconds, Some(5.0));
+        }
     }
 
     #[test]

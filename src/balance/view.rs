@@ -1,7 +1,9 @@
 //! Read-only views of a balancer for the admin API.
 
+use super::changes::last_change;
 use super::health::now_ms;
 use super::set::Entry;
+use crate::metrics::backend::BackendMetrics;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -23,6 +25,16 @@ pub struct ServiceView {
     pub panic: bool,
     /// Connections or requests waiting for a backend slot now.
     pub queued: i64,
+    /// Seconds since a backend of the service last changed state or the set's membership changed;
+    /// `null` before discovery first gave it backends.
+    #[serde(default)]
+    pub last_change_seconds: Option<f64>,
+    /// Requests per second, error ratio and latency over the last minute (filled by the admin API).
+    #[serde(default)]
+    pub traffic: Option<TrafficView>,
+    /// The last five minutes, oldest first, one point per sampling interval (filled by the admin API).
+    #[serde(default)]
+    pub history: Vec<HistoryPoint>,
     /// Backends in the set, then draining ones.
     pub backends: Vec<BackendView>,
 }
@@ -36,6 +48,34 @@ pub struct CheckView {
     pub detail: String,
     /// Seconds ago.
     pub age_seconds: f64,
+}
+
+/// Traffic over a recent window: rates, errors and response-time quantiles.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrafficView {
+    /// The window, in seconds (shorter while sinew has not run that long).
+    pub window_seconds: f64,
+    /// Requests (HTTP) or connections (TCP) per second.
+    pub rps: f64,
+    /// HTTP: the share of responses that were 5xx; TCP: the share of connection attempts that failed.
+    pub error_ratio: f64,
+    /// Median response time in milliseconds (HTTP; `null` without responses).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile response time in milliseconds (HTTP; `null` without responses).
+    pub p99_ms: Option<f64>,
+}
+
+/// One sampling interval of the in-process history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// Seconds before now at which the interval ended.
+    pub age_seconds: f64,
+    /// Requests (HTTP) or connections (TCP) per second over the interval.
+    pub rps: f64,
+    /// Error ratio over the interval (see [`TrafficView::error_ratio`]).
+    pub error_ratio: f64,
+    /// 99th percentile response time over the interval, in milliseconds (HTTP with responses).
+    pub p99_ms: Option<f64>,
 }
 
 /// What the admin API shows of a backend.
@@ -67,6 +107,19 @@ pub struct BackendView {
     pub connections_total: u64,
     /// Failed connection attempts so far.
     pub connect_failures_total: u64,
+    /// Requests served so far: HTTP responses received (`sinew_backend_http_responses_total`), or
+    /// connections opened for TCP.
+    #[serde(default)]
+    pub requests_total: u64,
+    /// Seconds since the backend last changed state.
+    #[serde(default)]
+    pub last_change_seconds: f64,
+    /// Requests per second, error ratio and latency over the last minute (filled by the admin API).
+    #[serde(default)]
+    pub traffic: Option<TrafficView>,
+    /// The last five minutes, oldest first, one point per sampling interval (filled by the admin API).
+    #[serde(default)]
+    pub history: Vec<HistoryPoint>,
     /// Seconds of ejection left.
     pub ejected_seconds: Option<f64>,
     /// The last active check.
@@ -74,8 +127,9 @@ pub struct BackendView {
 }
 
 impl BackendView {
-    /// Describes an entry; `effective` is its weight in the current set, `None` when it left the set.
-    pub fn new(entry: &Entry, effective: Option<u32>) -> Self {
+    /// Describes an entry; `effective` is its weight in the current set, `None` when it left the set;
+    /// `slow_start_ms` is the service's slow start.
+    pub fn new(entry: &Entry, effective: Option<u32>, slow_start_ms: u64) -> Self {
         let now = now_ms();
         let h = &entry.health;
         let base = entry.backend.weight * super::eligible::SCALE;
@@ -103,12 +157,40 @@ impl BackendView {
             active: entry.stats.load.get(),
             connections_total: entry.stats.metrics.connections.get(),
             connect_failures_total: entry.stats.metrics.connect_failures.get(),
+            requests_total: requests_total(&entry.stats.metrics),
+            last_change_seconds: seconds_since(last_change(h, slow_start_ms, now), now),
+            traffic: None,
+            history: Vec::new(),
             ejected_seconds: h.ejected(now).then(|| h.ejected_for(now) as f64 / 1000.0),
             last_check: h.last_check().map(|c| CheckView {
                 passed: c.passed,
                 detail: c.detail,
-                age_seconds: now.saturating_sub(c.at_ms) as f64 / 1000.0,
+                age_seconds: seconds_since(c.at_ms, now),
             }),
         }
+    }
+}
+
+/// Seconds since the service last changed: the newest of its last membership change (`changed_ms`)
+/// and its backends' own changes; `None` while it never had backends.
+pub fn service_last_change(changed_ms: Option<u64>, backends: &[BackendView]) -> Option<f64> {
+    let membership = changed_ms.map(|t| seconds_since(t, now_ms()));
+    backends
+        .iter()
+        .map(|b| b.last_change_seconds)
+        .chain(membership)
+        .reduce(f64::min)
+}
+
+/// Seconds from `then` to `now`, both on the [`now_ms`] clock.
+pub fn seconds_since(then: u64, now: u64) -> f64 {
+    now.saturating_sub(then) as f64 / 1000.0
+}
+
+/// Requests a backend served: HTTP responses by every status class, or connections for TCP.
+pub fn requests_total(m: &BackendMetrics) -> u64 {
+    match &m.http {
+        Some(http) => http.responses.iter().map(|c| c.get()).sum(),
+        None => m.connections.get(),
     }
 }

@@ -8,6 +8,7 @@
 //! Synapse and Nerve readers translate their formats into the same model.
 
 mod addr;
+pub mod diff;
 mod discovery;
 pub mod duration;
 mod field;
@@ -21,6 +22,7 @@ pub mod nerve;
 mod nerve_keys;
 mod network;
 pub mod paths;
+pub mod redact;
 pub mod register;
 mod service;
 pub mod synapse;

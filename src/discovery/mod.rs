@@ -123,6 +123,17 @@ impl Sink {
     }
 }
 
+/// The gauge that is 1 while a ZooKeeper service's watch is armed on a connected session, for views;
+/// `None` for other sources.
+pub fn zookeeper_connected(
+    name: &str,
+    config: &ServiceConfig,
+    metrics: &DiscoveryMetrics,
+) -> Option<prometheus::IntGauge> {
+    matches!(config.discovery, Some(DiscoveryConfig::Zookeeper(_)))
+        .then(|| metrics.zk_service_connected(name))
+}
+
 /// Where a service's backends come from, in one line for operators.
 pub fn describe(config: &ServiceConfig) -> String {
     match &config.discovery {

@@ -80,6 +80,11 @@ impl Latency {
         self.sum_nanos
             .fetch_add((seconds.max(0.0) * 1e9) as u64, Ordering::Relaxed);
     }
+
+    /// Observations per bucket so far (not cumulative); the last one is above every bound.
+    pub fn counts(&self) -> [u64; LATENCY_BUCKETS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
 }
 
 /// What the per-backend families read of one backend: its series, and the connections in flight
