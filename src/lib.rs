@@ -16,6 +16,7 @@ pub mod health;
 pub mod http_client;
 pub mod lifecycle;
 pub mod log_level;
+pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod proxy;

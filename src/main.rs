@@ -94,6 +94,18 @@ enum Command {
         /// Show this service's backends (with --json: print only this service).
         service: Option<String>,
     },
+    /// Print a shell completion script (e.g. `sinew completions bash > /etc/bash_completion.d/sinew`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `sinew man | man -l -`.
+    Man {
+        /// Write sinew.1 and one page per subcommand (sinew-run.1, ...) into this directory instead
+        /// (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
     /// Show the log filter of a running sinew, or replace it (until its next restart).
     LogLevel {
         #[command(flatten)]
@@ -124,6 +136,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = matches!(cli.log_format, LogFormat::Json);
     if let Err(e) = init_logs(cli.log_format, cli.log_level.as_deref()) {
         eprintln!("sinew: {e}");
         return ExitCode::FAILURE;
@@ -144,6 +157,8 @@ fn main() -> ExitCode {
             json,
             service,
         } => runtime().and_then(|rt| rt.block_on(status(admin, json, service))),
+        Command::Completions { shell } => completions(shell),
+        Command::Man { out_dir } => man(out_dir),
         Command::LogLevel { admin, filter } => runtime().and_then(|rt| {
             let (method, body) = match filter {
                 Some(f) => (hyper::Method::PUT, Some(f)),
@@ -168,6 +183,11 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // A shipper reading JSON lines gets the reason as one too.
+        Err(e) if json => {
+            tracing::error!(error = format!("{e:#}"), "sinew exits");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("sinew: {e:#}");
             ExitCode::FAILURE
@@ -238,18 +258,47 @@ async fn demo(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes `shell`'s completion script for every subcommand and flag to stdout.
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    use clap::CommandFactory;
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sinew", &mut script);
+    print_quietly(&script)
+}
+
+/// Writes the man page to stdout, or every page (one per subcommand too) into `out_dir`.
+fn man(out_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    let command = Cli::command();
+    match out_dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(command).render(&mut page)?;
+            print_quietly(&page)
+        }
+        Some(dir) => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(command, &dir))
+            .with_context(|| format!("writing man pages into {}", dir.display())),
+    }
+}
+
 /// Installs the log subscriber; a `--log-level` or `RUST_LOG` that does not parse is an error.
 fn init_logs(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
     use sinew::log_level::parse;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
+    // The operator's filter is checked alone, so an error quotes only what they wrote; the default
+    // directives are added after.
+    let checked = |spec: &str, from: &str| -> anyhow::Result<_> {
+        parse(spec).map_err(|e| anyhow::anyhow!("{from}: {e}"))?;
+        Ok(parse(&sinew::logging::with_defaults(spec))?)
+    };
     let filter = match (level, std::env::var("RUST_LOG")) {
-        (Some(l), _) => parse(l).map_err(|e| anyhow::anyhow!("--log-level: {e}"))?,
-        (None, Ok(env)) if !env.trim().is_empty() => {
-            parse(&env).map_err(|e| anyhow::anyhow!("RUST_LOG: {e}"))?
-        }
-        (None, _) => parse("info")?,
+        (Some(l), _) => checked(l, "--log-level")?,
+        (None, Ok(env)) if !env.trim().is_empty() => checked(&env, "RUST_LOG")?,
+        (None, _) => checked("info", "the default filter")?,
     };
     // The filter is reloadable: `PUT /api/log-level` replaces it while sinew runs.
     let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
@@ -260,8 +309,18 @@ fn init_logs(format: LogFormat, level: Option<&str>) -> anyhow::Result<()> {
         .with_writer(std::io::stderr);
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt.json().boxed(),
+        LogFormat::Json => sinew::logging::json_layer(std::io::stderr).boxed(),
     };
     tracing_subscriber::registry().with(filter).with(fmt).init();
     Ok(())
+}
+
+/// Writes `bytes` to stdout; a reader that closed the pipe early (`| head`) is not an error.
+fn print_quietly(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

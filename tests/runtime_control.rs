@@ -92,10 +92,10 @@ async fn the_log_filter_is_read_and_replaced_at_run_time_and_a_bad_one_changes_n
     wait_listening(admin_addr).await;
     let admin_arg = admin_addr.to_string();
 
-    // Reading needs no token; the default filter is info.
+    // Reading needs no token; the default filter is info (the ZooKeeper client library at warn).
     let (ok, out, err) = sinew(&["log-level", "--admin", &admin_arg], &[]);
     assert!(ok, "{err}");
-    assert_eq!(out.trim(), "info");
+    assert_eq!(out.trim(), "zookeeper_client=warn,info");
     refused_probe(admin_addr).await;
 
     // Replacing it is a state-changing request: the token is needed.
@@ -122,7 +122,7 @@ async fn the_log_filter_is_read_and_replaced_at_run_time_and_a_bad_one_changes_n
             .await
             .1
             .trim(),
-        "info"
+        "zookeeper_client=warn,info"
     );
 
     let before = std::fs::read_to_string(&log).unwrap();

@@ -71,6 +71,9 @@ pub struct ServiceConfig {
     /// Most connections or requests waiting for a backend slot; beyond it they are turned away at once.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// TCP mode: one log line per closed client connection (target `sinew::connection`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub connection_log: bool,
     /// Active health checks of each backend from this host.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -112,6 +115,7 @@ impl ServiceConfig {
             tls_upstream: None,
             tls_listen: None,
             max_queue: default_max_queue(),
+            connection_log: false,
             health_check: None,
             outlier: None,
             panic_threshold: default_panic_threshold(),

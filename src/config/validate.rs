@@ -202,6 +202,12 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
     if let Some(hc) = &svc.health_check {
         hc.validate().map_err(|e| e.under("health_check"))?;
     }
+    if svc.connection_log && svc.mode == Mode::Http {
+        return Err(FieldError::new(
+            "connection_log",
+            "applies to mode tcp; an HTTP service logs its requests with http.access_log",
+        ));
+    }
     if svc.ewma_decay.is_zero() {
         return Err(FieldError::new("ewma_decay", "must be greater than zero"));
     }
@@ -264,6 +270,22 @@ fn http_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
 #[cfg(test)]
 mod tests {
     use crate::config::load::tests::parse;
+
+    #[test]
+    fn connection_log_is_for_tcp_services_only() {
+        let service = |mode: &str| {
+            parse(&format!(
+                "services:\n  a: {{ listen: 127.0.0.1:5000, mode: {mode}, connection_log: true, backends: [127.0.0.1:1] }}\n"
+            ))
+        };
+        let e = service("http").unwrap_err().to_string();
+        assert!(
+            e.contains("services.a.connection_log: applies to mode tcp"),
+            "{e}"
+        );
+        let config = service("tcp").expect("a tcp service may log connections");
+        assert!(config.services["a"].connection_log);
+    }
 
     #[test]
     fn duplicate_listen_rejected() {

@@ -49,6 +49,7 @@ pub struct Metered<S> {
     inner: S,
     read_bytes: Option<Arc<Counter>>,
     activity: Arc<Activity>,
+    read: u64,
 }
 
 impl<S> Metered<S> {
@@ -58,7 +59,13 @@ impl<S> Metered<S> {
             inner,
             read_bytes,
             activity,
+            read: 0,
         }
+    }
+
+    /// Bytes read from the stream so far.
+    pub fn read(&self) -> u64 {
+        self.read
     }
 }
 
@@ -73,6 +80,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
+            this.read += n as u64;
             if let Some(c) = &this.read_bytes {
                 c.inc_by(n as u64);
             }

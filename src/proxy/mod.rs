@@ -3,6 +3,7 @@
 
 mod admission;
 mod blame;
+mod connlog;
 mod copy;
 mod early;
 mod http;
@@ -55,6 +56,8 @@ pub struct ServiceProxy {
     /// Set before `stop` when a successor took the listeners over: idle HTTP keep-alive connections
     /// then wait for their next request and answer it with `Connection: close` instead of closing.
     pub handover: Arc<AtomicBool>,
+    /// TCP mode: log each closed client connection (target `sinew::connection`).
+    pub connection_log: bool,
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
     warnings: crate::ratelog::RateLimited,
@@ -114,6 +117,7 @@ impl ServiceProxy {
             abort: life.abort,
             conns: life.conns,
             handover: life.handover,
+            connection_log: config.connection_log,
             http,
             tls,
             warnings: crate::ratelog::RateLimited::default(),

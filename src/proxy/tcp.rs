@@ -2,6 +2,7 @@
 //! both sides are done or the connection has been idle too long.
 
 use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
+use super::connlog::{cause, Connection};
 use super::io::{Activity, Metered};
 use super::{Cause, ServiceProxy};
 use crate::balance::{BackendSet, Pick, Target, Tries, Unavailable};
@@ -42,6 +43,9 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
     let accepted = Instant::now();
     let _open = proxy.red.connection(accepted);
     let metrics = &proxy.metrics;
+    let mut log = proxy
+        .connection_log
+        .then(|| Connection::new(proxy.balancer.service(), peer));
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
     let key = proxy
@@ -62,6 +66,9 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
                     "no backend reachable; client connection closed"
                 );
             }
+            if let Some(log) = &log {
+                log.log(cause::NO_BACKEND);
+            }
             return;
         }
         Err(Unconnected::Local(resource)) => {
@@ -74,10 +81,18 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
                     "cannot connect to a backend: out of a local resource; client connection closed, the backend is not charged"
                 );
             }
+            if let Some(log) = &log {
+                log.log(cause::LOCAL_LIMIT);
+            }
             return;
         }
     };
     proxy.red.connected(accepted);
+    if let Some(log) = &mut log {
+        log.upstream = Some(pick.entry.key.clone());
+        log.connect = Some(log.age());
+    }
+    let early_len = early.len() as u64;
     let stats = &pick.entry.stats.metrics;
     stats.connections.inc();
     let activity = Activity::new();
@@ -92,19 +107,30 @@ async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, ear
         drop(early);
         super::copy::bidirectional(&mut client, &mut backend).await
     };
-    tokio::select! {
-        r = copy => {
-            if let Err(e) = r {
+    let termination = tokio::select! {
+        r = copy => match r {
+            Ok(_) => cause::DONE,
+            Err(e) => {
                 proxy.red.error(Cause::Reset);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
+                if let Some(log) = &mut log {
+                    log.error = Some(e.to_string());
+                }
+                cause::ERROR
             }
-        }
+        },
         _ = activity.idle(proxy.timeouts.idle) => {
             metrics.idle_timeouts.inc();
             proxy.red.error(Cause::IdleTimeout);
             tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, "idle timeout");
+            cause::IDLE_TIMEOUT
         }
-        _ = proxy.abort.cancelled() => {}
+        _ = proxy.abort.cancelled() => cause::SHUTDOWN,
+    };
+    if let Some(log) = &mut log {
+        log.from_client = early_len + client.read();
+        log.to_client = backend.read();
+        log.log(termination);
     }
 }
 

@@ -11,7 +11,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use tokio::time::Instant;
@@ -131,6 +131,7 @@ impl Body for Guarded {
 #[derive(Default)]
 pub struct Progress {
     state: AtomicU8,
+    bytes: AtomicU64,
     ended: OnceLock<Instant>,
 }
 
@@ -150,6 +151,11 @@ impl Progress {
             ABORTED => ClientBody::Aborted,
             _ => ClientBody::Flowing,
         }
+    }
+
+    /// Body bytes read from the client so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
     }
 
     /// When the client's last body byte came, once it has.
@@ -187,6 +193,12 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                self.progress.bytes.fetch_add(n, Ordering::Relaxed);
+            }
+        }
         let state = match &polled {
             Poll::Pending => WAITING,
             Poll::Ready(None) => SENT,

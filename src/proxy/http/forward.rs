@@ -1,6 +1,7 @@
 //! One HTTP request through sinew: clean the head, pick a backend, send, retry what may be retried,
 //! answer precisely when nothing works.
 
+use super::access::{self, Logged, Record};
 use super::body::{boxed, full, Guarded, Progress, ProxyBody, Tracked, UpBody};
 use super::errors::LocalReply;
 use super::upstream::Failure;
@@ -91,7 +92,10 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let body = match prepare(body, http.options.max_retry_body).await {
         Ok(b) => b,
-        Err(failure) => return fail(&proxy, http, failure, &parts, record, 0),
+        Err(failure) => {
+            let seen = access::Seen::new(peer);
+            return fail(&proxy, http, failure, &parts, record, 0, &seen);
+        }
     };
     forward(parts, body, client_upgrade, record, proxy, http, peer).await
 }
@@ -151,6 +155,7 @@ async fn forward(
     let mut last = LocalReply::NoBackend;
     let mut last_response: Option<Exchanged> = None;
     let mut _retry_slot = None;
+    let mut seen = access::Seen::new(peer);
     while tries.left() {
         let attempt = tries.made();
         if attempt > 0 {
@@ -170,7 +175,10 @@ async fn forward(
             proxy.metrics.retries.inc();
         }
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
-        let pick = match tries.pick(&proxy.balancer, &set, key).await {
+        let queued = Instant::now();
+        let picked = tries.pick(&proxy.balancer, &set, key).await;
+        seen.timing.queue += queued.elapsed();
+        let pick = match picked {
             Ok(p) => p,
             Err(Unavailable::QueueFull) => {
                 last = LocalReply::QueueFull;
@@ -215,12 +223,24 @@ async fn forward(
         let again = retry::again(attempted.outcome(), request, retries);
         match attempted {
             Attempt::Failed(failure) => last = failure,
-            Attempt::Response(exchanged) => last_response = Some(exchanged),
+            Attempt::Response(exchanged) => {
+                seen.timing.head = Some(record.started().elapsed());
+                seen.timing.connect = exchanged
+                    .resp
+                    .extensions()
+                    .get()
+                    .map(|c: &access::Connected| c.0);
+                last_response = Some(exchanged);
+            }
         }
         if !again {
             break;
         }
     }
+    seen.bytes_in = match &body {
+        ReqBody::Replayable(bytes) => bytes.len() as u64,
+        ReqBody::Streaming(_, progress) => progress.bytes(),
+    };
     // The last response received is passed on, whether or not it was one worth retrying.
     match last_response {
         Some(exchanged) => respond(
@@ -231,8 +251,9 @@ async fn forward(
             &parts,
             record,
             tries.made(),
+            &seen,
         ),
-        None => fail(&proxy, http, last, &parts, record, tries.made()),
+        None => fail(&proxy, http, last, &parts, record, tries.made(), &seen),
     }
 }
 
@@ -419,6 +440,7 @@ fn respond(
     parts: &Parts,
     mut record: Recording,
     attempts: u32,
+    seen: &access::Seen,
 ) -> Response<ProxyBody> {
     let Exchanged { mut resp, pick } = exchanged;
     record.status(resp.status().as_u16());
@@ -428,22 +450,19 @@ fn respond(
     let upstream_upgrade =
         (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
     let (mut head, body) = resp.into_parts();
-    if http.options.access_log {
-        tracing::info!(
-            target: "sinew::access",
-            service = %proxy.balancer.service(),
-            method = %parts.method,
-            path = parts.uri.path(),
-            status = head.status.as_u16(),
-            backend = %pick.entry.key,
-            attempts,
-            ms = record.started().elapsed().as_millis() as u64,
-        );
-    }
+    let log = http.options.access_log.then(|| {
+        let service = proxy.balancer.service();
+        let status = head.status.as_u16();
+        let upstream = Some(pick.entry.key.as_str());
+        Record::new(service, parts, status, upstream, attempts, seen, record.started())
+    });
     match (upstream_upgrade, client_upgrade) {
         (Some(upstream), Some(client)) => {
             // The request is answered; what the tunnel carries is not a request's.
             record.finish();
+            if let Some(log) = log {
+                log.log(access::cause::UPGRADED, 0);
+            }
             tunnel::spawn(proxy, client, upstream, pick);
             Response::from_parts(head, full(Bytes::new()))
         }
@@ -452,7 +471,8 @@ fn respond(
             if http.options.via {
                 headers::add_via(&mut head.headers);
             }
-            Response::from_parts(head, boxed(Guarded::new(body, pick, record)))
+            let body = boxed(Guarded::new(body, pick, record));
+            Response::from_parts(head, logged(body, log))
         }
     }
 }
@@ -464,6 +484,7 @@ fn fail(
     parts: &Parts,
     mut record: Recording,
     attempts: u32,
+    seen: &access::Seen,
 ) -> Response<ProxyBody> {
     record.status(failure.status().as_u16());
     proxy.red.error(failure.red_cause());
@@ -471,17 +492,25 @@ fn fail(
     if failure.is_client() {
         proxy.faults.client_error(failure.cause());
     }
-    if http.options.access_log {
-        tracing::info!(
-            target: "sinew::access",
-            service = %proxy.balancer.service(),
-            method = %parts.method,
-            path = parts.uri.path(),
-            status = failure.status().as_u16(),
-            error = failure.cause(),
-            attempts,
-            ms = record.started().elapsed().as_millis() as u64,
-        );
+    let response = failure.response(proxy.balancer.service());
+    if !http.options.access_log {
+        return response;
     }
-    failure.response(proxy.balancer.service())
+    let service = proxy.balancer.service();
+    let status = failure.status().as_u16();
+    let log = Record::new(service, parts, status, None, attempts, seen, record.started());
+    // Its bytes are sinew's own reply; how the request ended is the failure's cause.
+    log.log(
+        failure.cause(),
+        response.body().size_hint().exact().unwrap_or(0),
+    );
+    response
+}
+
+/// `body`, counted and logged at its end when the service keeps an access log.
+fn logged(body: ProxyBody, log: Option<Box<Record>>) -> ProxyBody {
+    match log {
+        Some(log) => boxed(Logged::new(body, log)),
+        None => body,
+    }
 }

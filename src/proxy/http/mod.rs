@@ -2,6 +2,7 @@
 //! client per service towards the backends (sinew's own HTTP/1.1 pool and client, or hyper's for HTTP/2);
 //! balancing, retries and errors are per request.
 
+mod access;
 mod body;
 mod budget;
 mod errors;

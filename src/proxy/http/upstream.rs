@@ -10,6 +10,7 @@
 //! another one, or a new one, without counting as an attempt, when the backend cannot have acted on
 //! it.
 
+use super::access::Connected;
 use super::body::{ProxyBody, UpBody};
 use super::h1::{Conn, ResponseBody};
 use super::pool::{Counted, PoolMetrics};
@@ -133,11 +134,17 @@ impl Upstream {
         let mut fresh = false;
         loop {
             let idle = if fresh { None } else { self.check_out(backend) };
+            let mut connected = None;
             let mut lease = match idle {
                 Some(lease) => lease,
                 // Boxed: connecting is rare next to reusing, and its state would otherwise make every
                 // waiting request's future (and each idle client connection's task) larger.
-                None => Box::pin(self.open(proxy, pick)).await?,
+                None => {
+                    let opening = Instant::now();
+                    let lease = Box::pin(self.open(proxy, pick)).await?;
+                    connected = Some(Connected(opening.elapsed()));
+                    lease
+                }
             };
             match lease.conn.exchange(parts, path, body).await {
                 Ok(head) => {
@@ -148,6 +155,9 @@ impl Upstream {
                     )));
                     *resp.status_mut() = head.status;
                     *resp.headers_mut() = head.headers;
+                    if let Some(connected) = connected {
+                        resp.extensions_mut().insert(connected);
+                    }
                     return Ok(resp);
                 }
                 Err(e) if lease.reused && e.is_stale(idempotent, lease.conn.is_tls()) => {
@@ -169,10 +179,12 @@ impl Upstream {
     ) -> Result<Response<UpBody>, Failure> {
         let backend = pick.entry.key.as_str();
         loop {
+            let opening = Instant::now();
             let lease = match self.check_out(backend) {
                 Some(lease) => lease,
                 None => self.open(proxy, pick).await?,
             };
+            let connected = (!lease.reused).then(|| Connected(opening.elapsed()));
             let reused = lease.reused;
             let Some(io) = lease.conn.into_io() else {
                 continue;
@@ -188,7 +200,12 @@ impl Upstream {
                 }
             });
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok(resp.map(UpBody::Hyper)),
+                Ok(mut resp) => {
+                    if let Some(connected) = connected {
+                        resp.extensions_mut().insert(connected);
+                    }
+                    return Ok(resp.map(UpBody::Hyper));
+                }
                 Err(mut e) => match e.take_message() {
                     // Never written: the idle connection had closed. Another one takes it.
                     Some(unsent) if reused => req = unsent,
