@@ -1,22 +1,23 @@
 //! One HTTP request through sinew: clean the head, pick a backend, send, retry what may be retried,
 //! answer precisely when nothing works.
 
-use super::access::{self, Logged, Record};
-use super::body::{boxed, full, Guarded, Progress, ProxyBody, Tracked, UpBody};
+use super::access;
+use super::answer::{fail, respond};
+use super::body::{boxed, full, Progress, ProxyBody, Tracked, UpBody};
 use super::errors::LocalReply;
 use super::upstream::Failure;
-use super::{headers, retry, tunnel, Client, HttpProxy};
+use super::{headers, retry, Client, HttpProxy};
 use crate::balance::{Pick, Tries, Unavailable};
 use crate::config::UpstreamProtocol;
 use crate::metrics::BackendCause;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
-use crate::proxy::{Cause, Recording, ServiceProxy};
+use crate::proxy::{Recording, ServiceProxy};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{HeaderValue, HOST};
 use hyper::http::request::Parts;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Request, Response, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::time::Instant;
@@ -56,9 +57,11 @@ impl AttemptBody {
 }
 
 /// A response from a backend, with the backend's pick (its in-flight count).
-struct Exchanged {
-    resp: Response<UpBody>,
-    pick: Pick,
+pub(super) struct Exchanged {
+    /// The backend's response.
+    pub(super) resp: Response<UpBody>,
+    /// The backend it came from.
+    pub(super) pick: Pick,
 }
 
 /// What one attempt came to. Not boxed: it lives on the stack for one attempt, and a box would be an
@@ -428,89 +431,5 @@ fn hash_key(proxy: &ServiceProxy, parts: &Parts, peer: SocketAddr) -> u64 {
     match header {
         Some(value) => crate::balance::hash::hash(value.as_bytes()),
         None => crate::balance::hash::hash(peer.ip().to_string().as_bytes()),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn respond(
-    proxy: &ServiceProxy,
-    http: &HttpProxy,
-    exchanged: Exchanged,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    parts: &Parts,
-    mut record: Recording,
-    attempts: u32,
-    seen: &access::Seen,
-) -> Response<ProxyBody> {
-    let Exchanged { mut resp, pick } = exchanged;
-    record.status(resp.status().as_u16());
-    if resp.status().is_server_error() {
-        proxy.red.error(Cause::Backend5xx);
-    }
-    let upstream_upgrade =
-        (resp.status() == StatusCode::SWITCHING_PROTOCOLS).then(|| hyper::upgrade::on(&mut resp));
-    let (mut head, body) = resp.into_parts();
-    let log = http.options.access_log.then(|| {
-        let service = proxy.balancer.service();
-        let status = head.status.as_u16();
-        let upstream = Some(pick.entry.key.as_str());
-        Record::new(service, parts, status, upstream, attempts, seen, record.started())
-    });
-    match (upstream_upgrade, client_upgrade) {
-        (Some(upstream), Some(client)) => {
-            // The request is answered; what the tunnel carries is not a request's.
-            record.finish();
-            if let Some(log) = log {
-                log.log(access::cause::UPGRADED, 0);
-            }
-            tunnel::spawn(proxy, client, upstream, pick);
-            Response::from_parts(head, full(Bytes::new()))
-        }
-        _ => {
-            headers::strip_hop_by_hop(&mut head.headers, false);
-            if http.options.via {
-                headers::add_via(&mut head.headers);
-            }
-            let body = boxed(Guarded::new(body, pick, record));
-            Response::from_parts(head, logged(body, log))
-        }
-    }
-}
-
-fn fail(
-    proxy: &ServiceProxy,
-    http: &HttpProxy,
-    failure: LocalReply,
-    parts: &Parts,
-    mut record: Recording,
-    attempts: u32,
-    seen: &access::Seen,
-) -> Response<ProxyBody> {
-    record.status(failure.status().as_u16());
-    proxy.red.error(failure.red_cause());
-    http.metrics.error(failure.cause()).inc();
-    if failure.is_client() {
-        proxy.faults.client_error(failure.cause());
-    }
-    let response = failure.response(proxy.balancer.service());
-    if !http.options.access_log {
-        return response;
-    }
-    let service = proxy.balancer.service();
-    let status = failure.status().as_u16();
-    let log = Record::new(service, parts, status, None, attempts, seen, record.started());
-    // Its bytes are sinew's own reply; how the request ended is the failure's cause.
-    log.log(
-        failure.cause(),
-        response.body().size_hint().exact().unwrap_or(0),
-    );
-    response
-}
-
-/// `body`, counted and logged at its end when the service keeps an access log.
-fn logged(body: ProxyBody, log: Option<Box<Record>>) -> ProxyBody {
-    match log {
-        Some(log) => boxed(Logged::new(body, log)),
-        None => body,
     }
 }

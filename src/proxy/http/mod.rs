@@ -3,6 +3,7 @@
 //! balancing, retries and errors are per request.
 
 mod access;
+mod answer;
 mod body;
 mod budget;
 mod errors;
