@@ -170,7 +170,10 @@ async fn a_drained_backend_finishes_open_connections_and_stays_drained_across_ch
         (Some("drain"), Some("drain"))
     );
     let metrics = http_get(admin_addr, "/metrics").await.1;
-    let up = format!("sinew_backend_up{{backend=\"{}\",service=\"web\"}}", a.addr);
+    let up = format!(
+        "sinew_backend_up{{backend=\"{}\",name=\"i-a\",service=\"web\"}}",
+        a.addr
+    );
     assert_eq!(metric(&metrics, &up), Some(0.0));
     assert_eq!(
         metric(

@@ -386,7 +386,11 @@ async fn sinew_status_filters_json_survives_a_closed_pipe_and_says_os_errors_onc
     let reset = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let reset_addr = reset.local_addr().unwrap().to_string();
     let resetter = tokio::spawn(async move {
-        while let Ok((s, _)) = reset.accept().await {
+        while let Ok((mut s, _)) = reset.accept().await {
+            // The request is read first, so the reset meets a request in flight (not a connection
+            // the client has not written to yet, which hyper reports as cancelled, with no OS error).
+            let mut buf = [0u8; 1024];
+            let _ = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await;
             // A zero linger resets at once on drop; it is a non-zero one that would block.
             #[allow(deprecated)]
             let _ = s.set_linger(Some(Duration::ZERO));

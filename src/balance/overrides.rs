@@ -468,8 +468,8 @@ mod tests {
         assert_eq!(b.view().backends[0].admin_state, Some(AdminState::Drain));
         assert_eq!(b.view().backends[0].active, 2, "open connections stay open");
         let text = registry.render();
-        assert!(text.contains(r#"sinew_backend_up{backend="127.0.0.1:1",service="svc"} 0"#));
-        assert!(text.contains(r#"sinew_backend_up{backend="127.0.0.1:2",service="svc"} 1"#));
+        assert!(text.contains(r#"sinew_backend_up{backend="127.0.0.1:1",name="",service="svc"} 0"#));
+        assert!(text.contains(r#"sinew_backend_up{backend="127.0.0.1:2",name="",service="svc"} 1"#));
         drop(open);
         assert_eq!(b.view().backends[0].active, 0);
     }
