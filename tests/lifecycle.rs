@@ -175,21 +175,7 @@ async fn metrics_pass_promtool_and_api_lists_services() {
         metric(&body, "sinew_service_backends{service=\"web\"}"),
         Some(2.0)
     );
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package `prometheus`; bash .ci/run installs it)");
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::promtool_check_metrics(&body);
 
     let (status, api) = http_get(agent.admin_addr(), "/api/services").await;
     assert_eq!(status, 200);

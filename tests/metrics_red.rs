@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::http::HttpBackend;
 use support::process::temp_file;
@@ -33,24 +32,6 @@ fn assert_series(body: &str, expected: &[(String, f64)]) {
     for (series, want) in expected {
         assert_eq!(metric(body, series), Some(*want), "{series} in\n{body}");
     }
-}
-
-fn promtool_check(body: &str) {
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed (Debian package `prometheus`; bash .ci/run installs it)");
-    std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), body.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,7 +227,7 @@ services:
     assert_series(&body, &expected);
     // The bad head never reached a backend: 13 requests, all on the good one.
     assert_eq!(good.requests(), 13);
-    promtool_check(&body);
+    support::promtool_check_metrics(&body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

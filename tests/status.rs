@@ -6,6 +6,7 @@ mod support;
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
+use support::chromium::{render, run as chromium};
 use support::process::BIN;
 use support::*;
 
@@ -85,46 +86,6 @@ async fn sinew_status_prints_services_and_backends() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin server at 127.0.0.1:1"));
-}
-
-/// Renders the page in headless Chromium, letting its scripts run, and returns the DOM.
-fn render(url: &str) -> String {
-    chromium(url, &["--dump-dom"])
-}
-
-/// Runs headless Chromium on `url` with `extra` arguments and returns its standard output.
-fn chromium(url: &str, extra: &[&str]) -> String {
-    let profile = std::env::temp_dir().join(format!(
-        "sinew-chromium-{}-{}",
-        std::process::id(),
-        fastrand_u32()
-    ));
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-        ])
-        .args(extra)
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(url)
-        .output()
-        .expect("chromium is installed (Debian package `chromium`; bash .ci/run installs it)");
-    let _ = std::fs::remove_dir_all(&profile);
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn fastrand_u32() -> u32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,6 +4,12 @@ use std::process::Command;
 
 /// Renders `url` in headless Chromium, letting its scripts run, and returns the DOM.
 pub fn render(url: &str) -> String {
+    run(url, &["--dump-dom"])
+}
+
+/// Runs headless Chromium on `url` with `extra` arguments (e.g. `--screenshot=PATH`) and returns its
+/// standard output.
+pub fn run(url: &str, extra: &[&str]) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
@@ -20,8 +26,8 @@ pub fn render(url: &str) -> String {
             "--disable-component-update",
             "--disable-sync",
             "--virtual-time-budget=3000",
-            "--dump-dom",
         ])
+        .args(extra)
         .arg(format!("--user-data-dir={}", profile.display()))
         .arg(url)
         .output()
