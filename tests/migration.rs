@@ -12,8 +12,6 @@ use support::http::HttpBackend;
 use support::process::{free_port, temp_file, wait_listening, Proc, BIN};
 use support::zk::{put, ZooKeeper};
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Where Nerve registers `api` and Synapse discovers it.
 const API: &str = "/nerve/services/api/services";
@@ -128,19 +126,9 @@ fn sinew(args: &[&str], files: &[(&str, &Path)]) -> Output {
 
 /// One HTTP/1.1 request with a given Host; returns (status, body).
 async fn get_with_host(addr: SocketAddr, host: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect");
     let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
+    let (status, _, body) = support::http_exchange(addr, &req).await;
+    (status, body)
 }
 
 /// Polls `/api/services` until `pred` holds for the JSON of service `name`; returns it.

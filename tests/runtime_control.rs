@@ -9,8 +9,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 use support::process::*;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// One request to the admin API: the status and the body.
 async fn request(
@@ -21,21 +19,12 @@ async fn request(
     headers: &str,
     body: &str,
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.unwrap();
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
-    (status, body.unwrap_or_default())
+    let (status, _, body) = support::http_exchange(addr, &req).await;
+    (status, body)
 }
 
 /// `sinew run --config FILE` with its log (text, no `RUST_LOG`) written to `log`.

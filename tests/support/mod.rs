@@ -142,11 +142,18 @@ pub async fn read_line(s: &mut TcpStream) -> Result<String, String> {
     }
 }
 
-/// A minimal HTTP/1.1 GET; returns (status, body).
+/// A minimal HTTP/1.1 GET; returns (status, body), a chunked body decoded.
 pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).await.expect("connect admin");
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send");
+    let (status, head, body) = http_exchange(addr, &req).await;
+    (status, decode_chunked_if_needed(&head, body))
+}
+
+/// Sends `request` (whole, asking for `Connection: close`) and reads the answer to its end within 5 s;
+/// returns the status, the head and the body as sent.
+pub async fn http_exchange(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(addr).await.expect("connect");
+    s.write_all(request.as_bytes()).await.expect("send");
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
@@ -158,11 +165,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, decode_chunked_if_needed(&text, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
 fn decode_chunked_if_needed(raw: &str, body: String) -> String {
