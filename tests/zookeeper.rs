@@ -525,7 +525,9 @@ async fn the_state_file_lets_a_restart_route_while_zookeeper_is_down() {
     );
     let (_, api) = http_get(second.admin_addr(), "/api/services").await;
     assert!(api.contains("\"state_file\""), "{api}");
-    std::fs::remove_dir_all(&dir).unwrap();
+    // The agent writes its state and file output while it runs: stop it before removing them.
+    second.shutdown(Duration::from_secs(1)).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
