@@ -886,3 +886,39 @@ fn keys_for_an_external_haproxy_are_notes_and_keys_sinew_cannot_honour_are_warni
         t.warnings
     );
 }
+
+#[test]
+fn a_default_server_may_be_a_unix_socket_without_a_port() {
+    let config = |server: &str| {
+        format!(
+            r#"{{"services": {{"a": {{"discovery": {{"method": "base"}}, "default_servers": [{server}],
+                   "haproxy": {{"port": 4103}}}}}}, "haproxy": {{"reload_command": "true"}}}}"#
+        )
+    };
+    let t = translate(
+        "unix-default.json",
+        &config(r#"{"name": "local", "host": "unix:/run/app.sock"}"#),
+    )
+    .unwrap();
+    let server = &t.config.services["a"].backends[0];
+    assert_eq!(
+        (server.host.as_str(), server.port, server.name.as_deref()),
+        ("unix:/run/app.sock", 0, Some("local"))
+    );
+    for (server, says) in [
+        (
+            r#"{"host": "unix:/run/app.sock", "port": 80}"#,
+            "default_servers: [0]: Unix socket backend \"unix:/run/app.sock\" takes no port",
+        ),
+        (
+            r#"{"host": "unix:app.sock"}"#,
+            "invalid Unix socket backend \"unix:app.sock\"",
+        ),
+    ] {
+        let e = translate("unix-bad.json", &config(server))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(says), "{server}: {e}");
+    }
+}

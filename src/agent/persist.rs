@@ -125,7 +125,7 @@ pub fn load(state: &StateFile) -> HashMap<String, Vec<Backend>> {
             let backends = e
                 .backends
                 .into_iter()
-                .filter(|b| b.port != 0 && !b.host.is_empty())
+                .filter(|b| (b.port != 0 && !b.host.is_empty()) || crate::config::is_unix(&b.host))
                 .map(|b| b.restore(format))
                 .collect();
             (service, backends)

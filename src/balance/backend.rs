@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 /// A backend's labels (Nerve's `labels`), by name.
 pub type Labels = BTreeMap<String, String>;
@@ -43,9 +44,9 @@ impl fmt::Display for Origin {
 /// One backend of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backend {
-    /// Host name or IP address.
+    /// Host name or IP address, or `unix:PATH` for a Unix socket.
     pub host: String,
-    /// TCP port.
+    /// TCP port; 0 for a Unix socket.
     pub port: u16,
     /// Relative weight; 0 takes no new connections.
     pub weight: u32,
@@ -87,7 +88,8 @@ impl Backend {
         }
     }
 
-    /// The `host:port` key that identifies the backend across swaps (IPv6 hosts bracketed).
+    /// The `host:port` key that identifies the backend across swaps (IPv6 hosts bracketed); a Unix
+    /// socket's is its `unix:PATH`.
     pub fn key(&self) -> String {
         let mut key = String::new();
         self.write_key(&mut key);
@@ -99,15 +101,30 @@ impl Backend {
         use std::fmt::Write;
         buf.clear();
         // Writing into a String cannot fail.
-        let _ = if self.host.contains(':') {
+        let _ = if self.is_unix() {
+            buf.write_str(&self.host)
+        } else if self.host.contains(':') {
             write!(buf, "[{}]:{}", self.host, self.port)
         } else {
             write!(buf, "{}:{}", self.host, self.port)
         };
     }
 
-    /// The address to connect to: resolved now when the host is an IP, by name at connect time otherwise.
+    /// True for a Unix-socket backend (`unix:PATH`).
+    pub fn is_unix(&self) -> bool {
+        self.port == 0 && crate::config::is_unix(&self.host)
+    }
+
+    /// The address to connect to: resolved now when the host is an IP, by name at connect time
+    /// otherwise; a Unix socket's path (`unix:@name` is in the abstract namespace: a leading NUL).
     pub fn target(&self) -> Target {
+        if self.is_unix() {
+            let path = &self.host[crate::config::UNIX_PREFIX.len()..];
+            return Target::Unix(match path.strip_prefix('@') {
+                Some(name) => PathBuf::from(format!("\0{name}")),
+                None => PathBuf::from(path),
+            });
+        }
         match self.host.parse::<IpAddr>() {
             Ok(ip) => Target::Addr(SocketAddr::new(ip, self.port)),
             Err(_) => Target::Name(self.key()),
@@ -122,4 +139,30 @@ pub enum Target {
     Addr(SocketAddr),
     /// `host:port`, resolved when connecting.
     Name(String),
+    /// A Unix socket's path (a leading NUL names one in Linux's abstract namespace).
+    Unix(PathBuf),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unix_socket_is_keyed_and_reached_by_its_path() {
+        let b = Backend::new("unix:/run/app.sock", 0, 1, Origin::File);
+        assert_eq!(b.key(), "unix:/run/app.sock");
+        assert_eq!(b.target(), Target::Unix("/run/app.sock".into()));
+        let b = Backend::new("unix:@app", 0, 1, Origin::File);
+        assert_eq!(b.key(), "unix:@app");
+        assert_eq!(b.target(), Target::Unix("\0app".into()));
+        let b = Backend::new("10.0.0.1", 80, 1, Origin::File);
+        assert_eq!(
+            (b.key(), b.target()),
+            (
+                "10.0.0.1:80".into(),
+                Target::Addr("10.0.0.1:80".parse().unwrap())
+            )
+        );
+        assert_eq!(Backend::new("::1", 80, 1, Origin::File).key(), "[::1]:80");
+    }
 }

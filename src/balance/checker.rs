@@ -99,7 +99,11 @@ async fn check_loop(
         let target = ProbeTarget {
             addr: match entry.target {
                 Target::Addr(addr) => Some(addr),
-                Target::Name(_) => None,
+                Target::Name(_) | Target::Unix(_) => None,
+            },
+            unix: match &entry.target {
+                Target::Unix(path) => Some(path),
+                _ => None,
             },
             key: &entry.key,
             host: &entry.backend.host,

@@ -1,4 +1,6 @@
-//! Addresses in the config: listener socket addresses and backend `host:port` endpoints.
+//! Addresses in the config: listener socket addresses and backend endpoints, `host:port` or a Unix
+//! socket (`unix:/run/app.sock`, `unix:@name` in Linux's abstract namespace; HAProxy's
+//! `server s1 /run/app.sock` and `abns@name`).
 
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
@@ -39,15 +41,56 @@ pub enum AddrError {
         port: u32,
     },
     /// A backend weight above [`MAX_WEIGHT`].
-    #[error("weight {weight} for backend {host}:{port} is above {MAX_WEIGHT}")]
+    #[error("weight {weight} for backend {backend} is above {MAX_WEIGHT}")]
     Weight {
-        /// The backend's host.
-        host: String,
-        /// The backend's port.
-        port: u16,
+        /// The backend's address (`host:port` or `unix:PATH`).
+        backend: String,
         /// The weight as written.
         weight: u32,
     },
+    /// A backend given as a map without a port (only a Unix socket needs none).
+    #[error("backend {0:?} needs a port 1-65535")]
+    MissingPort(String),
+    /// A Unix-socket backend that is not `unix:/absolute/path` or `unix:@name`.
+    #[error(
+        "invalid Unix socket backend {0:?} (expected unix:/absolute/path or unix:@abstract-name)"
+    )]
+    Unix(String),
+    /// A Unix socket path longer than the kernel takes.
+    #[error("Unix socket backend {0:?} is longer than {MAX_UNIX_PATH} bytes, the most a socket address holds")]
+    UnixTooLong(String),
+    /// A Unix-socket backend given a port.
+    #[error("Unix socket backend {0:?} takes no port")]
+    UnixPort(String),
+}
+
+/// The prefix of a Unix-socket backend address.
+pub const UNIX_PREFIX: &str = "unix:";
+/// The longest Unix socket path or abstract name, in bytes (`sun_path` holds 108 with the final NUL
+/// or the abstract namespace's leading one).
+pub const MAX_UNIX_PATH: usize = 107;
+
+/// True when `host` names a Unix socket (`unix:...`) rather than a host.
+pub fn is_unix(host: &str) -> bool {
+    host.starts_with(UNIX_PREFIX)
+}
+
+/// Checks a `unix:/absolute/path` or `unix:@name` address: absolute, no NUL byte, short enough.
+pub fn check_unix(addr: &str) -> Result<(), AddrError> {
+    let bad = || AddrError::Unix(addr.to_string());
+    let rest = addr.strip_prefix(UNIX_PREFIX).ok_or_else(bad)?;
+    let name = match rest.strip_prefix('@') {
+        Some(name) => name,
+        None if rest.starts_with('/') => rest,
+        None => return Err(bad()),
+    };
+    if name.is_empty() || name.contains('\0') || (rest.starts_with('/') && rest.ends_with('/')) {
+        return Err(bad());
+    }
+    if name.len() > MAX_UNIX_PATH {
+        return Err(AddrError::UnixTooLong(addr.to_string()));
+    }
+    Ok(())
 }
 
 /// Parses `ip:port`, naming the bad input in the error.
@@ -72,12 +115,13 @@ pub fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a == b || covers(a, b) || covers(b, a)
 }
 
-/// One static backend as written in the config: `"host:port"` or `{ host, port, weight, name, labels }`.
+/// One static backend as written in the config: `"host:port"`, `"unix:/path"` or
+/// `{ host, port, weight, name, labels }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendAddr {
-    /// Host name or IP address.
+    /// Host name or IP address, or `unix:PATH` for a Unix socket.
     pub host: String,
-    /// TCP port, 1-65535.
+    /// TCP port, 1-65535; 0 for a Unix socket.
     pub port: u16,
     /// Relative weight, 1-256 (HAProxy's range); 0 means "never picked".
     pub weight: u32,
@@ -93,10 +137,13 @@ pub const DEFAULT_WEIGHT: u32 = 1;
 pub const MAX_WEIGHT: u32 = 256;
 
 impl BackendAddr {
-    /// Parses `host:port` or `[v6]:port`.
+    /// Parses `host:port`, `[v6]:port` or `unix:PATH`.
     pub fn parse(text: &str) -> Result<Self, AddrError> {
         let bad = || AddrError::Backend(text.to_string());
         let text = text.trim();
+        if is_unix(text) {
+            return Self::new(text.to_string(), 0, DEFAULT_WEIGHT);
+        }
         if let Ok(sa) = text.parse::<SocketAddr>() {
             return Self::new(sa.ip().to_string(), u32::from(sa.port()), DEFAULT_WEIGHT);
         }
@@ -108,16 +155,29 @@ impl BackendAddr {
         Self::new(host.to_string(), port, DEFAULT_WEIGHT)
     }
 
-    /// Builds an address, checking the port and weight ranges.
+    /// Builds an address, checking the port and weight ranges; a `unix:PATH` host takes port 0.
     pub fn new(host: String, port: u32, weight: u32) -> Result<Self, AddrError> {
         if host.trim().is_empty() {
             return Err(AddrError::EmptyHost);
         }
-        let Some(port) = u16::try_from(port).ok().filter(|p| *p != 0) else {
-            return Err(AddrError::Port { host, port });
+        let port = if is_unix(&host) {
+            check_unix(&host)?;
+            if port != 0 {
+                return Err(AddrError::UnixPort(host));
+            }
+            0
+        } else {
+            match u16::try_from(port).ok().filter(|p| *p != 0) {
+                Some(port) => port,
+                None => return Err(AddrError::Port { host, port }),
+            }
         };
         if weight > MAX_WEIGHT {
-            return Err(AddrError::Weight { host, port, weight });
+            let backend = match port {
+                0 => host,
+                port => format!("{host}:{port}"),
+            };
+            return Err(AddrError::Weight { backend, weight });
         }
         Ok(Self {
             host,
@@ -134,7 +194,9 @@ impl serde::Serialize for BackendAddr {
         use serde::ser::SerializeMap;
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("host", &self.host)?;
-        map.serialize_entry("port", &self.port)?;
+        if !is_unix(&self.host) {
+            map.serialize_entry("port", &self.port)?;
+        }
         map.serialize_entry("weight", &self.weight)?;
         if let Some(name) = &self.name {
             map.serialize_entry("name", name)?;
@@ -150,7 +212,8 @@ impl serde::Serialize for BackendAddr {
 #[serde(deny_unknown_fields)]
 struct BackendMap {
     host: String,
-    port: u32,
+    #[serde(default)]
+    port: Option<u32>,
     #[serde(default = "default_weight")]
     weight: u32,
     #[serde(default)]
@@ -169,15 +232,20 @@ impl<'de> Deserialize<'de> for BackendAddr {
         impl<'de> Visitor<'de> for V {
             type Value = BackendAddr;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"host:port\" or { host, port, weight, name, labels }")
+                f.write_str("\"host:port\", \"unix:/path\" or { host, port, weight, name, labels }")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<BackendAddr, E> {
                 BackendAddr::parse(v).map_err(E::custom)
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<BackendAddr, A::Error> {
                 let m = BackendMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let port = match m.port {
+                    Some(port) => port,
+                    None if is_unix(&m.host) => 0,
+                    None => return Err(de::Error::custom(AddrError::MissingPort(m.host))),
+                };
                 let mut addr =
-                    BackendAddr::new(m.host, m.port, m.weight).map_err(de::Error::custom)?;
+                    BackendAddr::new(m.host, port, m.weight).map_err(de::Error::custom)?;
                 addr.name = m.name;
                 addr.labels = m.labels;
                 Ok(addr)
@@ -213,6 +281,59 @@ mod tests {
             assert!(BackendAddr::parse(bad).is_err(), "{bad}");
         }
         assert!(BackendAddr::new("h".into(), 80, 257).is_err());
+    }
+
+    #[test]
+    fn unix_sockets_are_backends_without_a_port() {
+        let b = BackendAddr::parse("unix:/run/app.sock").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.weight),
+            ("unix:/run/app.sock", 0, 1)
+        );
+        let b = BackendAddr::parse("unix:@app").unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("unix:@app", 0));
+        let b: BackendAddr =
+            serde_json::from_str(r#"{"host": "unix:/run/a.sock", "weight": 3}"#).unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.weight),
+            ("unix:/run/a.sock", 0, 3)
+        );
+        assert_eq!(
+            serde_json::to_string(&b).unwrap(),
+            r#"{"host":"unix:/run/a.sock","weight":3}"#
+        );
+        let longest = format!("unix:/{}", "a".repeat(MAX_UNIX_PATH - 1));
+        assert!(BackendAddr::parse(&longest).is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_unix_sockets() {
+        let too_long = format!("unix:/{}", "a".repeat(MAX_UNIX_PATH));
+        let abstract_too_long = format!("unix:@{}", "a".repeat(MAX_UNIX_PATH + 1));
+        for (bad, says) in [
+            ("unix:", "expected unix:/absolute/path"),
+            ("unix:run/app.sock", "expected unix:/absolute/path"),
+            ("unix:/run/", "expected unix:/absolute/path"),
+            ("unix:@", "expected unix:/absolute/path"),
+            ("unix:/run/a\0b", "expected unix:/absolute/path"),
+            (too_long.as_str(), "longer than 107 bytes"),
+            (abstract_too_long.as_str(), "longer than 107 bytes"),
+        ] {
+            let json = serde_json::to_string(bad).unwrap();
+            let e = serde_json::from_str::<BackendAddr>(&json)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        let e = BackendAddr::new("unix:/run/a.sock".into(), 80, 1).unwrap_err();
+        assert_eq!(e, AddrError::UnixPort("unix:/run/a.sock".into()));
+        let e = serde_json::from_str::<BackendAddr>(r#"{"host": "db"}"#).unwrap_err();
+        assert!(e.to_string().contains("\"db\" needs a port"), "{e}");
+        let e = BackendAddr::new("unix:/a.sock".into(), 0, 300).unwrap_err();
+        assert!(
+            e.to_string().contains("backend unix:/a.sock is above"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -32,7 +32,9 @@ mod unique;
 mod validate;
 mod warning;
 
-pub use addr::{parse_socket_addr, AddrError, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT};
+pub use addr::{
+    is_unix, parse_socket_addr, AddrError, BackendAddr, DEFAULT_WEIGHT, MAX_WEIGHT, UNIX_PREFIX,
+};
 pub use discovery::{
     Decode, DecodeMethod, DiscoveryConfig, DnsDiscovery, LabelCondition, LabelFilter, NotOneSource,
     Order, WatchMode, ZookeeperDiscovery, DEFAULT_DNS_INTERVAL, MAX_COALESCE,

@@ -1,8 +1,8 @@
 //! Rules the types alone cannot express: cross-field constraints and ranges, checked once at load.
 
 use super::{
-    addr, Config, ConfigError, DiscoveryConfig, FieldError, Mode, ServiceConfig, MAX_COALESCE,
-    MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
+    addr, Config, ConfigError, DiscoveryConfig, FieldError, Mode, ServiceConfig, UpstreamProtocol,
+    MAX_COALESCE, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -191,6 +191,7 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
         ));
     }
     http_rules(svc)?;
+    unix_rules(svc)?;
     if let Some(t) = &svc.tls_upstream {
         if t.client_cert.is_some() != t.client_key.is_some() {
             return Err(FieldError::new(
@@ -267,6 +268,36 @@ fn http_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// Unix-socket backends: only where a name cannot be resolved (not DNS), and without TLS or HTTP/2
+/// upstream, which sinew speaks over TCP only.
+fn unix_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
+    let dns = match &svc.discovery {
+        Some(DiscoveryConfig::Dns(dns)) => dns.servers.as_slice(),
+        _ => &[],
+    };
+    let lists = [
+        ("backends", svc.backends.as_slice()),
+        ("default_servers", svc.default_servers.as_slice()),
+        ("discovery.dns.servers", dns),
+    ];
+    for (field, list) in lists {
+        let Some(unix) = list.iter().find(|b| addr::is_unix(&b.host)) else {
+            continue;
+        };
+        let refused = if field == "discovery.dns.servers" {
+            "a Unix socket has no name to resolve; list it under `backends`"
+        } else if svc.tls_upstream.is_some() {
+            "TLS to a Unix-socket backend is not supported; drop tls_upstream or use host:port"
+        } else if svc.upstream_protocol == UpstreamProtocol::Http2 {
+            "HTTP/2 to a Unix-socket backend is not supported; use upstream_protocol: http1"
+        } else {
+            continue;
+        };
+        return Err(FieldError::new(field, format!("{}: {refused}", unix.host)));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::load::tests::parse;
@@ -285,6 +316,34 @@ mod tests {
         );
         let config = service("tcp").expect("a tcp service may log connections");
         assert!(config.services["a"].connection_log);
+    }
+
+    #[test]
+    fn unix_backends_refuse_what_needs_tcp() {
+        let ok = parse("services:\n  a: { listen: 127.0.0.1:5000, mode: http, backends: [\"unix:/run/a.sock\", 127.0.0.1:1] }\n")
+            .expect("a Unix-socket backend beside a TCP one");
+        assert_eq!(ok.services["a"].backends[0].host, "unix:/run/a.sock");
+        for (service, says) in [
+            (
+                "{ listen: 127.0.0.1:5000, backends: [\"unix:/run/a.sock\"], tls_upstream: {} }",
+                "services.a.backends: unix:/run/a.sock: TLS to a Unix-socket backend is not supported",
+            ),
+            (
+                "{ listen: 127.0.0.1:5000, mode: http, upstream_protocol: http2, backends: [\"unix:/run/a.sock\"] }",
+                "services.a.backends: unix:/run/a.sock: HTTP/2 to a Unix-socket backend",
+            ),
+            (
+                "{ listen: 127.0.0.1:5000, discovery: { dns: { servers: [\"unix:/run/a.sock\"] } } }",
+                "services.a.discovery.dns.servers: unix:/run/a.sock: a Unix socket has no name",
+            ),
+            (
+                "{ listen: 127.0.0.1:5000, backends: [\"unix:run/a.sock\"] }",
+                "invalid Unix socket backend \"unix:run/a.sock\"",
+            ),
+        ] {
+            let e = parse(&format!("services:\n  a: {service}\n")).unwrap_err().to_string();
+            assert!(e.contains(says), "{service}: {e}");
+        }
     }
 
     #[test]

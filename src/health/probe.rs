@@ -10,6 +10,7 @@ use bytes::Bytes;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::Pin;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -29,6 +30,8 @@ pub trait CheckTls: Send + Sync {
 pub struct ProbeTarget<'a> {
     /// The address to connect to when the host is an IP; `None` resolves `key` at connect time.
     pub addr: Option<SocketAddr>,
+    /// A Unix socket's path, connected to instead (`Host: localhost` unless the check names one).
+    pub unix: Option<&'a Path>,
     /// `host:port`, the default `Host` header.
     pub key: &'a str,
     /// The host, the default TLS server name.
@@ -76,14 +79,14 @@ async fn run(
     check: &HealthCheck,
     tls: Option<&dyn CheckTls>,
 ) -> Result<String, Failure> {
+    if let Some(path) = backend.unix {
+        return unix(path, check, tls.is_some()).await;
+    }
     let stream = match backend.addr {
         Some(addr) => TcpStream::connect(addr).await,
         None => TcpStream::connect(backend.key).await,
     }
-    .map_err(|e| match Resource::of_error(&e) {
-        Some(resource) => Failure::Local(resource, format!("connect: {e}")),
-        None => Failure::Backend(format!("connect: {e}")),
-    })?;
+    .map_err(|e| connect_failure(&e, "connect"))?;
     let Some(tls) = tls else {
         return match check.kind {
             CheckType::Tcp => Ok("connected".into()),
@@ -100,6 +103,31 @@ async fn run(
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             Ok(http(stream, h2, backend.key, check).await?)
         }
+    }
+}
+
+/// A failed connect, its detail starting with `what`: the backend's, unless this host ran out of a
+/// resource.
+fn connect_failure(e: &io::Error, what: &str) -> Failure {
+    match Resource::of_error(e) {
+        Some(resource) => Failure::Local(resource, format!("{what}: {e}")),
+        None => Failure::Backend(format!("{what}: {e}")),
+    }
+}
+
+/// Checks a Unix-socket backend: connected, or an HTTP GET over the socket.
+async fn unix(path: &Path, check: &HealthCheck, tls: bool) -> Result<String, Failure> {
+    if tls {
+        return Err(Failure::Backend(
+            "TLS to a Unix-socket backend is not supported".into(),
+        ));
+    }
+    let stream = tokio::net::UnixStream::connect(path)
+        .await
+        .map_err(|e| connect_failure(&e, &format!("connect {}", path.display())))?;
+    match check.kind {
+        CheckType::Tcp => Ok("connected".into()),
+        CheckType::Http => Ok(http(stream, false, "localhost", check).await?),
     }
 }
 

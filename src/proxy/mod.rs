@@ -13,6 +13,7 @@ mod metrics;
 mod red;
 mod tcp;
 pub mod tls;
+pub(crate) mod unix;
 
 pub use http::route::{self, Frontend, FrontendMetrics, RouteError, Router};
 /// The HTTP/1 wire parsers, for the fuzz targets and their regression tests only.

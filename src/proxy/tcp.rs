@@ -204,7 +204,8 @@ fn unreachable(unavailable: Unavailable, tried: u32) -> Cause {
 }
 
 /// Connects to a backend, with TLS when the service originates it (the handshake counts as part of
-/// the connect, so a backend that fails it is retried like one that refuses).
+/// the connect, so a backend that fails it is retried like one that refuses). A Unix socket gets
+/// none of TCP's options, and no TLS (refused at load for static backends).
 pub(crate) async fn dial(
     proxy: &ServiceProxy,
     target: &Target,
@@ -213,6 +214,10 @@ pub(crate) async fn dial(
     let stream = match target {
         Target::Addr(addr) => TcpStream::connect(addr).await?,
         Target::Name(name) => TcpStream::connect(name.as_str()).await?,
+        Target::Unix(_) if proxy.tls.upstream.is_some() => {
+            return Err(super::unix::UnixError::Tls.into())
+        }
+        Target::Unix(path) => return Ok(Box::new(super::unix::connect(path).await?)),
     };
     let _ = stream.set_nodelay(true);
     match &proxy.tls.upstream {

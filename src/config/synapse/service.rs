@@ -461,12 +461,15 @@ fn servers(v: Option<&Value>, weight: u32) -> Result<Vec<BackendAddr>, String> {
                 .get("host")
                 .and_then(Value::as_str)
                 .ok_or(format!("[{i}]: a default server needs a host"))?;
-            let port = s
-                .get("port")
-                .and_then(port_of)
-                .ok_or(format!("[{i}]: a default server needs a port 1-65535"))?;
+            // A Unix socket (`unix:/run/app.sock`) takes no port.
+            let port = match s.get("port") {
+                None if crate::config::is_unix(host) => 0,
+                port => port
+                    .and_then(port_of)
+                    .ok_or(format!("[{i}]: a default server needs a port 1-65535"))?,
+            };
             let mut addr = BackendAddr::new(host.to_string(), u32::from(port), weight)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("[{i}]: {e}"))?;
             addr.name = s.get("name").and_then(Value::as_str).map(str::to_string);
             Ok(addr)
         })

@@ -146,6 +146,10 @@ fn labels(v: Option<&Value>, ignored: &mut Vec<Ignored>) -> Labels {
 
 fn host(v: &Value, field: &str) -> Result<String, DecodeError> {
     match v.get(field).and_then(Value::as_str) {
+        // A socket path means nothing on another host: Unix sockets are for static and file backends.
+        Some(h) if crate::config::is_unix(h.trim()) => Err(DecodeError::Field(format!(
+            "`{field}` {h:?} is a Unix socket, which only names a socket on the registering host; a znode needs a host and port"
+        ))),
         Some(h) if !h.trim().is_empty() => Ok(h.trim().to_string()),
         _ => Err(DecodeError::Field(format!(
             "`{field}` missing or not a non-empty string"
@@ -319,6 +323,13 @@ mod tests {
     }
 
     #[test]
+    fn a_unix_socket_in_a_znode_is_refused_by_name() {
+        let data = br#"{"host":"unix:/run/app.sock","port":80}"#;
+        let e = decode("n", data, &nerve(), true).unwrap_err().to_string();
+        assert!(e.contains("\"unix:/run/app.sock\" is a Unix socket"), "{e}");
+    }
+
+    #[test]
     fn malformed_data_is_an_error_not_a_panic() {
         for bad in [
             &b"not json"[..],
@@ -328,6 +339,7 @@ mod tests {
             br#"{"host":"h","port":0}"#,
             br#"{"host":"h","port":70000}"#,
             br#"{"host":"","port":80}"#,
+            br#"{"host":"unix:/run/app.sock","port":80}"#,
             br#"{"host":"h","port":80,"weight":-1}"#,
             br#"{"host":"h","port":80,"weight":"heavy"}"#,
             b"",

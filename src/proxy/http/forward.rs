@@ -310,6 +310,10 @@ async fn send(
             ))
             .await
         }
+        // hyper's pooled client dials `host:port` only; refused at load for static backends.
+        (Client::Hyper(_), _) if pick.entry.backend.is_unix() => Ok(Err(Failure::connect(
+            &std::io::Error::from(crate::proxy::unix::UnixError::Http2),
+        ))),
         (Client::Hyper(client), body) => {
             let version = match http.protocol {
                 UpstreamProtocol::Http1 => Version::HTTP_11,
