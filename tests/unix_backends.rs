@@ -429,7 +429,7 @@ async fn file_output_writes_and_the_state_file_restores_a_socket_backend() {
     // Discovery has nothing yet at the second start: the state file's set routes.
     std::fs::remove_file(&file).expect("remove backends file");
     let second = agent(&yaml).await;
-    assert_eq!(keys(&second, "web"), [key.clone()]);
+    assert_eq!(keys(&second, "web"), [key.as_str()]);
     let web = second.service_addr("web").expect("web");
     assert_eq!(greet(web).await.as_deref(), Ok("unix"));
     second.shutdown(Duration::from_secs(1)).await;
