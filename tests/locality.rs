@@ -224,6 +224,13 @@ async fn the_host_zone_comes_from_its_own_registration_labels_and_a_reload_moves
         ["web"],
         "routing by locality, the service is rebuilt"
     );
+    // The rebuilt service reads the znodes again.
+    assert!(
+        eventually(Duration::from_secs(5), || agent
+            .balancer("web")
+            .is_some_and(|b| b.current().entries().len() == 2))
+        .await
+    );
     let after = spread(addr, 20).await;
     assert_eq!(after.keys().collect::<Vec<_>>(), ["b"], "{after:?}");
     agent.shutdown(Duration::from_secs(1)).await;
