@@ -264,12 +264,9 @@ mod tests {
     fn registrations_that_disagree_on_the_zone_are_an_error_when_routing_needs_it() {
         let text = format!("{SVC}{}", register(&["{az: a}", "{az: b}"]));
         assert!(parse(&text).is_ok(), "no service routes by locality");
-        let e = parse(&format!(
-            "{}",
-            text.replace(
-                "backends: [127.0.0.1:1]\n",
-                "backends: [127.0.0.1:1]\n    locality_routing: {}\n"
-            )
+        let e = parse(&text.replace(
+            "backends: [127.0.0.1:1]\n",
+            "backends: [127.0.0.1:1]\n    locality_routing: {}\n",
         ))
         .unwrap_err()
         .to_string();
