@@ -305,10 +305,12 @@ fn build(
             .with_policy(policy)
             .with_outlier(svc.outlier)
             .with_ewma_decay(svc.ewma_decay)
-            .with_locality(
+            .with_locality(crate::balance::locality::Settings::new(
                 shared.locality.load().as_deref(),
                 svc.locality_routing.as_ref(),
-            )
+                &shared.balance,
+                name,
+            ))
             .with_queue(svc.max_queue, svc.timeouts.queue)
             .with_http_metrics(svc.mode == crate::config::Mode::Http)
             .with_overrides(shared.overrides.service(name)),

@@ -19,6 +19,7 @@
 
 use super::backend::Backend;
 use super::eligible::{base_weight, Weights, SCALE};
+use super::metrics::BalanceMetrics;
 use super::overrides::OverrideMap;
 use super::set::{BackendSet, Entry, Picker};
 use crate::config::{Algorithm, HostLocality, LocalityRouting};
@@ -69,17 +70,23 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// Routing by `routing` from a host at `host`, counting picks in `requests` (local, region, remote).
-    pub fn new(host: &HostLocality, routing: &LocalityRouting, requests: [IntCounter; 3]) -> Self {
-        Self {
+    /// The locality routing of `service` when `routing` is given and enabled and `host` known.
+    pub fn new(
+        host: Option<&HostLocality>,
+        routing: Option<&LocalityRouting>,
+        metrics: &BalanceMetrics,
+        service: &str,
+    ) -> Option<Self> {
+        let (host, routing) = (host?, routing.filter(|r| r.enabled)?);
+        Some(Self {
             zone: host.zone.clone(),
             region: host.region.clone(),
             overprovisioning: routing.overprovisioning,
             min_backends: routing.min_backends as usize,
             zone_labels: routing.zone_labels(),
             region_label: routing.region_label.clone(),
-            requests,
-        }
+            requests: metrics.locality(service),
+        })
     }
 
     /// This host's zone.

@@ -122,20 +122,9 @@ impl Balancer {
         self
     }
 
-    /// Routes by locality from a host at `host` when `routing` is given and enabled.
-    pub fn with_locality(
-        mut self,
-        host: Option<&crate::config::HostLocality>,
-        routing: Option<&crate::config::LocalityRouting>,
-    ) -> Self {
-        self.locality = match (host, routing) {
-            (Some(h), Some(r)) if r.enabled => Some(Arc::new(locality::Settings::new(
-                h,
-                r,
-                self.metrics.locality(&self.service),
-            ))),
-            _ => None,
-        };
+    /// Routes by locality with `settings` (none: no locality routing).
+    pub fn with_locality(mut self, settings: Option<locality::Settings>) -> Self {
+        self.locality = settings.map(Arc::new);
         self
     }
 

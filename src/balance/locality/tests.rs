@@ -75,13 +75,14 @@ fn balancer(
 ) -> (Balancer, crate::metrics::Registry) {
     let registry = crate::metrics::Registry::new();
     let metrics = Arc::new(BalanceMetrics::register(&registry).unwrap());
+    let settings = Settings::new(Some(&host()), Some(&routing), &metrics, "svc");
     let b = Balancer::new("svc", algorithm, metrics)
         .with_policy(Policy {
             panic_threshold: 0,
             slow_start: Duration::ZERO,
             max_connections: None,
         })
-        .with_locality(Some(&host()), Some(&routing));
+        .with_locality(settings);
     (b, registry)
 }
 
@@ -236,8 +237,9 @@ fn without_routing_nothing_changes_and_the_view_says_nothing() {
         enabled: false,
         ..Default::default()
     };
-    let b = Balancer::new("svc", Algorithm::RoundRobin, metrics)
-        .with_locality(Some(&host()), Some(&off));
+    let settings = Settings::new(Some(&host()), Some(&off), &metrics, "svc");
+    assert!(settings.is_none(), "enabled: false");
+    let b = Balancer::new("svc", Algorithm::RoundRobin, metrics).with_locality(settings);
     b.update(vec![
         backend(1, Some("a"), None),
         backend(2, Some("b"), None),
@@ -277,14 +279,12 @@ fn drain_and_panic_count_in_usable_and_a_custom_zone_label_is_read() {
         weights: vec![0, 100, 100],
         panic: false,
     };
-    let counters = BalanceMetrics::register(&crate::metrics::Registry::new())
-        .unwrap()
-        .locality("svc");
+    let metrics = BalanceMetrics::register(&crate::metrics::Registry::new()).unwrap();
     let routing = LocalityRouting {
         zone_label: Some("zone".into()),
         ..Default::default()
     };
-    let settings = Settings::new(&host(), &routing, counters);
+    let settings = Settings::new(Some(&host()), Some(&routing), &metrics, "svc").unwrap();
     let tiers = Tiers::build(
         &settings,
         Algorithm::RoundRobin,
@@ -312,13 +312,15 @@ fn drain_and_panic_count_in_usable_and_a_custom_zone_label_is_read() {
 async fn slow_start_counts_as_partial_capacity() {
     let registry = crate::metrics::Registry::new();
     let metrics = Arc::new(BalanceMetrics::register(&registry).unwrap());
+    let routing = LocalityRouting::default();
+    let settings = Settings::new(Some(&host()), Some(&routing), &metrics, "svc");
     let b = Balancer::new("svc", Algorithm::RoundRobin, metrics)
         .with_policy(Policy {
             panic_threshold: 0,
             slow_start: Duration::from_secs(10),
             max_connections: None,
         })
-        .with_locality(Some(&host()), Some(&LocalityRouting::default()));
+        .with_locality(settings);
     b.update(vec![backend(2, Some("b"), Some("r"))]);
     tokio::time::advance(Duration::from_secs(20)).await;
     b.refresh();
