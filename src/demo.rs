@@ -75,6 +75,7 @@ pub fn config(
         file_output: None,
         threads: None,
         register: None,
+        locality: None,
         services: BTreeMap::from([("demo".to_string(), service)]),
         http_frontends: BTreeMap::new(),
         services_explicit: true,

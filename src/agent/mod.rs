@@ -160,6 +160,7 @@ impl Agent {
                     .map(persist::load)
                     .unwrap_or_default(),
             )),
+            locality: Arc::new(config.host_locality().ok().flatten().map(Arc::new).into()),
         };
         let mut running = BTreeMap::new();
         for (name, svc) in &config.services {

@@ -83,6 +83,10 @@ impl Core {
         admissible(&config, &running)?;
         // Computed before anything changes, logged once the new config is in force.
         let changes = diff::diff(&self.config.load(), &config);
+        // A new host locality rebuilds every service routing by it.
+        let host = config.host_locality().ok().flatten();
+        let moved = self.config.load().host_locality().ok().flatten() != host;
+        self.shared.locality.store(host.map(Arc::new));
         let mut summary = ReloadSummary::default();
         // Start what is new (or moved to another address), and bind the listeners services gain, before
         // touching anything that runs.
@@ -165,9 +169,10 @@ impl Core {
                     (_, None) => r.detach(name),
                     (None, Some(_)) => {}
                 }
-                if r.config == *svc {
+                let relocated = moved && svc.locality_routing.as_ref().is_some_and(|l| l.enabled);
+                if r.config == *svc && !relocated {
                     summary.unchanged += 1;
-                } else if relisten && same_but_listen(&r.config, svc) {
+                } else if relisten && same_but_listen(&r.config, svc) && !relocated {
                     r.config.listen = svc.listen;
                     summary.changed.push(name.clone());
                 } else {

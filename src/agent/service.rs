@@ -55,6 +55,8 @@ pub struct AgentHandles {
     /// Backend sets from the state file, each used once when its service first starts.
     pub initial:
         Arc<std::sync::Mutex<std::collections::HashMap<String, Vec<crate::balance::Backend>>>>,
+    /// This host's zone and region under the config in force, for services routing by locality.
+    pub locality: Arc<arc_swap::ArcSwapOption<crate::config::HostLocality>>,
 }
 
 /// A service that is running.
@@ -303,6 +305,12 @@ fn build(
             .with_policy(policy)
             .with_outlier(svc.outlier)
             .with_ewma_decay(svc.ewma_decay)
+            .with_locality(crate::balance::locality::Settings::new(
+                shared.locality.load().as_deref(),
+                svc.locality_routing.as_ref(),
+                &shared.balance,
+                name,
+            ))
             .with_queue(svc.max_queue, svc.timeouts.queue)
             .with_http_metrics(svc.mode == crate::config::Mode::Http)
             .with_overrides(shared.overrides.service(name)),

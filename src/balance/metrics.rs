@@ -18,6 +18,7 @@ pub struct BalanceMetrics {
     queue_depth: IntGaugeVec,
     queue_wait: HistogramVec,
     queue_rejected: IntCounterVec,
+    locality_requests: IntCounterVec,
 }
 
 /// The backend-set children of one service.
@@ -78,6 +79,11 @@ impl BalanceMetrics {
                 "Connections or requests turned away by the queue (reason: full or timeout).",
                 &["service", "reason"],
             )?,
+            locality_requests: r.counter(
+                "sinew_service_locality_requests_total",
+                "Backends picked for new connections or requests by locality routing, by the picked backend's locality (local, region, remote).",
+                &["service", "locality"],
+            )?,
         })
     }
 
@@ -100,6 +106,12 @@ impl BalanceMetrics {
             full: self.queue_rejected.with_label_values(&[service, "full"]),
             timeouts: self.queue_rejected.with_label_values(&[service, "timeout"]),
         }
+    }
+
+    /// The locality routing counters of one service: local, region, remote (created at zero).
+    pub fn locality(&self, service: &str) -> [IntCounter; 3] {
+        ["local", "region", "remote"]
+            .map(|l| self.locality_requests.with_label_values(&[service, l]))
     }
 
     /// The load and series of one backend of a service; `http` adds the HTTP response series. A

@@ -22,6 +22,7 @@ pub mod hash;
 pub mod health;
 mod least_conn;
 mod load;
+pub mod locality;
 mod metrics;
 pub mod overrides;
 mod p2c;
@@ -41,7 +42,7 @@ pub use overrides::{Action, AdminState, Outcome, Override, OverrideError, Overri
 pub use queue::{QueueMetrics, Unavailable};
 pub use set::{BackendSet, Entry, Pick};
 pub use tries::Tries;
-pub use view::{requests_total, BackendView, HistoryPoint, ServiceView, TrafficView};
+pub use view::{requests_total, BackendView, HistoryPoint, LocalityView, ServiceView, TrafficView};
 
 use crate::config::{Algorithm, Outlier};
 use arc_swap::ArcSwap;
@@ -74,6 +75,8 @@ pub struct Balancer {
     http: bool,
     /// Operators' overrides of the service's backends, kept across reloads by the agent.
     overrides: Arc<overrides::ServiceOverrides>,
+    /// Zone-aware routing, when the service routes by locality.
+    locality: Option<Arc<locality::Settings>>,
 }
 
 /// The latest entry of every backend still known (in the set or draining), plus swap bookkeeping.
@@ -109,12 +112,19 @@ impl Balancer {
             rebuilt: Notify::new(),
             http: false,
             overrides: Arc::new(overrides::ServiceOverrides::detached()),
+            locality: None,
         }
     }
 
     /// Applies the operators' overrides in `store` (the service's, shared with its earlier balancers).
     pub fn with_overrides(mut self, store: Arc<overrides::ServiceOverrides>) -> Self {
         self.overrides = store;
+        self
+    }
+
+    /// Routes by locality with `settings` (none: no locality routing).
+    pub fn with_locality(mut self, settings: Option<locality::Settings>) -> Self {
+        self.locality = settings.map(Arc::new);
         self
     }
 
@@ -315,7 +325,7 @@ impl Balancer {
         }
         let admin = self.overrides.snapshot();
         let weights = eligible::weights(&entries, &self.policy, &admin, now);
-        self.install(entries, weights);
+        self.install(entries, weights, &admin);
         reg.updates += 1;
         self.set_metrics.swaps.inc();
         self.set_metrics.backends.set(count as i64);
@@ -336,7 +346,7 @@ impl Balancer {
         let admin = self.overrides.snapshot();
         let weights = eligible::weights(current.entries(), &self.policy, &admin, now);
         if &weights != current.weights() {
-            self.install(current.entries().to_vec(), weights);
+            self.install(current.entries().to_vec(), weights, &admin);
         }
         eligible::next_change(current.entries(), &self.policy, &admin, now)
     }
@@ -347,8 +357,13 @@ impl Balancer {
         self.rebuilt.notified().await
     }
 
-    /// Builds and stores a set over `entries` with their effective `weights`.
-    fn install(&self, entries: Vec<Arc<Entry>>, weights: eligible::Weights) {
+    /// Builds and stores a set over `entries` with their effective `weights` under `admin`.
+    fn install(
+        &self,
+        entries: Vec<Arc<Entry>>,
+        weights: eligible::Weights,
+        admin: &overrides::OverrideMap,
+    ) {
         let was_panic = self.current.load().weights().panic;
         if weights.panic && !was_panic {
             self.set_metrics.panics.inc();
@@ -361,12 +376,17 @@ impl Balancer {
             e.stats.metrics.set_member(true);
             e.stats.metrics.usable.set(i64::from(*w > 0));
         }
-        self.current.store(Arc::new(BackendSet::new(
+        let tiers = self
+            .locality
+            .as_ref()
+            .map(|l| locality::Tiers::build(l, self.algorithm, &entries, &weights, admin));
+        let set = BackendSet::new(
             self.algorithm,
             entries,
             weights,
             self.policy.max_connections,
-        )));
+        );
+        self.current.store(Arc::new(set.with_locality(tiers)));
         self.rebuilt.notify_one();
     }
 
@@ -443,6 +463,7 @@ impl Balancer {
             .zip(&set.weights().weights)
             .map(|(e, w)| BackendView::new(e, Some(*w), slow, admin.get(&e.key)))
             .collect();
+        let locality = (self.locality.as_ref()).map(|l| view::locality(l, &set, &mut backends));
         let mut draining: Vec<BackendView> = draining(&reg, &set)
             .map(|e| BackendView::new(e, None, slow, admin.get(&e.key)))
             .collect();
@@ -462,6 +483,7 @@ impl Balancer {
             last_change_seconds: view::service_last_change(reg.changed_ms, &backends),
             traffic: None,
             history: Vec::new(),
+            locality,
             backends,
         }
     }

@@ -7,6 +7,7 @@ use super::hash::Ring;
 use super::health::{now_ms, BackendHealth};
 use super::least_conn::LeastConn;
 use super::load::BackendStats;
+use super::locality::Tiers;
 use super::p2c::P2c;
 use super::queue::Queue;
 use super::random::Random;
@@ -32,12 +33,52 @@ pub struct Entry {
     pub queue: Arc<Queue>,
 }
 
-enum Picker {
+/// An algorithm's selection state over one list of weights (index = entry index).
+pub(super) enum Picker {
     RoundRobin(RoundRobin),
     LeastConn(LeastConn),
     Random(Random),
     P2c(P2c),
     Hash(Ring),
+}
+
+impl Picker {
+    /// Selection state for `algorithm` over `weights`, one per entry of `entries`.
+    pub(super) fn new(algorithm: Algorithm, weights: &[u32], entries: &[Arc<Entry>]) -> Self {
+        match algorithm {
+            Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(weights)),
+            Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(weights)),
+            Algorithm::Random => Picker::Random(Random::new(weights)),
+            Algorithm::P2cEwma => Picker::P2c(P2c::new(weights)),
+            Algorithm::Hash => {
+                let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+                Picker::Hash(Ring::new(weights, &keys))
+            }
+        }
+    }
+
+    /// The algorithm's choice among backends of `set` with a weight here, not in `skip`.
+    pub(super) fn select(
+        &self,
+        set: &BackendSet,
+        skip: &[usize],
+        key: Option<u64>,
+    ) -> Option<usize> {
+        match self {
+            Picker::RoundRobin(rr) => rr.pick(skip),
+            Picker::LeastConn(lc) => lc.pick(skip, |i| set.loads[i].load.get().max(0) as u64),
+            Picker::Random(r) => r.pick(skip),
+            Picker::P2c(p) => {
+                // One clock reading per pick, for both candidates' decayed estimates.
+                let now = now_ms();
+                p.pick(skip, |i| {
+                    let pending = set.loads[i].load.get().max(0) as f64;
+                    set.entries[i].rtt.estimate(now) * (pending + 1.0)
+                })
+            }
+            Picker::Hash(ring) => ring.pick(key.unwrap_or_else(|| fastrand::u64(..)), skip),
+        }
+    }
 }
 
 /// An immutable set of backends; replaced whole, never edited.
@@ -49,6 +90,8 @@ pub struct BackendSet {
     /// Each entry's connection limit (`i64::MAX`: none); `None` when no entry has one.
     limits: Option<Box<[i64]>>,
     picker: Picker,
+    /// Zone-aware routing's split and per-locality selection, when the service routes by locality.
+    locality: Option<Box<Tiers>>,
 }
 
 /// A picked backend; holds one active-connection count until dropped.
@@ -75,17 +118,7 @@ impl BackendSet {
         weights: Weights,
         max: Option<u32>,
     ) -> Self {
-        let w = &weights.weights;
-        let picker = match algorithm {
-            Algorithm::RoundRobin => Picker::RoundRobin(RoundRobin::new(w)),
-            Algorithm::LeastConn => Picker::LeastConn(LeastConn::new(w)),
-            Algorithm::Random => Picker::Random(Random::new(w)),
-            Algorithm::P2cEwma => Picker::P2c(P2c::new(w)),
-            Algorithm::Hash => {
-                let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
-                Picker::Hash(Ring::new(w, &keys))
-            }
-        };
+        let picker = Picker::new(algorithm, &weights.weights, &entries);
         let loads = entries.iter().map(|e| Arc::clone(&e.stats)).collect();
         let limit = |e: &Arc<Entry>| e.backend.options.max_connections.or(max);
         let limits = entries.iter().any(|e| limit(e).is_some()).then(|| {
@@ -100,7 +133,19 @@ impl BackendSet {
             weights,
             limits,
             picker,
+            locality: None,
         }
+    }
+
+    /// The same set routing by locality with `tiers` (built over this set's entries and weights).
+    pub(super) fn with_locality(mut self, tiers: Option<Tiers>) -> Self {
+        self.locality = tiers.map(Box::new);
+        self
+    }
+
+    /// Zone-aware routing's state, when the service routes by locality.
+    pub(super) fn locality(&self) -> Option<&Tiers> {
+        self.locality.as_deref()
     }
 
     /// The effective weights the set was built with.
@@ -152,30 +197,24 @@ impl BackendSet {
                     skipped.push(index);
                 }
                 _ => {
+                    if let Some(tiers) = &self.locality {
+                        tiers.count(index);
+                    }
                     return Some(Pick {
                         entry: Arc::clone(entry),
                         index,
-                    })
+                    });
                 }
             }
         }
     }
 
-    /// The algorithm's choice among usable backends not in `skip`.
+    /// The algorithm's choice among usable backends not in `skip`, within the locality routing
+    /// chose when the service routes by locality.
     fn select(&self, skip: &[usize], key: Option<u64>) -> Option<usize> {
-        match &self.picker {
-            Picker::RoundRobin(rr) => rr.pick(skip),
-            Picker::LeastConn(lc) => lc.pick(skip, |i| self.loads[i].load.get().max(0) as u64),
-            Picker::Random(r) => r.pick(skip),
-            Picker::P2c(p) => {
-                // One clock reading per pick, for both candidates' decayed estimates.
-                let now = now_ms();
-                p.pick(skip, |i| {
-                    let pending = self.loads[i].load.get().max(0) as f64;
-                    self.entries[i].rtt.estimate(now) * (pending + 1.0)
-                })
-            }
-            Picker::Hash(ring) => ring.pick(key.unwrap_or_else(|| fastrand::u64(..)), skip),
+        match &self.locality {
+            None => self.picker.select(self, skip, key),
+            Some(tiers) => tiers.select(self, &self.picker, skip, key),
         }
     }
 }

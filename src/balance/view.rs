@@ -36,8 +36,54 @@ pub struct ServiceView {
     /// The last five minutes, oldest first, one point per sampling interval (filled by the admin API).
     #[serde(default)]
     pub history: Vec<HistoryPoint>,
+    /// Zone-aware routing: this host's place and the current split (absent when the service does not
+    /// route by locality).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<LocalityView>,
     /// Backends in the set, then draining ones.
     pub backends: Vec<BackendView>,
+}
+
+/// A service's zone-aware routing as it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalityView {
+    /// This host's zone.
+    pub zone: String,
+    /// This host's region, when known.
+    pub region: Option<String>,
+    /// False while the set balances as a whole (panic mode, or nothing usable in any locality).
+    pub active: bool,
+    /// Percent of new picks sent to this host's zone.
+    pub local_percent: f64,
+    /// Percent sent to other zones of this host's region.
+    pub region_percent: f64,
+    /// Percent sent anywhere else.
+    pub remote_percent: f64,
+}
+
+/// Fills in the locality of the set's `backends` (the first `set.entries().len()`, in set order)
+/// and describes the set's split under `settings`.
+pub fn locality(
+    settings: &super::locality::Settings,
+    set: &super::BackendSet,
+    backends: &mut [BackendView],
+) -> LocalityView {
+    for (b, e) in backends.iter_mut().zip(set.entries()) {
+        b.locality = Some(Cow::Borrowed(settings.tier(&e.backend).name()));
+        b.zone = settings.zone_of(&e.backend).map(str::to_string);
+    }
+    let split = set.locality().and_then(|t| t.split());
+    let [local, region, remote] = split
+        .unwrap_or_default()
+        .map(|s| (s * 1000.0).round() / 10.0);
+    LocalityView {
+        zone: settings.zone().to_string(),
+        region: settings.region().map(str::to_string),
+        active: split.is_some(),
+        local_percent: local,
+        region_percent: region,
+        remote_percent: remote,
+    }
 }
 
 /// The result of a backend's last active check.
@@ -107,6 +153,12 @@ pub struct BackendView {
     /// Its labels (Nerve's `labels`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// With locality routing: `local`, `region` or `remote` relative to this host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality: Option<Cow<'static, str>>,
+    /// With locality routing: its zone label, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zone: Option<String>,
     /// Where it came from.
     pub origin: Option<String>,
     /// Connections (TCP) or in-flight requests (HTTP) now.
@@ -172,6 +224,8 @@ impl BackendView {
             backup: options.backup,
             max_connections: options.max_connections,
             labels: entry.backend.labels.clone(),
+            locality: None,
+            zone: None,
             origin: in_set.then(|| entry.backend.origin.to_string()),
             active: entry.stats.load.get(),
             connections_total: entry.stats.metrics.connections.get(),

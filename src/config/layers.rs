@@ -75,6 +75,9 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     if ours.threads.is_some() && theirs.threads.is_some() {
         return Err(setting("threads"));
     }
+    if ours.locality.is_some() && theirs.locality.is_some() {
+        return Err(setting("locality"));
+    }
     let twice = |section: &str, name: &str| LayerError::Service {
         name: format!("{section}.{name}"),
         first: base.file.to_path_buf(),
@@ -107,6 +110,7 @@ pub fn merge(base: &mut Layer<'_>, other: Layer<'_>) -> Result<(), LayerError> {
     ours.file_output = ours.file_output.take().or(theirs.file_output);
     ours.register = ours.register.take().or(theirs.register);
     ours.threads = ours.threads.or(theirs.threads);
+    ours.locality = ours.locality.take().or(theirs.locality);
     ours.services_explicit |= theirs.services_explicit;
     ours.services.extend(theirs.services);
     ours.http_frontends.extend(theirs.http_frontends);

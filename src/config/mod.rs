@@ -18,6 +18,7 @@ mod health;
 mod http;
 pub mod layers;
 mod load;
+mod locality;
 pub mod nerve;
 mod nerve_keys;
 mod network;
@@ -46,6 +47,7 @@ pub use frontend::{
 pub use health::{CheckType, HealthCheck, Outlier};
 pub use http::{Backoff, FieldName, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
+pub use locality::{HostLocality, LocalityRouting};
 pub use network::{Network, NetworkError};
 pub use service::{
     Algorithm, Mode, Retries, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
@@ -126,6 +128,9 @@ pub struct Config {
     /// This host's services to health-check and register in ZooKeeper.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub register: Option<register::Register>,
+    /// This host's zone and region, for services with `locality_routing`; default: from `register` labels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<HostLocality>,
     /// True when the file names its `services`, even as `services: {}`: no services was meant, so a
     /// reload may stop every running one. Set by the loaders, never read from the file.
     #[serde(skip)]
@@ -143,6 +148,7 @@ impl Default for Config {
             services: BTreeMap::new(),
             http_frontends: BTreeMap::new(),
             register: None,
+            locality: None,
             services_explicit: false,
         }
     }

@@ -90,6 +90,9 @@ pub struct ServiceConfig {
     /// once and got no traffic since is tried again after a few periods.
     #[serde(default = "default_ewma_decay", with = "duration")]
     pub ewma_decay: Duration,
+    /// Zone-aware routing: prefer backends in this host's zone, spilling over as they become unusable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locality_routing: Option<super::LocalityRouting>,
 }
 
 impl ServiceConfig {
@@ -121,6 +124,7 @@ impl ServiceConfig {
             panic_threshold: default_panic_threshold(),
             slow_start: Duration::ZERO,
             ewma_decay: default_ewma_decay(),
+            locality_routing: None,
         }
     }
 }

@@ -24,6 +24,7 @@ impl Config {
                 format!("at most {}", super::MAX_THREADS),
             )));
         }
+        self.validate_locality().map_err(invalid)?;
         let mut listeners: Vec<(SocketAddr, &str)> = vec![(self.admin.listen, "admin")];
         for (name, svc) in &self.services {
             let section = format!("services.{name}");
@@ -211,6 +212,9 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
     }
     if svc.ewma_decay.is_zero() {
         return Err(FieldError::new("ewma_decay", "must be greater than zero"));
+    }
+    if let Some(r) = &svc.locality_routing {
+        r.validate().map_err(|e| e.under("locality_routing"))?;
     }
     if svc.panic_threshold > 100 {
         return Err(FieldError::new(
