@@ -46,7 +46,8 @@ pub use http::{Backoff, FieldName, HttpOptions, RetryOn, UpstreamProtocol};
 pub use load::Format;
 pub use network::{Network, NetworkError};
 pub use service::{
-    Algorithm, Mode, Retries, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
+    Algorithm, Mode, Retries, SendProxy, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS,
+    MIN_HEADER_BYTES,
 };
 pub use text::TextError;
 pub use tls::{TlsListen, TlsUpstream};

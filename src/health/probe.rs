@@ -33,6 +33,8 @@ pub struct ProbeTarget<'a> {
     pub key: &'a str,
     /// The host, the default TLS server name.
     pub host: &'a str,
+    /// Write a PROXY protocol `LOCAL` header first (HAProxy's `check-send-proxy`), in this version.
+    pub send_proxy: Option<crate::config::SendProxy>,
 }
 
 /// The most body read from an HTTP check.
@@ -76,7 +78,7 @@ async fn run(
     check: &HealthCheck,
     tls: Option<&dyn CheckTls>,
 ) -> Result<String, Failure> {
-    let stream = match backend.addr {
+    let mut stream = match backend.addr {
         Some(addr) => TcpStream::connect(addr).await,
         None => TcpStream::connect(backend.key).await,
     }
@@ -84,6 +86,12 @@ async fn run(
         Some(resource) => Failure::Local(resource, format!("connect: {e}")),
         None => Failure::Backend(format!("connect: {e}")),
     })?;
+    if let Some(version) = backend.send_proxy {
+        let local = crate::proxy_protocol::Header::Local;
+        crate::proxy_protocol::write_header(&mut stream, version, local)
+            .await
+            .map_err(|e| format!("sending the PROXY header: {e}"))?;
+    }
     let Some(tls) = tls else {
         return match check.kind {
             CheckType::Tcp => Ok("connected".into()),
