@@ -206,3 +206,25 @@ async fn a_silent_client_is_closed_after_the_header_timeout() {
     assert_eq!(errors(admin, "timeout").await, 1.0);
     assert_eq!(backend.accepted(), 0);
 }
+
+#[tokio::test]
+async fn health_checks_of_a_send_proxy_service_start_with_a_local_header() {
+    use tokio::net::TcpListener;
+    for (version, want) in [
+        ("v1", b"PROXY UNKNOWN\r\n".to_vec()),
+        ("v2", b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec()),
+    ] {
+        let backend = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = free_port();
+        let _agent = support::agent(&format!(
+            "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  hc:\n    listen: 127.0.0.1:{port}\n    send_proxy: {version}\n    backends: [{}]\n    health_check: {{ type: tcp, interval: 100ms }}\n",
+            backend.local_addr().expect("addr")
+        ))
+        .await;
+        let (mut check, _) = tokio::time::timeout(Duration::from_secs(5), backend.accept())
+            .await
+            .expect("a check connects")
+            .expect("accept");
+        assert_eq!(read_all(&mut check).await, want, "{version}");
+    }
+}
