@@ -20,6 +20,7 @@ pub mod logging;
 pub mod memory;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod ratelog;
 pub mod register;
 pub mod resource;

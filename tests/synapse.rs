@@ -460,8 +460,8 @@ fn haproxy_values_haproxy_rejects_are_errors_naming_service_and_line() {
             "services.web.haproxy.frontend: \"maxconn none\"",
         ),
         (
-            r#""bind_options": "accept-proxy""#,
-            "services.web.haproxy.bind_options: accept-proxy: PROXY protocol is not supported yet",
+            r#""bind_options": "accept-proxxy""#,
+            "services.web.haproxy.bind_options: unknown bind option \"accept-proxxy\"",
         ),
         (
             r#""bind_options": "ssl crt""#,
@@ -482,6 +482,28 @@ fn haproxy_values_haproxy_rejects_are_errors_naming_service_and_line() {
         t.warnings.iter().any(|w| w.level == Level::Warn
             && w.message
                 == "services.web: directive \"balance uri\": not supported, sinew balances with round_robin instead"),
+        "{:?}",
+        t.warnings
+    );
+}
+
+#[test]
+fn proxy_protocol_options_map_to_send_proxy_and_accept_proxy() {
+    let t = translate(
+        "proxy-protocol.json",
+        &web(
+            4112,
+            "127.0.0.1:1",
+            r#""server_options": "check inter 2s send-proxy-v2 check-send-proxy",
+               "bind_options": "accept-proxy""#,
+        ),
+    )
+    .unwrap();
+    let svc = &t.config.services["web"];
+    assert_eq!(svc.send_proxy, Some(sinew::config::SendProxy::V2));
+    assert!(svc.accept_proxy);
+    assert!(
+        !t.warnings.iter().any(|w| w.message.contains("proxy")),
         "{:?}",
         t.warnings
     );

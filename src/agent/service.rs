@@ -321,6 +321,7 @@ fn build(
             svc.health_check.clone(),
             generation.clone(),
         );
+        let send_proxy = svc.send_proxy;
         let check_tls = tls
             .upstream
             .clone()
@@ -335,6 +336,7 @@ fn build(
                     Arc::clone(&b),
                     check.clone(),
                     check_tls.clone(),
+                    send_proxy,
                     stop.clone(),
                 )
             },

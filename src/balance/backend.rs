@@ -71,6 +71,9 @@ pub struct ServerOptions {
     pub disabled: bool,
     /// `maxconn N`: this backend's own connection (request) limit, over the service's `max_connections`.
     pub max_connections: Option<u32>,
+    /// `send-proxy` / `send-proxy-v2`: a PROXY protocol header first on every connection to it, over
+    /// the service's `send_proxy`.
+    pub send_proxy: Option<crate::config::SendProxy>,
 }
 
 impl Backend {

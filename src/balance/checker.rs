@@ -9,7 +9,7 @@
 
 use super::health::{instant_at, now_ms, LastCheck};
 use super::{Balancer, Entry, Target};
-use crate::config::HealthCheck;
+use crate::config::{HealthCheck, SendProxy};
 use crate::health::probe::{probe, CheckTls, Failure, ProbeTarget};
 use crate::health::CheckState;
 use std::collections::HashMap;
@@ -20,11 +20,13 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs until `shutdown`: keeps one check loop per backend in the current set, and rebuilds the set
 /// whenever time changes its effective weights. With `tls`, checks handshake with the backends as the
-/// service's connections do.
+/// service's connections do; with `send_proxy`, they start with a PROXY `LOCAL` header (as does a check
+/// of a backend whose server options ask for one).
 pub async fn run(
     balancer: Arc<Balancer>,
     check: Option<HealthCheck>,
     tls: Option<Arc<dyn CheckTls>>,
+    send_proxy: Option<SendProxy>,
     shutdown: CancellationToken,
 ) {
     let mut swaps = balancer.subscribe();
@@ -32,7 +34,12 @@ pub async fn run(
     let mut running: HashMap<String, AbortHandle> = HashMap::new();
     loop {
         if let Some(check) = &check {
-            sync(&balancer, check, tls.as_ref(), &mut loops, &mut running);
+            let probing = Probing {
+                check,
+                tls: tls.as_ref(),
+                send_proxy,
+            };
+            sync(&balancer, &probing, &mut loops, &mut running);
         }
         // Every turn rebuilds what time has changed and takes the next deadline from the same clock
         // reading; any other rebuild (a check, an ejection, a swap) wakes the loop to take it again.
@@ -54,11 +61,17 @@ pub async fn run(
     loops.shutdown().await;
 }
 
+/// How a service's backends are checked.
+struct Probing<'a> {
+    check: &'a HealthCheck,
+    tls: Option<&'a Arc<dyn CheckTls>>,
+    send_proxy: Option<SendProxy>,
+}
+
 /// Starts loops for new backends and stops those of backends that left the set.
 fn sync(
     balancer: &Arc<Balancer>,
-    check: &HealthCheck,
-    tls: Option<&Arc<dyn CheckTls>>,
+    probing: &Probing<'_>,
     loops: &mut JoinSet<()>,
     running: &mut HashMap<String, AbortHandle>,
 ) {
@@ -77,8 +90,9 @@ fn sync(
             let handle = loops.spawn(check_loop(
                 Arc::clone(balancer),
                 Arc::clone(entry),
-                check.clone(),
-                tls.cloned(),
+                probing.check.clone(),
+                probing.tls.cloned(),
+                entry.backend.options.send_proxy.or(probing.send_proxy),
             ));
             running.insert(key.to_string(), handle);
         }
@@ -91,6 +105,7 @@ async fn check_loop(
     entry: Arc<Entry>,
     check: HealthCheck,
     tls: Option<Arc<dyn CheckTls>>,
+    send_proxy: Option<SendProxy>,
 ) {
     let mut state = CheckState::new(entry.health.checked_up());
     // Spread first checks over the interval.
@@ -107,6 +122,7 @@ async fn check_loop(
             },
             key: &entry.key,
             host: &entry.backend.host,
+            send_proxy,
         };
         let (passed, detail) = match probe(target, &check, tls.as_deref()).await {
             Ok(d) => (true, d),
@@ -219,7 +235,7 @@ mod tests {
         );
         b.update(vec![backend(1), backend(2)]);
         let stop = CancellationToken::new();
-        tokio::spawn(run(Arc::clone(&b), None, None, stop.clone()));
+        tokio::spawn(run(Arc::clone(&b), None, None, None, stop.clone()));
         advance(slow_start).await;
         assert_eq!(weights(&b), [100, 100], "both at full weight to begin with");
         (b, stop)

@@ -36,6 +36,8 @@ pub struct Directives {
     pub outlier: Option<super::Outlier>,
     /// `weight` in server options.
     pub weight: u32,
+    /// `send-proxy` / `send-proxy-v2` in server options.
+    pub send_proxy: Option<super::SendProxy>,
     /// `balance hdr(NAME)`: the header hashed.
     pub hash_header: Option<String>,
     /// `option forwardfor`; without it HAProxy adds no `X-Forwarded-For`.
@@ -378,6 +380,15 @@ pub fn server_options(options: &str, d: &mut Directives) -> Result<(), HaproxyEr
             },
             // HAProxy's reaction to reaching error-limit; sinew's is always an ejection.
             "on-error" => 2,
+            "send-proxy" | "send-proxy-v2" => {
+                d.send_proxy = Some(match words[i] {
+                    "send-proxy" => super::SendProxy::V1,
+                    _ => super::SendProxy::V2,
+                });
+                1
+            }
+            // sinew's checks send the header whenever the service's traffic does.
+            "check-send-proxy" => 1,
             _ => 0,
         };
         if consumed == 0 {
@@ -569,6 +580,16 @@ mod tests {
         directive("timeout server 5s", &mut d).unwrap();
         assert_eq!(d.timeouts.idle, Duration::from_secs(10));
         assert_eq!(d.server, Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn send_proxy_server_options_map_to_send_proxy() {
+        let mut d = Directives::default();
+        server_options("check send-proxy-v2 check-send-proxy", &mut d).unwrap();
+        assert_eq!(d.send_proxy, Some(super::super::SendProxy::V2));
+        assert!(d.unsupported.is_empty(), "{:?}", d.unsupported);
+        server_options("send-proxy", &mut d).unwrap();
+        assert_eq!(d.send_proxy, Some(super::super::SendProxy::V1));
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub use load::Format;
 pub use locality::{HostLocality, LocalityRouting};
 pub use network::{Network, NetworkError};
 pub use service::{
-    Algorithm, Mode, Retries, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
+    Algorithm, Mode, Retries, SendProxy, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS,
+    MIN_HEADER_BYTES,
 };
 pub use text::TextError;
 pub use tls::{TlsListen, TlsUpstream};

@@ -74,6 +74,14 @@ pub struct ServiceConfig {
     /// TCP mode: one log line per closed client connection (target `sinew::connection`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub connection_log: bool,
+    /// Write a PROXY protocol header first on every backend connection (HAProxy's `send-proxy`,
+    /// `send-proxy-v2`), health checks included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_proxy: Option<SendProxy>,
+    /// Read a PROXY protocol header (v1 or v2) first on every client connection (HAProxy's
+    /// `accept-proxy`); its client address replaces the connection's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept_proxy: bool,
     /// Active health checks of each backend from this host.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -119,6 +127,8 @@ impl ServiceConfig {
             tls_listen: None,
             max_queue: default_max_queue(),
             connection_log: false,
+            send_proxy: None,
+            accept_proxy: false,
             health_check: None,
             outlier: None,
             panic_threshold: default_panic_threshold(),
@@ -127,6 +137,16 @@ impl ServiceConfig {
             locality_routing: None,
         }
     }
+}
+
+/// The PROXY protocol version written to backends.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SendProxy {
+    /// The text form (HAProxy's `send-proxy`).
+    V1,
+    /// The binary form (HAProxy's `send-proxy-v2`).
+    V2,
 }
 
 /// How traffic is proxied.

@@ -210,6 +210,25 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
             "applies to mode tcp; an HTTP service logs its requests with http.access_log",
         ));
     }
+    if svc.send_proxy.is_some() && svc.mode == Mode::Http {
+        let h2 = svc.upstream_protocol != crate::config::UpstreamProtocol::Http1
+            || svc
+                .tls_upstream
+                .as_ref()
+                .is_some_and(|t| t.alpn.iter().any(|p| p == "h2"));
+        if h2 {
+            return Err(FieldError::new(
+                "send_proxy",
+                "needs HTTP/1.1 to the backends (upstream_protocol: http1, no h2 in tls_upstream.alpn): HTTP/2 connections are shared by all clients",
+            ));
+        }
+    }
+    if svc.accept_proxy && svc.listen.is_none() {
+        return Err(FieldError::new(
+            "accept_proxy",
+            "applies to the service's own listener; set listen",
+        ));
+    }
     if svc.ewma_decay.is_zero() {
         return Err(FieldError::new("ewma_decay", "must be greater than zero"));
     }
@@ -348,6 +367,31 @@ mod tests {
             let e = parse(&format!("services:\n  a: {service}\n")).unwrap_err().to_string();
             assert!(e.contains(says), "{service}: {e}");
         }
+    }
+
+    #[test]
+    fn send_proxy_needs_http1_upstreams_and_accept_proxy_a_listener() {
+        let config = parse(
+            "services:\n  a: { listen: 127.0.0.1:5000, mode: http, send_proxy: v2, accept_proxy: true, backends: [127.0.0.1:1] }\n",
+        )
+        .expect("send_proxy over HTTP/1.1 is valid");
+        assert_eq!(
+            config.services["a"].send_proxy,
+            Some(crate::config::SendProxy::V2)
+        );
+        assert!(config.services["a"].accept_proxy);
+        let e = parse(
+            "services:\n  a: { listen: 127.0.0.1:5000, mode: http, upstream_protocol: http2, send_proxy: v1, backends: [127.0.0.1:1] }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("services.a.send_proxy: needs HTTP/1.1"), "{e}");
+        let e = parse(
+            "services:\n  a: { send_proxy: v3, listen: 127.0.0.1:5000, backends: [127.0.0.1:1] }\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("v3"), "{e}");
     }
 
     #[test]

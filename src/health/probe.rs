@@ -36,6 +36,8 @@ pub struct ProbeTarget<'a> {
     pub key: &'a str,
     /// The host, the default TLS server name.
     pub host: &'a str,
+    /// Write a PROXY protocol `LOCAL` header first (HAProxy's `check-send-proxy`), in this version.
+    pub send_proxy: Option<crate::config::SendProxy>,
 }
 
 /// The most body read from an HTTP check.
@@ -80,13 +82,16 @@ async fn run(
     tls: Option<&dyn CheckTls>,
 ) -> Result<String, Failure> {
     if let Some(path) = backend.unix {
-        return unix(path, check, tls.is_some()).await;
+        return unix(path, check, tls.is_some(), backend.send_proxy).await;
     }
-    let stream = match backend.addr {
+    let mut stream = match backend.addr {
         Some(addr) => TcpStream::connect(addr).await,
         None => TcpStream::connect(backend.key).await,
     }
     .map_err(|e| connect_failure(&e, "connect"))?;
+    if let Some(version) = backend.send_proxy {
+        local_header(&mut stream, version).await?;
+    }
     let Some(tls) = tls else {
         return match check.kind {
             CheckType::Tcp => Ok("connected".into()),
@@ -115,16 +120,36 @@ fn connect_failure(e: &io::Error, what: &str) -> Failure {
     }
 }
 
+/// Starts a check's connection with a PROXY header saying it carries no client (v2 `LOCAL`, v1
+/// `UNKNOWN`), as HAProxy's `check-send-proxy` does.
+async fn local_header<S>(stream: &mut S, version: crate::config::SendProxy) -> Result<(), Failure>
+where
+    S: AsyncWrite + Unpin,
+{
+    let local = crate::proxy_protocol::Header::Local;
+    crate::proxy_protocol::write_header(stream, version, local)
+        .await
+        .map_err(|e| Failure::Backend(format!("sending the PROXY header: {e}")))
+}
+
 /// Checks a Unix-socket backend: connected, or an HTTP GET over the socket.
-async fn unix(path: &Path, check: &HealthCheck, tls: bool) -> Result<String, Failure> {
+async fn unix(
+    path: &Path,
+    check: &HealthCheck,
+    tls: bool,
+    send_proxy: Option<crate::config::SendProxy>,
+) -> Result<String, Failure> {
     if tls {
         return Err(Failure::Backend(
             "TLS to a Unix-socket backend is not supported".into(),
         ));
     }
-    let stream = tokio::net::UnixStream::connect(path)
+    let mut stream = tokio::net::UnixStream::connect(path)
         .await
         .map_err(|e| connect_failure(&e, &format!("connect {}", path.display())))?;
+    if let Some(version) = send_proxy {
+        local_header(&mut stream, version).await?;
+    }
     match check.kind {
         CheckType::Tcp => Ok("connected".into()),
         CheckType::Http => Ok(http(stream, false, "localhost", check).await?),

@@ -7,7 +7,8 @@
 
 use super::admission::{holding, Slot};
 use super::blame::Resource;
-use super::{http, tcp, ListenTls, ServiceProxy};
+use super::{http, tcp, ListenTls, Peer, ServiceProxy};
+use crate::proxy_protocol::Header;
 use crate::ratelog::RateLimited;
 use arc_swap::ArcSwap;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ pub async fn accept_loop(
     stop: CancellationToken,
 ) {
     let service = slot.load().balancer.service().to_string();
+    let bound = listener.local_addr().ok();
     let warnings = RateLimited::default();
     loop {
         let accepted = tokio::select! {
@@ -47,6 +49,12 @@ pub async fn accept_loop(
                 metrics.connections.inc();
                 let conns = proxy.conns.clone();
                 let _ = stream.set_nodelay(true);
+                if proxy.accept_proxy {
+                    // Boxed: the header is read first, then the connection is served as any other.
+                    conns.spawn(holding(slot, Box::pin(accept_proxy(stream, peer, proxy))));
+                    continue;
+                }
+                let peer = Peer::accepted(&stream, peer, bound, &proxy);
                 // One task type per kind of connection, so each task is only as large as its own state.
                 match (proxy.tls.listen.clone(), proxy.http.is_some()) {
                     (Some(tls), _) => {
@@ -84,17 +92,41 @@ pub(super) fn accept_pause(resource: Option<Resource>) -> Duration {
     }
 }
 
+/// Serves one accepted connection on an `accept_proxy` listener: its PROXY header first (before any
+/// TLS, as HAProxy reads it), within the head timeout; the addresses it carries are the client's from
+/// then on. A connection without a good header is closed and counted.
+async fn accept_proxy(mut stream: TcpStream, from: SocketAddr, proxy: Arc<ServiceProxy>) {
+    let service = proxy.balancer.service();
+    let limit = proxy.timeouts.header_read;
+    let peer = match crate::proxy_protocol::read_header(&mut stream, limit).await {
+        Ok(Header::Proxy(a)) => Peer {
+            addr: a.source,
+            local: Some(a.destination),
+        },
+        // LOCAL / UNKNOWN: the connection is the sending proxy's own (a health check, say).
+        Ok(Header::Local) => Peer {
+            addr: from,
+            local: stream.local_addr().ok(),
+        },
+        Err(e) => {
+            proxy.faults.proxy_protocol_error(e.cause());
+            tracing::debug!(service, peer = %from, error = %e, "client connection closed: bad PROXY protocol header");
+            return;
+        }
+    };
+    match (proxy.tls.listen.clone(), proxy.http.is_some()) {
+        (Some(tls), _) => serve_tls(tls, stream, peer, proxy).await,
+        (None, true) => http::serve_connection(stream, peer, proxy).await,
+        (None, false) => tcp::handle_plain(stream, peer, proxy).await,
+    }
+}
+
 /// Serves one accepted connection on a listener that terminates TLS.
-async fn serve_tls(
-    tls: Arc<ListenTls>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    proxy: Arc<ServiceProxy>,
-) {
+async fn serve_tls(tls: Arc<ListenTls>, stream: TcpStream, peer: Peer, proxy: Arc<ServiceProxy>) {
     let stream = match tls.accept(stream).await {
         Ok(s) => s,
         Err(e) => {
-            tracing::debug!(service = %proxy.balancer.service(), %peer, error = %e, "TLS handshake with a client failed");
+            tracing::debug!(service = %proxy.balancer.service(), peer = %peer.addr, error = %e, "TLS handshake with a client failed");
             return;
         }
     };

@@ -27,6 +27,7 @@ pub struct ProxyMetrics {
     accept_errors: IntCounterVec,
     local_errors: IntCounterVec,
     client_errors: IntCounterVec,
+    proxy_protocol_errors: IntCounterVec,
     red: RedFamilies,
 }
 
@@ -71,6 +72,7 @@ pub struct FaultMetrics {
     accept: IntCounterVec,
     local: IntCounterVec,
     client: IntCounterVec,
+    proxy_protocol: IntCounterVec,
 }
 
 impl FaultMetrics {
@@ -87,6 +89,13 @@ impl FaultMetrics {
     /// Counts a request that failed by the client's fault `kind`.
     pub fn client_error(&self, kind: &str) {
         self.client.with_label_values(&[&self.service, kind]).inc();
+    }
+
+    /// Counts a client connection closed because its PROXY protocol header was bad for `cause`.
+    pub fn proxy_protocol_error(&self, cause: &str) {
+        self.proxy_protocol
+            .with_label_values(&[&self.service, cause])
+            .inc();
     }
 }
 
@@ -237,6 +246,11 @@ impl ProxyMetrics {
                 "Requests that failed by the client's fault, by kind (bad_request, head_too_large, head_timeout, bad_request_body, client_aborted, body_timeout); never charged to a backend.",
                 &["service", "kind"],
             )?,
+            proxy_protocol_errors: r.counter(
+                "sinew_proxy_protocol_errors_total",
+                "Client connections closed because their PROXY protocol header (accept_proxy) was missing, malformed, too long, truncated or late, by cause.",
+                &["service", "cause"],
+            )?,
             red: RedFamilies::register(r)?,
         })
     }
@@ -286,6 +300,7 @@ impl ProxyMetrics {
             accept: self.accept_errors.clone(),
             local: self.local_errors.clone(),
             client: self.client_errors.clone(),
+            proxy_protocol: self.proxy_protocol_errors.clone(),
         }
     }
 

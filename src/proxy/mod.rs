@@ -10,6 +10,7 @@ mod http;
 mod io;
 mod listener;
 mod metrics;
+mod peer;
 mod red;
 mod tcp;
 pub mod tls;
@@ -22,6 +23,7 @@ pub use http::wire;
 pub use http::PoolMetrics;
 pub use listener::accept_loop;
 pub use metrics::{FaultMetrics, HttpMetrics, ProxyMetrics, ServiceMetrics, TlsMetrics};
+pub use peer::Peer;
 pub use red::{Cause, Recording, ServiceRed};
 pub use tls::{ListenTls, UpstreamTls};
 
@@ -59,6 +61,13 @@ pub struct ServiceProxy {
     pub handover: Arc<AtomicBool>,
     /// TCP mode: log each closed client connection (target `sinew::connection`).
     pub connection_log: bool,
+    /// The PROXY protocol header written first to every backend (`send_proxy`).
+    pub send_proxy: Option<crate::config::SendProxy>,
+    /// Read a PROXY protocol header first on every client connection (`accept_proxy`).
+    pub accept_proxy: bool,
+    /// Some backend connection may start with a PROXY header (the service's `send_proxy`, or a
+    /// ZooKeeper backend's `send-proxy` server option), so accepted connections note their local address.
+    pub may_send_proxy: bool,
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
     warnings: crate::ratelog::RateLimited,
@@ -119,6 +128,13 @@ impl ServiceProxy {
             conns: life.conns,
             handover: life.handover,
             connection_log: config.connection_log,
+            send_proxy: config.send_proxy,
+            accept_proxy: config.accept_proxy,
+            may_send_proxy: config.send_proxy.is_some()
+                || matches!(
+                    config.discovery,
+                    Some(crate::config::DiscoveryConfig::Zookeeper(_))
+                ),
             http,
             tls,
             warnings: crate::ratelog::RateLimited::default(),

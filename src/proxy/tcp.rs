@@ -4,11 +4,12 @@
 use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
 use super::connlog::{cause, Connection};
 use super::io::{Activity, Metered};
-use super::{Cause, ServiceProxy};
+use super::{Cause, Peer, ServiceProxy};
 use crate::balance::{BackendSet, Pick, Target, Tries, Unavailable};
+use crate::config::SendProxy;
 use crate::metrics::BackendCause;
+use crate::proxy_protocol::Header;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -28,32 +29,32 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// Serves one plain TCP client connection to the end; what the client has sent already goes to the
 /// backend with the connect (see `early.rs`).
-pub async fn handle_plain(client: TcpStream, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+pub async fn handle_plain(client: TcpStream, peer: Peer, proxy: Arc<ServiceProxy>) {
     let early = super::early::take_ready(&client);
     relay(client, peer, proxy, early).await
 }
 
 /// Serves one client connection (TLS terminated by the listener) to the end.
-pub async fn handle<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>) {
+pub async fn handle<C: Io>(client: C, peer: Peer, proxy: Arc<ServiceProxy>) {
     relay(client, peer, proxy, Vec::new()).await
 }
 
 /// Serves `client`, which has sent `early` already.
-async fn relay<C: Io>(client: C, peer: SocketAddr, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
+async fn relay<C: Io>(client: C, peer: Peer, proxy: Arc<ServiceProxy>, early: Vec<u8>) {
     let accepted = Instant::now();
     let _open = proxy.red.connection(accepted);
     let metrics = &proxy.metrics;
     let mut log = proxy
         .connection_log
-        .then(|| Connection::new(proxy.balancer.service(), peer));
+        .then(|| Connection::new(proxy.balancer.service(), peer.addr));
     crate::fault::point("connection", proxy.balancer.service()).await;
     let set = proxy.balancer.current();
     let key = proxy
         .hashes_client()
-        .then(|| crate::balance::hash::hash(peer.ip().to_string().as_bytes()));
+        .then(|| crate::balance::hash::hash(peer.addr.ip().to_string().as_bytes()));
     // Boxed: connecting (queue, timeout, dial) takes more state than copying, and only for a moment;
     // unboxed it would size the task for the connection's whole life.
-    let (backend, pick, sent) = match Box::pin(connect(&set, &proxy, key, &early)).await {
+    let (backend, pick, sent) = match Box::pin(connect(&set, &proxy, key, &early, &peer)).await {
         Ok(connected) => connected,
         Err(Unconnected::Unreachable(cause)) => {
             metrics.no_backend.inc();
@@ -142,6 +143,7 @@ async fn connect(
     proxy: &ServiceProxy,
     key: Option<u64>,
     early: &[u8],
+    peer: &Peer,
 ) -> Result<(Box<dyn Io>, Pick, usize), Unconnected> {
     let mut tries = Tries::new(proxy.retries.attempts);
     while tries.left() {
@@ -159,7 +161,14 @@ async fn connect(
         if tries.made() > 0 {
             proxy.metrics.retries.inc();
         }
-        let dialing = dial_sending(proxy, &pick.entry.target, &pick.entry.backend.host, early);
+        let header = peer.header_for(proxy.send_proxy, &pick.entry.backend);
+        let dialing = dial_sending(
+            proxy,
+            &pick.entry.target,
+            &pick.entry.backend.host,
+            early,
+            header,
+        );
         let (seen, error) = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
             Ok(Ok((stream, sent))) => {
                 proxy.balancer.observe(&pick.entry, true);
@@ -203,43 +212,55 @@ fn unreachable(unavailable: Unavailable, tried: u32) -> Cause {
     }
 }
 
-/// Connects to a backend, with TLS when the service originates it (the handshake counts as part of
-/// the connect, so a backend that fails it is retried like one that refuses). A Unix socket gets
-/// none of TCP's options, and no TLS (refused at load for static backends).
+/// Connects to a backend, writes `header` first when one is due (before any TLS, as HAProxy does),
+/// with TLS when the service originates it (the handshake counts as part of the connect, so a backend
+/// that fails it is retried like one that refuses). A Unix socket gets none of TCP's options, and no
+/// TLS (refused at load for static backends).
 pub(crate) async fn dial(
     proxy: &ServiceProxy,
     target: &Target,
     host: &str,
+    header: Option<(SendProxy, Header)>,
 ) -> io::Result<Box<dyn Io>> {
-    let stream = match target {
+    let mut stream = match target {
         Target::Addr(addr) => TcpStream::connect(addr).await?,
         Target::Name(name) => TcpStream::connect(name.as_str()).await?,
         Target::Unix(_) if proxy.tls.upstream.is_some() => {
             return Err(super::unix::UnixError::Tls.into())
         }
-        Target::Unix(path) => return Ok(Box::new(super::unix::connect(path).await?)),
+        Target::Unix(path) => {
+            let mut stream = super::unix::connect(path).await?;
+            if let Some((version, header)) = header {
+                crate::proxy_protocol::write_header(&mut stream, version, header).await?;
+            }
+            return Ok(Box::new(stream));
+        }
     };
     let _ = stream.set_nodelay(true);
+    if let Some((version, header)) = header {
+        crate::proxy_protocol::write_header(&mut stream, version, header).await?;
+    }
     match &proxy.tls.upstream {
         Some(tls) => Ok(Box::new(tls.connect(host, stream).await?)),
         None => Ok(Box::new(stream)),
     }
 }
 
-/// [`dial`], sending what it can of `early` at once on a plain connection to an address; returns how
-/// many bytes went.
+/// [`dial`], sending what it can of `early` at once on a plain connection to an address without a
+/// PROXY header; returns how many bytes went.
 async fn dial_sending(
     proxy: &ServiceProxy,
     target: &Target,
     host: &str,
     early: &[u8],
+    header: Option<(SendProxy, Header)>,
 ) -> io::Result<(Box<dyn Io>, usize)> {
     match target {
-        Target::Addr(addr) if proxy.tls.upstream.is_none() => {
+        Target::Addr(addr) if proxy.tls.upstream.is_none() && header.is_none() => {
             let (stream, sent) = super::early::connect(*addr, early).await?;
             Ok((Box::new(stream), sent))
         }
-        _ => Ok((dial(proxy, target, host).await?, 0)),
+        _ => Ok((dial(proxy, target, host, header).await?, 0)),
     }
 }
 

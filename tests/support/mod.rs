@@ -7,6 +7,7 @@ pub mod http;
 pub mod load;
 pub mod netns;
 pub mod process;
+pub mod proxy_peers;
 pub mod pyhttp;
 pub mod rabbitmq;
 pub mod register;

@@ -125,7 +125,8 @@ pub(super) fn apply(
 }
 
 /// `haproxy.bind_options`: `ssl crt FILE [ca-file FILE verify required]` terminate TLS on the listener;
-/// `accept-proxy` and unknown keywords are errors; other HAProxy keywords are warned about.
+/// `accept-proxy` reads a PROXY protocol header first; unknown keywords are errors; other HAProxy
+/// keywords are warned about.
 pub(super) fn bind_options(
     options: &str,
     service: &mut ServiceConfig,
@@ -141,9 +142,7 @@ pub(super) fn bind_options(
                 .ok_or(format!("{word} needs a value"))
         };
         match word {
-            "accept-proxy" => {
-                return Err("accept-proxy: PROXY protocol is not supported yet".into())
-            }
+            "accept-proxy" => service.accept_proxy = true,
             "ssl" => ssl = true,
             "crt" => crt = Some(PathBuf::from(value()?)),
             "ca-file" => ca = Some(PathBuf::from(value()?)),
@@ -212,7 +211,7 @@ mod tests {
     }
 
     #[test]
-    fn bind_options_map_tls_refuse_proxy_protocol_and_warn_about_the_rest() {
+    fn bind_options_map_tls_and_proxy_protocol_and_warn_about_the_rest() {
         let (s, said) = bind("ssl crt /etc/ssl/web.pem alpn h2,http/1.1");
         let tls = s.unwrap().tls_listen.unwrap();
         assert_eq!(
@@ -231,6 +230,10 @@ mod tests {
             Some(std::path::Path::new("/ca.pem"))
         );
 
+        let (s, said) = bind("accept-proxy ssl crt /c.pem");
+        let s = s.unwrap();
+        assert!(s.accept_proxy && s.tls_listen.is_some() && said.is_empty());
+
         let (s, said) = bind("transparent");
         assert!(s.unwrap().tls_listen.is_none());
         assert_eq!(
@@ -239,7 +242,6 @@ mod tests {
         );
 
         for (bad, says) in [
-            ("accept-proxy", "PROXY protocol is not supported yet"),
             ("ssl", "ssl needs crt"),
             ("crt /c.pem", "without ssl"),
             ("ssl crt", "crt needs a value"),

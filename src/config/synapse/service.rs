@@ -316,6 +316,7 @@ pub(super) fn translate(
     service.health_check = health_check;
     service.max_connections = d.max_connections;
     service.slow_start = d.slow_start.unwrap_or(service.slow_start);
+    service.send_proxy = d.send_proxy;
     service.outlier = d.outlier;
     super::front::apply(&d, &mut service, &mut warn);
     match hap.get("bind_options") {

@@ -212,7 +212,8 @@ mod tests {
             crate::balance::ServerOptions {
                 backup: true,
                 disabled: false,
-                max_connections: Some(2)
+                max_connections: Some(2),
+                send_proxy: None,
             }
         );
         let labels: Vec<(&str, &str)> = b

@@ -1,12 +1,13 @@
 //! Nerve's `haproxy_server_options`: the string Synapse appends to a backend's HAProxy `server` line,
-//! read for what sinew implements (`backup`, `disabled`, `enabled`, `weight N`, `maxconn N`).
+//! read for what sinew implements (`backup`, `disabled`, `enabled`, `weight N`, `maxconn N`,
+//! `send-proxy`, `send-proxy-v2`).
 //!
 //! Everything else (`check`, `inter 2s`, `id 7`, `cookie c`, ...) is reported back as ignored, never
 //! failing the znode; so is an option sinew knows with a value HAProxy would reject (`weight x`): that
 //! option is left out, the rest of the line still applies.
 
 use crate::balance::ServerOptions;
-use crate::config::MAX_WEIGHT;
+use crate::config::{SendProxy, MAX_WEIGHT};
 
 /// HAProxy server keywords that take one argument: their argument is not taken for an option.
 const WITH_ARGUMENT: &[&str] = &[
@@ -127,6 +128,10 @@ pub fn parse(line: &str) -> Parsed {
             "backup" => out.options.backup = true,
             "disabled" => out.options.disabled = true,
             "enabled" => out.options.disabled = false,
+            "send-proxy" => out.options.send_proxy = Some(SendProxy::V1),
+            "send-proxy-v2" => out.options.send_proxy = Some(SendProxy::V2),
+            // sinew's checks send the header whenever the traffic does.
+            "check-send-proxy" => {}
             "weight" | "maxconn" => {
                 let value = words.next().unwrap_or("");
                 let n = value.parse::<u32>().ok();
@@ -200,10 +205,12 @@ mod tests {
 
     #[test]
     fn unknown_options_are_reported_with_their_arguments_skipped() {
-        let p = parse("check inter 2000 id 7 backup cookie c1 send-proxy maxconn 4");
+        let p = parse("check inter 2000 id 7 backup cookie c1 send-proxy-v2 maxconn 4");
+        assert_eq!(p.ignored, unsupported(&["check", "inter", "id", "cookie"]));
+        assert_eq!(p.options.send_proxy, Some(SendProxy::V2));
         assert_eq!(
-            p.ignored,
-            unsupported(&["check", "inter", "id", "cookie", "send-proxy"])
+            parse("send-proxy check-send-proxy").options.send_proxy,
+            Some(SendProxy::V1)
         );
         assert!(p.options.backup);
         assert_eq!(p.options.max_connections, Some(4));

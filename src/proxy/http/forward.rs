@@ -8,10 +8,12 @@ use super::errors::LocalReply;
 use super::upstream::Failure;
 use super::{headers, retry, Client, HttpProxy};
 use crate::balance::{Pick, Tries, Unavailable};
+use crate::config::SendProxy;
 use crate::config::UpstreamProtocol;
 use crate::metrics::BackendCause;
 use crate::proxy::blame::{blame, Blame, ClientBody, Seen};
-use crate::proxy::{Recording, ServiceProxy};
+use crate::proxy::{Peer, Recording, ServiceProxy};
+use crate::proxy_protocol::Header;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
@@ -87,7 +89,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
     proxy: Arc<ServiceProxy>,
     http: &HttpProxy,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Response<ProxyBody> {
     let record = proxy.red.request(Instant::now());
     let _active = http.budget.request();
@@ -96,7 +98,7 @@ pub async fn handle(
     let body = match prepare(body, http.options.max_retry_body).await {
         Ok(b) => b,
         Err(failure) => {
-            let seen = access::Seen::new(peer);
+            let seen = access::Seen::new(peer.addr);
             return fail(&proxy, http, failure, &parts, record, 0, &seen);
         }
     };
@@ -111,7 +113,7 @@ pub async fn handle_buffered(
     started: Instant,
     proxy: Arc<ServiceProxy>,
     http: &HttpProxy,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Response<ProxyBody> {
     let record = proxy.red.request(started);
     let _active = http.budget.request();
@@ -128,7 +130,7 @@ async fn forward(
     record: Recording,
     proxy: Arc<ServiceProxy>,
     http: &HttpProxy,
-    peer: SocketAddr,
+    peer: Peer,
 ) -> Response<ProxyBody> {
     let upgrade = client_upgrade.is_some();
     // The target's authority (absolute form, or HTTP/2's `:authority`) wins over a `Host` field
@@ -142,7 +144,7 @@ async fn forward(
     }
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if http.options.forwarded_headers {
-        headers::add_forwarded(&mut parts.headers, peer, &http.options);
+        headers::add_forwarded(&mut parts.headers, peer.addr, &http.options);
     }
     if http.options.via {
         headers::add_via(&mut parts.headers);
@@ -151,14 +153,14 @@ async fn forward(
 
     let key = proxy
         .hashes_client()
-        .then(|| hash_key(&proxy, &parts, peer));
+        .then(|| hash_key(&proxy, &parts, peer.addr));
     let set = proxy.balancer.current();
     let retries = &proxy.retries;
     let mut tries = Tries::new(retries.attempts);
     let mut last = LocalReply::NoBackend;
     let mut last_response: Option<Exchanged> = None;
     let mut _retry_slot = None;
-    let mut seen = access::Seen::new(peer);
+    let mut seen = access::Seen::new(peer.addr);
     while tries.left() {
         let attempt = tries.made();
         if attempt > 0 {
@@ -213,6 +215,7 @@ async fn forward(
             replayable: matches!(body, ReqBody::Replayable(_)),
             tries_left: tries.left(),
         };
+        let header = peer.header_for(proxy.send_proxy, &pick.entry.backend);
         let attempted = send(
             http,
             &proxy,
@@ -221,6 +224,7 @@ async fn forward(
             pick,
             upgrade,
             idempotent,
+            header,
         )
         .await;
         let again = retry::again(attempted.outcome(), request, retries);
@@ -275,7 +279,8 @@ async fn prepare(body: Incoming, max: usize) -> Result<ReqBody, LocalReply> {
     }
 }
 
-/// Sends one attempt to `pick`'s backend.
+/// Sends one attempt to `pick`'s backend (a new connection starts with `header`).
+#[allow(clippy::too_many_arguments)]
 async fn send(
     http: &HttpProxy,
     proxy: &ServiceProxy,
@@ -284,6 +289,7 @@ async fn send(
     pick: Pick,
     upgrade: bool,
     idempotent: bool,
+    header: Option<(SendProxy, Header)>,
 ) -> Attempt {
     let balancer = &proxy.balancer;
     let timeout = proxy.timeouts.request;
@@ -294,7 +300,7 @@ async fn send(
         (Client::Http1(upstream), AttemptBody::Bytes(bytes))
             if !upgrade && bytes.len() <= super::h1::MAX_BODY =>
         {
-            let exchange = upstream.exchange(proxy, &pick, parts, path, &bytes, idempotent);
+            let exchange = upstream.exchange(proxy, &pick, parts, path, &bytes, idempotent, header);
             tokio::time::timeout(timeout, exchange).await
         }
         (Client::Http1(upstream), body) => {
@@ -306,7 +312,7 @@ async fn send(
             // would otherwise size every request's future (and each client connection's task).
             Box::pin(tokio::time::timeout(
                 timeout,
-                upstream.send(proxy, &pick, req),
+                upstream.send(proxy, &pick, req, header),
             ))
             .await
         }

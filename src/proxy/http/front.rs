@@ -12,12 +12,11 @@ use super::errors::LocalReply;
 use super::h1::{self, Delimit, Outgoing, Parsed, RequestError};
 use super::{forward, HttpProxy};
 use crate::proxy::io::WaitReadable;
-use crate::proxy::ServiceProxy;
+use crate::proxy::{Peer, ServiceProxy};
 use bytes::BytesMut;
 use hyper::body::{Body, Frame};
 use hyper::{Method, Response, Version};
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
@@ -70,7 +69,7 @@ struct Front<'a, S> {
 pub async fn serve_own_path<S>(
     io: &mut S,
     buf: &mut BytesMut,
-    peer: SocketAddr,
+    peer: Peer,
     proxy: &Arc<ServiceProxy>,
     http: &HttpProxy,
 ) -> ConnectionFate

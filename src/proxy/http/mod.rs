@@ -24,7 +24,7 @@ pub use h1::wire;
 pub use pool::PoolMetrics;
 
 use super::io::{Activity, Metered};
-use super::ServiceProxy;
+use super::{Peer, ServiceProxy};
 use crate::config::{HttpOptions, ServiceConfig, UpstreamProtocol};
 use crate::proxy::{HttpMetrics, ProxyMetrics};
 use body::ProxyBody;
@@ -35,7 +35,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -106,7 +105,7 @@ impl HttpProxy {
 
 /// Serves one client connection in HTTP mode until it closes, idles out, or the agent stops: on
 /// sinew's own HTTP/1 path, handed to hyper's server at the first request that path leaves to it.
-pub async fn serve_connection<S>(stream: S, peer: SocketAddr, proxy: Arc<ServiceProxy>)
+pub async fn serve_connection<S>(stream: S, peer: Peer, proxy: Arc<ServiceProxy>)
 where
     S: tokio::io::AsyncRead
         + tokio::io::AsyncWrite
@@ -142,7 +141,7 @@ where
 /// Serves a connection with hyper's server (HTTP/1.1 with upgrades and `Expect`, streamed bodies, h2c).
 async fn serve_hyper<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     proxy: &Arc<ServiceProxy>,
     http: &Arc<HttpProxy>,
     activity: &Activity,

@@ -9,19 +9,26 @@
 //! finds an idle connection closed by the backend (the race every keep-alive pool has) is sent on
 //! another one, or a new one, without counting as an attempt, when the backend cannot have acted on
 //! it.
+//!
+//! With a PROXY header due to a backend (`send_proxy`), its connections are pooled per client
+//! connection (the key holds the client's and the listener's address): a connection whose header named
+//! one client never carries another client's request.
 
 use super::access::Connected;
 use super::body::{ProxyBody, UpBody};
 use super::h1::{Conn, ResponseBody};
 use super::pool::{Counted, PoolMetrics};
 use crate::balance::Pick;
+use crate::config::SendProxy;
 use crate::proxy::blame::{os_error, Seen};
 use crate::proxy::ServiceProxy;
+use crate::proxy_protocol::Header;
 use bytes::Bytes;
 use hyper::client::conn::http1;
 use hyper::http::request::Parts;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -119,7 +126,9 @@ impl Upstream {
     }
 
     /// Sends a request with an in-memory `body` to `pick`'s backend with sinew's own HTTP/1 client,
-    /// on an idle connection or a new one; the response's body gives the connection back at its end.
+    /// on an idle connection or a new one (opened with `header` first); the response's body gives the
+    /// connection back at its end.
+    #[allow(clippy::too_many_arguments)]
     pub async fn exchange(
         self: &Arc<Self>,
         proxy: &ServiceProxy,
@@ -128,8 +137,10 @@ impl Upstream {
         path: &str,
         body: &Bytes,
         idempotent: bool,
+        header: Option<(SendProxy, Header)>,
     ) -> Result<Response<UpBody>, Failure> {
-        let backend = pick.entry.key.as_str();
+        let key = pool_key(&pick.entry.key, header);
+        let backend = key.as_ref();
         // After a stale idle connection, the request goes out once more, on a new connection.
         let mut fresh = false;
         loop {
@@ -141,7 +152,7 @@ impl Upstream {
                 // waiting request's future (and each idle client connection's task) larger.
                 None => {
                     let opening = Instant::now();
-                    let lease = Box::pin(self.open(proxy, pick)).await?;
+                    let lease = Box::pin(self.open(proxy, pick, backend, header)).await?;
                     connected = Some(Connected(opening.elapsed()));
                     lease
                 }
@@ -170,19 +181,21 @@ impl Upstream {
     }
 
     /// Sends `req` (a streamed body, or an upgrade) to `pick`'s backend with hyper's HTTP/1 client, on an
-    /// idle connection or a new one, which is not pooled again.
+    /// idle connection or a new one (opened with `header` first), which is not pooled again.
     pub async fn send(
         self: &Arc<Self>,
         proxy: &ServiceProxy,
         pick: &Pick,
         mut req: Request<ProxyBody>,
+        header: Option<(SendProxy, Header)>,
     ) -> Result<Response<UpBody>, Failure> {
-        let backend = pick.entry.key.as_str();
+        let key = pool_key(&pick.entry.key, header);
+        let backend = key.as_ref();
         loop {
             let opening = Instant::now();
             let lease = match self.check_out(backend) {
                 Some(lease) => lease,
-                None => self.open(proxy, pick).await?,
+                None => self.open(proxy, pick, backend, header).await?,
             };
             let connected = (!lease.reused).then(|| Connected(opening.elapsed()));
             let reused = lease.reused;
@@ -234,10 +247,17 @@ impl Upstream {
         }
     }
 
-    /// Opens a connection to `pick`'s backend (TLS when the service originates it).
-    async fn open(self: &Arc<Self>, proxy: &ServiceProxy, pick: &Pick) -> Result<Lease, Failure> {
+    /// Opens a connection to `pick`'s backend (TLS when the service originates it, `header` first),
+    /// pooled under `key`.
+    async fn open(
+        self: &Arc<Self>,
+        proxy: &ServiceProxy,
+        pick: &Pick,
+        key: &str,
+        header: Option<(SendProxy, Header)>,
+    ) -> Result<Lease, Failure> {
         let entry = &pick.entry;
-        let dialing = crate::proxy::tcp::dial(proxy, &entry.target, &entry.backend.host);
+        let dialing = crate::proxy::tcp::dial(proxy, &entry.target, &entry.backend.host, header);
         let stream = match tokio::time::timeout(proxy.timeouts.connect, dialing).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Failure::connect(&e)),
@@ -253,7 +273,7 @@ impl Upstream {
         let open = self.metrics.open.with_label_values(&labels);
         Ok(Lease {
             conn: Conn::new(Counted::new(stream, open), proxy.tls.upstream.is_some()),
-            backend: entry.key.clone(),
+            backend: key.to_string(),
             pool: Arc::downgrade(self),
             reused: false,
         })
@@ -288,6 +308,17 @@ impl Upstream {
         });
         idle.sweeping = !idle.by_backend.is_empty();
         idle.sweeping
+    }
+}
+
+/// The pool key of connections to `backend`: the backend, and with a PROXY header naming a client,
+/// that client's connection too.
+fn pool_key(backend: &str, header: Option<(SendProxy, Header)>) -> Cow<'_, str> {
+    match header {
+        Some((_, Header::Proxy(a))) => {
+            Cow::Owned(format!("{backend} {} {}", a.source, a.destination))
+        }
+        _ => Cow::Borrowed(backend),
     }
 }
 

@@ -28,7 +28,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus::IntCounter;
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -108,7 +107,7 @@ impl Router {
     async fn handle(
         &self,
         req: Request<hyper::body::Incoming>,
-        peer: SocketAddr,
+        peer: crate::proxy::Peer,
     ) -> Response<ProxyBody> {
         let decision = {
             let host = req
@@ -187,6 +186,7 @@ impl Frontend {
 /// Accepts connections until the frontend stops.
 pub async fn accept_loop(listener: Arc<TcpListener>, frontend: Arc<Frontend>) {
     let name = frontend.router.load().name.clone();
+    let bound = listener.local_addr().ok();
     let warnings = crate::ratelog::RateLimited::default();
     loop {
         let accepted = tokio::select! {
@@ -198,6 +198,12 @@ pub async fn accept_loop(listener: Arc<TcpListener>, frontend: Arc<Frontend>) {
                 frontend.connections.inc();
                 let _ = stream.set_nodelay(true);
                 let f = Arc::clone(&frontend);
+                // A routed service may send a PROXY header naming the address the client reached.
+                let local = match bound {
+                    Some(b) if !b.ip().is_unspecified() => Some(b),
+                    _ => stream.local_addr().ok(),
+                };
+                let peer = crate::proxy::Peer { addr: peer, local };
                 frontend.conns.spawn(serve(stream, peer, f));
             }
             Err(e) => {
@@ -214,7 +220,7 @@ pub async fn accept_loop(listener: Arc<TcpListener>, frontend: Arc<Frontend>) {
 
 /// Serves one client connection until it closes, idles out, or the frontend stops; each request is
 /// routed by the router current when it arrives.
-async fn serve(stream: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
+async fn serve(stream: TcpStream, peer: crate::proxy::Peer, frontend: Arc<Frontend>) {
     let timeouts = frontend.router.load().timeouts;
     let activity = Activity::new();
     let io = TokioIo::new(Metered::new(stream, None, Arc::clone(&activity)));
@@ -237,7 +243,7 @@ async fn serve(stream: TcpStream, peer: SocketAddr, frontend: Arc<Frontend>) {
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                tracing::debug!(%peer, error = %e, "frontend client connection error");
+                tracing::debug!(peer = %peer.addr, error = %e, "frontend client connection error");
             }
         }
         _ = activity.idle(timeouts.idle) => {}
