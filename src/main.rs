@@ -11,6 +11,18 @@ use tokio_util::sync::CancellationToken;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Arena memory committed as it is used (`sinew::memory::commit_on_demand`), set from a constructor
+/// that runs before the allocator's own (prioritised `.init_array` entries run before plain ones):
+/// mimalloc reserves its first arena while it starts, before `main`.
+#[used]
+#[link_section = ".init_array.00100"]
+static COMMIT_ON_DEMAND: extern "C" fn() = {
+    extern "C" fn commit_on_demand() {
+        sinew::memory::commit_on_demand();
+    }
+    commit_on_demand
+};
+
 /// sinew: service discovery and local load balancing (Nerve + Synapse + HAProxy in one binary).
 #[derive(Parser)]
 #[command(version, about)]

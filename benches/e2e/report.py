@@ -41,7 +41,7 @@ print()
 print(f"sinew RSS after the load above: {int(sys.argv[2]) / 1024:.1f} MiB")
 print(f"sinew RSS with 100 services x 10 backends, idle: {int(sys.argv[3]) / 1024:.1f} MiB")
 print(
-    f"  the same with MIMALLOC_ARENA_EAGER_COMMIT=0 (examples/sinew.service): "
+    f"  the same with MIMALLOC_ARENA_EAGER_COMMIT=2 (mimalloc's default, not sinew's): "
     f"{int(sys.argv[4]) / 1024:.1f} MiB"
 )
 idle_count = int(sys.argv[5])

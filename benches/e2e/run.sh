@@ -132,8 +132,8 @@ read -r idle_hap_http idle_hap_tcp < <(idle "$haproxy_pid" "$hh" "$ht")
 sleep 1
 read -r idle_sinew_http idle_sinew_tcp < <(idle "$sinew_pid" "$sh" "$st")
 python3 "$here/many_services.py" "$work/many.yaml" "$ra"
-# Idle RSS of the 100-service config: as built, and with lazy allocator commit (as in
-# examples/sinew.service).
+# Idle RSS of the 100-service config: as built (arena memory committed as used), and with mimalloc's
+# own default of committing each arena whole.
 many_rss() { # env assignments...
   env "$@" "$bin" run --config "$work/many.yaml" --log-level warn >"$work/many.log" 2>&1 &
   local many=$!
@@ -145,8 +145,8 @@ many_rss() { # env assignments...
   wait "$many" 2>/dev/null || true
 }
 rss_many=$(many_rss SINEW_E2E=1)
-rss_lazy=$(many_rss MIMALLOC_ARENA_EAGER_COMMIT=0)
+rss_eager=$(many_rss MIMALLOC_ARENA_EAGER_COMMIT=2)
 
-python3 "$here/report.py" "$results" "$rss_busy" "$rss_many" "$rss_lazy" "$idle_conns" \
+python3 "$here/report.py" "$results" "$rss_busy" "$rss_many" "$rss_eager" "$idle_conns" \
   "$idle_hap_http" "$idle_sinew_http" "$idle_hap_tcp" "$idle_sinew_tcp"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"

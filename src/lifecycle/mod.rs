@@ -60,10 +60,13 @@ pub fn runtime(
 /// stopped or hands over to a successor.
 pub fn start(launch: Launch) -> Result<(), LifecycleError> {
     let config = launch.source.load()?;
-    if let Some(n) = config.threads {
-        tracing::info!(threads = n.get(), "runtime worker threads");
-    }
-    runtime(config.threads)?.block_on(run(launch, config))
+    let runtime = runtime(config.threads)?;
+    tracing::info!(
+        threads = runtime.metrics().num_workers(),
+        configured = config.threads.is_some(),
+        "runtime worker threads"
+    );
+    runtime.block_on(run(launch, config))
 }
 
 /// Runs sinew from `config` (loaded from `launch.source`) until it is stopped or hands over to a
