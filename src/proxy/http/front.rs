@@ -119,7 +119,7 @@ impl<S: AsyncRead + AsyncWrite + WaitReadable + Unpin> Front<'_, S> {
 
     /// Serves one request whose head was read: reads its body, forwards it and writes the answer;
     /// true when the connection can take another request.
-    async fn exchange(&mut self, req: h1::Request, peer: SocketAddr) -> bool {
+    async fn exchange(&mut self, req: h1::Request, peer: Peer) -> bool {
         if !self.fill(req.body_len).await {
             return false;
         }
@@ -412,7 +412,7 @@ mod tests {
     fn an_idle_keep_alive_connection_holds_a_small_task() {
         // The connection task's future, most of what an idle keep-alive connection holds. Forwarding
         // and answering a request are boxed while they run: inline they made it 3,880 bytes.
-        let task = returned(&|a: (TcpStream, SocketAddr, Arc<ServiceProxy>)| {
+        let task = returned(&|a: (TcpStream, Peer, Arc<ServiceProxy>)| {
             super::super::serve_connection(a.0, a.1, a.2)
         });
         assert!(
