@@ -4,6 +4,10 @@
 //! the loop then pauses accepting for a moment, as HAProxy and Envoy do, leaving new connections in
 //! the kernel's backlog rather than spinning, and says so once a second with a count, not once per
 //! failure.
+//!
+//! `TCP_NODELAY` is set once on the listening socket: Linux copies it into every socket accepted from
+//! it, so an accept costs no `setsockopt(2)` of its own (HAProxy sets it per accepted socket; the
+//! result is the same). Where the listener refuses it, each accepted socket gets it as before.
 
 use super::admission::{holding, Slot};
 use super::blame::Resource;
@@ -27,6 +31,7 @@ pub async fn accept_loop(
 ) {
     let service = slot.load().balancer.service().to_string();
     let warnings = RateLimited::default();
+    let inherits_nodelay = nodelay_inherited(&listener);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -46,7 +51,9 @@ pub async fn accept_loop(
                 };
                 metrics.connections.inc();
                 let conns = proxy.conns.clone();
-                let _ = stream.set_nodelay(true);
+                if !inherits_nodelay {
+                    let _ = stream.set_nodelay(true);
+                }
                 // One task type per kind of connection, so each task is only as large as its own state.
                 match (proxy.tls.listen.clone(), proxy.http.is_some()) {
                     (Some(tls), _) => {
@@ -72,6 +79,11 @@ pub async fn accept_loop(
         }
     }
     tracing::info!(service = %service, "listener closed");
+}
+
+/// Sets `TCP_NODELAY` on `listener` for its accepted sockets to inherit; false when it cannot be set.
+fn nodelay_inherited(listener: &TcpListener) -> bool {
+    rustix::net::sockopt::set_tcp_nodelay(listener, true).is_ok()
 }
 
 /// How long the listener stops accepting after a failed accept: out of descriptors, until some are
@@ -102,5 +114,27 @@ async fn serve_tls(
         http::serve_connection(stream, peer, proxy).await;
     } else {
         tcp::handle(stream, peer, proxy).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn accepted(listener: &TcpListener) -> TcpStream {
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        accepted.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(
+            !accepted(&listener).await.nodelay().unwrap(),
+            "without it on the listener, an accepted socket has Nagle on"
+        );
+        assert!(nodelay_inherited(&listener));
+        assert!(accepted(&listener).await.nodelay().unwrap());
     }
 }
