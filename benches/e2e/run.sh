@@ -16,6 +16,8 @@
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
 # E2E_PASSES lists the passes to run (default "throughput syscalls memory"); system call counts do not
 # depend on the machine's load, so `E2E_PASSES=syscalls` can be run on a busy machine.
+# E2E_SINEW_BIN runs that sinew binary instead of building this tree's (to compare two builds with
+# the same script: an earlier commit's binary, then this one's).
 # E2E_SYSCALL_SECS is the length of each cell of the system call pass (default 2).
 # With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
 # the proxy sharing their CPU, as backends on other hosts would not (a diagnostic, not the default).
@@ -36,9 +38,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxies on CPU 0, load on CPU 1)" >&2; exit 1; }
 
-echo "== building sinew (release)"
-cargo build --release -q
-bin=$PWD/target/release/sinew
+if [ -n "${E2E_SINEW_BIN:-}" ]; then
+  bin=$(realpath "$E2E_SINEW_BIN")
+  echo "== sinew: $bin"
+else
+  echo "== building sinew (release)"
+  cargo build --release -q
+  bin=$PWD/target/release/sinew
+fi
 
 work=$(mktemp -d /tmp/sinew-e2e.XXXXXX)
 pids=()
