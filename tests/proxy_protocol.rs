@@ -114,7 +114,7 @@ async fn on_a_tls_listener_the_header_comes_before_the_handshake_and_is_passed_o
     let cert = support::tls::leaf(&ca, "pp-listen", &["127.0.0.1"]);
     let port = free_port();
     let _agent = support::agent(&format!(
-        "services:\n  s: {{ listen: 127.0.0.1:{port}, mode: tcp, accept_proxy: true, send_proxy: v1, tls_listen: {{ cert: {}, key: {} }}, backends: [{}] }}\n",
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  s: {{ listen: 127.0.0.1:{port}, mode: tcp, accept_proxy: true, send_proxy: v1, tls_listen: {{ cert: {}, key: {} }}, backends: [{}] }}\n",
         cert.0.display(),
         cert.1.display(),
         nginx.addr
@@ -278,7 +278,7 @@ async fn a_znode_asking_for_send_proxy_v2_gets_the_header() {
     put(&client, &format!("{PATH}/i-nginx"), znode.as_bytes()).await;
     let port = free_port();
     let agent = support::agent(&format!(
-        "services:\n  pp:\n    listen: 127.0.0.1:{port}\n    mode: http\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH} }}\n",
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  pp:\n    listen: 127.0.0.1:{port}\n    mode: http\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH} }}\n",
         zk.address()
     ))
     .await;
