@@ -13,6 +13,7 @@ mod metrics;
 mod peer;
 mod red;
 mod tcp;
+pub mod sockmap;
 pub mod tls;
 pub(crate) mod unix;
 
