@@ -5,6 +5,7 @@ use super::counters::{self, Counters};
 use super::Kernel;
 use std::io;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -12,13 +13,9 @@ use tokio::time::Instant;
 /// Longest wait between two looks at the counters while a half-closed stream drains.
 const DRAIN_POLL_MAX: Duration = Duration::from_millis(20);
 
-/// How a spliced connection ended and what it moved.
+/// How a spliced connection ended.
 #[derive(Debug)]
 pub struct Spliced {
-    /// Bytes from the client to the backend.
-    pub from_client: u64,
-    /// Bytes from the backend to the client.
-    pub to_client: u64,
     /// Bytes the kernel left for sinew to read, which it forwarded itself (zero when the program
     /// takes every byte, as it should).
     pub relayed: u64,
@@ -53,6 +50,8 @@ pub struct Pair<'a> {
     redirecting: u8,
     /// The counters when the pair was made.
     start: (Counters, Counters),
+    /// Whether the client's and the backend's end of stream was seen.
+    ended: [AtomicBool; 2],
 }
 
 impl<'a> Pair<'a> {
@@ -73,6 +72,7 @@ impl<'a> Pair<'a> {
             backend_key: None,
             redirecting: 0,
             start,
+            ended: Default::default(),
         };
         let client_key = rustix::net::sockopt::socket_cookie(client)?;
         let backend_key = rustix::net::sockopt::socket_cookie(backend)?;
@@ -123,7 +123,9 @@ impl<'a> Pair<'a> {
             let step = match from.try_read(&mut buf) {
                 // End of stream: pass it on once every byte before it went out.
                 Ok(0) => deliver(from, to, received0, written0).await.and_then(|()| {
-                    open[side.unwrap_or(0)] = false;
+                    let i = side.unwrap_or(0);
+                    open[i] = false;
+                    self.ended[i].store(true, Ordering::Relaxed);
                     Ok(rustix::net::shutdown(to, rustix::net::Shutdown::Write)?)
                 }),
                 // Bytes the program left to the socket (none are expected): sinew forwards them.
@@ -141,14 +143,19 @@ impl<'a> Pair<'a> {
                 break End::Done;
             }
         };
-        let (client, backend) = (self.counters(self.client), self.counters(self.backend));
-        let fin = |open: bool| u64::from(!open);
-        Spliced {
-            from_client: (client.received - self.start.0.received).saturating_sub(fin(open[0])),
-            to_client: (backend.received - self.start.1.received).saturating_sub(fin(open[1])),
-            relayed,
-            end,
-        }
+        Spliced { relayed, end }
+    }
+
+    /// Bytes (from the client, to the client) since the pair was made, ends of stream left out.
+    pub fn totals(&self) -> (u64, u64) {
+        let moved = |socket: &TcpStream, start: Counters, ended: &AtomicBool| {
+            let received = self.counters(socket).received.saturating_sub(start.received);
+            received.saturating_sub(u64::from(ended.load(Ordering::Relaxed)))
+        };
+        (
+            moved(self.client, self.start.0, &self.ended[0]),
+            moved(self.backend, self.start.1, &self.ended[1]),
+        )
     }
 
     /// The counters of `socket`, or zeros if the kernel has none to give (the socket is gone).
@@ -173,7 +180,7 @@ async fn deliver(from: &TcpStream, to: &TcpStream, received0: u64, written0: u64
 }
 
 /// Writes all of `bytes` to `to`.
-async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all(to: &TcpStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         to.writable().await?;
         match to.try_write(bytes) {
@@ -227,7 +234,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
             let watch = async {
                 let pair = Pair::join(kernel, &client, &backend).unwrap();
-                pair.run(Duration::from_secs(5)).await
+                let spliced = pair.run(Duration::from_secs(5)).await;
+                (spliced, pair.totals())
             };
             let data: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7 + round) as u8).collect();
             let peers = async {
@@ -247,7 +255,7 @@ mod tests {
                 };
                 tokio::join!(up, down)
             };
-            let (spliced, (back, got)) =
+            let ((spliced, totals), (back, got)) =
                 tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(watch, peers) })
                     .await
                     .unwrap_or_else(|_| panic!("stalled in round {round}"));
@@ -255,9 +263,8 @@ mod tests {
             assert!(got[5..] == data[..], "round {round}");
             assert!(back == got);
             assert!(matches!(spliced.end, End::Done), "{spliced:?}");
-            assert_eq!(spliced.to_client, got.len() as u64, "{spliced:?}");
             // "early" was queued before the pair was made: the counters start after it.
-            assert_eq!(spliced.from_client, data.len() as u64, "{spliced:?}");
+            assert_eq!(totals, (data.len() as u64, got.len() as u64), "{spliced:?}");
             assert_eq!(spliced.relayed, 0, "{spliced:?}");
         }
     }
