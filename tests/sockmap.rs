@@ -65,11 +65,10 @@ async fn a_megabyte_each_way_arrives_whole_with_half_close_and_counted() {
             rd.read_to_end(&mut got).await.unwrap();
             got
         };
-        let ((), got) = tokio::time::timeout(Duration::from_secs(20), async {
-            tokio::join!(send, recv)
-        })
-        .await
-        .unwrap_or_else(|_| panic!("stalled in round {round}"));
+        let ((), got) =
+            tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(send, recv) })
+                .await
+                .unwrap_or_else(|_| panic!("stalled in round {round}"));
         assert_eq!(got.len(), data.len(), "round {round}");
         assert_eq!(checksum(&got), checksum(&data), "round {round}");
         expected += data.len() as u64;
@@ -91,7 +90,11 @@ async fn a_megabyte_each_way_arrives_whole_with_half_close_and_counted() {
     assert_eq!(metric(&body, &active), Some(0.0), "none open: {body}");
     assert_eq!(metric(&body, &sent), Some(expected as f64), "{body}");
     // The backend's greeting ("a\n") came back on each of the 5 connections too.
-    assert_eq!(metric(&body, &received), Some((expected + 5 * 2) as f64), "{body}");
+    assert_eq!(
+        metric(&body, &received),
+        Some((expected + 5 * 2) as f64),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +118,11 @@ async fn a_silent_connection_is_closed_after_the_idle_timeout_not_before() {
         .await
         .expect("closed by the idle timeout");
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    assert!(started.elapsed() >= Duration::from_millis(900), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     let body = http_get(agent.admin_addr(), "/metrics").await.1;
     assert_eq!(
         metric(&body, "sinew_service_idle_timeouts_total{service=\"db\"}"),
@@ -140,9 +147,17 @@ async fn reload_keeps_open_connections_and_shutdown_cuts_them_after_the_grace() 
     )
     .unwrap();
     agent.apply(config).await.unwrap();
-    assert_eq!(greet(addr).await.unwrap(), "b", "new connections go to the new backend");
+    assert_eq!(
+        greet(addr).await.unwrap(),
+        "b",
+        "new connections go to the new backend"
+    );
     s.write_all(b"still here\n").await.unwrap();
-    assert_eq!(read_line(&mut s).await.unwrap(), "still here", "the open one stays");
+    assert_eq!(
+        read_line(&mut s).await.unwrap(),
+        "still here",
+        "the open one stays"
+    );
     // Drain: the connection works during the grace period and is cut at its end.
     let shutdown = tokio::spawn(agent.shutdown(Duration::from_millis(500)));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -173,7 +188,10 @@ fn sockmap_is_refused_for_http_and_tls_services() {
         let e = Config::parse(&text, Format::Yaml, Path::new("test.yaml"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("services.db.tcp_fastpath") && e.contains(want), "{e}");
+        assert!(
+            e.contains("services.db.tcp_fastpath") && e.contains(want),
+            "{e}"
+        );
     }
     let e = Config::parse(
         "services:\n  db:\n    listen: 127.0.0.1:1\n    tcp_fastpath: splice\n    backends: [127.0.0.1:2]\n",

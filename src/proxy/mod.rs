@@ -12,8 +12,8 @@ mod listener;
 mod metrics;
 mod peer;
 mod red;
-mod tcp;
 pub mod sockmap;
+mod tcp;
 pub mod tls;
 pub(crate) mod unix;
 

@@ -93,8 +93,18 @@ impl<'a> Pair<'a> {
     pub async fn run(&self, idle: Duration) -> Spliced {
         let mut open = [true, true];
         let sides = [
-            (self.client, self.backend, self.start.0.received, self.start.1.written),
-            (self.backend, self.client, self.start.1.received, self.start.0.written),
+            (
+                self.client,
+                self.backend,
+                self.start.0.received,
+                self.start.1.written,
+            ),
+            (
+                self.backend,
+                self.client,
+                self.start.1.received,
+                self.start.0.written,
+            ),
         ];
         let mut last = (self.start.0.received, self.start.1.received);
         let mut moved = Instant::now();
@@ -149,7 +159,10 @@ impl<'a> Pair<'a> {
     /// Bytes (from the client, to the client) since the pair was made, ends of stream left out.
     pub fn totals(&self) -> (u64, u64) {
         let moved = |socket: &TcpStream, start: Counters, ended: &AtomicBool| {
-            let received = self.counters(socket).received.saturating_sub(start.received);
+            let received = self
+                .counters(socket)
+                .received
+                .saturating_sub(start.received);
             received.saturating_sub(u64::from(ended.load(Ordering::Relaxed)))
         };
         (
@@ -166,7 +179,12 @@ impl<'a> Pair<'a> {
 
 /// Waits until `to` was handed every byte `from` received since the pair was made (its end of stream
 /// counts one received, not sent).
-async fn deliver(from: &TcpStream, to: &TcpStream, received0: u64, written0: u64) -> io::Result<()> {
+async fn deliver(
+    from: &TcpStream,
+    to: &TcpStream,
+    received0: u64,
+    written0: u64,
+) -> io::Result<()> {
     let mut pause = Duration::from_micros(50);
     loop {
         let due = counters::read(from)?.received - received0 - 1;
@@ -211,7 +229,9 @@ mod tests_support {
     /// A connected loopback pair: (the outside end, the end sinew holds).
     pub async fn link() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let outside = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let outside = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
         let (inside, _) = listener.accept().await.unwrap();
         (outside, inside)
     }
@@ -256,9 +276,11 @@ mod tests {
                 tokio::join!(up, down)
             };
             let ((spliced, totals), (back, got)) =
-                tokio::time::timeout(Duration::from_secs(20), async { tokio::join!(watch, peers) })
-                    .await
-                    .unwrap_or_else(|_| panic!("stalled in round {round}"));
+                tokio::time::timeout(Duration::from_secs(20), async {
+                    tokio::join!(watch, peers)
+                })
+                .await
+                .unwrap_or_else(|_| panic!("stalled in round {round}"));
             assert_eq!(&got[..5], b"early");
             assert!(got[5..] == data[..], "round {round}");
             assert!(back == got);
