@@ -202,3 +202,28 @@ fn sockmap_is_refused_for_http_and_tls_services() {
     .to_string();
     assert!(e.contains("tcp_fastpath") && e.contains("sockmap"), "{e}");
 }
+
+#[tokio::test]
+async fn a_handover_drains_an_open_connection_until_it_closes() {
+    let backend = EchoBackend::start("a").await;
+    let Some(agent) = sockmap_agent(&yaml(&backend.hostport(), "10s")).await else {
+        return;
+    };
+    let addr = agent.service_addr("db").unwrap();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "a");
+    let handover = tokio::spawn(agent.hand_over(Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"after the handover\n").await.unwrap();
+    assert_eq!(read_line(&mut s).await.unwrap(), "after the handover");
+    assert!(
+        !handover.is_finished(),
+        "the open connection holds the drain"
+    );
+    drop(s);
+    let report = tokio::time::timeout(Duration::from_secs(5), handover)
+        .await
+        .expect("the drain ends when the connection closes")
+        .unwrap();
+    assert!(!report.cut, "nothing was cut");
+}

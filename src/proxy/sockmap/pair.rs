@@ -132,12 +132,16 @@ impl<'a> Pair<'a> {
             let mut buf = [0u8; 4096];
             let step = match from.try_read(&mut buf) {
                 // End of stream: pass it on once every byte before it went out.
-                Ok(0) => deliver(from, to, received0, written0).await.and_then(|()| {
-                    let i = side.unwrap_or(0);
-                    open[i] = false;
-                    self.ended[i].store(true, Ordering::Relaxed);
-                    Ok(rustix::net::shutdown(to, rustix::net::Shutdown::Write)?)
-                }),
+                Ok(0) => match deliver(from, to, received0, written0, idle).await {
+                    Ok(true) => {
+                        let i = side.unwrap_or(0);
+                        open[i] = false;
+                        self.ended[i].store(true, Ordering::Relaxed);
+                        rustix::net::shutdown(to, rustix::net::Shutdown::Write).map_err(Into::into)
+                    }
+                    Ok(false) => break End::Idle,
+                    Err(e) => Err(e),
+                },
                 // Bytes the program left to the socket (none are expected): sinew forwards them.
                 Ok(n) => {
                     relayed += n as u64;
@@ -178,19 +182,31 @@ impl<'a> Pair<'a> {
 }
 
 /// Waits until `to` was handed every byte `from` received since the pair was made (its end of stream
-/// counts one received, not sent).
+/// counts one received, not sent); false when `to` took nothing for `idle` (its reader stopped).
 async fn deliver(
     from: &TcpStream,
     to: &TcpStream,
     received0: u64,
     written0: u64,
-) -> io::Result<()> {
+    idle: Duration,
+) -> io::Result<bool> {
+    let due = counters::read(from)?
+        .received
+        .saturating_sub(received0)
+        .saturating_sub(1);
     let mut pause = Duration::from_micros(50);
+    let mut last = None;
+    let mut moved = Instant::now();
     loop {
-        let due = counters::read(from)?.received - received0 - 1;
-        let written = counters::read(to)?.written - written0;
+        let written = counters::read(to)?.written.saturating_sub(written0);
         if written >= due {
-            return Ok(());
+            return Ok(true);
+        }
+        if last != Some(written) {
+            last = Some(written);
+            moved = Instant::now();
+        } else if moved.elapsed() >= idle {
+            return Ok(false);
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(DRAIN_POLL_MAX);
