@@ -227,3 +227,47 @@ async fn a_handover_drains_an_open_connection_until_it_closes() {
         .unwrap();
     assert!(!report.cut, "nothing was cut");
 }
+
+#[tokio::test]
+async fn a_proxy_header_goes_first_then_the_kernel_carries_the_stream() {
+    // A backend that sends back everything it received once the client is done.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut got = Vec::new();
+            if s.read_to_end(&mut got).await.is_ok() {
+                let _ = s.write_all(&got).await;
+            }
+        }
+    });
+    let config = yaml(&backend.to_string(), "10s").replace(
+        "    tcp_fastpath: sockmap\n",
+        "    tcp_fastpath: sockmap\n    send_proxy: v1\n",
+    );
+    let Some(agent) = sockmap_agent(&config).await else {
+        return;
+    };
+    let addr = agent.service_addr("db").unwrap();
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&data).await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut back))
+        .await
+        .expect("answered in time")
+        .unwrap();
+    let header_end = back
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a header line")
+        + 1;
+    let header = String::from_utf8_lossy(&back[..header_end]);
+    assert!(
+        header.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),
+        "{header}"
+    );
+    assert_eq!(back.len() - header_end, data.len());
+    assert_eq!(checksum(&back[header_end..]), checksum(&data));
+}

@@ -2,12 +2,14 @@
 //! time, transfer totals and the delivery of a half-closed stream are read from the kernel.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 /// Offset of `tcpi_bytes_acked` in `struct tcp_info`.
 const BYTES_ACKED: usize = 120;
 /// Offset of `tcpi_bytes_received` in `struct tcp_info`.
 const BYTES_RECEIVED: usize = 128;
+/// Attempts at a consistent pair of receive counters.
+const STABLE_TRIES: usize = 100;
 /// The part of `struct tcp_info` read.
 const INFO_LEN: usize = BYTES_RECEIVED + 8;
 
@@ -33,6 +35,23 @@ pub fn read(socket: &impl AsRawFd) -> io::Result<Counters> {
         received: field(BYTES_RECEIVED),
         written: field(BYTES_ACKED) + outq(fd)?,
     })
+}
+
+/// The counters of `socket` with `received` taken back to what was read from it: bytes that arrived
+/// and wait unread count as not received yet. Read while nothing reads the socket (before pairing).
+pub fn read_consumed(socket: &(impl AsRawFd + AsFd)) -> io::Result<Counters> {
+    // Bytes arriving between the two reads would skew the difference: retry until none did.
+    for _ in 0..STABLE_TRIES {
+        let before = read(socket)?;
+        let unread = rustix::io::ioctl_fionread(socket)?;
+        if read(socket)?.received == before.received {
+            return Ok(Counters {
+                received: before.received.saturating_sub(unread),
+                ..before
+            });
+        }
+    }
+    Err(io::Error::other("receive counters kept moving"))
 }
 
 /// The first `INFO_LEN` bytes of `TCP_INFO`.
@@ -110,5 +129,12 @@ mod tests {
         assert_eq!(a1.written - a0.written, 1000);
         assert_eq!(b1.received - b0.received, 1000);
         kick(&b).unwrap();
+        // Unread bytes are not counted as received yet.
+        a.write_all(&[1; 300]).unwrap();
+        while rustix::io::ioctl_fionread(&b).unwrap() < 300 {
+            std::thread::yield_now();
+        }
+        assert_eq!(read_consumed(&b).unwrap().received, b1.received);
+        assert_eq!(read(&b).unwrap().received, b1.received + 300);
     }
 }

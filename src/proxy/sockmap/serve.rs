@@ -7,6 +7,29 @@ use crate::proxy::connlog::cause;
 use crate::proxy::{Cause, ServiceProxy};
 use tokio::net::TcpStream;
 
+/// Most reads that empty a receive queue before pairing; a stream that keeps it filling longer stays
+/// on the copy loop.
+const DRAIN_READS: usize = 16;
+
+/// Reads what `from` has queued and writes it to `to`, until `from` has nothing more for now: the
+/// byte count, or `None` when `from` kept sending past [`DRAIN_READS`] reads or ended its stream.
+async fn drain(from: &TcpStream, to: &TcpStream) -> std::io::Result<Option<u64>> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut moved = 0;
+    for _ in 0..DRAIN_READS {
+        match from.try_read(&mut buf) {
+            Ok(0) => return Ok(None),
+            Ok(n) => {
+                write_all(to, &buf[..n]).await?;
+                moved += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(Some(moved)),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// How a spliced connection ended, for the connection log.
 pub struct Served {
     /// The termination cause (`connlog::cause`).
@@ -43,6 +66,30 @@ pub async fn serve(
     }
     stats.sent.inc_by(owed.len() as u64);
     let kernel = super::kernel().ok()?;
+    // The kernel would send a partly read segment whole again: sinew empties both receive queues
+    // first (whatever arrives after comes in whole segments).
+    let drained = async {
+        let up = drain(client, backend).await?;
+        stats.sent.inc_by(up.unwrap_or(0));
+        let down = drain(backend, client).await?;
+        stats.received.inc_by(down.unwrap_or(0));
+        Ok::<_, std::io::Error>(up.is_some() && down.is_some())
+    };
+    match drained.await {
+        Ok(true) => {}
+        // Still streaming, or already at an end of stream: the copy loop goes on from here.
+        Ok(false) => return None,
+        Err(e) => {
+            tracing::debug!(service = %service, backend = backend_key, error = %e, "connection ended with error");
+            proxy.red.error(Cause::Reset);
+            return Some(Served {
+                cause: cause::ERROR,
+                from_client: 0,
+                to_client: 0,
+                error: Some(e.to_string()),
+            });
+        }
+    }
     let pair = match Pair::join(kernel, client, backend) {
         Ok(pair) => pair,
         Err(e) => {
