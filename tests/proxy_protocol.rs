@@ -1,7 +1,9 @@
 //! The PROXY protocol against real peers: nginx (`listen ... proxy_protocol`) reads what sinew sends
 //! with `send_proxy: v1 | v2` in TCP and HTTP mode; HAProxy (`send-proxy-v2`) in front of a sinew
 //! listener with `accept_proxy` gives sinew the original client, seen in `X-Forwarded-For` and the
-//! access log. A bad or missing header closes the connection and is counted.
+//! access log. On a TLS listener the header comes before the handshake; a Nerve znode in a real
+//! ZooKeeper can ask for the header itself. A bad or missing header closes the connection and is
+//! counted.
 
 mod support;
 
@@ -103,6 +105,39 @@ impl Logged {
             std::fs::read_to_string(&self.log).unwrap_or_default()
         );
     }
+}
+
+#[tokio::test]
+async fn on_a_tls_listener_the_header_comes_before_the_handshake_and_is_passed_on() {
+    let nginx = Nginx::start().await;
+    let ca = support::tls::ca("proxy-protocol");
+    let cert = support::tls::leaf(&ca, "pp-listen", &["127.0.0.1"]);
+    let port = free_port();
+    let _agent = support::agent(&format!(
+        "services:\n  s: {{ listen: 127.0.0.1:{port}, mode: tcp, accept_proxy: true, send_proxy: v1, tls_listen: {{ cert: {}, key: {} }}, backends: [{}] }}\n",
+        cert.0.display(),
+        cert.1.display(),
+        nginx.addr
+    ))
+    .await;
+    let mut s = TcpStream::connect(addr(port)).await.expect("connect");
+    s.write_all(b"PROXY TCP4 192.0.2.9 127.0.0.1 4242 443\r\n")
+        .await
+        .expect("send the header in the clear");
+    let mut tls = support::tls::tls_over(s, &ca)
+        .await
+        .expect("TLS after the header");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut buf = Vec::new();
+    // What came counts, whether the stream ended with a TLS close_notify or not.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf);
+    assert!(
+        text.ends_with("\r\n\r\n192.0.2.9:4242"),
+        "nginx saw the client the header named: {text}"
+    );
 }
 
 #[tokio::test]
@@ -227,4 +262,39 @@ async fn health_checks_of_a_send_proxy_service_start_with_a_local_header() {
             .expect("accept");
         assert_eq!(read_all(&mut check).await, want, "{version}");
     }
+}
+
+#[tokio::test]
+async fn a_znode_asking_for_send_proxy_v2_gets_the_header() {
+    use support::zk::{put, ZooKeeper};
+    const PATH: &str = "/nerve/services/pp/services";
+    let zk = ZooKeeper::start().await;
+    let nginx = Nginx::start().await;
+    let client = zk.client().await;
+    let znode = format!(
+        r#"{{"host":"127.0.0.1","port":{},"name":"i-nginx","haproxy_server_options":"send-proxy-v2 check"}}"#,
+        nginx.addr.port()
+    );
+    put(&client, &format!("{PATH}/i-nginx"), znode.as_bytes()).await;
+    let port = free_port();
+    let agent = support::agent(&format!(
+        "services:\n  pp:\n    listen: 127.0.0.1:{port}\n    mode: http\n    discovery:\n      zookeeper: {{ hosts: [{}], path: {PATH} }}\n",
+        zk.address()
+    ))
+    .await;
+    let routed = || {
+        agent
+            .balancer("pp")
+            .map_or(0, |b| b.current().entries().len())
+    };
+    assert!(
+        support::eventually(Duration::from_secs(5), || routed() == 1).await,
+        "the znode's backend is routed"
+    );
+    let (me, body) = get_from("127.0.0.4", addr(port), "/").await;
+    assert_eq!(
+        body,
+        me.to_string(),
+        "nginx read the v2 header the znode asked for"
+    );
 }

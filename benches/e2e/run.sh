@@ -7,10 +7,18 @@
 # sinew, keep-alive and `Connection: close`, interleaved; the table shows the median over rounds and the
 # sinew/HAProxy ratios, with the CPU time each proxy spent per request (the figure that decides throughput
 # when the CPU is the limit, and the one least disturbed by other load on the machine) and how often it
-# was preempted per request. Then it reports the memory each proxy holds per idle keep-alive client
-# connection, and sinew's RSS with 100 services of 10 backends each.
+# was preempted per request. A third mode, bulk, fetches a 100 KB response over keep-alive. Then, in a
+# separate short pass so the timed cells stay undisturbed, it counts each proxy's system calls per
+# request in each mode (`perf stat` on the syscall tracepoints, counted in the kernel, attached to the
+# proxy's process while wrk runs, divided by the requests wrk reports). Last it reports the memory each
+# proxy holds per idle keep-alive client connection, and sinew's RSS with 100 services of 10 backends.
 #
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
+# E2E_PASSES lists the passes to run (default "throughput syscalls memory"); system call counts do not
+# depend on the machine's load, so `E2E_PASSES=syscalls` can be run on a busy machine.
+# E2E_SINEW_BIN runs that sinew binary instead of building this tree's (to compare two builds with
+# the same script: an earlier commit's binary, then this one's).
+# E2E_SYSCALL_SECS is the length of each cell of the system call pass (default 2).
 # With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
 # the proxy sharing their CPU, as backends on other hosts would not (a diagnostic, not the default).
 # Installs haproxy, wrk and nginx-light from Debian when missing. Everything it starts it stops by PID.
@@ -18,6 +26,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${2:-6}
+passes=${E2E_PASSES:-throughput syscalls memory}
+syscall_secs=${E2E_SYSCALL_SECS:-2}
 here=benches/e2e
 
 need=()
@@ -28,9 +38,14 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxies on CPU 0, load on CPU 1)" >&2; exit 1; }
 
-echo "== building sinew (release)"
-cargo build --release -q
-bin=$PWD/target/release/sinew
+if [ -n "${E2E_SINEW_BIN:-}" ]; then
+  bin=$(realpath "$E2E_SINEW_BIN")
+  echo "== sinew: $bin"
+else
+  echo "== building sinew (release)"
+  cargo build --release -q
+  bin=$PWD/target/release/sinew
+fi
 
 work=$(mktemp -d /tmp/sinew-e2e.XXXXXX)
 pids=()
@@ -53,6 +68,11 @@ render() {
 render "$here/nginx.conf" "$work/nginx.conf"
 render "$here/haproxy.cfg" "$work/haproxy.cfg"
 render "$here/sinew.yaml" "$work/sinew.yaml"
+# The bulk response, readable by nginx's unprivileged workers.
+mkdir -p "$work/www"
+head -c 102400 /dev/urandom >"$work/www/100k"
+chmod 755 "$work" "$work/www"
+chmod 644 "$work/www/100k"
 
 wait_port() { # port
   for _ in $(seq 1 100); do
@@ -96,57 +116,111 @@ if [ -n "${E2E_BACKENDS_BATCH:-}" ]; then
 fi
 haproxy_pid=$(cat "$work/haproxy.pid")
 
+# Sets `path` and `extra` (wrk arguments) for a mode: keepalive, close or bulk (100 KB, keep-alive).
+mode_args() {
+  path=/
+  extra=()
+  [ "$mode" = close ] && extra=(-H "Connection: close")
+  [ "$mode" = bulk ] && path=/100k
+  return 0
+}
+wrk_for() { # seconds port path extra-wrk-args...
+  local s=$1 port=$2 path=$3
+  shift 3
+  taskset -c 1 timeout $((s + 15)) wrk -t1 -c64 -d"${s}s" --latency "$@" "http://127.0.0.1:$port$path" 2>&1 || true
+}
+
 results=$work/results.tsv
-run() { # name mode port pid extra-wrk-args...
-  local name=$1 mode=$2 port=$3 pid=$4 out before after
-  shift 4
+: >"$results"
+run() { # name mode port pid path extra-wrk-args...
+  local name=$1 mode=$2 port=$3 pid=$4 path=$5 out before after
+  shift 5
   before=$(cpu_ns "$pid")
   switched=$(preempted "$pid")
-  out=$(taskset -c 1 timeout $((secs + 15)) wrk -t1 -c64 -d"${secs}s" --latency "$@" "http://127.0.0.1:$port/" 2>&1) || true
+  out=$(wrk_for "$secs" "$port" "$path" "$@")
   after=$(cpu_ns "$pid")
   switched=$(($(preempted "$pid") - switched))
   printf '%s\t%s\t%s\n' "$name" "$mode" "$(python3 "$here/wrk_parse.py" $((after - before)) "$switched" <<<"$out")" >>"$results"
 }
-echo "== $rounds rounds x 10 cells x ${secs}s"
-for r in $(seq 1 "$rounds"); do
-  for mode in keepalive close; do
-    extra=()
-    [ "$mode" = close ] && extra=(-H "Connection: close")
-    run direct "$mode" "$b1" "$nginx_worker" "${extra[@]}"
-    run haproxy-http "$mode" "$hh" "$haproxy_pid" "${extra[@]}"
-    run sinew-http "$mode" "$sh" "$sinew_pid" "${extra[@]}"
-    run haproxy-tcp "$mode" "$ht" "$haproxy_pid" "${extra[@]}"
-    run sinew-tcp "$mode" "$st" "$sinew_pid" "${extra[@]}"
+if [[ " $passes " == *" throughput "* ]]; then
+  echo "== $rounds rounds x 14 cells x ${secs}s"
+  for r in $(seq 1 "$rounds"); do
+    for mode in keepalive close bulk; do
+      mode_args
+      [ "$mode" = bulk ] || run direct "$mode" "$b1" "$nginx_worker" "$path" "${extra[@]}"
+      run haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
+      run sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
+      run haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
+      run sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
+    done
+    echo "   round $r done"
   done
-  echo "   round $r done"
-done
+fi
 
-echo "== memory"
-rss_busy=$(awk '/VmRSS/{print $2}' "/proc/$sinew_pid/status")
-# RSS growth per idle keep-alive client connection (one request answered on each), both proxies.
-idle_conns=2000
-idle() { # pid http-port tcp-port
-  timeout 120 python3 "$here/idle_conns.py" "$1" "$idle_conns" "$2" "$3" || echo "-1 -1"
+# System calls per request: counted in the kernel by the syscall tracepoints (no per-call cost in the
+# traced process, unlike strace), with both proxies measured the same way, in a pass of its own.
+syscalls=$work/syscalls.tsv
+: >"$syscalls"
+calls=(accept4 connect socket close shutdown setsockopt getsockopt getsockname getpeername fcntl
+  read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl
+  clock_gettime futex sched_yield brk mmap munmap madvise)
+events=raw_syscalls:sys_enter
+for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
+count() { # name mode port pid path extra-wrk-args...
+  local name=$1 mode=$2 port=$3 pid=$4 path=$5 perf out
+  shift 5
+  perf stat -x, -o "$work/perf.out" -e "$events" -p "$pid" 2>/dev/null &
+  perf=$!
+  sleep 0.5
+  out=$(wrk_for "$syscall_secs" "$port" "$path" "$@")
+  kill -INT "$perf"
+  wait "$perf" || true
+  python3 "$here/syscalls.py" "$name" "$mode" "$work/perf.out" <<<"$out" >>"$syscalls"
 }
-read -r idle_hap_http idle_hap_tcp < <(idle "$haproxy_pid" "$hh" "$ht")
-sleep 1
-read -r idle_sinew_http idle_sinew_tcp < <(idle "$sinew_pid" "$sh" "$st")
-python3 "$here/many_services.py" "$work/many.yaml" "$ra"
-# Idle RSS of the 100-service config: as built (arena memory committed as used), and with mimalloc's
-# own default of committing each arena whole.
-many_rss() { # env assignments...
-  env "$@" "$bin" run --config "$work/many.yaml" --log-level warn >"$work/many.log" 2>&1 &
-  local many=$!
-  pids+=("$many")
-  wait_port "$ra" >&2
-  sleep 2
-  awk '/VmRSS/{print $2}' "/proc/$many/status"
-  kill "$many"
-  wait "$many" 2>/dev/null || true
-}
-rss_many=$(many_rss SINEW_E2E=1)
-rss_eager=$(many_rss MIMALLOC_ARENA_EAGER_COMMIT=2)
+if [[ " $passes " == *" syscalls "* ]]; then
+  if command -v perf >/dev/null && perf stat -e "$events" -- true >/dev/null 2>&1; then
+    echo "== system calls per request: 12 cells x ${syscall_secs}s"
+    for mode in keepalive close bulk; do
+      mode_args
+      count haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
+      count sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
+      count haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
+      count sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
+    done
+  else
+    echo "== system calls per request: skipped (needs perf and the syscall tracepoints, as root)"
+  fi
+fi
 
-python3 "$here/report.py" "$results" "$rss_busy" "$rss_many" "$rss_eager" "$idle_conns" \
-  "$idle_hap_http" "$idle_sinew_http" "$idle_hap_tcp" "$idle_sinew_tcp"
+memory=()
+if [[ " $passes " == *" memory "* ]]; then
+  echo "== memory"
+  rss_busy=$(awk '/VmRSS/{print $2}' "/proc/$sinew_pid/status")
+  # RSS growth per idle keep-alive client connection (one request answered on each), both proxies.
+  idle_conns=2000
+  idle() { # pid http-port tcp-port
+    timeout 120 python3 "$here/idle_conns.py" "$1" "$idle_conns" "$2" "$3" || echo "-1 -1"
+  }
+  read -r idle_hap_http idle_hap_tcp < <(idle "$haproxy_pid" "$hh" "$ht")
+  sleep 1
+  read -r idle_sinew_http idle_sinew_tcp < <(idle "$sinew_pid" "$sh" "$st")
+  python3 "$here/many_services.py" "$work/many.yaml" "$ra"
+  # Idle RSS of the 100-service config: as built (arena memory committed as used), and with mimalloc's
+  # own default of committing each arena whole.
+  many_rss() { # env assignments...
+    env "$@" "$bin" run --config "$work/many.yaml" --log-level warn >"$work/many.log" 2>&1 &
+    local many=$!
+    pids+=("$many")
+    wait_port "$ra" >&2
+    sleep 2
+    awk '/VmRSS/{print $2}' "/proc/$many/status"
+    kill "$many"
+    wait "$many" 2>/dev/null || true
+  }
+  rss_many=$(many_rss SINEW_E2E=1)
+  rss_eager=$(many_rss MIMALLOC_ARENA_EAGER_COMMIT=2)
+  memory=("$rss_busy" "$rss_many" "$rss_eager" "$idle_conns" "$idle_hap_http" "$idle_sinew_http" "$idle_hap_tcp" "$idle_sinew_tcp")
+fi
+
+python3 "$here/report.py" "$results" "$syscalls" "${memory[@]}"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"

@@ -14,6 +14,7 @@ use rustix::io::Errno;
 use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
 use std::io;
 use std::net::SocketAddr;
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 /// Largest number of bytes read from a client before its backend is connected.
@@ -21,12 +22,36 @@ const SIZE: usize = 2048;
 
 /// What `client` has sent so far (up to [`SIZE`] bytes), read without waiting; empty when nothing is
 /// there yet (or the client has already closed: its next read reports that).
+///
+/// When tokio already holds a readiness event for the socket, the read goes through it, and a short
+/// read clears it as tokio's own reads do: the socket is drained, so the copy that follows waits for
+/// the next event rather than first reading nothing. An event that comes after the read is newer and
+/// is not cleared.
 pub fn take_ready(client: &TcpStream) -> Vec<u8> {
     let mut buf = [0u8; SIZE];
-    match rustix::net::recv(client, &mut buf, RecvFlags::DONTWAIT) {
-        Ok((n, _)) => buf[..n].to_vec(),
-        Err(_) => Vec::new(),
-    }
+    let (mut called, mut read) = (false, None);
+    let through_tokio = client.try_io(Interest::READABLE, || {
+        called = true;
+        let (n, _) = rustix::net::recv(client, &mut buf, RecvFlags::DONTWAIT)?;
+        read = Some(n);
+        if 0 < n && n < SIZE {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    let n = match (read, through_tokio) {
+        (Some(n), _) => n,
+        // No event yet (a socket just accepted): read anyway, the bytes are often there already.
+        (None, Err(_)) if !called => {
+            match rustix::net::recv(client, &mut buf, RecvFlags::DONTWAIT) {
+                Ok((n, _)) => n,
+                Err(_) => 0,
+            }
+        }
+        (None, _) => 0,
+    };
+    buf[..n].to_vec()
 }
 
 /// Connects to `addr` (TCP_NODELAY set) and sends as much of `early` as the new connection takes at
@@ -98,6 +123,29 @@ mod tests {
         stream.write_all(b"+PONG\r\n").await.unwrap();
         accepted.readable().await.unwrap();
         assert_eq!(take_ready(&accepted), b"+PONG\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_short_read_through_tokio_leaves_no_stale_readiness_and_loses_no_event() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (accepted, _) = l.accept().await.unwrap();
+        client.write_all(b"abc").await.unwrap();
+        accepted.readable().await.unwrap();
+        assert_eq!(take_ready(&accepted), b"abc");
+        let mut read_again = false;
+        let r = accepted.try_io(Interest::READABLE, || {
+            read_again = true;
+            Ok(())
+        });
+        assert!(
+            r.is_err() && !read_again,
+            "the drained socket is not read again before its next event"
+        );
+        client.write_all(b"def").await.unwrap();
+        let next = tokio::time::timeout(std::time::Duration::from_secs(5), accepted.readable());
+        next.await.expect("the next bytes wake the socket").unwrap();
+        assert_eq!(take_ready(&accepted), b"def");
     }
 
     #[tokio::test]

@@ -4,6 +4,10 @@
 //! the loop then pauses accepting for a moment, as HAProxy and Envoy do, leaving new connections in
 //! the kernel's backlog rather than spinning, and says so once a second with a count, not once per
 //! failure.
+//!
+//! `TCP_NODELAY` is set once on the listening socket: Linux copies it into every socket accepted from
+//! it, so an accept costs no `setsockopt(2)` of its own (HAProxy sets it per accepted socket; the
+//! result is the same). Where the listener refuses it, each accepted socket gets it as before.
 
 use super::admission::{holding, Slot};
 use super::blame::Resource;
@@ -29,6 +33,7 @@ pub async fn accept_loop(
     let service = slot.load().balancer.service().to_string();
     let bound = listener.local_addr().ok();
     let warnings = RateLimited::default();
+    let inherits_nodelay = nodelay_inherited(&listener);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,
@@ -48,7 +53,9 @@ pub async fn accept_loop(
                 };
                 metrics.connections.inc();
                 let conns = proxy.conns.clone();
-                let _ = stream.set_nodelay(true);
+                if !inherits_nodelay {
+                    let _ = stream.set_nodelay(true);
+                }
                 if proxy.accept_proxy {
                     // Boxed: the header is read first, then the connection is served as any other.
                     conns.spawn(holding(slot, Box::pin(accept_proxy(stream, peer, proxy))));
@@ -80,6 +87,11 @@ pub async fn accept_loop(
         }
     }
     tracing::info!(service = %service, "listener closed");
+}
+
+/// Sets `TCP_NODELAY` on `listener` for its accepted sockets to inherit; false when it cannot be set.
+fn nodelay_inherited(listener: &TcpListener) -> bool {
+    rustix::net::sockopt::set_tcp_nodelay(listener, true).is_ok()
 }
 
 /// How long the listener stops accepting after a failed accept: out of descriptors, until some are
@@ -134,5 +146,27 @@ async fn serve_tls(tls: Arc<ListenTls>, stream: TcpStream, peer: Peer, proxy: Ar
         http::serve_connection(stream, peer, proxy).await;
     } else {
         tcp::handle(stream, peer, proxy).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn accepted(listener: &TcpListener) -> TcpStream {
+        let addr = listener.local_addr().unwrap();
+        let (_client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        accepted.unwrap().0
+    }
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        assert!(
+            !accepted(&listener).await.nodelay().unwrap(),
+            "without it on the listener, an accepted socket has Nagle on"
+        );
+        assert!(nodelay_inherited(&listener));
+        assert!(accepted(&listener).await.nodelay().unwrap());
     }
 }

@@ -31,16 +31,23 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 /// backend with the connect (see `early.rs`).
 pub async fn handle_plain(client: TcpStream, peer: Peer, proxy: Arc<ServiceProxy>) {
     let early = super::early::take_ready(&client);
-    relay(client, peer, proxy, early).await
+    relay(client, peer, proxy, early, true).await
 }
 
 /// Serves one client connection (TLS terminated by the listener) to the end.
 pub async fn handle<C: Io>(client: C, peer: Peer, proxy: Arc<ServiceProxy>) {
-    relay(client, peer, proxy, Vec::new()).await
+    relay(client, peer, proxy, Vec::new(), false).await
 }
 
-/// Serves `client`, which has sent `early` already.
-async fn relay<C: Io>(client: C, peer: Peer, proxy: Arc<ServiceProxy>, mut early: Vec<u8>) {
+/// Serves `client`, which has sent `early` already; `plain` when it is a plain socket (no TLS session
+/// to end with its own alert before the close).
+async fn relay<C: Io>(
+    client: C,
+    peer: Peer,
+    proxy: Arc<ServiceProxy>,
+    mut early: Vec<u8>,
+    plain: bool,
+) {
     let accepted = Instant::now();
     let _open = proxy.red.connection(accepted);
     let metrics = &proxy.metrics;
@@ -126,7 +133,12 @@ async fn relay<C: Io>(client: C, peer: Peer, proxy: Arc<ServiceProxy>, mut early
             stats.sent.inc_by((early.len() - sent) as u64);
         }
         drop(early);
-        super::copy::bidirectional(&mut client, &mut backend).await
+        // Both sockets are closed as soon as the copy ends (when this function returns).
+        if plain && proxy.tls.upstream.is_none() {
+            super::copy::bidirectional_closing(&mut client, &mut backend).await
+        } else {
+            super::copy::bidirectional(&mut client, &mut backend).await
+        }
     };
     let termination = tokio::select! {
         r = copy => match r {

@@ -211,8 +211,28 @@ pub async fn tls_connect(
             .unwrap(),
         None => builder.with_no_client_auth(),
     };
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = TcpStream::connect(addr).await?;
+    tls_handshake(stream, config).await
+}
+
+/// A TLS handshake as `127.0.0.1` over a connection already open (after bytes sent in the clear).
+pub async fn tls_over(
+    stream: TcpStream,
+    ca: &Ca,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots(ca))
+        .with_no_client_auth();
+    tls_handshake(stream, config).await
+}
+
+async fn tls_handshake(
+    stream: TcpStream,
+    config: rustls::ClientConfig,
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     connector
         .connect(ServerName::try_from("127.0.0.1").unwrap(), stream)
         .await
