@@ -50,7 +50,7 @@ pub use load::Format;
 pub use locality::{HostLocality, LocalityRouting};
 pub use network::{Network, NetworkError};
 pub use service::{
-    Algorithm, Mode, Retries, SendProxy, ServiceConfig, Timeouts, MAX_RETRY_ATTEMPTS,
+    Algorithm, Mode, Retries, SendProxy, ServiceConfig, TcpFastpath, Timeouts, MAX_RETRY_ATTEMPTS,
     MIN_HEADER_BYTES,
 };
 pub use text::TextError;

@@ -101,6 +101,9 @@ pub struct ServiceConfig {
     /// Zone-aware routing: prefer backends in this host's zone, spilling over as they become unusable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_routing: Option<super::LocalityRouting>,
+    /// TCP mode: how bytes move between client and backend (`copy`, or the kernel's `sockmap`).
+    #[serde(default, skip_serializing_if = "TcpFastpath::is_copy")]
+    pub tcp_fastpath: TcpFastpath,
 }
 
 impl ServiceConfig {
@@ -135,6 +138,7 @@ impl ServiceConfig {
             slow_start: Duration::ZERO,
             ewma_decay: default_ewma_decay(),
             locality_routing: None,
+            tcp_fastpath: TcpFastpath::Copy,
         }
     }
 }
@@ -147,6 +151,32 @@ pub enum SendProxy {
     V1,
     /// The binary form (HAProxy's `send-proxy-v2`).
     V2,
+}
+
+/// How a TCP-mode service moves bytes between a client and its backend.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TcpFastpath {
+    /// sinew reads and writes every byte.
+    #[default]
+    Copy,
+    /// The kernel moves the bytes between the two sockets (eBPF sockmap); for bulk streams.
+    Sockmap,
+}
+
+impl TcpFastpath {
+    /// True for the default, `copy`.
+    pub fn is_copy(&self) -> bool {
+        *self == TcpFastpath::Copy
+    }
+
+    /// The name used in the config and the `path` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpFastpath::Copy => "copy",
+            TcpFastpath::Sockmap => "sockmap",
+        }
+    }
 }
 
 /// How traffic is proxied.

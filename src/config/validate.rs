@@ -223,6 +223,18 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
             ));
         }
     }
+    if svc.tcp_fastpath == crate::config::TcpFastpath::Sockmap {
+        let refused = if svc.mode == Mode::Http {
+            Some("applies to mode tcp only")
+        } else if svc.tls_upstream.is_some() || svc.tls_listen.is_some() {
+            Some("cannot carry TLS (tls_upstream, tls_listen): sinew must see every byte; use copy")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            return Err(FieldError::new("tcp_fastpath", format!("sockmap {why}")));
+        }
+    }
     if svc.accept_proxy && svc.listen.is_none() {
         return Err(FieldError::new(
             "accept_proxy",

@@ -28,6 +28,7 @@ pub struct ProxyMetrics {
     local_errors: IntCounterVec,
     client_errors: IntCounterVec,
     proxy_protocol_errors: IntCounterVec,
+    fastpath: IntGaugeVec,
     red: RedFamilies,
 }
 
@@ -165,6 +166,11 @@ impl ProxyMetrics {
         let s = &["service"];
         let sb = &["service", "backend"];
         Ok(Self {
+            fastpath: r.gauge(
+                "sinew_tcp_fastpath",
+                "1 for the path a TCP service's bytes take (copy, or the kernel's sockmap), 0 for the other.",
+                &["service", "path"],
+            )?,
             connections: r.counter(
                 "sinew_service_connections_total",
                 "Client connections accepted.",
@@ -258,6 +264,16 @@ impl ProxyMetrics {
     /// The RED children of a service in `mode`, every series created now at 0.
     pub fn red(&self, service: &str, mode: Mode) -> Arc<ServiceRed> {
         self.red.service(service, mode)
+    }
+
+    /// Records that `service`'s bytes take `path` (`copy` or `sockmap`).
+    pub fn fastpath(&self, service: &str, path: crate::config::TcpFastpath) {
+        use crate::config::TcpFastpath::{Copy, Sockmap};
+        for p in [Copy, Sockmap] {
+            self.fastpath
+                .with_label_values(&[service, p.label()])
+                .set(i64::from(p == path));
+        }
     }
 
     /// The client-connection children of one service.

@@ -12,6 +12,7 @@ mod listener;
 mod metrics;
 mod peer;
 mod red;
+pub mod sockmap;
 mod tcp;
 pub mod tls;
 pub(crate) mod unix;
@@ -68,6 +69,8 @@ pub struct ServiceProxy {
     /// Some backend connection may start with a PROXY header (the service's `send_proxy`, or a
     /// ZooKeeper backend's `send-proxy` server option), so accepted connections note their local address.
     pub may_send_proxy: bool,
+    /// TCP mode: the kernel moves the bytes (`tcp_fastpath: sockmap`, and the kernel took the program).
+    pub sockmap: bool,
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
     warnings: crate::ratelog::RateLimited,
@@ -112,7 +115,10 @@ impl ServiceProxy {
                 tls.upstream.clone(),
             ))
         });
+        let sockmap = config.mode == Mode::Tcp
+            && sockmap::usable(balancer.service(), config.tcp_fastpath, metrics);
         Self {
+            sockmap,
             balancer,
             metrics: service_metrics,
             red,

@@ -24,8 +24,8 @@ enum Unconnected {
 }
 
 /// A connected stream, plain or TLS.
-pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send + std::any::Any {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Io for T {}
 
 /// Serves one plain TCP client connection to the end; what the client has sent already goes to the
 /// backend with the connect (see `early.rs`).
@@ -45,7 +45,7 @@ async fn relay<C: Io>(
     client: C,
     peer: Peer,
     proxy: Arc<ServiceProxy>,
-    early: Vec<u8>,
+    mut early: Vec<u8>,
     plain: bool,
 ) {
     let accepted = Instant::now();
@@ -103,6 +103,26 @@ async fn relay<C: Io>(
     let early_len = early.len() as u64;
     let stats = &pick.entry.stats.metrics;
     stats.connections.inc();
+    let mut sent = sent;
+    // The kernel path, for plain TCP on both sides (a Unix-socket backend runs the copy loop).
+    let (c, b): (&dyn std::any::Any, &dyn std::any::Any) = (&client, &*backend);
+    if let (true, Some(c), Some(b)) = (proxy.sockmap, c.downcast_ref(), b.downcast_ref()) {
+        stats.sent.inc_by(sent as u64);
+        let key = pick.entry.key.to_string();
+        let served = super::sockmap::serve(&proxy, c, b, &early[sent..], stats, &key).await;
+        if let Some(served) = served {
+            if let Some(log) = &mut log {
+                log.from_client = early_len + served.from_client;
+                log.to_client = served.to_client;
+                log.error = served.error;
+                log.log(served.cause);
+            }
+            return;
+        }
+        // Not paired: the early bytes went out (and were counted), the copy loop takes over.
+        sent = 0;
+        early.clear();
+    }
     let activity = Activity::new();
     let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
     let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
