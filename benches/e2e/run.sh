@@ -16,6 +16,7 @@
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
 # E2E_PASSES lists the passes to run (default "throughput syscalls memory"); system call counts do not
 # depend on the machine's load, so `E2E_PASSES=syscalls` can be run on a busy machine.
+# E2E_SOCKMAP=1 adds a `sinew-sockmap` row: the TCP service again with `tcp_fastpath: sockmap`.
 # E2E_SINEW_BIN runs that sinew binary instead of building this tree's (to compare two builds with
 # the same script: an earlier commit's binary, then this one's).
 # E2E_SYSCALL_SECS is the length of each cell of the system call pass (default 2).
@@ -57,8 +58,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin.
-read -r b1 b2 b3 hh ht sh st sa ra < <(python3 "$here/free_ports.py" 9)
+# Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin
+# sinew-sockmap.
+read -r b1 b2 b3 hh ht sh st sa ra sk < <(python3 "$here/free_ports.py" 10)
 
 # Replace @NAME@ placeholders in a template.
 render() {
@@ -68,6 +70,19 @@ render() {
 render "$here/nginx.conf" "$work/nginx.conf"
 render "$here/haproxy.cfg" "$work/haproxy.cfg"
 render "$here/sinew.yaml" "$work/sinew.yaml"
+# E2E_SOCKMAP=1: a third sinew service, the TCP one on the kernel's sockmap path (`sinew-sockmap`).
+sockmap=${E2E_SOCKMAP:-}
+if [ -n "$sockmap" ]; then
+  cat >>"$work/sinew.yaml" <<EOF_SOCKMAP
+  tcp_sockmap:
+    listen: 127.0.0.1:$sk
+    mode: tcp
+    balance: least_conn
+    tcp_fastpath: sockmap
+    backends: [127.0.0.1:$b1, 127.0.0.1:$b2, 127.0.0.1:$b3]
+    health_check: { type: tcp, interval: 2s }
+EOF_SOCKMAP
+fi
 # The bulk response, readable by nginx's unprivileged workers.
 mkdir -p "$work/www"
 head -c 102400 /dev/urandom >"$work/www/100k"
@@ -94,7 +109,7 @@ pids+=("$(cat "$work/haproxy.pid")")
 setsid taskset -c 0 "$bin" run --config "$work/sinew.yaml" --log-level warn >"$work/sinew.log" 2>&1 &
 pids+=("$!")
 sinew_pid=$!
-for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st"; do wait_port "$p"; done
+for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"}; do wait_port "$p"; done
 for p in "${pids[@]}"; do
   taskset -apc 0 "$p" >/dev/null
   for c in $(pgrep -P "$p" || true); do taskset -apc 0 "$c" >/dev/null; done
@@ -143,7 +158,7 @@ run() { # name mode port pid path extra-wrk-args...
   printf '%s\t%s\t%s\n' "$name" "$mode" "$(python3 "$here/wrk_parse.py" $((after - before)) "$switched" <<<"$out")" >>"$results"
 }
 if [[ " $passes " == *" throughput "* ]]; then
-  echo "== $rounds rounds x 14 cells x ${secs}s"
+  echo "== $rounds rounds x ${secs}s cells"
   for r in $(seq 1 "$rounds"); do
     for mode in keepalive close bulk; do
       mode_args
@@ -152,6 +167,7 @@ if [[ " $passes " == *" throughput "* ]]; then
       run sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
       run haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
       run sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
+      [ -z "$sockmap" ] || run sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
     done
     echo "   round $r done"
   done
@@ -179,13 +195,14 @@ count() { # name mode port pid path extra-wrk-args...
 }
 if [[ " $passes " == *" syscalls "* ]]; then
   if command -v perf >/dev/null && perf stat -e "$events" -- true >/dev/null 2>&1; then
-    echo "== system calls per request: 12 cells x ${syscall_secs}s"
+    echo "== system calls per request: ${syscall_secs}s cells"
     for mode in keepalive close bulk; do
       mode_args
       count haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
       count sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
       count haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
       count sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
+      [ -z "$sockmap" ] || count sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
     done
   else
     echo "== system calls per request: skipped (needs perf and the syscall tracepoints, as root)"
