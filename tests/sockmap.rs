@@ -271,3 +271,50 @@ async fn a_proxy_header_goes_first_then_the_kernel_carries_the_stream() {
     assert_eq!(back.len() - header_end, data.len());
     assert_eq!(checksum(&back[header_end..]), checksum(&data));
 }
+
+#[tokio::test]
+async fn a_client_that_resets_while_the_backend_still_sends_ends_its_connection_at_once() {
+    // A backend that sends more than the socket buffers hold, then ends its stream.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![7u8; 64 * 1024];
+                for _ in 0..128 {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    let Some(agent) = sockmap_agent(&yaml(&backend.to_string(), "60s")).await else {
+        return;
+    };
+    let addr = agent.service_addr("db").unwrap();
+    let active = "sinew_service_connections_active{service=\"db\"}";
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut first = [0u8; 1024];
+        s.read_exact(&mut first).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Gone with unread bytes: a reset, as a load generator that stops does.
+        s.set_linger(Some(Duration::ZERO)).unwrap();
+        drop(s);
+    }
+    let mut ended = false;
+    for _ in 0..150 {
+        let body = http_get(agent.admin_addr(), "/metrics").await.1;
+        if metric(&body, active) == Some(0.0) {
+            ended = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        ended,
+        "connections whose client reset end at once, not after the 60 s idle timeout"
+    );
+}

@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 const BYTES_ACKED: usize = 120;
 /// Offset of `tcpi_bytes_received` in `struct tcp_info`.
 const BYTES_RECEIVED: usize = 128;
+/// `TCP_CLOSE` in `tcpi_state` (the first byte of `struct tcp_info`): reset, or closed both ways.
+const STATE_CLOSE: u8 = 7;
 /// Attempts at a consistent pair of receive counters.
 const STABLE_TRIES: usize = 100;
 /// The part of `struct tcp_info` read.
@@ -20,6 +22,9 @@ pub struct Counters {
     pub received: u64,
     /// Bytes handed to the socket for sending: acknowledged plus still queued (a FIN counts one).
     pub written: u64,
+    /// The connection is closed (`TCP_CLOSE`: reset by the peer, or ended both ways): nothing more
+    /// it was handed will be delivered.
+    pub closed: bool,
 }
 
 /// Reads the counters of `socket`.
@@ -34,6 +39,7 @@ pub fn read(socket: &impl AsRawFd) -> io::Result<Counters> {
     Ok(Counters {
         received: field(BYTES_RECEIVED),
         written: field(BYTES_ACKED) + outq(fd)?,
+        closed: info[0] == STATE_CLOSE,
     })
 }
 

@@ -185,7 +185,8 @@ impl<'a> Pair<'a> {
 }
 
 /// Waits until `to` was handed every byte `from` received since the pair was made (its end of stream
-/// counts one received, not sent); false when `to` took nothing for `idle` (its reader stopped).
+/// counts one received, not sent); false when `to` took nothing for `idle` (its reader stopped), an
+/// error at once when `to` was reset.
 async fn deliver(
     from: &TcpStream,
     to: &TcpStream,
@@ -201,9 +202,14 @@ async fn deliver(
     let mut last = None;
     let mut moved = Instant::now();
     loop {
-        let written = counters::read(to)?.written.saturating_sub(written0);
+        let now = counters::read(to)?;
+        let written = now.written.saturating_sub(written0);
         if written >= due {
             return Ok(true);
+        }
+        if now.closed {
+            // The peer reset: what is left will never go out, so there is nothing to wait for.
+            return Err(io::ErrorKind::ConnectionReset.into());
         }
         if last != Some(written) {
             last = Some(written);
