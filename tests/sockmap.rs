@@ -301,7 +301,7 @@ async fn a_client_that_resets_while_the_backend_still_sends_ends_its_connection_
         s.read_exact(&mut first).await.unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Gone with unread bytes: a reset, as a load generator that stops does.
-        s.set_linger(Some(Duration::ZERO)).unwrap();
+        rustix::net::sockopt::set_socket_linger(&s, Some(Duration::ZERO)).unwrap();
         drop(s);
     }
     let mut ended = false;
