@@ -53,10 +53,11 @@ impl Logged {
             .collect()
     }
 
-    /// Waits (up to 10 s) for lines matching `want`, and returns all lines that do.
+    /// Waits (up to 30 s: a ZooKeeper restart on a loaded machine) for lines matching `want`, and
+    /// returns all lines that do.
     async fn wait_for(&self, count: usize, want: impl Fn(&Value) -> bool) -> Vec<Value> {
         let mut found = Vec::new();
-        support::eventually(Duration::from_secs(10), || {
+        support::eventually(Duration::from_secs(30), || {
             found = self.lines().into_iter().filter(|l| want(l)).collect();
             found.len() >= count
         })
