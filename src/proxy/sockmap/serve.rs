@@ -42,6 +42,19 @@ pub struct Served {
     pub error: Option<String>,
 }
 
+/// A connection that failed before the kernel pair was made: counted and logged as a reset.
+fn failed(proxy: &ServiceProxy, backend_key: &str, e: &std::io::Error) -> Served {
+    let service = proxy.balancer.service();
+    tracing::debug!(service = %service, backend = backend_key, error = %e, "connection ended with error");
+    proxy.red.error(Cause::Reset);
+    Served {
+        cause: cause::ERROR,
+        from_client: 0,
+        to_client: 0,
+        error: Some(e.to_string()),
+    }
+}
+
 /// Serves `client` and `backend` on the kernel path after writing `owed` (early data sinew read
 /// itself) to the backend. `None` when the pair could not be made: the caller runs the copy loop
 /// (nothing was lost: the sockets are as they were, with `owed` sent).
@@ -55,14 +68,7 @@ pub async fn serve(
 ) -> Option<Served> {
     let service = proxy.balancer.service();
     if let Err(e) = write_all(backend, owed).await {
-        tracing::debug!(service = %service, backend = backend_key, error = %e, "connection ended with error");
-        proxy.red.error(Cause::Reset);
-        return Some(Served {
-            cause: cause::ERROR,
-            from_client: 0,
-            to_client: 0,
-            error: Some(e.to_string()),
-        });
+        return Some(failed(proxy, backend_key, &e));
     }
     stats.sent.inc_by(owed.len() as u64);
     let kernel = super::kernel().ok()?;
@@ -79,16 +85,7 @@ pub async fn serve(
         Ok(true) => {}
         // Still streaming, or already at an end of stream: the copy loop goes on from here.
         Ok(false) => return None,
-        Err(e) => {
-            tracing::debug!(service = %service, backend = backend_key, error = %e, "connection ended with error");
-            proxy.red.error(Cause::Reset);
-            return Some(Served {
-                cause: cause::ERROR,
-                from_client: 0,
-                to_client: 0,
-                error: Some(e.to_string()),
-            });
-        }
+        Err(e) => return Some(failed(proxy, backend_key, &e)),
     }
     let pair = match Pair::join(kernel, client, backend) {
         Ok(pair) => pair,
