@@ -62,6 +62,17 @@ if cells:
                 if (s, mode) in syscalls and (h, mode) in syscalls:
                     calls = f"{syscalls[(s, mode)][0] / max(syscalls[(h, mode)][0], 1e-9):.2f}"
                 print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}{calls:>14}")
+    if any(name.startswith("base-") for name, _ in cells):
+        print()
+        print(f"{'sinew/base':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")
+        for proto in ("http", "tcp"):
+            for mode in MODES:
+                s, b = f"sinew-{proto}", f"base-{proto}"
+                if (s, mode) in cells and (b, mode) in cells:
+                    rps = median(s, mode, 0) / max(median(b, mode, 0), 1e-9)
+                    p99 = median(s, mode, 2) / max(median(b, mode, 2), 1e-9)
+                    cpu = median(s, mode, 4) / max(median(b, mode, 4), 1e-9)
+                    print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}")
 
 if syscalls:
     print()

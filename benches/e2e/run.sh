@@ -19,6 +19,10 @@
 # E2E_SOCKMAP=1 adds a `sinew-sockmap` row: the TCP service again with `tcp_fastpath: sockmap`.
 # E2E_SINEW_BIN runs that sinew binary instead of building this tree's (to compare two builds with
 # the same script: an earlier commit's binary, then this one's).
+# E2E_SINEW_BASE adds `base-http` and `base-tcp` rows: that sinew binary (an earlier build) run beside
+# the one measured, in its own session on the same CPU, with a sinew/base ratio table, so two builds
+# are compared in one run rather than across runs on a machine whose load changes.
+# E2E_MODES lists the modes to time (default "keepalive close bulk").
 # E2E_SYSCALL_SECS is the length of each cell of the system call pass (default 2).
 # With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
 # the proxy sharing their CPU, as backends on other hosts would not (a diagnostic, not the default).
@@ -28,6 +32,7 @@ cd "$(dirname "$0")/../.."
 rounds=${1:-3}
 secs=${2:-6}
 passes=${E2E_PASSES:-throughput syscalls memory}
+modes=${E2E_MODES:-keepalive close bulk}
 syscall_secs=${E2E_SYSCALL_SECS:-2}
 here=benches/e2e
 
@@ -59,8 +64,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin
-# sinew-sockmap.
-read -r b1 b2 b3 hh ht sh st sa ra sk < <(python3 "$here/free_ports.py" 10)
+# sinew-sockmap base-http base-tcp base-admin.
+read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba < <(python3 "$here/free_ports.py" 13)
 
 # Replace @NAME@ placeholders in a template.
 render() {
@@ -82,6 +87,12 @@ if [ -n "$sockmap" ]; then
     backends: [127.0.0.1:$b1, 127.0.0.1:$b2, 127.0.0.1:$b3]
     health_check: { type: tcp, interval: 2s }
 EOF_SOCKMAP
+fi
+# E2E_SINEW_BASE: the same two services on another binary, for a build-to-build comparison.
+base_bin=${E2E_SINEW_BASE:+$(realpath "$E2E_SINEW_BASE")}
+if [ -n "$base_bin" ]; then
+  echo "== base: $base_bin"
+  sed -e "s|:$sa\b|:$ba|; s|:$sh\b|:$bh|; s|:$st\b|:$bt|" "$work/sinew.yaml" | sed '/tcp_sockmap:/,$d' >"$work/base.yaml"
 fi
 # The bulk response, readable by nginx's unprivileged workers.
 mkdir -p "$work/www"
@@ -109,7 +120,14 @@ pids+=("$(cat "$work/haproxy.pid")")
 setsid taskset -c 0 "$bin" run --config "$work/sinew.yaml" --log-level warn >"$work/sinew.log" 2>&1 &
 pids+=("$!")
 sinew_pid=$!
-for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"}; do wait_port "$p"; done
+if [ -n "$base_bin" ]; then
+  setsid taskset -c 0 "$base_bin" run --config "$work/base.yaml" --log-level warn >"$work/base.log" 2>&1 &
+  pids+=("$!")
+  base_pid=$!
+fi
+for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${base_bin:+"$bh" "$bt"}; do
+  wait_port "$p"
+done
 for p in "${pids[@]}"; do
   taskset -apc 0 "$p" >/dev/null
   for c in $(pgrep -P "$p" || true); do taskset -apc 0 "$c" >/dev/null; done
@@ -160,7 +178,7 @@ run() { # name mode port pid path extra-wrk-args...
 if [[ " $passes " == *" throughput "* ]]; then
   echo "== $rounds rounds x ${secs}s cells"
   for r in $(seq 1 "$rounds"); do
-    for mode in keepalive close bulk; do
+    for mode in $modes; do
       mode_args
       [ "$mode" = bulk ] || run direct "$mode" "$b1" "$nginx_worker" "$path" "${extra[@]}"
       run haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
@@ -168,6 +186,10 @@ if [[ " $passes " == *" throughput "* ]]; then
       run haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
       run sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
       [ -z "$sockmap" ] || run sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
+      if [ -n "$base_bin" ]; then
+        run base-http "$mode" "$bh" "$base_pid" "$path" "${extra[@]}"
+        run base-tcp "$mode" "$bt" "$base_pid" "$path" "${extra[@]}"
+      fi
     done
     echo "   round $r done"
   done
@@ -196,13 +218,17 @@ count() { # name mode port pid path extra-wrk-args...
 if [[ " $passes " == *" syscalls "* ]]; then
   if command -v perf >/dev/null && perf stat -e "$events" -- true >/dev/null 2>&1; then
     echo "== system calls per request: ${syscall_secs}s cells"
-    for mode in keepalive close bulk; do
+    for mode in $modes; do
       mode_args
       count haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
       count sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
       count haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
       count sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
       [ -z "$sockmap" ] || count sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
+      if [ -n "$base_bin" ]; then
+        count base-http "$mode" "$bh" "$base_pid" "$path" "${extra[@]}"
+        count base-tcp "$mode" "$bt" "$base_pid" "$path" "${extra[@]}"
+      fi
     done
   else
     echo "== system calls per request: skipped (needs perf and the syscall tracepoints, as root)"
