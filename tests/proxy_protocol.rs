@@ -9,7 +9,8 @@ mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::process::{free_port, temp_file, wait_listening, Proc, BIN};
+use support::logged::Logged;
+use support::process::{free_port, wait_listening};
 use support::proxy_peers::{Haproxy, Nginx};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -65,48 +66,6 @@ async fn nginx_reads_the_client_from_send_proxy_v1_and_v2_in_tcp_and_http_mode()
     }
 }
 
-/// A running `sinew run --log-format json` whose stderr goes to a file.
-struct Logged {
-    _sinew: Proc,
-    log: std::path::PathBuf,
-}
-
-impl Logged {
-    fn start(name: &str, config: &str) -> Self {
-        let config = temp_file(&format!("{name}.yaml"), config);
-        let log = temp_file(&format!("{name}.log"), "");
-        let child = std::process::Command::new(BIN)
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(&config)
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn sinew");
-        Self {
-            _sinew: Proc(child),
-            log,
-        }
-    }
-
-    /// Waits up to 5 s for an access-log line naming `client`.
-    async fn access_line(&self, client: &str) -> serde_json::Value {
-        for _ in 0..250 {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let found = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|l| l["target"] == "sinew::access" && l["client"] == client);
-            if let Some(line) = found {
-                return line;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "no access line for {client}: {}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-}
-
 #[tokio::test]
 async fn on_a_tls_listener_the_header_comes_before_the_handshake_and_is_passed_on() {
     let nginx = Nginx::start().await;
@@ -150,6 +109,7 @@ async fn haproxy_send_proxy_v2_gives_sinew_the_original_client() {
             "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:{port}\n    mode: http\n    accept_proxy: true\n    backends: [{}]\n    http: {{ access_log: true }}\n",
             backend.hostport()
         ),
+        "info",
     );
     wait_listening(addr(port)).await;
     let haproxy = Haproxy::start(addr(port)).await;
@@ -158,7 +118,13 @@ async fn haproxy_send_proxy_v2_gives_sinew_the_original_client() {
         body.lines().any(|l| l == "x-forwarded-for: 127.0.0.2"),
         "the backend sees the client HAProxy saw, not HAProxy: {body}"
     );
-    let line = sinew.access_line(&me.to_string()).await;
+    let client = me.to_string();
+    let lines = sinew
+        .wait_for(1, |l| {
+            l["target"] == "sinew::access" && l["client"] == client.as_str()
+        })
+        .await;
+    let line = &lines[0];
     assert_eq!(line["path"], "/headers", "{line}");
 }
 

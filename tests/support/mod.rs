@@ -5,6 +5,7 @@ pub mod chromium;
 pub mod dns;
 pub mod http;
 pub mod load;
+pub mod logged;
 pub mod netns;
 pub mod process;
 pub mod proxy_peers;
