@@ -23,6 +23,9 @@
 # the one measured, in its own session on the same CPU, with a sinew/base ratio table, so two builds
 # are compared in one run rather than across runs on a machine whose load changes.
 # E2E_MODES lists the modes to time (default "keepalive close bulk").
+# E2E_THREADS=N runs both proxies with N threads (HAProxy `nbthread N`, sinew `threads: N`), pinned with
+# the backends to CPUs 0..N-1 and wrk to the CPUs left; on a machine with no CPU left, wrk shares all of
+# them (CPU per request is then the figure to read, req/s is the load generator's share too).
 # E2E_SYSCALL_SECS is the length of each cell of the system call pass (default 2).
 # With E2E_BACKENDS_BATCH=1 the nginx workers run under SCHED_BATCH: their wake-ups no longer preempt
 # the proxy sharing their CPU, as backends on other hosts would not (a diagnostic, not the default).
@@ -33,6 +36,7 @@ rounds=${1:-3}
 secs=${2:-6}
 passes=${E2E_PASSES:-throughput syscalls memory}
 modes=${E2E_MODES:-keepalive close bulk}
+threads=${E2E_THREADS:-1}
 syscall_secs=${E2E_SYSCALL_SECS:-2}
 here=benches/e2e
 
@@ -43,6 +47,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends haproxy wrk nginx-light >/dev/null
 fi
 [ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (proxies on CPU 0, load on CPU 1)" >&2; exit 1; }
+# CPUs of the proxies and backends, and of the load generator.
+if [ "$threads" -lt "$(nproc)" ]; then
+  proxy_cpus=0-$((threads - 1))
+  load_cpus=$threads-$(($(nproc) - 1))
+else
+  proxy_cpus=0-$(($(nproc) - 1))
+  load_cpus=$proxy_cpus
+fi
 
 if [ -n "${E2E_SINEW_BIN:-}" ]; then
   bin=$(realpath "$E2E_SINEW_BIN")
@@ -70,7 +82,7 @@ read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba < <(python3 "$here/free_ports.py"
 # Replace @NAME@ placeholders in a template.
 render() {
   sed -e "s|@B1@|$b1|g; s|@B2@|$b2|g; s|@B3@|$b3|g; s|@HH@|$hh|g; s|@HT@|$ht|g" \
-      -e "s|@SH@|$sh|g; s|@ST@|$st|g; s|@SA@|$sa|g; s|@WORK@|$work|g" "$1" >"$2"
+      -e "s|@SH@|$sh|g; s|@ST@|$st|g; s|@SA@|$sa|g; s|@WORK@|$work|g; s|@NT@|$threads|g" "$1" >"$2"
 }
 render "$here/nginx.conf" "$work/nginx.conf"
 render "$here/haproxy.cfg" "$work/haproxy.cfg"
@@ -117,11 +129,11 @@ pids+=("$(cat "$work/haproxy.pid")")
 # Its own session, as HAProxy and nginx daemonize into theirs (and as a service manager starts it): sharing
 # the script's session would put sinew in wrk's scheduler autogroup, whose CPU weight is split between
 # the two CPUs, so the backends would preempt sinew about twice as often as HAProxy.
-setsid taskset -c 0 "$bin" run --config "$work/sinew.yaml" --log-level warn >"$work/sinew.log" 2>&1 &
+setsid taskset -c "$proxy_cpus" "$bin" run --config "$work/sinew.yaml" --log-level warn >"$work/sinew.log" 2>&1 &
 pids+=("$!")
 sinew_pid=$!
 if [ -n "$base_bin" ]; then
-  setsid taskset -c 0 "$base_bin" run --config "$work/base.yaml" --log-level warn >"$work/base.log" 2>&1 &
+  setsid taskset -c "$proxy_cpus" "$base_bin" run --config "$work/base.yaml" --log-level warn >"$work/base.log" 2>&1 &
   pids+=("$!")
   base_pid=$!
 fi
@@ -129,8 +141,8 @@ for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${base_bin:
   wait_port "$p"
 done
 for p in "${pids[@]}"; do
-  taskset -apc 0 "$p" >/dev/null
-  for c in $(pgrep -P "$p" || true); do taskset -apc 0 "$c" >/dev/null; done
+  taskset -apc "$proxy_cpus" "$p" >/dev/null
+  for c in $(pgrep -P "$p" || true); do taskset -apc "$proxy_cpus" "$c" >/dev/null; done
 done
 
 # CPU time (ns) a process has used, all threads: robust to a busy machine where req/s is not.
@@ -160,7 +172,7 @@ mode_args() {
 wrk_for() { # seconds port path extra-wrk-args...
   local s=$1 port=$2 path=$3
   shift 3
-  taskset -c 1 timeout $((s + 15)) wrk -t1 -c64 -d"${s}s" --latency "$@" "http://127.0.0.1:$port$path" 2>&1 || true
+  taskset -c "$load_cpus" timeout $((s + 15)) wrk -t1 -c64 -d"${s}s" --latency "$@" "http://127.0.0.1:$port$path" 2>&1 || true
 }
 
 results=$work/results.tsv
@@ -266,4 +278,5 @@ if [[ " $passes " == *" memory "* ]]; then
 fi
 
 python3 "$here/report.py" "$results" "$syscalls" "${memory[@]}"
+echo "threads: $threads per proxy on CPUs $proxy_cpus, wrk on CPUs $load_cpus"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"
