@@ -97,8 +97,9 @@ pub struct Lease {
 
 impl Lease {
     /// Returns the connection to the pool.
-    pub fn release(self) {
+    pub fn release(mut self) {
         if let Some(pool) = self.pool.upgrade() {
+            self.conn.rest();
             pool.check_in(self.backend, self.conn);
         }
     }

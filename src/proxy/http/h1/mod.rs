@@ -37,6 +37,9 @@ use tokio_util::io::poll_read_buf;
 const MAX_HEAD: usize = 256 * 1024;
 /// Buffer space made ready before each read from a peer (a backend, or a client on the own server path).
 pub const READ_SPACE: usize = 8 * 1024;
+/// Most buffer space made ready before a read from a backend: reads that fill their space double it up
+/// to this, so a large body arriving faster than it is read takes fewer, larger reads.
+const MAX_READ_SPACE: usize = 64 * 1024;
 /// Largest request body this client sends: the whole request is written before the response is read,
 /// which socket buffers absorb at this size; larger bodies go through hyper's client, which reads an
 /// early response while it writes.
@@ -48,6 +51,8 @@ pub const KEEP_OUT: usize = 16 * 1024;
 pub struct Conn {
     io: Counted<Box<dyn Io>>,
     buf: BytesMut,
+    /// Space made ready before the next read (between `READ_SPACE` and `MAX_READ_SPACE`).
+    read_space: usize,
     out: Vec<u8>,
     /// TLS: a failed write may still have sent earlier records.
     tls: bool,
@@ -88,8 +93,18 @@ impl Conn {
         Self {
             io,
             buf: BytesMut::new(),
+            read_space: READ_SPACE,
             out: Vec::new(),
             tls,
+        }
+    }
+
+    /// Readies an idle connection to wait in the pool: its reads start small again, and a read buffer
+    /// grown by a large body is let go rather than held while idle.
+    pub fn rest(&mut self) {
+        self.read_space = READ_SPACE;
+        if self.buf.is_empty() && self.buf.capacity() > READ_SPACE {
+            self.buf = BytesMut::new();
         }
     }
 
@@ -175,8 +190,22 @@ impl Conn {
 
     /// Polls a read into the buffer.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        self.buf.reserve(READ_SPACE);
-        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        self.buf.reserve(self.read_space);
+        let read = std::task::ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))?;
+        self.read_space = next_read_space(self.read_space, read);
+        Poll::Ready(Ok(read))
+    }
+}
+
+/// The space to make ready for the next read after one that read `read` bytes into `space`: twice as
+/// much (up to `MAX_READ_SPACE`) when it filled the space, `READ_SPACE` again when it used under half.
+fn next_read_space(space: usize, read: usize) -> usize {
+    if read >= space {
+        (space * 2).min(MAX_READ_SPACE)
+    } else if read < space / 2 {
+        READ_SPACE
+    } else {
+        space
     }
 }
 
@@ -202,5 +231,42 @@ fn mutate(rng: &mut fastrand::Rng, input: &mut Vec<u8>, edits: usize, alphabet: 
                 input.remove(at);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::IntGauge;
+
+    #[test]
+    fn reads_that_fill_their_space_double_it_and_short_ones_start_over() {
+        assert_eq!(next_read_space(READ_SPACE, READ_SPACE), 2 * READ_SPACE);
+        assert_eq!(next_read_space(32 * 1024, 40 * 1024), MAX_READ_SPACE);
+        assert_eq!(next_read_space(MAX_READ_SPACE, MAX_READ_SPACE), MAX_READ_SPACE);
+        assert_eq!(next_read_space(32 * 1024, 20 * 1024), 32 * 1024);
+        assert_eq!(next_read_space(32 * 1024, 100), READ_SPACE);
+        assert_eq!(next_read_space(READ_SPACE, 0), READ_SPACE);
+    }
+
+    #[tokio::test]
+    async fn a_large_body_waiting_in_the_socket_is_read_in_few_reads_and_let_go_at_rest() {
+        let (mut backend, ours) = tokio::io::duplex(1024 * 1024);
+        let open = IntGauge::new("open", "open").unwrap();
+        let mut conn = Conn::new(Counted::new(Box::new(ours), open), false);
+        let body: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+        backend.write_all(&body).await.unwrap();
+        // As a response body is read: each read's bytes are split off and passed on.
+        let (mut got, mut reads) = (Vec::new(), 0);
+        while got.len() < body.len() {
+            assert!(conn.read().await.unwrap() > 0);
+            reads += 1;
+            got.extend_from_slice(&conn.buf.split().freeze());
+        }
+        assert_eq!(got, body);
+        // 8 + 16 + 32 + 64 + 64 + 16 KiB; reads of 8 KiB each took 25.
+        assert!(reads <= 6, "{reads} reads for 200 KiB");
+        conn.rest();
+        assert_eq!((conn.buf.capacity(), conn.read_space), (0, READ_SPACE));
     }
 }
