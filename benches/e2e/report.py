@@ -1,5 +1,5 @@
-"""Prints the median of each (target, mode) over rounds, the sinew/HAProxy ratios, the system calls each
-proxy makes per request, and the memory figures.
+"""Prints the median of each (target, mode) over rounds, the sinew/HAProxy ratios (and the
+relay/HAProxy and io_uring/epoll ratios when the relay rows are there), the system calls each proxy makes per request, and the memory figures.
 
 usage: report.py RESULTS SYSCALLS [RSS_BUSY RSS_MANY RSS_LAZY IDLE_COUNT HAP_HTTP SINEW_HTTP HAP_TCP SINEW_TCP]
 """
@@ -62,6 +62,29 @@ if cells:
                 if (s, mode) in syscalls and (h, mode) in syscalls:
                     calls = f"{syscalls[(s, mode)][0] / max(syscalls[(h, mode)][0], 1e-9):.2f}"
                 print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}{calls:>14}")
+    if any(name.startswith("relay-") for name, _ in cells):
+        print()
+        print(f"{'relay/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}{'syscalls/req':>14}")
+        for io in ("epoll", "uring"):
+            for mode in MODES:
+                r, h = f"relay-{io}", "haproxy-tcp"
+                if (r, mode) in cells and (h, mode) in cells:
+                    rps = median(r, mode, 0) / max(median(h, mode, 0), 1e-9)
+                    p99 = median(r, mode, 2) / max(median(h, mode, 2), 1e-9)
+                    cpu = median(r, mode, 4) / max(median(h, mode, 4), 1e-9)
+                    calls = "n/a"
+                    if (r, mode) in syscalls and (h, mode) in syscalls:
+                        calls = f"{syscalls[(r, mode)][0] / max(syscalls[(h, mode)][0], 1e-9):.2f}"
+                    print(f"{io:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}{calls:>14}")
+        print()
+        print(f"{'uring/epoll':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")
+        for mode in MODES:
+            u, e = "relay-uring", "relay-epoll"
+            if (u, mode) in cells and (e, mode) in cells:
+                rps = median(u, mode, 0) / max(median(e, mode, 0), 1e-9)
+                p99 = median(u, mode, 2) / max(median(e, mode, 2), 1e-9)
+                cpu = median(u, mode, 4) / max(median(e, mode, 4), 1e-9)
+                print(f"{'relay':<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}")
     if any(name.startswith("base-") for name, _ in cells):
         print()
         print(f"{'sinew/base':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")

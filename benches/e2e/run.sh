@@ -22,6 +22,10 @@
 # E2E_SINEW_BASE adds `base-http` and `base-tcp` rows: that sinew binary (an earlier build) run beside
 # the one measured, in its own session on the same CPU, with a sinew/base ratio table, so two builds
 # are compared in one run rather than across runs on a machine whose load changes.
+# E2E_RELAY=1 adds `relay-epoll` and `relay-uring` rows: the minimal TCP relay of benches/e2e/relay.rs
+# (`cargo build --release --example relay`) on epoll and on io_uring, over the same three backends, each in
+# its own session on CPU 0, timed and counted in every mode, with a relay/HAProxy table. E2E_RELAY_ARGS
+# adds arguments to the io_uring relay (its tuning knobs: `--bufs N`, `--defer on|off`, `--ring-fd on|off`).
 # E2E_MODES lists the modes to time (default "keepalive close bulk").
 # E2E_THREADS=N runs both proxies with N threads (HAProxy `nbthread N`, sinew `threads: N`), pinned with
 # the backends to CPUs 0..N-1 and wrk to the CPUs left; on a machine with no CPU left, wrk shares all of
@@ -64,6 +68,11 @@ else
   cargo build --release -q
   bin=$PWD/target/release/sinew
 fi
+relay=${E2E_RELAY:-}
+if [ -n "$relay" ]; then
+  echo "== building the relay (release)"
+  cargo build --release -q --example relay
+fi
 
 work=$(mktemp -d /tmp/sinew-e2e.XXXXXX)
 pids=()
@@ -76,8 +85,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin
-# sinew-sockmap base-http base-tcp base-admin.
-read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba < <(python3 "$here/free_ports.py" 13)
+# sinew-sockmap base-http base-tcp base-admin relay-epoll relay-uring.
+read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba re ru < <(python3 "$here/free_ports.py" 15)
 
 # Replace @NAME@ placeholders in a template.
 render() {
@@ -137,7 +146,20 @@ if [ -n "$base_bin" ]; then
   pids+=("$!")
   base_pid=$!
 fi
-for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${base_bin:+"$bh" "$bt"}; do
+# E2E_RELAY: the relay on each I/O interface, each in its own session like sinew.
+if [ -n "$relay" ]; then
+  relay_bin=$PWD/target/release/examples/relay
+  relay_backends=(--backend "127.0.0.1:$b1" --backend "127.0.0.1:$b2" --backend "127.0.0.1:$b3")
+  setsid taskset -c 0 "$relay_bin" --io epoll --listen "127.0.0.1:$re" "${relay_backends[@]}" >"$work/relay-epoll.log" 2>&1 &
+  pids+=("$!")
+  epoll_pid=$!
+  # shellcheck disable=SC2086 # E2E_RELAY_ARGS is a list of arguments
+  setsid taskset -c 0 "$relay_bin" --io uring --listen "127.0.0.1:$ru" "${relay_backends[@]}" ${E2E_RELAY_ARGS:-} \
+    >"$work/relay-uring.log" 2>&1 &
+  pids+=("$!")
+  uring_pid=$!
+fi
+for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${base_bin:+"$bh" "$bt"} ${relay:+"$re" "$ru"}; do
   wait_port "$p"
 done
 for p in "${pids[@]}"; do
@@ -198,6 +220,10 @@ if [[ " $passes " == *" throughput "* ]]; then
       run haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
       run sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
       [ -z "$sockmap" ] || run sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
+      if [ -n "$relay" ]; then
+        run relay-epoll "$mode" "$re" "$epoll_pid" "$path" "${extra[@]}"
+        run relay-uring "$mode" "$ru" "$uring_pid" "$path" "${extra[@]}"
+      fi
       if [ -n "$base_bin" ]; then
         run base-http "$mode" "$bh" "$base_pid" "$path" "${extra[@]}"
         run base-tcp "$mode" "$bt" "$base_pid" "$path" "${extra[@]}"
@@ -213,7 +239,7 @@ syscalls=$work/syscalls.tsv
 : >"$syscalls"
 calls=(accept4 connect socket close shutdown setsockopt getsockopt getsockname getpeername fcntl
   read write readv writev recvfrom sendto recvmsg sendmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl
-  clock_gettime futex sched_yield brk mmap munmap madvise)
+  clock_gettime futex sched_yield brk mmap munmap madvise io_uring_enter)
 events=raw_syscalls:sys_enter
 for c in "${calls[@]}"; do events+=",syscalls:sys_enter_$c"; done
 count() { # name mode port pid path extra-wrk-args...
@@ -237,6 +263,10 @@ if [[ " $passes " == *" syscalls "* ]]; then
       count haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
       count sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
       [ -z "$sockmap" ] || count sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
+      if [ -n "$relay" ]; then
+        count relay-epoll "$mode" "$re" "$epoll_pid" "$path" "${extra[@]}"
+        count relay-uring "$mode" "$ru" "$uring_pid" "$path" "${extra[@]}"
+      fi
       if [ -n "$base_bin" ]; then
         count base-http "$mode" "$bh" "$base_pid" "$path" "${extra[@]}"
         count base-tcp "$mode" "$bt" "$base_pid" "$path" "${extra[@]}"
@@ -277,6 +307,7 @@ if [[ " $passes " == *" memory "* ]]; then
   memory=("$rss_busy" "$rss_many" "$rss_eager" "$idle_conns" "$idle_hap_http" "$idle_sinew_http" "$idle_hap_tcp" "$idle_sinew_tcp")
 fi
 
+[ -z "$relay" ] || head -1 "$work/relay-uring.log"
 python3 "$here/report.py" "$results" "$syscalls" "${memory[@]}"
 echo "threads: $threads per proxy on CPUs $proxy_cpus, wrk on CPUs $load_cpus"
 echo "machine: $(nproc) CPUs, $(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo); haproxy $(haproxy -v | awk 'NR==1{print $3}'); $(nginx -v 2>&1)"
