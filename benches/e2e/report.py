@@ -36,6 +36,23 @@ def calls_per_request(name, mode):
     return f"{syscalls[(name, mode)][0]:.2f}" if (name, mode) in syscalls else "n/a"
 
 
+def ratio_table(title, pairs):
+    """Prints, per mode, the ratios of each (label, target, reference) pair: req/s, p99, CPU per
+    request, and system calls per request where both were counted."""
+    print()
+    print(f"{title:<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}{'syscalls/req':>14}")
+    for label, a, b in pairs:
+        for mode in MODES:
+            if (a, mode) in cells and (b, mode) in cells:
+                rps = median(a, mode, 0) / max(median(b, mode, 0), 1e-9)
+                p99 = median(a, mode, 2) / max(median(b, mode, 2), 1e-9)
+                cpu = median(a, mode, 4) / max(median(b, mode, 4), 1e-9)
+                calls = "n/a"
+                if (a, mode) in syscalls and (b, mode) in syscalls:
+                    calls = f"{syscalls[(a, mode)][0] / max(syscalls[(b, mode)][0], 1e-9):.2f}"
+                print(f"{label:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}{calls:>14}")
+
+
 if cells:
     print()
     print(
@@ -49,53 +66,17 @@ if cells:
             f"{median(name, mode, 4):>12.2f}{median(name, mode, 5):>15.2f}"
             f"{calls_per_request(name, mode):>14}"
         )
-    print()
-    print(f"{'sinew/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}{'syscalls/req':>14}")
-    for proto in ("http", "tcp"):
-        for mode in MODES:
-            s, h = f"sinew-{proto}", f"haproxy-{proto}"
-            if (s, mode) in cells and (h, mode) in cells:
-                rps = median(s, mode, 0) / max(median(h, mode, 0), 1e-9)
-                p99 = median(s, mode, 2) / max(median(h, mode, 2), 1e-9)
-                cpu = median(s, mode, 4) / max(median(h, mode, 4), 1e-9)
-                calls = "n/a"
-                if (s, mode) in syscalls and (h, mode) in syscalls:
-                    calls = f"{syscalls[(s, mode)][0] / max(syscalls[(h, mode)][0], 1e-9):.2f}"
-                print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}{calls:>14}")
+    ratio_table(
+        "sinew/HAProxy",
+        [(proto, f"sinew-{proto}", f"haproxy-{proto}") for proto in ("http", "tcp")],
+    )
     if any(name.startswith("relay-") for name, _ in cells):
-        print()
-        print(f"{'relay/HAProxy':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}{'syscalls/req':>14}")
-        for io in ("epoll", "uring"):
-            for mode in MODES:
-                r, h = f"relay-{io}", "haproxy-tcp"
-                if (r, mode) in cells and (h, mode) in cells:
-                    rps = median(r, mode, 0) / max(median(h, mode, 0), 1e-9)
-                    p99 = median(r, mode, 2) / max(median(h, mode, 2), 1e-9)
-                    cpu = median(r, mode, 4) / max(median(h, mode, 4), 1e-9)
-                    calls = "n/a"
-                    if (r, mode) in syscalls and (h, mode) in syscalls:
-                        calls = f"{syscalls[(r, mode)][0] / max(syscalls[(h, mode)][0], 1e-9):.2f}"
-                    print(f"{io:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}{calls:>14}")
-        print()
-        print(f"{'uring/epoll':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")
-        for mode in MODES:
-            u, e = "relay-uring", "relay-epoll"
-            if (u, mode) in cells and (e, mode) in cells:
-                rps = median(u, mode, 0) / max(median(e, mode, 0), 1e-9)
-                p99 = median(u, mode, 2) / max(median(e, mode, 2), 1e-9)
-                cpu = median(u, mode, 4) / max(median(e, mode, 4), 1e-9)
-                print(f"{'relay':<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}")
+        ratio_table("relay/HAProxy", [(io, f"relay-{io}", "haproxy-tcp") for io in ("epoll", "uring")])
+        ratio_table("uring/epoll", [("relay", "relay-uring", "relay-epoll")])
     if any(name.startswith("base-") for name, _ in cells):
-        print()
-        print(f"{'sinew/base':<14}{'mode':<11}{'req/s':>10}{'p99':>9}{'CPU/req':>10}")
-        for proto in ("http", "tcp"):
-            for mode in MODES:
-                s, b = f"sinew-{proto}", f"base-{proto}"
-                if (s, mode) in cells and (b, mode) in cells:
-                    rps = median(s, mode, 0) / max(median(b, mode, 0), 1e-9)
-                    p99 = median(s, mode, 2) / max(median(b, mode, 2), 1e-9)
-                    cpu = median(s, mode, 4) / max(median(b, mode, 4), 1e-9)
-                    print(f"{proto:<14}{mode:<11}{rps:>10.2f}{p99:>9.2f}{cpu:>10.2f}")
+        ratio_table(
+            "sinew/base", [(proto, f"sinew-{proto}", f"base-{proto}") for proto in ("http", "tcp")]
+        )
 
 if syscalls:
     print()

@@ -182,6 +182,19 @@ if [ -n "${E2E_BACKENDS_BATCH:-}" ]; then
   echo "== nginx workers under SCHED_BATCH"
 fi
 haproxy_pid=$(cat "$work/haproxy.pid")
+# Every proxy timed and counted, in order, as "name port pid" (direct, nginx itself, is timed apart).
+targets=("haproxy-http $hh $haproxy_pid" "sinew-http $sh $sinew_pid" "haproxy-tcp $ht $haproxy_pid"
+  "sinew-tcp $st $sinew_pid")
+[ -z "$sockmap" ] || targets+=("sinew-sockmap $sk $sinew_pid")
+[ -z "$relay" ] || targets+=("relay-epoll $re $epoll_pid" "relay-uring $ru $uring_pid")
+[ -z "$base_bin" ] || targets+=("base-http $bh $base_pid" "base-tcp $bt $base_pid")
+each_target() { # fn mode: runs `fn name mode port pid path extra-wrk-args...` for every target
+  local t name port pid
+  for t in "${targets[@]}"; do
+    read -r name port pid <<<"$t"
+    "$1" "$name" "$2" "$port" "$pid" "$path" "${extra[@]}"
+  done
+}
 
 # Sets `path` and `extra` (wrk arguments) for a mode: keepalive, close or bulk (100 KB, keep-alive).
 mode_args() {
@@ -215,19 +228,7 @@ if [[ " $passes " == *" throughput "* ]]; then
     for mode in $modes; do
       mode_args
       [ "$mode" = bulk ] || run direct "$mode" "$b1" "$nginx_worker" "$path" "${extra[@]}"
-      run haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
-      run sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
-      run haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
-      run sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
-      [ -z "$sockmap" ] || run sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
-      if [ -n "$relay" ]; then
-        run relay-epoll "$mode" "$re" "$epoll_pid" "$path" "${extra[@]}"
-        run relay-uring "$mode" "$ru" "$uring_pid" "$path" "${extra[@]}"
-      fi
-      if [ -n "$base_bin" ]; then
-        run base-http "$mode" "$bh" "$base_pid" "$path" "${extra[@]}"
-        run base-tcp "$mode" "$bt" "$base_pid" "$path" "${extra[@]}"
-      fi
+      each_target run "$mode"
     done
     echo "   round $r done"
   done
@@ -258,19 +259,7 @@ if [[ " $passes " == *" syscalls "* ]]; then
     echo "== system calls per request: ${syscall_secs}s cells"
     for mode in $modes; do
       mode_args
-      count haproxy-http "$mode" "$hh" "$haproxy_pid" "$path" "${extra[@]}"
-      count sinew-http "$mode" "$sh" "$sinew_pid" "$path" "${extra[@]}"
-      count haproxy-tcp "$mode" "$ht" "$haproxy_pid" "$path" "${extra[@]}"
-      count sinew-tcp "$mode" "$st" "$sinew_pid" "$path" "${extra[@]}"
-      [ -z "$sockmap" ] || count sinew-sockmap "$mode" "$sk" "$sinew_pid" "$path" "${extra[@]}"
-      if [ -n "$relay" ]; then
-        count relay-epoll "$mode" "$re" "$epoll_pid" "$path" "${extra[@]}"
-        count relay-uring "$mode" "$ru" "$uring_pid" "$path" "${extra[@]}"
-      fi
-      if [ -n "$base_bin" ]; then
-        count base-http "$mode" "$bh" "$base_pid" "$path" "${extra[@]}"
-        count base-tcp "$mode" "$bt" "$base_pid" "$path" "${extra[@]}"
-      fi
+      each_target count "$mode"
     done
   else
     echo "== system calls per request: skipped (needs perf and the syscall tracepoints, as root)"
