@@ -243,7 +243,10 @@ mod tests {
     fn reads_that_fill_their_space_double_it_and_short_ones_start_over() {
         assert_eq!(next_read_space(READ_SPACE, READ_SPACE), 2 * READ_SPACE);
         assert_eq!(next_read_space(32 * 1024, 40 * 1024), MAX_READ_SPACE);
-        assert_eq!(next_read_space(MAX_READ_SPACE, MAX_READ_SPACE), MAX_READ_SPACE);
+        assert_eq!(
+            next_read_space(MAX_READ_SPACE, MAX_READ_SPACE),
+            MAX_READ_SPACE
+        );
         assert_eq!(next_read_space(32 * 1024, 20 * 1024), 32 * 1024);
         assert_eq!(next_read_space(32 * 1024, 100), READ_SPACE);
         assert_eq!(next_read_space(READ_SPACE, 0), READ_SPACE);
