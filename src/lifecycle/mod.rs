@@ -44,15 +44,23 @@ pub struct Launch {
     pub activated: Vec<(OwnedFd, Option<String>)>,
 }
 
-/// Builds the multi-threaded runtime with `threads` workers (default: the CPUs the process may run on).
+/// Builds the runtime with `threads` workers (default: the CPUs the process may run on): one thread
+/// runs everything on the thread that starts it (tokio's current-thread scheduler, without the
+/// work-stealing machinery one worker has no use for), more run tokio's multi-threaded scheduler.
 pub fn runtime(
     threads: Option<std::num::NonZeroUsize>,
 ) -> Result<tokio::runtime::Runtime, LifecycleError> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let workers = threads
+        .or_else(|| std::thread::available_parallelism().ok())
+        .map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut multi = tokio::runtime::Builder::new_multi_thread();
+        multi.worker_threads(workers);
+        multi
+    };
     builder.enable_all();
-    if let Some(n) = threads {
-        builder.worker_threads(n.get());
-    }
     builder.build().map_err(LifecycleError::Runtime)
 }
 
@@ -206,9 +214,11 @@ mod tests {
 
     #[test]
     fn the_runtime_has_the_workers_threads_asks_for() {
-        for n in [1, 3] {
+        use tokio::runtime::RuntimeFlavor::{CurrentThread, MultiThread};
+        for (n, flavor) in [(1, CurrentThread), (3, MultiThread)] {
             let rt = runtime(NonZeroUsize::new(n)).unwrap();
             assert_eq!(rt.metrics().num_workers(), n);
+            assert_eq!(rt.handle().runtime_flavor(), flavor, "{n} threads");
         }
         let cpus = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
         assert_eq!(runtime(None).unwrap().metrics().num_workers(), cpus);
