@@ -50,14 +50,25 @@ pub struct Launch {
 pub fn runtime(
     threads: Option<std::num::NonZeroUsize>,
 ) -> Result<tokio::runtime::Runtime, LifecycleError> {
+    // Unset, tokio reads `TOKIO_WORKER_THREADS`, else takes the CPUs the process may run on.
+    let from_env = || {
+        std::env::var("TOKIO_WORKER_THREADS")
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
     let workers = threads
+        .or_else(from_env)
         .or_else(|| std::thread::available_parallelism().ok())
         .map_or(1, std::num::NonZeroUsize::get);
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
         let mut multi = tokio::runtime::Builder::new_multi_thread();
-        multi.worker_threads(workers);
+        if let Some(n) = threads {
+            multi.worker_threads(n.get());
+        }
         multi
     };
     builder.enable_all();
