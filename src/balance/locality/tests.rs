@@ -122,8 +122,10 @@ const ALGORITHMS: [Algorithm; 5] = [
     Algorithm::Hash,
 ];
 
-#[test]
-fn every_algorithm_picks_within_the_drawn_locality() {
+// Paused: the clock must not tick between backends' creation, or P2C's unsampled estimates (decayed
+// from their creation time) differ and the oldest backend wins every comparison.
+#[tokio::test(start_paused = true)]
+async fn every_algorithm_picks_within_the_drawn_locality() {
     for algorithm in ALGORITHMS {
         let (b, registry) = balancer(algorithm, LocalityRouting::default());
         b.update(vec![
