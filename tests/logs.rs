@@ -271,6 +271,10 @@ async fn zookeeper_run(name: &str, level: &str) -> Vec<Value> {
                 said("ZooKeeper reconnected; re-reading watched paths"),
             )
             .await;
+        // The client library reports the session connected before its handshake with the server
+        // ends; a server lost in that window leaves the reported state at connected until the
+        // client next reaches one, so the next outage waits for the handshake to end.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     sinew.lines()
 }
