@@ -6,59 +6,14 @@ mod support;
 
 use sinew::agent::Agent;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 use support::process::BIN;
+use support::unix::{socket_dir, UnixEcho};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UnixListener};
-use tokio::task::JoinHandle;
-
-/// A fresh directory for this test's sockets.
-fn socket_dir(test: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sinew-unix-{}-{test}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("socket dir");
-    dir
-}
-
-/// A backend on a Unix socket that greets each connection with `<name>\n`, echoes until EOF, then
-/// shuts its side down (as [`EchoBackend`] on TCP).
-struct UnixEcho {
-    task: JoinHandle<()>,
-}
-
-impl UnixEcho {
-    /// Listens at `path` (a leading NUL: in the abstract namespace).
-    fn start(path: &Path, name: &str) -> Self {
-        let listener = UnixListener::bind(path).expect("bind unix backend");
-        let greeting = format!("{name}\n");
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let greeting = greeting.clone();
-                tokio::spawn(async move {
-                    if s.write_all(greeting.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                    let _ = w.shutdown().await;
-                });
-            }
-        });
-        Self { task }
-    }
-}
-
-impl Drop for UnixEcho {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+use tokio::net::TcpStream;
 
 /// Python's `http.server` on a Unix socket (through `socketserver.UnixStreamServer`), HTTP/1.1 with
 /// keep-alive: `GET /name` answers `name`, `GET /health` answers `ok`.

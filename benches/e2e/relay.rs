@@ -1,7 +1,8 @@
 //! A minimal single-threaded TCP relay, written twice over the same structure so that the only difference
 //! is the kernel I/O interface: readiness through epoll (`--io epoll`) or completions through io_uring
 //! (`--io uring`). It exists to measure io_uring against epoll on `benches/e2e` before either is built
-//! into sinew's data path; sinew itself stays on tokio.
+//! into sinew's data path (sinew's `tcp_fastpath: io_uring` engine grew from it, and shares its ring set-up
+//! and provided buffer ring).
 //!
 //! Each accepted client gets a new connection to the next backend (round robin) and bytes are relayed
 //! both ways until either side closes: an end of stream is passed on with `shutdown(Write)`, and the
@@ -12,8 +13,6 @@
 
 #[path = "relay/args.rs"]
 mod args;
-#[path = "relay/bufring.rs"]
-mod bufring;
 #[path = "relay/epoll.rs"]
 mod epoll;
 #[path = "relay/net.rs"]

@@ -101,7 +101,8 @@ pub struct ServiceConfig {
     /// Zone-aware routing: prefer backends in this host's zone, spilling over as they become unusable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_routing: Option<super::LocalityRouting>,
-    /// TCP mode: how bytes move between client and backend (`copy`, or the kernel's `sockmap`).
+    /// TCP mode: how bytes move between client and backend (`copy`, the kernel's `sockmap`, or
+    /// `io_uring`).
     #[serde(default, skip_serializing_if = "TcpFastpath::is_copy")]
     pub tcp_fastpath: TcpFastpath,
 }
@@ -162,6 +163,9 @@ pub enum TcpFastpath {
     Copy,
     /// The kernel moves the bytes between the two sockets (eBPF sockmap); for bulk streams.
     Sockmap,
+    /// sinew moves every byte through io_uring: one ring for the process, on its own thread.
+    #[serde(rename = "io_uring")]
+    IoUring,
 }
 
 impl TcpFastpath {
@@ -175,6 +179,7 @@ impl TcpFastpath {
         match self {
             TcpFastpath::Copy => "copy",
             TcpFastpath::Sockmap => "sockmap",
+            TcpFastpath::IoUring => "io_uring",
         }
     }
 }

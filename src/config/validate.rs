@@ -1,8 +1,8 @@
 //! Rules the types alone cannot express: cross-field constraints and ranges, checked once at load.
 
 use super::{
-    addr, Config, ConfigError, DiscoveryConfig, FieldError, Mode, ServiceConfig, UpstreamProtocol,
-    MAX_COALESCE, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
+    addr, Config, ConfigError, DiscoveryConfig, FieldError, Mode, ServiceConfig, TcpFastpath,
+    UpstreamProtocol, MAX_COALESCE, MAX_RETRY_ATTEMPTS, MIN_HEADER_BYTES,
 };
 use std::net::SocketAddr;
 use std::path::Path;
@@ -223,16 +223,17 @@ fn service_rules(svc: &ServiceConfig) -> Result<(), FieldError> {
             ));
         }
     }
-    if svc.tcp_fastpath == crate::config::TcpFastpath::Sockmap {
-        let refused = if svc.mode == Mode::Http {
-            Some("applies to mode tcp only")
+    if !svc.tcp_fastpath.is_copy() {
+        let refused = if svc.mode == Mode::Http && svc.tcp_fastpath == TcpFastpath::Sockmap {
+            Some("applies to mode tcp only (mode http takes copy or io_uring)")
         } else if svc.tls_upstream.is_some() || svc.tls_listen.is_some() {
-            Some("cannot carry TLS (tls_upstream, tls_listen): sinew must see every byte; use copy")
+            Some("cannot carry TLS (tls_upstream, tls_listen): TLS runs on the copy loop; use copy")
         } else {
             None
         };
         if let Some(why) = refused {
-            return Err(FieldError::new("tcp_fastpath", format!("sockmap {why}")));
+            let path = svc.tcp_fastpath.label();
+            return Err(FieldError::new("tcp_fastpath", format!("{path} {why}")));
         }
     }
     if svc.accept_proxy && svc.listen.is_none() {

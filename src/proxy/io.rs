@@ -27,7 +27,12 @@ impl Activity {
     }
 
     fn touch(&self) {
-        let ms = self.opened.elapsed().as_millis() as u64;
+        self.touch_at(Instant::now());
+    }
+
+    /// Marks the connection active at `now` (read once by a caller marking many).
+    pub fn touch_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.opened).as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
     }
 

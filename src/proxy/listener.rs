@@ -67,9 +67,17 @@ pub async fn accept_loop(
                     (Some(tls), _) => {
                         conns.spawn(holding(slot, serve_tls(tls, stream, peer, proxy)))
                     }
-                    (None, true) => {
-                        conns.spawn(holding(slot, http::serve_connection(stream, peer, proxy)))
-                    }
+                    (None, true) => match super::uring::local_for(proxy.fastpath) {
+                        Some(engine) => {
+                            let Some(stream) = onto_ring(engine, stream) else {
+                                continue;
+                            };
+                            conns.spawn(holding(slot, http::serve_connection(stream, peer, proxy)))
+                        }
+                        None => {
+                            conns.spawn(holding(slot, http::serve_connection(stream, peer, proxy)))
+                        }
+                    },
                     (None, false) => {
                         conns.spawn(holding(slot, tcp::handle_plain(stream, peer, proxy)))
                     }
@@ -128,9 +136,27 @@ async fn accept_proxy(mut stream: TcpStream, from: SocketAddr, proxy: Arc<Servic
     };
     match (proxy.tls.listen.clone(), proxy.http.is_some()) {
         (Some(tls), _) => serve_tls(tls, stream, peer, proxy).await,
-        (None, true) => http::serve_connection(stream, peer, proxy).await,
+        (None, true) => match super::uring::local_for(proxy.fastpath) {
+            // Onto the ring once the header is read, as the listener does without one.
+            Some(engine) => {
+                if let Some(stream) = onto_ring(engine, stream) {
+                    http::serve_connection(stream, peer, proxy).await;
+                }
+            }
+            None => http::serve_connection(stream, peer, proxy).await,
+        },
         (None, false) => tcp::handle_plain(stream, peer, proxy).await,
     }
+}
+
+/// `stream` out of tokio's reactor and onto `engine`'s ring; `None` (the socket closed) if it cannot
+/// leave the reactor.
+fn onto_ring(
+    engine: &'static super::uring::Engine,
+    stream: TcpStream,
+) -> Option<super::uring::RingStream> {
+    let stream = stream.into_std().ok()?;
+    Some(engine.stream(stream.into()))
 }
 
 /// Serves one accepted connection on a listener that terminates TLS.

@@ -165,10 +165,11 @@ impl ProxyMetrics {
         let r = registry;
         let s = &["service"];
         let sb = &["service", "backend"];
+        registry.register_rendered(std::sync::Arc::new(super::uring::EngineMetrics));
         Ok(Self {
             fastpath: r.gauge(
                 "sinew_tcp_fastpath",
-                "1 for the path a TCP service's bytes take (copy, or the kernel's sockmap), 0 for the other.",
+                "1 for the path a TCP service's bytes take (copy, the kernel's sockmap, or io_uring), 0 for the others.",
                 &["service", "path"],
             )?,
             connections: r.counter(
@@ -266,10 +267,10 @@ impl ProxyMetrics {
         self.red.service(service, mode)
     }
 
-    /// Records that `service`'s bytes take `path` (`copy` or `sockmap`).
+    /// Records that `service`'s bytes take `path` (`copy`, `sockmap` or `io_uring`).
     pub fn fastpath(&self, service: &str, path: crate::config::TcpFastpath) {
-        use crate::config::TcpFastpath::{Copy, Sockmap};
-        for p in [Copy, Sockmap] {
+        use crate::config::TcpFastpath::{Copy, IoUring, Sockmap};
+        for p in [Copy, Sockmap, IoUring] {
             self.fastpath
                 .with_label_values(&[service, p.label()])
                 .set(i64::from(p == path));

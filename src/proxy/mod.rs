@@ -16,6 +16,7 @@ pub mod sockmap;
 mod tcp;
 pub mod tls;
 pub(crate) mod unix;
+pub mod uring;
 
 pub use http::route::{self, Frontend, FrontendMetrics, RouteError, Router};
 /// The HTTP/1 wire parsers, for the fuzz targets and their regression tests only.
@@ -29,7 +30,7 @@ pub use red::{Cause, Recording, ServiceRed};
 pub use tls::{ListenTls, UpstreamTls};
 
 use crate::balance::Balancer;
-use crate::config::{Mode, Retries, ServiceConfig, Timeouts};
+use crate::config::{Mode, Retries, ServiceConfig, TcpFastpath, Timeouts};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -69,12 +70,54 @@ pub struct ServiceProxy {
     /// Some backend connection may start with a PROXY header (the service's `send_proxy`, or a
     /// ZooKeeper backend's `send-proxy` server option), so accepted connections note their local address.
     pub may_send_proxy: bool,
-    /// TCP mode: the kernel moves the bytes (`tcp_fastpath: sockmap`, and the kernel took the program).
-    pub sockmap: bool,
+    /// TCP mode: how the bytes move; `tcp_fastpath` as asked, or `copy` where the kernel refused it.
+    pub fastpath: TcpFastpath,
     http: Option<Arc<http::HttpProxy>>,
     tls: TlsSetup,
     warnings: crate::ratelog::RateLimited,
     faults: FaultMetrics,
+}
+
+/// The path `service`'s bytes take when it asks for `wanted`: that one, or the copy loop where the
+/// kernel refuses it (logged). Either way the `sinew_tcp_fastpath` gauge says which.
+fn fastpath(service: &str, wanted: TcpFastpath, metrics: &ProxyMetrics) -> TcpFastpath {
+    let refused = match wanted {
+        TcpFastpath::Copy => None,
+        TcpFastpath::Sockmap => sockmap::kernel().err().map(ToString::to_string),
+        TcpFastpath::IoUring => uring::engine().err().map(|e| e.to_string()),
+    };
+    let path = match refused {
+        None => wanted,
+        Some(error) => {
+            tracing::warn!(
+                service,
+                path = wanted.label(),
+                error,
+                "tcp_fastpath unavailable (the kernel refused it); the service runs the copy loop"
+            );
+            TcpFastpath::Copy
+        }
+    };
+    metrics.fastpath(service, path);
+    path
+}
+
+/// The path an HTTP service's sockets take when it asks for `wanted`: io_uring runs the sockets on the
+/// engine of the runtime's own thread, so it needs a one-thread runtime (`threads: 1`); elsewhere, or
+/// where the kernel refuses it, they stay on tokio's reactor (logged).
+fn http_fastpath(service: &str, wanted: TcpFastpath, metrics: &ProxyMetrics) -> TcpFastpath {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let one_thread =
+        Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread);
+    if wanted == TcpFastpath::IoUring && !one_thread {
+        tracing::warn!(
+            service,
+            "tcp_fastpath io_uring in mode http needs threads: 1; the service's sockets stay on tokio's reactor"
+        );
+        metrics.fastpath(service, TcpFastpath::Copy);
+        return TcpFastpath::Copy;
+    }
+    fastpath(service, wanted, metrics)
 }
 
 /// The agent's shutdown handles, shared by every service.
@@ -115,10 +158,12 @@ impl ServiceProxy {
                 tls.upstream.clone(),
             ))
         });
-        let sockmap = config.mode == Mode::Tcp
-            && sockmap::usable(balancer.service(), config.tcp_fastpath, metrics);
+        let fastpath = match config.mode {
+            Mode::Tcp => fastpath(balancer.service(), config.tcp_fastpath, metrics),
+            Mode::Http => http_fastpath(balancer.service(), config.tcp_fastpath, metrics),
+        };
         Self {
-            sockmap,
+            fastpath,
             balancer,
             metrics: service_metrics,
             red,

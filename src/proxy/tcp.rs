@@ -4,15 +4,19 @@
 use super::blame::{blame, os_error, Blame, ClientBody, Resource, Seen};
 use super::connlog::{cause, Connection};
 use super::io::{Activity, Metered};
+use super::uring::Progress;
 use super::{Cause, Peer, ServiceProxy};
 use crate::balance::{BackendSet, Pick, Target, Tries, Unavailable};
-use crate::config::SendProxy;
+use crate::config::{SendProxy, TcpFastpath};
 use crate::metrics::BackendCause;
 use crate::proxy_protocol::Header;
+use std::any::Any;
+use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 /// Why a client connection got no backend.
@@ -105,8 +109,9 @@ async fn relay<C: Io>(
     stats.connections.inc();
     let mut sent = sent;
     // The kernel path, for plain TCP on both sides (a Unix-socket backend runs the copy loop).
-    let (c, b): (&dyn std::any::Any, &dyn std::any::Any) = (&client, &*backend);
-    if let (true, Some(c), Some(b)) = (proxy.sockmap, c.downcast_ref(), b.downcast_ref()) {
+    let (c, b): (&dyn Any, &dyn Any) = (&client, &*backend);
+    let sockmap = proxy.fastpath == TcpFastpath::Sockmap;
+    if let (true, Some(c), Some(b)) = (sockmap, c.downcast_ref(), b.downcast_ref()) {
         stats.sent.inc_by(sent as u64);
         let key = pick.entry.key.to_string();
         let served = super::sockmap::serve(&proxy, c, b, &early[sent..], stats, &key).await;
@@ -124,46 +129,111 @@ async fn relay<C: Io>(
         early.clear();
     }
     let activity = Activity::new();
-    let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
-    let mut backend = Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
     stats.sent.inc_by(sent as u64);
-    let copy = async {
-        if sent < early.len() {
-            backend.write_all(&early[sent..]).await?;
-            stats.sent.inc_by((early.len() - sent) as u64);
-        }
-        drop(early);
-        // Both sockets are closed as soon as the copy ends (when this function returns).
-        if plain && proxy.tls.upstream.is_none() {
-            super::copy::bidirectional_closing(&mut client, &mut backend).await
-        } else {
-            super::copy::bidirectional(&mut client, &mut backend).await
-        }
+    let engine =
+        (proxy.fastpath == TcpFastpath::IoUring && is_socket(&client) && is_socket(&*backend))
+            .then(|| super::uring::engine().ok().filter(|e| e.running()))
+            .flatten();
+    let (termination, from_client, to_client) = if let Some(engine) = engine {
+        let progress = Progress::new(
+            Arc::clone(&activity),
+            Some(stats.sent.clone()),
+            Some(stats.received.clone()),
+        );
+        let mut backend = backend;
+        let copy = async {
+            send_rest(&mut backend, early, sent, stats).await?;
+            let client = socket(Box::new(client))?;
+            let backend = socket(backend)?;
+            engine.copy(client, backend, Arc::clone(&progress)).await
+        };
+        let termination = watch(copy, &activity, &proxy, &pick, &mut log).await;
+        // After a timeout or the shutdown cut the engine may still be winding the copy down: the log
+        // has the bytes moved until now, the byte metrics every byte.
+        (termination, progress.from_client(), progress.from_backend())
+    } else {
+        let mut client = Metered::new(client, Some(stats.sent.clone()), Arc::clone(&activity));
+        let mut backend =
+            Metered::new(backend, Some(stats.received.clone()), Arc::clone(&activity));
+        let copy = async {
+            send_rest(&mut backend, early, sent, stats).await?;
+            // Both sockets are closed as soon as the copy ends (when this function returns).
+            if plain && proxy.tls.upstream.is_none() {
+                super::copy::bidirectional_closing(&mut client, &mut backend).await
+            } else {
+                super::copy::bidirectional(&mut client, &mut backend).await
+            }
+        };
+        let termination = watch(copy, &activity, &proxy, &pick, &mut log).await;
+        (termination, client.read(), backend.read())
     };
-    let termination = tokio::select! {
+    if let Some(log) = &mut log {
+        log.from_client = early_len + from_client;
+        log.to_client = to_client;
+        log.log(termination);
+    }
+}
+
+/// Waits for `copy` to end, the connection to be idle too long or the agent to cut connections;
+/// returns the connection's termination cause, counting it.
+async fn watch<T>(
+    copy: impl Future<Output = io::Result<T>>,
+    activity: &Activity,
+    proxy: &ServiceProxy,
+    pick: &Pick,
+    log: &mut Option<Connection>,
+) -> &'static str {
+    tokio::select! {
         r = copy => match r {
             Ok(_) => cause::DONE,
             Err(e) => {
                 proxy.red.error(Cause::Reset);
                 tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, error = %e, "connection ended with error");
-                if let Some(log) = &mut log {
+                if let Some(log) = log {
                     log.error = Some(e.to_string());
                 }
                 cause::ERROR
             }
         },
         _ = activity.idle(proxy.timeouts.idle) => {
-            metrics.idle_timeouts.inc();
+            proxy.metrics.idle_timeouts.inc();
             proxy.red.error(Cause::IdleTimeout);
             tracing::debug!(service = %proxy.balancer.service(), backend = %pick.entry.key, "idle timeout");
             cause::IDLE_TIMEOUT
         }
         _ = proxy.abort.cancelled() => cause::SHUTDOWN,
+    }
+}
+
+/// Writes to `backend` what of the client's first bytes `early` the connect did not send (`sent`),
+/// counting it, and lets go of them.
+async fn send_rest<W: AsyncWrite + Unpin + ?Sized>(
+    backend: &mut W,
+    early: Vec<u8>,
+    sent: usize,
+    stats: &crate::metrics::backend::BackendMetrics,
+) -> io::Result<()> {
+    if sent < early.len() {
+        backend.write_all(&early[sent..]).await?;
+        stats.sent.inc_by((early.len() - sent) as u64);
+    }
+    Ok(())
+}
+
+/// True for a plain TCP or Unix socket, which the io_uring engine can take.
+pub(crate) fn is_socket(stream: &dyn Any) -> bool {
+    stream.is::<TcpStream>() || stream.is::<UnixStream>()
+}
+
+/// The socket of a plain stream (see [`is_socket`]), taken out of tokio's reactor.
+pub(crate) fn socket(stream: Box<dyn Any>) -> io::Result<OwnedFd> {
+    let stream = match stream.downcast::<TcpStream>() {
+        Ok(tcp) => return Ok(tcp.into_std()?.into()),
+        Err(other) => other,
     };
-    if let Some(log) = &mut log {
-        log.from_client = early_len + client.read();
-        log.to_client = backend.read();
-        log.log(termination);
+    match stream.downcast::<UnixStream>() {
+        Ok(unix) => Ok(unix.into_std()?.into()),
+        Err(_) => Err(io::Error::other("not a plain socket")),
     }
 }
 

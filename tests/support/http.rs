@@ -115,10 +115,14 @@ impl HttpBackend {
 }
 
 /// An agent config with an admin listener and one HTTP service `web` on `backends`, then `extra`
-/// (more of the service's fields, indented by four spaces).
+/// (more of the service's fields, indented by four spaces). With `SINEW_TEST_HTTP_FASTPATH` set (`.ci/run`
+/// sets `io_uring` for a second pass of the HTTP suites), the service takes that `tcp_fastpath`.
 pub fn web_service(backends: &[String], extra: &str) -> String {
+    let fastpath = std::env::var("SINEW_TEST_HTTP_FASTPATH")
+        .map(|path| format!("    tcp_fastpath: {path}\n"))
+        .unwrap_or_default();
     format!(
-        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n    backends: [{}]\n{extra}",
+        "admin: {{ listen: 127.0.0.1:0 }}\nservices:\n  web:\n    listen: 127.0.0.1:0\n    mode: http\n{fastpath}    backends: [{}]\n{extra}",
         backends.join(", ")
     )
 }

@@ -3,6 +3,7 @@
 
 pub mod chromium;
 pub mod dns;
+pub mod fastpath;
 pub mod http;
 pub mod load;
 pub mod logged;
@@ -14,6 +15,7 @@ pub mod rabbitmq;
 pub mod register;
 pub mod relay;
 pub mod tls;
+pub mod unix;
 pub mod zk;
 
 use sinew::agent::Agent;
@@ -26,6 +28,20 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
+
+/// Greets a connection with `greeting`, echoes what it sends until its end, then shuts the writing side
+/// down: the connection handler of the echo backends, on TCP and on Unix sockets.
+pub async fn greet_then_echo<S>(mut s: S, greeting: String)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if s.write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let (mut r, mut w) = tokio::io::split(s);
+    let _ = tokio::io::copy(&mut r, &mut w).await;
+    let _ = w.shutdown().await;
+}
 
 /// A TCP backend on loopback that greets each connection with `<name>\n` and then echoes until EOF.
 pub struct EchoBackend {
@@ -59,19 +75,11 @@ impl EchoBackend {
         let count = Arc::clone(&accepted);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else {
+                let Ok((s, _)) = listener.accept().await else {
                     continue;
                 };
                 count.fetch_add(1, Ordering::Relaxed);
-                let greeting = greeting.clone();
-                tokio::spawn(async move {
-                    if s.write_all(greeting.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    let (mut r, mut w) = s.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                    let _ = w.shutdown().await;
-                });
+                tokio::spawn(greet_then_echo(s, greeting.clone()));
             }
         });
         Self {

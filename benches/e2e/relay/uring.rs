@@ -7,9 +7,9 @@
 //! stopped because the ring ran dry (`ENOBUFS`) is started again when buffers come back.
 
 use crate::args::UringOptions;
-use crate::bufring::{BufRing, GROUP};
-use crate::net::{backend_socket, Setup};
+use crate::net::{backend_socket, Setup, BUF_SIZE};
 use io_uring::{cqueue, opcode, squeue, types, IoUring, Submitter};
+use sinew::proxy::uring::{build_ring, BufRing, GROUP};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddrV4;
@@ -120,39 +120,11 @@ struct Relay<'r> {
     starved: Vec<(usize, usize)>,
 }
 
-/// Applies a set of setup flags to a ring builder.
-type SetupFlags = fn(&mut io_uring::Builder);
-
-/// Builds the ring with the flags asked for, falling back to fewer when the kernel refuses them.
-fn build_ring(options: &UringOptions) -> io::Result<(IoUring, &'static str)> {
-    let mut attempts: Vec<(&'static str, SetupFlags)> = Vec::new();
-    if options.defer {
-        attempts.push(("SINGLE_ISSUER|DEFER_TASKRUN", |b| {
-            b.setup_single_issuer().setup_defer_taskrun();
-        }));
-    }
-    attempts.push(("SINGLE_ISSUER|COOP_TASKRUN", |b| {
-        b.setup_single_issuer().setup_coop_taskrun();
-    }));
-    attempts.push(("no setup flags", |_| {}));
-    let mut last = None;
-    for (name, apply) in attempts {
-        let mut builder = IoUring::builder();
-        builder.setup_cqsize(RING_ENTRIES * 4).setup_submit_all();
-        apply(&mut builder);
-        match builder.build(RING_ENTRIES) {
-            Ok(ring) => return Ok((ring, name)),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::other("no ring")))
-}
-
 /// Runs the relay on io_uring until a fatal error of the loop itself.
 pub fn run(setup: Setup, options: &UringOptions) -> io::Result<()> {
     // The buffers first, so that they are dropped after the ring.
-    let mut bufs = BufRing::new(options.bufs)?;
-    let (ring, flags) = build_ring(options)?;
+    let mut bufs = BufRing::new(options.bufs, BUF_SIZE, options.bufs)?;
+    let (ring, flags) = build_ring(RING_ENTRIES, options.defer)?;
     bufs.register(&ring)?;
     let mut submitter = ring.submitter();
     if options.ring_fd {

@@ -269,6 +269,14 @@ impl Upstream {
                 })
             }
         };
+        // On this thread's io_uring engine when the service asks for it (plain sockets only).
+        let stream = match crate::proxy::uring::local_for(proxy.fastpath) {
+            Some(engine) if crate::proxy::tcp::is_socket(&*stream) => {
+                let fd = crate::proxy::tcp::socket(stream).map_err(|e| Failure::connect(&e))?;
+                Box::new(engine.stream(fd)) as Box<dyn crate::proxy::tcp::Io>
+            }
+            _ => stream,
+        };
         let labels = [self.metrics.service.as_str(), entry.key.as_str()];
         self.metrics.opened.with_label_values(&labels).inc();
         let open = self.metrics.open.with_label_values(&labels);

@@ -12,8 +12,6 @@ mod serve;
 pub use bpf::BpfError;
 pub use serve::{serve, Served};
 
-use super::ProxyMetrics;
-use crate::config::TcpFastpath;
 use std::os::fd::OwnedFd;
 use std::sync::OnceLock;
 
@@ -42,21 +40,6 @@ impl Kernel {
             _program: program,
         })
     }
-}
-
-/// True when `service`, configured with `wanted`, runs on the sockmap path; a refusal by the kernel
-/// is logged and the service runs the copy loop. Either way the `sinew_tcp_fastpath` gauge says which.
-pub fn usable(service: &str, wanted: TcpFastpath, metrics: &ProxyMetrics) -> bool {
-    let path = match (wanted, kernel()) {
-        (TcpFastpath::Copy, _) => TcpFastpath::Copy,
-        (TcpFastpath::Sockmap, Ok(_)) => TcpFastpath::Sockmap,
-        (TcpFastpath::Sockmap, Err(e)) => {
-            tracing::warn!(service, error = %e, "tcp_fastpath sockmap unavailable (the kernel refused the program); the service runs the copy loop");
-            TcpFastpath::Copy
-        }
-    };
-    metrics.fastpath(service, path);
-    path == TcpFastpath::Sockmap
 }
 
 /// The process's fast path, or why the kernel refused it (loaded on first use).

@@ -149,8 +149,18 @@ impl Conn {
             Ok(n) => n,
             Err(e) => return Err(ExchangeError::Unsent(e)),
         };
-        self.io.write_all(&self.out[first..]).await?;
-        self.io.flush().await?;
+        // A buffering socket (TLS, or one on the io_uring engine) sends as it flushes: a failure that
+        // sent nothing of the request is as a failed first write; a reset is the backend having
+        // closed, before any response.
+        let written = match self.io.write_all(&self.out[first..]).await {
+            Ok(()) => self.io.flush().await,
+            failed => failed,
+        };
+        match written {
+            Err(e) if nothing_sent(&e) => return Err(ExchangeError::Unsent(e)),
+            Err(e) if is_reset(&e) => return Err(ExchangeError::Closed(e.to_string())),
+            written => written?,
+        }
         if self.out.capacity() > KEEP_OUT {
             self.out = Vec::new();
         }
@@ -207,6 +217,13 @@ fn next_read_space(space: usize, read: usize) -> usize {
     } else {
         space
     }
+}
+
+/// A write or flush that failed before any byte of it reached the peer (a socket on the io_uring
+/// engine says so).
+fn nothing_sent(e: &std::io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<crate::proxy::uring::NothingSent>())
 }
 
 /// A reset or aborted connection, as a backend closing an idle keep-alive connection causes.
