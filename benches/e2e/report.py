@@ -56,20 +56,28 @@ def ratio_table(title, pairs):
 if cells:
     print()
     print(
-        f"{'target':<14}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}"
+        f"{'target':<18}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}"
         f"{'CPU us/req':>12}{'preempted/req':>15}{'syscalls/req':>14}"
     )
     for (name, mode), rows in cells.items():
         print(
-            f"{name:<14}{mode:<11}{median(name, mode, 0):>10.0f}{median(name, mode, 1):>9.3f}"
+            f"{name:<18}{mode:<11}{median(name, mode, 0):>10.0f}{median(name, mode, 1):>9.3f}"
             f"{median(name, mode, 2):>9.3f}{sum(r[3] for r in rows):>8}{len(rows):>8}"
             f"{median(name, mode, 4):>12.2f}{median(name, mode, 5):>15.2f}"
             f"{calls_per_request(name, mode):>14}"
         )
+    fastpaths = [(path, f"sinew-{path}", "haproxy-tcp") for path in ("uring", "sockmap")]
+    fastpaths.append(("uring-http", "sinew-uring-http", "haproxy-http"))
     ratio_table(
         "sinew/HAProxy",
-        [(proto, f"sinew-{proto}", f"haproxy-{proto}") for proto in ("http", "tcp")],
+        [(proto, f"sinew-{proto}", f"haproxy-{proto}") for proto in ("http", "tcp")]
+        + [row for row in fastpaths if any(name == row[1] for name, _ in cells)],
     )
+    if any(name == "sinew-uring" for name, _ in cells):
+        ratio_table(
+            "io_uring/copy",
+            [("tcp", "sinew-uring", "sinew-tcp"), ("http", "sinew-uring-http", "sinew-http")],
+        )
     if any(name.startswith("relay-") for name, _ in cells):
         ratio_table("relay/HAProxy", [(io, f"relay-{io}", "haproxy-tcp") for io in ("epoll", "uring")])
         ratio_table("uring/epoll", [("relay", "relay-uring", "relay-epoll")])

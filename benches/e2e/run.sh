@@ -17,6 +17,9 @@
 # E2E_PASSES lists the passes to run (default "throughput syscalls memory"); system call counts do not
 # depend on the machine's load, so `E2E_PASSES=syscalls` can be run on a busy machine.
 # E2E_SOCKMAP=1 adds a `sinew-sockmap` row: the TCP service again with `tcp_fastpath: sockmap`.
+# E2E_URING=1 adds `sinew-uring` and `sinew-uring-http` rows: the TCP and the HTTP service again with
+# `tcp_fastpath: io_uring` (the HTTP one on the ring with `threads: 1` only), with an io_uring/copy
+# ratio table.
 # E2E_SINEW_BIN runs that sinew binary instead of building this tree's (to compare two builds with
 # the same script: an earlier commit's binary, then this one's).
 # E2E_SINEW_BASE adds `base-http` and `base-tcp` rows: that sinew binary (an earlier build) run beside
@@ -85,8 +88,8 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin
-# sinew-sockmap base-http base-tcp base-admin relay-epoll relay-uring.
-read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba re ru < <(python3 "$here/free_ports.py" 15)
+# sinew-sockmap base-http base-tcp base-admin relay-epoll relay-uring sinew-uring sinew-uring-http.
+read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba re ru su sx < <(python3 "$here/free_ports.py" 17)
 
 # Replace @NAME@ placeholders in a template.
 render() {
@@ -96,24 +99,40 @@ render() {
 render "$here/nginx.conf" "$work/nginx.conf"
 render "$here/haproxy.cfg" "$work/haproxy.cfg"
 render "$here/sinew.yaml" "$work/sinew.yaml"
-# E2E_SOCKMAP=1: a third sinew service, the TCP one on the kernel's sockmap path (`sinew-sockmap`).
-sockmap=${E2E_SOCKMAP:-}
-if [ -n "$sockmap" ]; then
-  cat >>"$work/sinew.yaml" <<EOF_SOCKMAP
-  tcp_sockmap:
-    listen: 127.0.0.1:$sk
+# Appends to sinew.yaml the TCP service again as NAME on PORT with `tcp_fastpath: PATH`.
+tcp_service_on() { # name port path
+  cat >>"$work/sinew.yaml" <<EOF_SERVICE
+  $1:
+    listen: 127.0.0.1:$2
     mode: tcp
     balance: least_conn
-    tcp_fastpath: sockmap
+    tcp_fastpath: $3
     backends: [127.0.0.1:$b1, 127.0.0.1:$b2, 127.0.0.1:$b3]
     health_check: { type: tcp, interval: 2s }
-EOF_SOCKMAP
+EOF_SERVICE
+}
+# E2E_SOCKMAP=1: the TCP service on the kernel's sockmap path (`sinew-sockmap`).
+sockmap=${E2E_SOCKMAP:-}
+[ -z "$sockmap" ] || tcp_service_on tcp_sockmap "$sk" sockmap
+# E2E_URING=1: the TCP and HTTP services on the io_uring engine (`sinew-uring`, `sinew-uring-http`).
+uring=${E2E_URING:-}
+if [ -n "$uring" ]; then
+  tcp_service_on tcp_uring "$su" io_uring
+  cat >>"$work/sinew.yaml" <<EOF_SERVICE
+  http_uring:
+    listen: 127.0.0.1:$sx
+    mode: http
+    balance: round_robin
+    tcp_fastpath: io_uring
+    backends: [127.0.0.1:$b1, 127.0.0.1:$b2, 127.0.0.1:$b3]
+    health_check: { type: tcp, interval: 2s }
+EOF_SERVICE
 fi
 # E2E_SINEW_BASE: the same two services on another binary, for a build-to-build comparison.
 base_bin=${E2E_SINEW_BASE:+$(realpath "$E2E_SINEW_BASE")}
 if [ -n "$base_bin" ]; then
   echo "== base: $base_bin"
-  sed -e "s|:$sa\b|:$ba|; s|:$sh\b|:$bh|; s|:$st\b|:$bt|" "$work/sinew.yaml" | sed '/tcp_sockmap:/,$d' >"$work/base.yaml"
+  sed -e "s|:$sa\b|:$ba|; s|:$sh\b|:$bh|; s|:$st\b|:$bt|" "$work/sinew.yaml" | sed '/^  \(tcp\|http\)_\(sockmap\|uring\):/,$d' >"$work/base.yaml"
 fi
 # The bulk response, readable by nginx's unprivileged workers.
 mkdir -p "$work/www"
@@ -159,7 +178,7 @@ if [ -n "$relay" ]; then
   pids+=("$!")
   uring_pid=$!
 fi
-for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${base_bin:+"$bh" "$bt"} ${relay:+"$re" "$ru"}; do
+for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${uring:+"$su" "$sx"} ${base_bin:+"$bh" "$bt"} ${relay:+"$re" "$ru"}; do
   wait_port "$p"
 done
 for p in "${pids[@]}"; do
@@ -186,6 +205,7 @@ haproxy_pid=$(cat "$work/haproxy.pid")
 targets=("haproxy-http $hh $haproxy_pid" "sinew-http $sh $sinew_pid" "haproxy-tcp $ht $haproxy_pid"
   "sinew-tcp $st $sinew_pid")
 [ -z "$sockmap" ] || targets+=("sinew-sockmap $sk $sinew_pid")
+[ -z "$uring" ] || targets+=("sinew-uring $su $sinew_pid" "sinew-uring-http $sx $sinew_pid")
 [ -z "$relay" ] || targets+=("relay-epoll $re $epoll_pid" "relay-uring $ru $uring_pid")
 [ -z "$base_bin" ] || targets+=("base-http $bh $base_pid" "base-tcp $bt $base_pid")
 each_target() { # fn mode: runs `fn name mode port pid path extra-wrk-args...` for every target
