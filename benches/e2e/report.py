@@ -83,7 +83,8 @@ if cells:
         ratio_table("uring/epoll", [("relay", "relay-uring", "relay-epoll")])
     if any(name.startswith("base-") for name, _ in cells):
         ratio_table(
-            "sinew/base", [(proto, f"sinew-{proto}", f"base-{proto}") for proto in ("http", "tcp")]
+            "sinew/base",
+            [(row, f"sinew-{row}", f"base-{row}") for row in ("http", "tcp", "uring", "uring-http")],
         )
 
 if syscalls:

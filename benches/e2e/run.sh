@@ -24,7 +24,8 @@
 # the same script: an earlier commit's binary, then this one's).
 # E2E_SINEW_BASE adds `base-http` and `base-tcp` rows: that sinew binary (an earlier build) run beside
 # the one measured, in its own session on the same CPU, with a sinew/base ratio table, so two builds
-# are compared in one run rather than across runs on a machine whose load changes.
+# are compared in one run rather than across runs on a machine whose load changes. With E2E_URING=1 too,
+# the base runs the io_uring services as well (`base-uring`, `base-uring-http` rows).
 # E2E_RELAY=1 adds `relay-epoll` and `relay-uring` rows: the minimal TCP relay of benches/e2e/relay.rs
 # (`cargo build --release --example relay`) on epoll and on io_uring, over the same three backends, each in
 # its own session on CPU 0, timed and counted in every mode, with a relay/HAProxy table. E2E_RELAY_ARGS
@@ -88,8 +89,9 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports: b1 b2 b3 haproxy-http haproxy-tcp sinew-http sinew-tcp sinew-admin rss-admin
-# sinew-sockmap base-http base-tcp base-admin relay-epoll relay-uring sinew-uring sinew-uring-http.
-read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba re ru su sx < <(python3 "$here/free_ports.py" 17)
+# sinew-sockmap base-http base-tcp base-admin relay-epoll relay-uring sinew-uring sinew-uring-http
+# base-uring base-uring-http.
+read -r b1 b2 b3 hh ht sh st sa ra sk bh bt ba re ru su sx bu bx < <(python3 "$here/free_ports.py" 19)
 
 # Replace @NAME@ placeholders in a template.
 render() {
@@ -99,40 +101,48 @@ render() {
 render "$here/nginx.conf" "$work/nginx.conf"
 render "$here/haproxy.cfg" "$work/haproxy.cfg"
 render "$here/sinew.yaml" "$work/sinew.yaml"
-# Appends to sinew.yaml the TCP service again as NAME on PORT with `tcp_fastpath: PATH`.
-tcp_service_on() { # name port path
-  cat >>"$work/sinew.yaml" <<EOF_SERVICE
-  $1:
-    listen: 127.0.0.1:$2
+# E2E_SINEW_BASE: the same services on another binary, for a build-to-build comparison.
+base_bin=${E2E_SINEW_BASE:+$(realpath "$E2E_SINEW_BASE")}
+if [ -n "$base_bin" ]; then
+  echo "== base: $base_bin"
+  sed -e "s|:$sa\b|:$ba|; s|:$sh\b|:$bh|; s|:$st\b|:$bt|" "$work/sinew.yaml" >"$work/base.yaml"
+fi
+# Appends to FILE the TCP service again as NAME on PORT with `tcp_fastpath: PATH`.
+tcp_service_on() { # file name port path
+  cat >>"$1" <<EOF_SERVICE
+  $2:
+    listen: 127.0.0.1:$3
     mode: tcp
     balance: least_conn
-    tcp_fastpath: $3
+    tcp_fastpath: $4
     backends: [127.0.0.1:$b1, 127.0.0.1:$b2, 127.0.0.1:$b3]
     health_check: { type: tcp, interval: 2s }
 EOF_SERVICE
 }
 # E2E_SOCKMAP=1: the TCP service on the kernel's sockmap path (`sinew-sockmap`).
 sockmap=${E2E_SOCKMAP:-}
-[ -z "$sockmap" ] || tcp_service_on tcp_sockmap "$sk" sockmap
+[ -z "$sockmap" ] || tcp_service_on "$work/sinew.yaml" tcp_sockmap "$sk" sockmap
 # E2E_URING=1: the TCP and HTTP services on the io_uring engine (`sinew-uring`, `sinew-uring-http`).
 uring=${E2E_URING:-}
-if [ -n "$uring" ]; then
-  tcp_service_on tcp_uring "$su" io_uring
-  cat >>"$work/sinew.yaml" <<EOF_SERVICE
+# Appends to FILE the HTTP service again on PORT with `tcp_fastpath: io_uring`.
+http_uring_on() { # file port
+  cat >>"$1" <<EOF_SERVICE
   http_uring:
-    listen: 127.0.0.1:$sx
+    listen: 127.0.0.1:$2
     mode: http
     balance: round_robin
     tcp_fastpath: io_uring
     backends: [127.0.0.1:$b1, 127.0.0.1:$b2, 127.0.0.1:$b3]
     health_check: { type: tcp, interval: 2s }
 EOF_SERVICE
-fi
-# E2E_SINEW_BASE: the same two services on another binary, for a build-to-build comparison.
-base_bin=${E2E_SINEW_BASE:+$(realpath "$E2E_SINEW_BASE")}
-if [ -n "$base_bin" ]; then
-  echo "== base: $base_bin"
-  sed -e "s|:$sa\b|:$ba|; s|:$sh\b|:$bh|; s|:$st\b|:$bt|" "$work/sinew.yaml" | sed '/^  \(tcp\|http\)_\(sockmap\|uring\):/,$d' >"$work/base.yaml"
+}
+if [ -n "$uring" ]; then
+  tcp_service_on "$work/sinew.yaml" tcp_uring "$su" io_uring
+  http_uring_on "$work/sinew.yaml" "$sx"
+  if [ -n "$base_bin" ]; then
+    tcp_service_on "$work/base.yaml" tcp_uring "$bu" io_uring
+    http_uring_on "$work/base.yaml" "$bx"
+  fi
 fi
 # The bulk response, readable by nginx's unprivileged workers.
 mkdir -p "$work/www"
@@ -178,7 +188,7 @@ if [ -n "$relay" ]; then
   pids+=("$!")
   uring_pid=$!
 fi
-for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${uring:+"$su" "$sx"} ${base_bin:+"$bh" "$bt"} ${relay:+"$re" "$ru"}; do
+for p in "$b1" "$b2" "$b3" "$hh" "$ht" "$sh" "$st" ${sockmap:+"$sk"} ${uring:+"$su" "$sx"} ${base_bin:+"$bh" "$bt"} ${base_bin:+${uring:+"$bu" "$bx"}} ${relay:+"$re" "$ru"}; do
   wait_port "$p"
 done
 for p in "${pids[@]}"; do
@@ -208,6 +218,7 @@ targets=("haproxy-http $hh $haproxy_pid" "sinew-http $sh $sinew_pid" "haproxy-tc
 [ -z "$uring" ] || targets+=("sinew-uring $su $sinew_pid" "sinew-uring-http $sx $sinew_pid")
 [ -z "$relay" ] || targets+=("relay-epoll $re $epoll_pid" "relay-uring $ru $uring_pid")
 [ -z "$base_bin" ] || targets+=("base-http $bh $base_pid" "base-tcp $bt $base_pid")
+[ -z "$base_bin" ] || [ -z "$uring" ] || targets+=("base-uring $bu $base_pid" "base-uring-http $bx $base_pid")
 each_target() { # fn mode: runs `fn name mode port pid path extra-wrk-args...` for every target
   local t name port pid
   for t in "${targets[@]}"; do
