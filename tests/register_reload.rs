@@ -60,7 +60,9 @@ async fn wait_children(
     count: usize,
     pred: impl Fn(&str) -> bool,
 ) -> Vec<(String, String)> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    // Long enough for a loaded machine (ZooKeeper runs on the JVM beside the tests); returns at once
+    // when the children are there.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         let n = children(client, parent).await;
         if n.len() == count && n.iter().all(|(_, d)| pred(d)) {

@@ -112,10 +112,20 @@ impl Drop for EchoBackend {
     }
 }
 
-/// A loopback address that nothing listens on (bound, read, and released).
+/// A loopback address that nothing listens on: its port stays bound, without listening and without
+/// `SO_REUSEADDR`, until the test process ends, so connections to it are refused and no other socket
+/// of the process (a backend, a ZooKeeper, a listener of a test running beside) can take the port.
 pub async fn dead_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
+    use rustix::net::{bind, getsockname, socket, AddressFamily, SocketType};
+    let fd = socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    bind(&fd, &SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+    let addr = getsockname(&fd)
+        .ok()
+        .and_then(|a| SocketAddr::try_from(a).ok())
+        .expect("bound address");
+    // Held until the process ends.
+    std::mem::forget(fd);
+    addr
 }
 
 /// Parses a YAML config and starts an agent with it.
