@@ -3,7 +3,7 @@
 use crate::config::HttpOptions;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Headers that describe one connection, not the message (RFC 9110 7.6.1), removed when forwarding.
 const HOP_BY_HOP: [HeaderName; 6] = [
@@ -76,17 +76,40 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, options: &Http
         return;
     }
     let xff = &options.forwarded_for_header.0;
-    let ip = client.ip().to_string();
-    let value = match headers.get(xff).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    // Built byte by byte: this runs on every request, and `core::fmt` was a visible part of its cost.
+    let mut value = Vec::with_capacity(64);
+    if let Some(prev) = headers.get(xff) {
+        value.extend_from_slice(prev.as_bytes());
+        value.extend_from_slice(b", ");
+    }
+    push_ip(&mut value, client.ip());
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
         headers.insert(xff.clone(), v);
     }
     headers
         .entry(HeaderName::from_static("x-forwarded-proto"))
         .or_insert(HeaderValue::from_static("http"));
+}
+
+/// Appends `ip` as text to `out`: dotted decimal for IPv4, `Ipv6Addr`'s own form for IPv6.
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + octet / 10 % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
 }
 
 /// Appends `1.1 sinew` to `Via`.
@@ -154,6 +177,24 @@ mod tests {
         );
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn client_addresses_are_written_as_their_display_form() {
+        let mut v4: Vec<IpAddr> = (0..=255u8)
+            .map(|o| IpAddr::from([o, o.wrapping_mul(7), 255 - o, o / 3]))
+            .collect();
+        v4.extend(
+            ["0.0.0.0", "255.255.255.255", "10.0.0.1", "100.9.10.99"]
+                .map(|a| a.parse::<IpAddr>().unwrap()),
+        );
+        let v6: [IpAddr; 4] =
+            ["::1", "2001:db8::7", "::ffff:192.0.2.1", "fe80::1:2:3:4"].map(|a| a.parse().unwrap());
+        for ip in v4.into_iter().chain(v6) {
+            let mut out = Vec::new();
+            push_ip(&mut out, ip);
+            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+        }
     }
 
     #[test]
