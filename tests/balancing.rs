@@ -81,7 +81,7 @@ async fn least_conn_sends_new_connections_to_the_least_loaded() {
     let balancer = agent.balancer("web").unwrap();
     drop(held);
     assert!(
-        eventually(Duration::from_secs(2), || balancer
+        eventually(Duration::from_secs(10), || balancer
             .current()
             .entries()
             .iter()

@@ -235,7 +235,7 @@ async fn a_reload_that_changes_a_route_applies_on_an_open_keep_alive_connection(
     agent.apply(without).await.unwrap();
     assert!(agent.frontend_addr("web").await.is_none());
     assert!(
-        eventually(Duration::from_secs(3), || std::net::TcpStream::connect(
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
             addr
         )
         .is_err())
@@ -412,8 +412,10 @@ async fn a_reload_gives_a_portless_service_a_listener_and_takes_it_away_undistur
     agent.apply(portless(&a, &b, None)).await.unwrap();
     assert_eq!(agent.service_addr("a"), None);
     assert!(
-        eventually(Duration::from_secs(3), || std::net::TcpStream::connect(own)
-            .is_err())
+        eventually(Duration::from_secs(10), || std::net::TcpStream::connect(
+            own
+        )
+        .is_err())
         .await,
         "the service's listener closed"
     );

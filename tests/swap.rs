@@ -145,7 +145,7 @@ async fn file_discovery_follows_the_file_and_survives_a_bad_edit() {
                 .any(|e| e.backend.port == port)
         }
     };
-    assert!(eventually(Duration::from_secs(2), has(a.addr.port())).await);
+    assert!(eventually(Duration::from_secs(10), has(a.addr.port())).await);
     assert_eq!(greet(addr).await.unwrap(), "a");
 
     // Replace the file by rename, as deploy tools do.
@@ -159,7 +159,7 @@ async fn file_discovery_follows_the_file_and_survives_a_bad_edit() {
     )
     .unwrap();
     std::fs::rename(&tmp, &file).unwrap();
-    assert!(eventually(Duration::from_secs(2), has(b.addr.port())).await);
+    assert!(eventually(Duration::from_secs(10), has(b.addr.port())).await);
     assert_eq!(greet(addr).await.unwrap(), "b");
 
     std::fs::write(&file, "[\"127.0.0.1:8081\",").unwrap();
