@@ -24,7 +24,7 @@ pub(super) fn respond(
     attempts: u32,
     seen: &access::Seen,
 ) -> Response<ProxyBody> {
-    let Exchanged { mut resp, pick } = exchanged;
+    let Exchanged { mut resp, pick, .. } = exchanged;
     record.status(resp.status().as_u16());
     if resp.status().is_server_error() {
         proxy.red.error(Cause::Backend5xx);

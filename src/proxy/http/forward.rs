@@ -22,6 +22,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, Response, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
 /// The request body as far as retries are concerned.
@@ -64,6 +65,8 @@ pub(super) struct Exchanged {
     pub(super) resp: Response<UpBody>,
     /// The backend it came from.
     pub(super) pick: Pick,
+    /// When its head came.
+    pub(super) at: Instant,
 }
 
 /// What one attempt came to. Not boxed: it lives on the stack for one attempt, and a box would be an
@@ -182,7 +185,9 @@ async fn forward(
         // Prefer a backend not tried yet; with none left, HAProxy-style, try again where it failed.
         let queued = Instant::now();
         let picked = tries.pick(&proxy.balancer, &set, key).await;
-        seen.timing.queue += queued.elapsed();
+        // Also when the attempt starts: one clock read for both.
+        let picked_at = Instant::now();
+        seen.timing.queue += picked_at.saturating_duration_since(queued);
         let pick = match picked {
             Ok(p) => p,
             Err(Unavailable::QueueFull) => {
@@ -222,6 +227,7 @@ async fn forward(
             &parts,
             attempt_body,
             pick,
+            picked_at,
             upgrade,
             idempotent,
             header,
@@ -231,7 +237,7 @@ async fn forward(
         match attempted {
             Attempt::Failed(failure) => last = failure,
             Attempt::Response(exchanged) => {
-                seen.timing.head = Some(record.started().elapsed());
+                seen.timing.head = Some(exchanged.at.saturating_duration_since(record.started()));
                 seen.timing.connect = exchanged
                     .resp
                     .extensions()
@@ -264,6 +270,16 @@ async fn forward(
     }
 }
 
+/// `timeout` after `start`, or far enough away to never come when that is past the clock's range.
+fn deadline(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout)
+        .unwrap_or_else(|| start + Duration::from_secs(FOREVER_SECS))
+}
+
+/// About thirty years: a deadline that never comes.
+const FOREVER_SECS: u64 = 30 * 365 * 24 * 3600;
+
 /// Reads a small body into memory so it can be replayed; larger or unsized bodies stream.
 async fn prepare(body: Incoming, max: usize) -> Result<ReqBody, LocalReply> {
     if body.is_end_stream() {
@@ -287,21 +303,22 @@ async fn send(
     parts: &Parts,
     body: AttemptBody,
     pick: Pick,
+    sent: Instant,
     upgrade: bool,
     idempotent: bool,
     header: Option<(SendProxy, Header)>,
 ) -> Attempt {
     let balancer = &proxy.balancer;
     let timeout = proxy.timeouts.request;
+    let due = deadline(sent, timeout);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let sent = Instant::now();
     let progress = body.progress();
     let exchanged = match (&http.client, body) {
         (Client::Http1(upstream), AttemptBody::Bytes(bytes))
             if !upgrade && bytes.len() <= super::h1::MAX_BODY =>
         {
             let exchange = upstream.exchange(proxy, &pick, parts, path, &bytes, idempotent, header);
-            tokio::time::timeout(timeout, exchange).await
+            tokio::time::timeout_at(due, exchange).await
         }
         (Client::Http1(upstream), body) => {
             let Ok(uri) = Uri::try_from(path) else {
@@ -310,8 +327,8 @@ async fn send(
             let req = hyper_request(parts, body, Version::HTTP_11, uri);
             // Boxed here and below: hyper's request state is larger than the own client's, and
             // would otherwise size every request's future (and each client connection's task).
-            Box::pin(tokio::time::timeout(
-                timeout,
+            Box::pin(tokio::time::timeout_at(
+                due,
                 upstream.send(proxy, &pick, req, header),
             ))
             .await
@@ -334,7 +351,7 @@ async fn send(
                 return Attempt::Failed(LocalReply::BadRequest);
             };
             let req = hyper_request(parts, body, version, uri);
-            Box::pin(tokio::time::timeout(timeout, client.request(req)))
+            Box::pin(tokio::time::timeout_at(due, client.request(req)))
                 .await
                 .map(|r| {
                     r.map(|resp| resp.map(UpBody::Hyper)).map_err(|e| {
@@ -355,7 +372,8 @@ async fn send(
                 .as_ref()
                 .and_then(|p| p.ended())
                 .map_or(sent, |ended| ended.max(sent));
-            let took = from.elapsed();
+            let at = Instant::now();
+            let took = at.saturating_duration_since(from);
             if let Some(stats) = &pick.entry.stats.metrics.http {
                 stats.response_seconds.observe(took.as_secs_f64());
                 stats.response_class(resp.status().as_u16()).inc();
@@ -365,7 +383,7 @@ async fn send(
                 pick.entry.stats.metrics.error(BackendCause::Http5xx);
             }
             balancer.observe(&pick.entry, !resp.status().is_server_error());
-            return Attempt::Response(Exchanged { resp, pick });
+            return Attempt::Response(Exchanged { resp, pick, at });
         }
         Ok(Err(failure)) => failure,
         Err(_) => Failure {

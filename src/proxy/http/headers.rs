@@ -1,6 +1,7 @@
 //! Request and response header rules of a proxy: hop-by-hop removal, forwarding headers, idempotency.
 
 use crate::config::HttpOptions;
+use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request};
 use std::net::{IpAddr, SocketAddr};
@@ -76,14 +77,18 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, options: &Http
         return;
     }
     let xff = &options.forwarded_for_header.0;
-    // Built byte by byte: this runs on every request, and `core::fmt` was a visible part of its cost.
-    let mut value = Vec::with_capacity(64);
-    if let Some(prev) = headers.get(xff) {
-        value.extend_from_slice(prev.as_bytes());
+    // Built byte by byte (this runs on every request, and `core::fmt` was a visible part of its cost),
+    // into a vector of exactly its length, which the value then takes as it is: no copy, no second
+    // allocation.
+    let ip = IpText::new(client.ip());
+    let prev = headers.get(xff).map(HeaderValue::as_bytes);
+    let mut value = Vec::with_capacity(prev.map_or(0, |p| p.len() + 2) + ip.as_bytes().len());
+    if let Some(prev) = prev {
+        value.extend_from_slice(prev);
         value.extend_from_slice(b", ");
     }
-    push_ip(&mut value, client.ip());
-    if let Ok(v) = HeaderValue::from_bytes(&value) {
+    value.extend_from_slice(ip.as_bytes());
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(value)) {
         headers.insert(xff.clone(), v);
     }
     headers
@@ -91,24 +96,56 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: SocketAddr, options: &Http
         .or_insert(HeaderValue::from_static("http"));
 }
 
-/// Appends `ip` as text to `out`: dotted decimal for IPv4, `Ipv6Addr`'s own form for IPv6.
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b'.');
+/// An address as text, kept on the stack: dotted decimal for IPv4, `Ipv6Addr`'s own form for IPv6.
+struct IpText {
+    buf: [u8; IpText::MAX],
+    len: usize,
+}
+
+impl IpText {
+    /// Longer than any address's text (an IPv6 address is at most 45 bytes as text).
+    const MAX: usize = 48;
+
+    /// `ip` as text.
+    fn new(ip: IpAddr) -> Self {
+        let mut text = Self {
+            buf: [0; Self::MAX],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.push(b'.');
+                    }
+                    if octet >= 100 {
+                        text.push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        text.push(b'0' + octet / 10 % 10);
+                    }
+                    text.push(b'0' + octet % 10);
                 }
-                if octet >= 100 {
-                    out.push(b'0' + octet / 100);
-                }
-                if octet >= 10 {
-                    out.push(b'0' + octet / 10 % 10);
-                }
-                out.push(b'0' + octet % 10);
+            }
+            IpAddr::V6(v6) => {
+                let mut rest = &mut text.buf[..];
+                // Cannot fail: the buffer is longer than any IPv6 address's text.
+                let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
+                text.len = Self::MAX - rest.len();
             }
         }
-        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+        text
+    }
+
+    /// Appends one byte (at most 15 for an IPv4 address).
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    /// The text.
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -191,9 +228,7 @@ mod tests {
         let v6: [IpAddr; 4] =
             ["::1", "2001:db8::7", "::ffff:192.0.2.1", "fe80::1:2:3:4"].map(|a| a.parse().unwrap());
         for ip in v4.into_iter().chain(v6) {
-            let mut out = Vec::new();
-            push_ip(&mut out, ip);
-            assert_eq!(String::from_utf8(out).unwrap(), ip.to_string());
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 

@@ -75,7 +75,8 @@ pub struct Upstream {
 /// a service without idle connections costs no wake-ups).
 #[derive(Default)]
 struct IdleSet {
-    by_backend: HashMap<String, Vec<Idle>>,
+    /// By pool key; each list keeps its key too, so a lease shares it rather than allocating a copy.
+    by_backend: HashMap<Arc<str>, (Arc<str>, Vec<Idle>)>,
     sweeping: bool,
 }
 
@@ -89,7 +90,7 @@ struct Idle {
 /// otherwise, it is closed.
 pub struct Lease {
     conn: Conn,
-    backend: String,
+    backend: Arc<str>,
     pool: Weak<Upstream>,
     /// Taken from the idle connections (not opened for this request).
     reused: bool,
@@ -232,16 +233,17 @@ impl Upstream {
     /// The most recently used idle connection to `backend` that is still open.
     fn check_out(self: &Arc<Self>, backend: &str) -> Option<Lease> {
         loop {
-            let mut idle = {
+            let (key, mut idle) = {
                 let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                idle.by_backend.get_mut(backend)?.pop()?
+                let (key, list) = idle.by_backend.get_mut(backend)?;
+                (Arc::clone(key), list.pop()?)
             };
             if idle.since.elapsed() > self.idle_timeout || !idle.conn.is_usable() {
                 continue;
             }
             return Some(Lease {
                 conn: idle.conn,
-                backend: backend.to_string(),
+                backend: key,
                 pool: Arc::downgrade(self),
                 reused: true,
             });
@@ -282,7 +284,7 @@ impl Upstream {
         let open = self.metrics.open.with_label_values(&labels);
         Ok(Lease {
             conn: Conn::new(Counted::new(stream, open), proxy.tls.upstream.is_some()),
-            backend: key.to_string(),
+            backend: Arc::from(key),
             pool: Arc::downgrade(self),
             reused: false,
         })
@@ -290,12 +292,15 @@ impl Upstream {
 
     /// Keeps `conn` as an idle connection of `backend`, unless the backend has enough idle ones
     /// already; starts the sweeping task if none runs.
-    fn check_in(self: &Arc<Self>, backend: String, conn: Conn) {
+    fn check_in(self: &Arc<Self>, backend: Arc<str>, conn: Conn) {
         if self.max_idle == 0 {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.by_backend.entry(backend).or_default();
+        let (_, list) = idle
+            .by_backend
+            .entry(Arc::clone(&backend))
+            .or_insert_with(|| (backend, Vec::new()));
         if list.len() < self.max_idle {
             list.push(Idle {
                 conn,
@@ -311,7 +316,7 @@ impl Upstream {
     /// Closes idle connections that have expired or closed; false once none is left.
     fn sweep_once(&self) -> bool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.by_backend.retain(|_, list| {
+        idle.by_backend.retain(|_, (_, list)| {
             list.retain_mut(|i| i.since.elapsed() <= self.idle_timeout && i.conn.is_usable());
             !list.is_empty()
         });
