@@ -11,7 +11,6 @@ mod support;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
 use sinew::agent::Agent;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +19,7 @@ use std::time::Duration;
 use support::fastpath::{
     self, backend_bytes, fast_agent, metrics_when_idle, send_half_close_read, yaml,
 };
-use support::http::HttpBackend;
+use support::http::{keep_alive, HttpBackend};
 use support::logged::Logged;
 use support::process::{free_port, wait_listening};
 use support::unix::{socket_dir, UnixEcho};
@@ -403,16 +402,6 @@ async fn http_on_the_ring(backends: &[String], extra: &str) -> Option<Agent> {
     }
     eprintln!("SKIPPED: the kernel refused io_uring; web runs on tokio's sockets");
     None
-}
-
-/// A keep-alive HTTP/1 client connection to `addr`.
-async fn keep_alive(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
-    let stream = TcpStream::connect(addr).await.expect("connect");
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .expect("handshake");
-    tokio::spawn(conn);
-    sender
 }
 
 /// Sends `method path` with `body` on `client`; returns the status and the whole body.

@@ -227,3 +227,19 @@ impl hyper::body::Body for WithTrailers {
         std::task::Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
     }
 }
+
+/// A keep-alive HTTP/1 client connection to `addr` (its connection task spawned), sending bodies of
+/// type `B`.
+pub async fn keep_alive<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    sender
+}
