@@ -553,3 +553,79 @@ async fn an_accept_proxy_http_client_goes_onto_the_ring_after_its_header() {
         "the client's socket and the pooled backend socket are on the engine"
     );
 }
+
+/// Connects `count` clients to `addr` without yielding, so every one waits in the listener's backlog
+/// when the service's accept loop next runs; returns them as tokio streams.
+fn queued_clients(addr: SocketAddr, count: usize) -> Vec<TcpStream> {
+    (0..count)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(addr).expect("connect");
+            s.set_nonblocking(true).expect("non-blocking");
+            TcpStream::from_std(s).expect("into tokio")
+        })
+        .collect()
+}
+
+/// Sends one `Connection: close` request on `s`; the whole answer, or what came before it ended
+/// (nothing for a connection closed at once).
+async fn ask_once(mut s: TcpStream) -> Vec<u8> {
+    let _ = s
+        .write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut answer = Vec::new();
+    let read = s.read_to_end(&mut answer);
+    let _ = tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("answered or closed in time");
+    answer
+}
+
+// After each accept the listener takes the rest of its backlog without tokio's reactor, straight onto
+// the ring: those connections are served, counted and held to the client limit like any other.
+#[tokio::test]
+async fn a_backlog_of_http_clients_goes_onto_the_ring_within_the_client_limit() {
+    let _alone = HTTP_ON_THE_RING.lock().await;
+    let a = HttpBackend::start("a").await;
+    let Some(agent) = http_on_the_ring(&[a.hostport()], "    max_client_connections: 30\n").await
+    else {
+        return;
+    };
+    let web = agent.service_addr("web").expect("web");
+    let metrics = || async { http_get(agent.admin_addr(), "/metrics").await.1 };
+    let count = |body: &str, name: &str| metric(body, &format!("{name}{{service=\"web\"}}"));
+    let before = metrics().await;
+    let (accepted, rejected) = (
+        count(&before, "sinew_service_connections_total").unwrap_or(0.0),
+        count(&before, "sinew_service_rejected_connections_total").unwrap_or(0.0),
+    );
+    let clients = queued_clients(web, 40);
+    let answers: Vec<Vec<u8>> = {
+        let mut asked = JoinSet::new();
+        for s in clients {
+            asked.spawn(ask_once(s));
+        }
+        asked.join_all().await
+    };
+    let served = answers
+        .iter()
+        .filter(|a| a.starts_with(b"HTTP/1.1 200") && a.ends_with(b"\r\n\r\na"))
+        .count();
+    let closed = answers.iter().filter(|a| a.is_empty()).count();
+    assert_eq!(
+        (served, closed),
+        (30, 10),
+        "the first 30 are served, the rest closed at once"
+    );
+    assert_eq!(a.requests(), 30);
+    let after = metrics().await;
+    assert_eq!(
+        count(&after, "sinew_service_connections_total"),
+        Some(accepted + 30.0),
+        "{after}"
+    );
+    assert_eq!(
+        count(&after, "sinew_service_rejected_connections_total"),
+        Some(rejected + 10.0),
+        "{after}"
+    );
+}

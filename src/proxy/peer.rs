@@ -7,7 +7,7 @@ use crate::balance::Backend;
 use crate::config::SendProxy;
 use crate::proxy_protocol::{Addresses, Header};
 use std::net::SocketAddr;
-use tokio::net::TcpStream;
+use std::os::fd::AsFd;
 
 /// One client connection's addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,9 +20,9 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The addresses of `stream`, accepted from `addr` on a listener bound to `bound`.
+    /// The addresses of `socket`, accepted from `addr` on a listener bound to `bound`.
     pub fn accepted(
-        stream: &TcpStream,
+        socket: impl AsFd,
         addr: SocketAddr,
         bound: Option<SocketAddr>,
         proxy: &ServiceProxy,
@@ -30,7 +30,9 @@ impl Peer {
         let local = match bound {
             _ if !proxy.may_send_proxy => None,
             Some(b) if !b.ip().is_unspecified() => Some(b),
-            _ => stream.local_addr().ok(),
+            _ => rustix::net::getsockname(socket)
+                .ok()
+                .and_then(|a| SocketAddr::try_from(a).ok()),
         };
         Self { addr, local }
     }
