@@ -22,7 +22,7 @@ use crate::ratelog::RateLimited;
 use arc_swap::ArcSwap;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -52,20 +52,10 @@ pub async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let proxy = slot.load_full();
-                let metrics = &proxy.metrics;
-                // Taken here, before the task runs, so a burst cannot slip past the limit; the task
-                // holds it and gives it back when it ends, however it ends.
-                let Some(slot) = Slot::take(metrics, proxy.max_clients) else {
-                    // Closed before any byte is read: the flood costs a socket for a moment, nothing more.
-                    metrics.rejected.inc();
-                    drop(stream);
+                let Some(slot) = admit(&proxy, &stream, inherits_nodelay) else {
                     continue;
                 };
-                metrics.connections.inc();
                 let conns = proxy.conns.clone();
-                if !inherits_nodelay {
-                    let _ = stream.set_nodelay(true);
-                }
                 if proxy.accept_proxy {
                     // Boxed: the header is read first, then the connection is served as any other.
                     conns.spawn(holding(slot, Box::pin(accept_proxy(stream, peer, proxy))));
@@ -163,19 +153,32 @@ fn serve_on_ring(
     inherits_nodelay: bool,
     proxy: &Arc<ServiceProxy>,
 ) {
-    let metrics = &proxy.metrics;
-    let Some(slot) = Slot::take(metrics, proxy.max_clients) else {
-        metrics.rejected.inc();
+    let Some(slot) = admit(proxy, &fd, inherits_nodelay) else {
         return;
     };
-    metrics.connections.inc();
-    if !inherits_nodelay {
-        let _ = rustix::net::sockopt::set_tcp_nodelay(&fd, true);
-    }
     let peer = Peer::accepted(&fd, from, bound, proxy);
     let stream = engine.stream(fd);
     let serve = http::serve_connection(stream, peer, Arc::clone(proxy));
     proxy.conns.spawn(holding(slot, serve));
+}
+
+/// Admits an accepted `socket` within the service's client limit: its slot, counted, with
+/// `TCP_NODELAY` set when the listener could not pass it on; `None` (counted as rejected) at the
+/// limit, and the caller closes the socket. The slot is taken here, before the connection's task runs,
+/// so a burst cannot slip past the limit; the task holds it and gives it back when it ends, however it
+/// ends.
+fn admit(proxy: &ServiceProxy, socket: impl AsFd, inherits_nodelay: bool) -> Option<Slot> {
+    let metrics = &proxy.metrics;
+    let Some(slot) = Slot::take(metrics, proxy.max_clients) else {
+        // Closed before any byte is read: the flood costs a socket for a moment, nothing more.
+        metrics.rejected.inc();
+        return None;
+    };
+    metrics.connections.inc();
+    if !inherits_nodelay {
+        let _ = rustix::net::sockopt::set_tcp_nodelay(socket, true);
+    }
+    Some(slot)
 }
 
 /// Sets `TCP_NODELAY` on `listener` for its accepted sockets to inherit; false when it cannot be set.
