@@ -12,9 +12,17 @@ MODES = ("keepalive", "close", "bulk")
 cells = defaultdict(list)
 with open(sys.argv[1]) as f:
     for line in f:
-        name, mode, rps, p50, p99, errors, cpu, switched = line.rstrip("\n").split("\t")
+        name, mode, rps, p50, p99, errors, cpu, switched, backends = line.rstrip("\n").split("\t")
         cells[(name, mode)].append(
-            (float(rps), float(p50), float(p99), int(errors), float(cpu), float(switched))
+            (
+                float(rps),
+                float(p50),
+                float(p99),
+                int(errors),
+                float(cpu),
+                float(switched),
+                float(backends),
+            )
         )
 
 # (target, mode) -> (all calls per request, {call: per request})
@@ -57,14 +65,14 @@ if cells:
     print()
     print(
         f"{'target':<18}{'mode':<11}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'rounds':>8}"
-        f"{'CPU us/req':>12}{'preempted/req':>15}{'syscalls/req':>14}"
+        f"{'CPU us/req':>12}{'preempted/req':>15}{'syscalls/req':>14}{'backends us/req':>17}"
     )
     for (name, mode), rows in cells.items():
         print(
             f"{name:<18}{mode:<11}{median(name, mode, 0):>10.0f}{median(name, mode, 1):>9.3f}"
             f"{median(name, mode, 2):>9.3f}{sum(r[3] for r in rows):>8}{len(rows):>8}"
             f"{median(name, mode, 4):>12.2f}{median(name, mode, 5):>15.2f}"
-            f"{calls_per_request(name, mode):>14}"
+            f"{calls_per_request(name, mode):>14}{median(name, mode, 6):>17.2f}"
         )
     fastpaths = [(path, f"sinew-{path}", "haproxy-tcp") for path in ("uring", "sockmap")]
     fastpaths.append(("uring-http", "sinew-uring-http", "haproxy-http"))

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end comparison of sinew and HAProxy on this machine, side by side in one run.
 #
-# Three nginx backends (1 worker each, `return 200 "ok\n"`), HAProxy (1 thread, `http-reuse always`) and
-# sinew (release build) proxy them in HTTP mode (round robin) and TCP mode (least connections). Proxies and
+# Three nginx backends (1 worker each, `return 200 "ok\n"`), HAProxy (1 thread, `http-reuse always`, and
+# the forwarded headers sinew adds by default) and sinew (release build) proxy them in HTTP mode (round robin) and TCP mode (least connections). Proxies and
 # backends are pinned to CPU 0, wrk to CPU 1. Each round runs wrk -t1 -c64 against direct, HAProxy and
 # sinew, keep-alive and `Connection: close`, interleaved; the table shows the median over rounds and the
 # sinew/HAProxy ratios, with the CPU time each proxy spent per request (the figure that decides throughput
 # when the CPU is the limit, and the one least disturbed by other load on the machine) and how often it
-# was preempted per request. A third mode, bulk, fetches a 100 KB response over keep-alive. Then, in a
+# was preempted per request, and the CPU time the backends spent per request behind it (on the proxy's
+# core, what a proxy costs its backends bounds throughput too). A third mode, bulk, fetches a 100 KB response over keep-alive. Then, in a
 # separate short pass so the timed cells stay undisturbed, it counts each proxy's system calls per
 # request in each mode (`perf stat` on the syscall tracepoints, counted in the kernel, attached to the
 # proxy's process while wrk runs, divided by the requests wrk reports). Last it reports the memory each
@@ -205,7 +206,15 @@ cpu_ns() {
 preempted() {
   cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^nonvoluntary_ctxt_switches/ {s += $2} END {printf "%.0f", s}'
 }
-nginx_worker=$(pgrep -P "$(cat "$work/nginx.pid")" | head -1)
+nginx_workers=$(pgrep -P "$(cat "$work/nginx.pid")" | tr '\n' ' ')
+nginx_worker=${nginx_workers%% *}
+# CPU time (ns) all the backends' workers have used: with the backends on the proxy's CPU, what a proxy
+# costs them per request bounds the throughput as much as its own CPU time does.
+backends_cpu_ns() {
+  local w total=0
+  for w in $nginx_workers; do total=$((total + $(cpu_ns "$w"))); done
+  echo "$total"
+}
 if [ -n "${E2E_BACKENDS_BATCH:-}" ]; then
   for c in $(pgrep -P "$(cat "$work/nginx.pid")"); do chrt -b -p 0 "$c"; done
   echo "== nginx workers under SCHED_BATCH"
@@ -244,14 +253,17 @@ wrk_for() { # seconds port path extra-wrk-args...
 results=$work/results.tsv
 : >"$results"
 run() { # name mode port pid path extra-wrk-args...
-  local name=$1 mode=$2 port=$3 pid=$4 path=$5 out before after
+  local name=$1 mode=$2 port=$3 pid=$4 path=$5 out before after backends
   shift 5
   before=$(cpu_ns "$pid")
+  backends=$(backends_cpu_ns)
   switched=$(preempted "$pid")
   out=$(wrk_for "$secs" "$port" "$path" "$@")
   after=$(cpu_ns "$pid")
+  backends=$(($(backends_cpu_ns) - backends))
   switched=$(($(preempted "$pid") - switched))
-  printf '%s\t%s\t%s\n' "$name" "$mode" "$(python3 "$here/wrk_parse.py" $((after - before)) "$switched" <<<"$out")" >>"$results"
+  printf '%s\t%s\t%s\n' "$name" "$mode" \
+    "$(python3 "$here/wrk_parse.py" $((after - before)) "$switched" "$backends" <<<"$out")" >>"$results"
 }
 if [[ " $passes " == *" throughput "* ]]; then
   echo "== $rounds rounds x ${secs}s cells"

@@ -1,8 +1,8 @@
-"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms, errors, CPU us per request and
-preemptions per request.
+"""Reads wrk --latency output on stdin; prints req/s, p50 ms, p99 ms, errors, CPU us per request,
+preemptions per request and the backends' CPU us per request.
 
-usage: wrk_parse.py CPU_NS PREEMPTED (the CPU time the measured process used during the run, and how
-many times it was preempted)
+usage: wrk_parse.py CPU_NS PREEMPTED BACKENDS_NS (the CPU time the measured process used during the run,
+how many times it was preempted, and the CPU time the backends used)
 """
 import re
 import sys
@@ -28,6 +28,7 @@ total = re.search(r"(\d+) requests in", text)
 requests = max(int(total.group(1)) if total else 0, 1)
 cpu_us = int(sys.argv[1]) / 1000 / requests
 preempted = int(sys.argv[2]) / requests
+backends_us = int(sys.argv[3]) / 1000 / requests
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if non2xx:
     errors += int(non2xx.group(1))
@@ -40,6 +41,7 @@ print(
             str(errors),
             f"{cpu_us:.2f}",
             f"{preempted:.3f}",
+            f"{backends_us:.2f}",
         ]
     )
 )
