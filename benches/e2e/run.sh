@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
 # End-to-end comparison of sinew and HAProxy on this machine, side by side in one run.
 #
-# Three nginx backends (1 worker each, `return 200 "ok\n"`), HAProxy (1 thread, `http-reuse always`, and
-# the forwarded headers sinew adds by default) and sinew (release build) proxy them in HTTP mode (round robin) and TCP mode (least connections). Proxies and
-# backends are pinned to CPU 0, wrk to CPU 1. Each round runs wrk -t1 -c64 against direct, HAProxy and
-# sinew, keep-alive and `Connection: close`, interleaved; the table shows the median over rounds and the
-# sinew/HAProxy ratios, with the CPU time each proxy spent per request (the figure that decides throughput
-# when the CPU is the limit, and the one least disturbed by other load on the machine) and how often it
-# was preempted per request, and the CPU time the backends spent per request behind it (on the proxy's
-# core, what a proxy costs its backends bounds throughput too). A third mode, bulk, fetches a 100 KB response over keep-alive. Then, in a
-# separate short pass so the timed cells stay undisturbed, it counts each proxy's system calls per
-# request in each mode (`perf stat` on the syscall tracepoints, counted in the kernel, attached to the
-# proxy's process while wrk runs, divided by the requests wrk reports). Last it reports the memory each
-# proxy holds per idle keep-alive client connection, and sinew's RSS with 100 services of 10 backends.
+# Three nginx backends (1 worker each, `return 200 "ok\n"`), HAProxy (1 thread, `http-reuse always`, and the
+# forwarded headers sinew adds by default) and sinew (release build) proxy them in HTTP mode (round robin)
+# and TCP mode (least connections). Proxies and backends are pinned to CPU 0, wrk to CPU 1. Each round runs
+# wrk -t1 -c64 against direct, HAProxy and sinew, keep-alive and `Connection: close`, interleaved; the table
+# shows the median over rounds and the sinew/HAProxy ratios, with the CPU time each proxy spent per request
+# (the figure that decides throughput when the CPU is the limit, and the one least disturbed by other load
+# on the machine) and how often it was preempted per request, and the CPU time the backends spent per
+# request behind it (on the proxy's core, what a proxy costs its backends bounds throughput too). A third
+# mode, bulk, fetches a 100 KB response over keep-alive. Then, in a separate short pass so the timed cells
+# stay undisturbed, it counts each proxy's system calls per request in each mode (`perf stat` on the syscall
+# tracepoints, counted in the kernel, attached to the proxy's process while wrk runs, divided by the
+# requests wrk reports). Last it reports the memory each proxy holds per idle keep-alive client connection,
+# and sinew's RSS with 100 services of 10 backends.
 #
 # usage: bash benches/e2e/run.sh [ROUNDS] [SECONDS]      (defaults: 3 rounds of 6 s per cell)
 # E2E_PASSES lists the passes to run (default "throughput syscalls memory"); system call counts do not
@@ -216,7 +217,7 @@ backends_cpu_ns() {
   echo "$total"
 }
 if [ -n "${E2E_BACKENDS_BATCH:-}" ]; then
-  for c in $(pgrep -P "$(cat "$work/nginx.pid")"); do chrt -b -p 0 "$c"; done
+  for c in $nginx_workers; do chrt -b -p 0 "$c"; done
   echo "== nginx workers under SCHED_BATCH"
 fi
 haproxy_pid=$(cat "$work/haproxy.pid")
